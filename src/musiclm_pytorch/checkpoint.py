@@ -1,0 +1,197 @@
+"""One checkpoint format for every component: config + weights in one safetensors file.
+
+A checkpoint is a ``.safetensors`` file whose metadata holds ``format_version``, ``component``
+(the registered name of the class) and ``config`` (JSON of the constructor arguments, nested
+components included). ``load(path)`` rebuilds the model from that config with no architecture
+arguments, then loads the weights strictly. Files are written to a temporary name in the same
+folder and renamed, so a killed writer never leaves a half file under the real name.
+
+A class joins the format by subclassing :class:`Component`, giving ``component_name`` and
+recording its constructor arguments with ``self.save_config(...)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+__all__ = ["Component", "CheckpointError", "save", "load", "read_header", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1
+_REGISTRY: dict[str, type[Component]] = {}
+_NESTED = "__component__"
+
+T = TypeVar("T", bound="Component")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, corrupt, of another format version, or of the wrong component."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = str(path)
+        super().__init__(f"bad checkpoint {self.path!r}: {reason}")
+
+
+class Component(nn.Module):
+    """A module that can describe itself as a JSON config and be rebuilt from it.
+
+    Subclasses set ``component_name`` and call ``self.save_config(**kwargs)`` in ``__init__`` with
+    every constructor argument. Values may be JSON types, tuples (stored as lists) or other
+    components (stored nested and rebuilt first).
+    """
+
+    component_name: ClassVar[str] = ""
+    _config: dict[str, Any]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("component_name")
+        if name:
+            if name in _REGISTRY and _REGISTRY[name] is not cls:
+                raise RuntimeError(f"component name {name!r} registered twice")
+            _REGISTRY[name] = cls
+
+    def save_config(self, **kwargs: Any) -> None:
+        self._config = kwargs
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments, JSON-serialisable (nested components as tagged dicts)."""
+        return {k: _encode(v) for k, v in self._config.items()}
+
+    @classmethod
+    def from_config(cls: type[T], config: dict[str, Any]) -> T:
+        return cls(**{k: _decode(v) for k, v in config.items()})
+
+    def save(self, path: str | os.PathLike) -> Path:
+        return save(self, path)
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, Component):
+        return {_NESTED: value.component_name, "config": value.config}
+    if isinstance(value, tuple | list):
+        return [_encode(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _encode(v) for k, v in value.items()}
+    if isinstance(value, Path):
+        return str(value)
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    raise TypeError(f"config value {value!r} of type {type(value).__name__} is not JSON-serialisable")
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict) and _NESTED in value:
+        return build(value[_NESTED], value["config"])
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _decode(v) for k, v in value.items()}
+    return value
+
+
+def build(component: str, config: dict[str, Any]) -> Component:
+    """Construct a registered component from its name and config."""
+    if component not in _REGISTRY:
+        raise ValueError(f"unknown component {component!r}; registered: {sorted(_REGISTRY)}")
+    return _REGISTRY[component].from_config(config)
+
+
+def _state_dict_for_save(model: nn.Module) -> dict[str, torch.Tensor]:
+    # safetensors refuses tensors that share storage (tied weights); store clones, load non-strictly
+    # over them is never needed because load_state_dict re-ties through the module graph.
+    return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def save(model: Component, path: str | os.PathLike, *, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` (weights + config) to ``path`` atomically. Returns the path."""
+    if not isinstance(model, Component):
+        raise TypeError(f"save() needs a Component, got {type(model).__name__}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {
+        "format_version": str(FORMAT_VERSION),
+        "component": model.component_name,
+        "config": json.dumps(model.config),
+        "extra": json.dumps(extra or {}),
+    }
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(_state_dict_for_save(model), tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_header(path: str | os.PathLike) -> dict[str, Any]:
+    """Read ``{format_version, component, config, extra}`` without loading weights."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, "no such file")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(path, f"not a readable safetensors file ({e})") from e
+    missing = {"format_version", "component", "config"} - set(meta)
+    if missing:
+        raise CheckpointError(path, f"metadata lacks {sorted(missing)}; not a musiclm_pytorch checkpoint")
+    if meta["format_version"] != str(FORMAT_VERSION):
+        raise CheckpointError(
+            path, f"format_version {meta['format_version']} but this package reads {FORMAT_VERSION}"
+        )
+    try:
+        config = json.loads(meta["config"])
+        extra = json.loads(meta.get("extra", "{}"))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(path, f"config is not valid JSON ({e})") from e
+    return {"format_version": FORMAT_VERSION, "component": meta["component"], "config": config, "extra": extra}
+
+
+def load(
+    path: str | os.PathLike, *, expected: type[T] | None = None, map_location: str | torch.device = "cpu"
+) -> T:
+    """Rebuild a component from a checkpoint written by :func:`save`.
+
+    Args:
+        path: the ``.safetensors`` file.
+        expected: if given, the file must hold this class (or a subclass), else ``CheckpointError``.
+        map_location: device for the weights.
+    """
+    header = read_header(path)
+    name = header["component"]
+    if name not in _REGISTRY:
+        raise CheckpointError(path, f"unknown component {name!r}; registered: {sorted(_REGISTRY)}")
+    cls = _REGISTRY[name]
+    if expected is not None and not issubclass(cls, expected):
+        raise CheckpointError(path, f"holds a {name!r}, expected a {expected.component_name!r}")
+    try:
+        model = cls.from_config(header["config"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(path, f"config does not build a {name!r}: {e}") from e
+    try:
+        state = load_file(str(path), device=str(map_location))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(path, f"weights unreadable ({e})") from e
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(
+            path,
+            f"weights do not match the config: missing {result.missing_keys[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]}",
+        )
+    return model  # type: ignore[return-value]

@@ -1,0 +1,135 @@
+"""Contrastive losses for MuLaN, each gathering embeddings across ranks with gradients.
+
+Every loss is the mean of a per-row loss over the *global* batch. Rank ``r`` computes the rows of
+its own examples against the columns of every rank (open_clip's "local loss"): with the gradient of
+``all_gather`` summing over ranks and DDP / Accelerate averaging parameter gradients, the training
+step equals a single-process step on the joint batch (``tests/mulan/test_losses_distributed.py``
+proves it with two gloo processes).
+
+- :class:`SoftmaxContrastiveLoss`: symmetric InfoNCE (CLIP; MuLan §3.3) with a learnable temperature,
+  ``logit_scale = log(1/T)`` initialised at ``log(1/0.07)`` and clamped to ``[0, log(100)]``.
+- :class:`DecoupledContrastiveLoss`: DCL (Yeh et al. 2022): the positive is removed from the
+  denominator, which removes InfoNCE's negative-positive coupling at small batch sizes.
+- :class:`SigmoidContrastiveLoss`: SigLIP (Zhai et al. 2023): independent binary terms for every pair,
+  ``t`` initialised at 10 and bias at -10.
+
+Shapes: latents ``[B, D]``, L2-normalised.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def gather_with_grad(x: Tensor) -> tuple[Tensor, int]:
+    """All-gather ``x [B, D]`` across ranks keeping the autograd graph.
+
+    Returns ``(x_all [world * B, D], offset)`` where ``offset = rank * B`` is where this rank's rows
+    start. Outside ``torch.distributed`` it returns ``(x, 0)``.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x, 0
+    world, rank = dist.get_world_size(), dist.get_rank()
+    sizes = [torch.zeros(1, dtype=torch.long, device=x.device) for _ in range(world)]
+    dist.all_gather(sizes, torch.tensor([x.shape[0]], device=x.device))
+    if any(int(s) != x.shape[0] for s in sizes):
+        raise ValueError(f"every rank needs the same local batch size, got {[int(s) for s in sizes]}")
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x), dim=0), rank * x.shape[0]
+
+
+def _check_pair(audio: Tensor, text: Tensor) -> None:
+    if audio.ndim != 2 or text.ndim != 2 or audio.shape != text.shape:
+        raise ValueError(
+            f"audio and text latents must both be [B, D] with the same shape, got {tuple(audio.shape)} and "
+            f"{tuple(text.shape)}"
+        )
+
+
+def _check_global_batch(n: int) -> None:
+    if n < 2:
+        raise ValueError(
+            f"a contrastive loss needs at least 2 pairs in the (global) batch to have a negative, got {n}"
+        )
+
+
+class _ContrastiveLoss(nn.Module):
+    def forward(self, audio: Tensor, text: Tensor) -> Tensor:
+        _check_pair(audio, text)
+        audio_all, offset = gather_with_grad(audio)
+        text_all, _ = gather_with_grad(text)
+        _check_global_batch(audio_all.shape[0])
+        labels = torch.arange(audio.shape[0], device=audio.device) + offset
+        return self.local_loss(audio, text, audio_all, text_all, labels)
+
+    def local_loss(self, audio: Tensor, text: Tensor, audio_all: Tensor, text_all: Tensor, labels: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+class SoftmaxContrastiveLoss(_ContrastiveLoss):
+    """Symmetric InfoNCE with a learnable, clamped temperature."""
+
+    def __init__(self, *, init_temperature: float = 0.07, max_logit_scale: float = 100.0):
+        super().__init__()
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
+        self.max_log_scale = math.log(max_logit_scale)
+
+    @property
+    def temperature(self) -> Tensor:
+        return 1.0 / self.scale()
+
+    def scale(self) -> Tensor:
+        # clamp with gradient pass-through inside the range, as CLIP clamps logit_scale
+        return self.logit_scale.clamp(0.0, self.max_log_scale).exp()
+
+    def local_loss(self, audio: Tensor, text: Tensor, audio_all: Tensor, text_all: Tensor, labels: Tensor) -> Tensor:
+        s = self.scale()
+        a2t = s * audio @ text_all.t()  # local audio rows vs every text
+        t2a = s * text @ audio_all.t()
+        return (F.cross_entropy(a2t, labels) + F.cross_entropy(t2a, labels)) / 2
+
+
+class DecoupledContrastiveLoss(SoftmaxContrastiveLoss):
+    """DCL: InfoNCE without the positive pair in the denominator."""
+
+    def local_loss(self, audio: Tensor, text: Tensor, audio_all: Tensor, text_all: Tensor, labels: Tensor) -> Tensor:
+        s = self.scale()
+        total = 0.0
+        for rows, cols in ((audio, text_all), (text, audio_all)):
+            logits = s * rows @ cols.t()
+            pos = logits.gather(1, labels[:, None])[:, 0]
+            neg = logits.scatter(1, labels[:, None], float("-inf"))
+            total = total + (torch.logsumexp(neg, dim=1) - pos).mean()
+        return total / 2  # type: ignore[return-value]
+
+
+class SigmoidContrastiveLoss(_ContrastiveLoss):
+    """SigLIP: ``-log sigmoid(z_ij (t * a_i.t_j + b))`` summed over columns, averaged over rows."""
+
+    def __init__(self, *, init_scale: float = 10.0, init_bias: float = -10.0):
+        super().__init__()
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(init_scale)))
+        self.logit_bias = nn.Parameter(torch.tensor(init_bias))
+
+    @property
+    def temperature(self) -> Tensor:
+        return 1.0 / self.logit_scale.exp()
+
+    def local_loss(self, audio: Tensor, text: Tensor, audio_all: Tensor, text_all: Tensor, labels: Tensor) -> Tensor:
+        logits = self.logit_scale.exp() * audio @ text_all.t() + self.logit_bias
+        signs = -torch.ones_like(logits)
+        signs.scatter_(1, labels[:, None], 1.0)
+        return -F.logsigmoid(signs * logits).sum(dim=1).mean()
+
+
+LOSSES: dict[str, type[_ContrastiveLoss]] = {
+    "softmax": SoftmaxContrastiveLoss,
+    "dcl": DecoupledContrastiveLoss,
+    "sigmoid": SigmoidContrastiveLoss,
+}
