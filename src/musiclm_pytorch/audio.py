@@ -219,7 +219,11 @@ class Spectrogram(nn.Module):
     def complex_stft(self, wav: Tensor) -> Tensor:
         a = self.args
         return stft(
-            wav, n_fft=a.n_fft, win_length=a.win_length, hop_length=a.hop_length, center=a.center,
+            wav,
+            n_fft=a.n_fft,
+            win_length=a.win_length,
+            hop_length=a.hop_length,
+            center=a.center,
             pad_mode=a.pad_mode,
         )
 
@@ -238,6 +242,8 @@ class MelSpectrogram(Spectrogram):
     Matches ``librosa.feature.melspectrogram`` with the same arguments (``pad_mode="constant"``).
     """
 
+    mel_fb: Tensor
+
     def __init__(
         self,
         *,
@@ -253,7 +259,11 @@ class MelSpectrogram(Spectrogram):
         pad_mode: str = "constant",
     ):
         super().__init__(
-            n_fft=n_fft, win_length=win_length, hop_length=hop_length, power=power, center=center,
+            n_fft=n_fft,
+            win_length=win_length,
+            hop_length=hop_length,
+            power=power,
+            center=center,
             pad_mode=pad_mode,
         )
         fb = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=f_min, fmax=f_max)

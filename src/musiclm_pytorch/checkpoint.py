@@ -151,20 +151,21 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
     if missing:
         raise CheckpointError(path, f"metadata lacks {sorted(missing)}; not a musiclm_pytorch checkpoint")
     if meta["format_version"] != str(FORMAT_VERSION):
-        raise CheckpointError(
-            path, f"format_version {meta['format_version']} but this package reads {FORMAT_VERSION}"
-        )
+        raise CheckpointError(path, f"format_version {meta['format_version']} but this package reads {FORMAT_VERSION}")
     try:
         config = json.loads(meta["config"])
         extra = json.loads(meta.get("extra", "{}"))
     except json.JSONDecodeError as e:
         raise CheckpointError(path, f"config is not valid JSON ({e})") from e
-    return {"format_version": FORMAT_VERSION, "component": meta["component"], "config": config, "extra": extra}
+    return {
+        "format_version": FORMAT_VERSION,
+        "component": meta["component"],
+        "config": config,
+        "extra": extra,
+    }
 
 
-def load(
-    path: str | os.PathLike, *, expected: type[T] | None = None, map_location: str | torch.device = "cpu"
-) -> T:
+def load(path: str | os.PathLike, *, expected: type[T] | None = None, map_location: str | torch.device = "cpu") -> T:
     """Rebuild a component from a checkpoint written by :func:`save`.
 
     Args:
@@ -187,7 +188,10 @@ def load(
         state = load_file(str(path), device=str(map_location))
     except (SafetensorError, OSError) as e:
         raise CheckpointError(path, f"weights unreadable ({e})") from e
-    result = model.load_state_dict(state, strict=False)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # size mismatches
+        raise CheckpointError(path, f"weights do not match the config: {e}") from e
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(
             path,

@@ -84,6 +84,11 @@ class MuLaNEmbedQuantizer(Component):
     """
 
     component_name = "mulan_embed_quantizer"
+    codebooks: Tensor
+    ema_counts: Tensor
+    ema_sums: Tensor
+    fitted: Tensor
+    offsets: Tensor
 
     def __init__(
         self,
@@ -103,8 +108,12 @@ class MuLaNEmbedQuantizer(Component):
         if num_quantizers < 1 or codebook_size < 2:
             raise ValueError(f"need num_quantizers >= 1 and codebook_size >= 2, got {num_quantizers}, {codebook_size}")
         self.save_config(
-            mulan=mulan, conditioning_dims=list(conditioning_dims), namespaces=list(namespaces),
-            num_quantizers=num_quantizers, codebook_size=codebook_size, ema_decay=ema_decay,
+            mulan=mulan,
+            conditioning_dims=list(conditioning_dims),
+            namespaces=list(namespaces),
+            num_quantizers=num_quantizers,
+            codebook_size=codebook_size,
+            ema_decay=ema_decay,
         )
         self.mulan = mulan
         self.mulan.requires_grad_(False)
@@ -151,7 +160,12 @@ class MuLaNEmbedQuantizer(Component):
 
     @torch.no_grad()
     def fit_from_audio(
-        self, batches: Iterable[Tensor], *, windowed: bool = False, iters: int = 20, seed: int = 0,
+        self,
+        batches: Iterable[Tensor],
+        *,
+        windowed: bool = False,
+        iters: int = 20,
+        seed: int = 0,
         progress: bool = True,
     ) -> Tensor:
         """Embed every batch of waveforms ``[B, S]`` with MuLaN, then :meth:`fit` on all the latents."""
@@ -208,7 +222,11 @@ class MuLaNEmbedQuantizer(Component):
 
     @torch.no_grad()
     def get_cond_ids(
-        self, *, wavs: Tensor | None = None, texts: Tensor | None = None, raw_texts: list[str] | None = None,
+        self,
+        *,
+        wavs: Tensor | None = None,
+        texts: Tensor | None = None,
+        raw_texts: list[str] | None = None,
         windowed: bool = False,
     ) -> Tensor:
         """Conditioning ids ``[B, Q]`` from audio (training) or text (generation); exactly one source."""
@@ -232,8 +250,13 @@ class MuLaNEmbedQuantizer(Component):
         return self.tables[namespace](ids + self.offsets)
 
     def forward(
-        self, *, wavs: Tensor | None = None, texts: Tensor | None = None, raw_texts: list[str] | None = None,
-        namespace: str, windowed: bool = False,
+        self,
+        *,
+        wavs: Tensor | None = None,
+        texts: Tensor | None = None,
+        raw_texts: list[str] | None = None,
+        namespace: str,
+        windowed: bool = False,
     ) -> Tensor:
         """Conditioning vectors ``[B, Q, D_namespace]`` for one stage."""
         ids = self.get_cond_ids(wavs=wavs, texts=texts, raw_texts=raw_texts, windowed=windowed)

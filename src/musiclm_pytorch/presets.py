@@ -31,8 +31,15 @@ MULAN_PRESETS: dict[str, dict[str, Any]] = {
         "mulan": dict(dim_latent=128),
     },
     "seed": {
-        "audio": dict(dim=512, depth=6, heads=8, dim_head=64, spec_n_fft=128, spec_win_length=24,
-                      spec_aug_stretch_factor=0.8),
+        "audio": dict(
+            dim=512,
+            depth=6,
+            heads=8,
+            dim_head=64,
+            spec_n_fft=128,
+            spec_win_length=24,
+            spec_aug_stretch_factor=0.8,
+        ),
         "text": dict(kind="scratch", dim=512, depth=6, heads=8, dim_head=64),
         "mulan": dict(dim_latent=128),
     },

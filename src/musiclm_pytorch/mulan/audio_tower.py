@@ -96,14 +96,32 @@ class AudioSpectrogramTransformer(Component):
     ):
         super().__init__()
         self.save_config(
-            dim=dim, depth=depth, heads=heads, dim_head=dim_head, ff_mult=ff_mult, attn_dropout=attn_dropout,
-            ff_dropout=ff_dropout, sample_rate=sample_rate, frontend=frontend, spec_n_fft=spec_n_fft,
-            spec_win_length=spec_win_length, spec_hop_length=spec_hop_length, spec_power=spec_power,
-            spec_center=spec_center, spec_pad_mode=spec_pad_mode, n_mels=n_mels, f_min=f_min, f_max=f_max,
-            patch_size=patch_size, spec_aug_stretch_factor=spec_aug_stretch_factor,
-            spec_aug_freq_mask=spec_aug_freq_mask, spec_aug_time_mask=spec_aug_time_mask,
-            spec_aug_num_masks=spec_aug_num_masks, patch_dropout_prob=patch_dropout_prob,
-            accept_spec=accept_spec, accept_spec_time_first=accept_spec_time_first,
+            dim=dim,
+            depth=depth,
+            heads=heads,
+            dim_head=dim_head,
+            ff_mult=ff_mult,
+            attn_dropout=attn_dropout,
+            ff_dropout=ff_dropout,
+            sample_rate=sample_rate,
+            frontend=frontend,
+            spec_n_fft=spec_n_fft,
+            spec_win_length=spec_win_length,
+            spec_hop_length=spec_hop_length,
+            spec_power=spec_power,
+            spec_center=spec_center,
+            spec_pad_mode=spec_pad_mode,
+            n_mels=n_mels,
+            f_min=f_min,
+            f_max=f_max,
+            patch_size=patch_size,
+            spec_aug_stretch_factor=spec_aug_stretch_factor,
+            spec_aug_freq_mask=spec_aug_freq_mask,
+            spec_aug_time_mask=spec_aug_time_mask,
+            spec_aug_num_masks=spec_aug_num_masks,
+            patch_dropout_prob=patch_dropout_prob,
+            accept_spec=accept_spec,
+            accept_spec_time_first=accept_spec_time_first,
         )
         if not 0.0 <= patch_dropout_prob < 1.0:
             raise ValueError(f"patch_dropout_prob must be in [0, 1), got {patch_dropout_prob}")
@@ -115,14 +133,25 @@ class AudioSpectrogramTransformer(Component):
         self.spec: Spectrogram
         if frontend == "linear":
             self.spec = Spectrogram(
-                n_fft=spec_n_fft, win_length=spec_win_length, hop_length=spec_hop_length, power=spec_power,
-                center=spec_center, pad_mode=spec_pad_mode,
+                n_fft=spec_n_fft,
+                win_length=spec_win_length,
+                hop_length=spec_hop_length,
+                power=spec_power,
+                center=spec_center,
+                pad_mode=spec_pad_mode,
             )
         elif frontend == "mel":
             self.spec = MelSpectrogram(
-                sample_rate=sample_rate, n_fft=spec_n_fft, win_length=spec_win_length,
-                hop_length=spec_hop_length, n_mels=n_mels, f_min=f_min, f_max=f_max, power=spec_power,
-                center=spec_center, pad_mode=spec_pad_mode,
+                sample_rate=sample_rate,
+                n_fft=spec_n_fft,
+                win_length=spec_win_length,
+                hop_length=spec_hop_length,
+                n_mels=n_mels,
+                f_min=f_min,
+                f_max=f_max,
+                power=spec_power,
+                center=spec_center,
+                pad_mode=spec_pad_mode,
             )
         else:
             raise ValueError(f"frontend must be 'linear' or 'mel', got {frontend!r}")
@@ -132,7 +161,11 @@ class AudioSpectrogramTransformer(Component):
                 f"front end has {self.spec.num_bins} frequency bins, fewer than patch_size[0]={self.patch_size[0]}"
             )
         self.stretch_factor = spec_aug_stretch_factor
-        self.freq_mask, self.time_mask, self.num_masks = spec_aug_freq_mask, spec_aug_time_mask, spec_aug_num_masks
+        self.freq_mask, self.time_mask, self.num_masks = (
+            spec_aug_freq_mask,
+            spec_aug_time_mask,
+            spec_aug_num_masks,
+        )
         self.patch_dropout_prob = patch_dropout_prob
         self.accept_spec = accept_spec
         self.accept_spec_time_first = accept_spec_time_first
@@ -141,13 +174,22 @@ class AudioSpectrogramTransformer(Component):
         self.to_patch_tokens = nn.Sequential(nn.LayerNorm(patch_dim), nn.Linear(patch_dim, dim), nn.LayerNorm(dim))
         self.rotary = RotaryEmbedding(dim_head, num_axes=2)
         self.transformer = Transformer(
-            dim, depth=depth, heads=heads, dim_head=dim_head, ff_mult=ff_mult, attn_dropout=attn_dropout,
+            dim,
+            depth=depth,
+            heads=heads,
+            dim_head=dim_head,
+            ff_mult=ff_mult,
+            attn_dropout=attn_dropout,
             ff_dropout=ff_dropout,
         )
 
     @property
     def hop_length(self) -> int:
         return self.spec.hop_length
+
+    @property
+    def patch_dtype(self) -> torch.dtype:
+        return self.to_patch_tokens[1].weight.dtype  # type: ignore[return-value]
 
     @property
     def min_samples(self) -> int:
@@ -196,9 +238,9 @@ class AudioSpectrogramTransformer(Component):
             )
         spec = spec[:, : rows * pf, : cols * pt]
         patches = rearrange(spec, "b (h p1) (w p2) -> b (h w) (p1 p2)", p1=pf, p2=pt)
-        grid = torch.stack(
-            torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij"), dim=-1
-        ).to(spec.device)
+        grid = torch.stack(torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij"), dim=-1).to(
+            spec.device
+        )
         positions = rearrange(grid, "h w a -> (h w) a")[None].expand(b, -1, -1)
         return patches, positions
 
@@ -243,7 +285,7 @@ class AudioSpectrogramTransformer(Component):
         if augment and (self.freq_mask > 0 or self.time_mask > 0) and self.num_masks > 0:
             spec = self._mask_(spec)
         patches, positions = self.patchify(spec)
-        tokens = self.to_patch_tokens(patches.to(self.to_patch_tokens[1].weight.dtype))
+        tokens = self.to_patch_tokens(patches.to(self.patch_dtype))
         if augment and self.patch_dropout_prob > 0 and not force_no_patch_dropout:
             tokens, positions = self._patch_dropout(tokens, positions)
         tokens = self.transformer(tokens, rotary=self.rotary(positions))

@@ -26,6 +26,27 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+class _AllGatherWithGrad(torch.autograd.Function):
+    """Forward: all-gather along dim 0. Backward: sum the gradient over ranks, keep this rank's rows.
+
+    Written out (all_reduce + slice) because it works on every backend, gloo included.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        world = dist.get_world_size()
+        ctx.rank, ctx.rows = dist.get_rank(), x.shape[0]
+        out = [torch.empty_like(x) for _ in range(world)]
+        dist.all_gather(out, x.contiguous())
+        return torch.cat(out, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
+
+
 def gather_with_grad(x: Tensor) -> tuple[Tensor, int]:
     """All-gather ``x [B, D]`` across ranks keeping the autograd graph.
 
@@ -39,9 +60,7 @@ def gather_with_grad(x: Tensor) -> tuple[Tensor, int]:
     dist.all_gather(sizes, torch.tensor([x.shape[0]], device=x.device))
     if any(int(s) != x.shape[0] for s in sizes):
         raise ValueError(f"every rank needs the same local batch size, got {[int(s) for s in sizes]}")
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(x), dim=0), rank * x.shape[0]
+    return _AllGatherWithGrad.apply(x), rank * x.shape[0]
 
 
 def _check_pair(audio: Tensor, text: Tensor) -> None:
@@ -54,9 +73,7 @@ def _check_pair(audio: Tensor, text: Tensor) -> None:
 
 def _check_global_batch(n: int) -> None:
     if n < 2:
-        raise ValueError(
-            f"a contrastive loss needs at least 2 pairs in the (global) batch to have a negative, got {n}"
-        )
+        raise ValueError(f"a contrastive loss needs at least 2 pairs in the (global) batch to have a negative, got {n}")
 
 
 class _ContrastiveLoss(nn.Module):
@@ -100,13 +117,13 @@ class DecoupledContrastiveLoss(SoftmaxContrastiveLoss):
 
     def local_loss(self, audio: Tensor, text: Tensor, audio_all: Tensor, text_all: Tensor, labels: Tensor) -> Tensor:
         s = self.scale()
-        total = 0.0
+        total = torch.zeros((), dtype=audio.dtype, device=audio.device)
         for rows, cols in ((audio, text_all), (text, audio_all)):
             logits = s * rows @ cols.t()
             pos = logits.gather(1, labels[:, None])[:, 0]
             neg = logits.scatter(1, labels[:, None], float("-inf"))
             total = total + (torch.logsumexp(neg, dim=1) - pos).mean()
-        return total / 2  # type: ignore[return-value]
+        return total / 2
 
 
 class SigmoidContrastiveLoss(_ContrastiveLoss):

@@ -68,8 +68,12 @@ class MuLaN(Component):
                 f"window_seconds and window_hop_seconds must be positive, got {window_seconds}, {window_hop_seconds}"
             )
         self.save_config(
-            audio_transformer=audio_transformer, text_transformer=text_transformer, dim_latent=dim_latent,
-            loss=loss, window_seconds=window_seconds, window_hop_seconds=window_hop_seconds,
+            audio_transformer=audio_transformer,
+            text_transformer=text_transformer,
+            dim_latent=dim_latent,
+            loss=loss,
+            window_seconds=window_seconds,
+            window_hop_seconds=window_hop_seconds,
             window_batch_size=window_batch_size,
         )
         self.audio = audio_transformer
@@ -106,9 +110,7 @@ class MuLaN(Component):
         windows = torch.stack([wavs[:, s : s + win] for s in starts], dim=1)  # [B, W, win]
         b, w = windows.shape[:2]
         flat = windows.reshape(b * w, win)
-        latents = torch.cat(
-            [self.get_audio_latents(chunk) for chunk in flat.split(self.window_batch_size)], dim=0
-        )
+        latents = torch.cat([self.get_audio_latents(chunk) for chunk in flat.split(self.window_batch_size)], dim=0)
         return F.normalize(latents.reshape(b, w, -1).mean(dim=1), dim=-1)
 
     def get_text_latents(

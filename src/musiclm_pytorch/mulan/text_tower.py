@@ -118,8 +118,16 @@ class TextTransformer(Component):
         if num_tokens is None:
             num_tokens = self.tokenizer(tokenizer_file).vocab_size
         self.save_config(
-            dim=dim, depth=depth, num_tokens=num_tokens, max_seq_len=max_seq_len, dim_head=dim_head, heads=heads,
-            ff_mult=ff_mult, attn_dropout=attn_dropout, ff_dropout=ff_dropout, tokenizer_file=tokenizer_file,
+            dim=dim,
+            depth=depth,
+            num_tokens=num_tokens,
+            max_seq_len=max_seq_len,
+            dim_head=dim_head,
+            heads=heads,
+            ff_mult=ff_mult,
+            attn_dropout=attn_dropout,
+            ff_dropout=ff_dropout,
+            tokenizer_file=tokenizer_file,
         )
         if num_tokens < 1 or max_seq_len < 1:
             raise ValueError(f"num_tokens and max_seq_len must be >= 1, got {num_tokens}, {max_seq_len}")
@@ -132,7 +140,12 @@ class TextTransformer(Component):
         self.cls_token = nn.Parameter(torch.randn(dim) * 0.02)
         self.rotary = RotaryEmbedding(dim_head, num_axes=1)
         self.transformer = Transformer(
-            dim, depth=depth, heads=heads, dim_head=dim_head, ff_mult=ff_mult, attn_dropout=attn_dropout,
+            dim,
+            depth=depth,
+            heads=heads,
+            dim_head=dim_head,
+            ff_mult=ff_mult,
+            attn_dropout=attn_dropout,
             ff_dropout=ff_dropout,
         )
 
@@ -171,9 +184,7 @@ class TextTransformer(Component):
         if x.shape[0] == 0 or x.shape[1] == 0:
             raise ValueError(f"texts is empty, shape {tuple(x.shape)}")
         if x.shape[1] > self.max_seq_len:
-            raise ValueError(
-                f"texts has {x.shape[1]} tokens per row, more than max_seq_len={self.max_seq_len}"
-            )
+            raise ValueError(f"texts has {x.shape[1]} tokens per row, more than max_seq_len={self.max_seq_len}")
         lo, hi = int(x.min()), int(x.max())
         if lo < 0 or hi > self.pad_id:
             raise ValueError(
@@ -182,7 +193,11 @@ class TextTransformer(Component):
         return x.long()
 
     def forward(
-        self, x: Tensor | None = None, *, raw_texts: list[str] | None = None, mask: Tensor | None = None,
+        self,
+        x: Tensor | None = None,
+        *,
+        raw_texts: list[str] | None = None,
+        mask: Tensor | None = None,
         truncate: bool = False,
     ) -> Tensor:
         """Pooled text features ``[B, dim]`` from token ids ``x [B, N]`` or ``raw_texts``.
@@ -222,7 +237,12 @@ class PretrainedTextTransformer(Component):
     component_name = "pretrained_text_transformer"
 
     def __init__(
-        self, path: str = BUILTIN_MINILM, *, freeze: bool = True, pooling: str = "mean", max_seq_len: int = 256
+        self,
+        path: str = BUILTIN_MINILM,
+        *,
+        freeze: bool = True,
+        pooling: str = "mean",
+        max_seq_len: int = 256,
     ):
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
@@ -262,7 +282,11 @@ class PretrainedTextTransformer(Component):
         return ids, mask
 
     def forward(
-        self, x: Tensor | None = None, *, raw_texts: list[str] | None = None, mask: Tensor | None = None,
+        self,
+        x: Tensor | None = None,
+        *,
+        raw_texts: list[str] | None = None,
+        mask: Tensor | None = None,
         truncate: bool = False,
     ) -> Tensor:
         if (x is None) == (raw_texts is None):

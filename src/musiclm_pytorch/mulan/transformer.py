@@ -22,6 +22,8 @@ class RotaryEmbedding(nn.Module):
     ``R = A * 2 * floor(dim_head / A / 2)`` dims of each head rotate; the rest pass through.
     """
 
+    inv_freq: Tensor
+
     def __init__(self, dim_head: int, *, num_axes: int = 1, theta: float = 10000.0):
         super().__init__()
         per_axis = (dim_head // num_axes) // 2 * 2
@@ -90,6 +92,17 @@ class FeedForward(nn.Module):
         return self.net(x)
 
 
+class Block(nn.Module):
+    def __init__(self, dim: int, *, heads: int, dim_head: int, ff_mult: int, attn_dropout: float, ff_dropout: float):
+        super().__init__()
+        self.attn = Attention(dim, heads=heads, dim_head=dim_head, dropout=attn_dropout)
+        self.ff = FeedForward(dim, mult=ff_mult, dropout=ff_dropout)
+
+    def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor] | None, key_mask: Tensor | None) -> Tensor:
+        x = x + self.attn(x, rotary, key_mask)
+        return x + self.ff(x)
+
+
 class Transformer(nn.Module):
     """Pre-norm transformer encoder. ``[B, N, D] -> [B, N, D]`` (final LayerNorm applied)."""
 
@@ -106,11 +119,8 @@ class Transformer(nn.Module):
     ):
         super().__init__()
         self.layers = nn.ModuleList(
-            nn.ModuleList(
-                [
-                    Attention(dim, heads=heads, dim_head=dim_head, dropout=attn_dropout),
-                    FeedForward(dim, mult=ff_mult, dropout=ff_dropout),
-                ]
+            Block(
+                dim, heads=heads, dim_head=dim_head, ff_mult=ff_mult, attn_dropout=attn_dropout, ff_dropout=ff_dropout
             )
             for _ in range(depth)
         )
@@ -119,7 +129,6 @@ class Transformer(nn.Module):
     def forward(
         self, x: Tensor, *, rotary: tuple[Tensor, Tensor] | None = None, key_mask: Tensor | None = None
     ) -> Tensor:
-        for attn, ff in self.layers:  # type: ignore[misc]
-            x = x + attn(x, rotary, key_mask)
-            x = x + ff(x)
+        for block in self.layers:
+            x = block(x, rotary, key_mask)
         return self.norm(x)

@@ -1,0 +1,60 @@
+"""Shared fixtures. Tests run on CPU, one thread (two threads thrash on small ops under load), no network."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def tiny_mulan():
+    from musiclm_pytorch import build_mulan
+
+    return build_mulan("tiny")
+
+
+def make_tiny_bert(folder) -> str:
+    """A random-weight BERT (2 layers, hidden 32) with a 60-word WordPiece vocabulary, saved to ``folder``."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    words = "a the piano guitar drums slow fast song with and of calm loud happy sad music violin bass".split()
+    vocab = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        *words,
+        *[f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"],
+    ]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(folder)
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> str:
+    torch.manual_seed(0)
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from musiclm_pytorch import CheckpointError, MuLaN, build_mulan, load, save
+from musiclm_pytorch.checkpoint import read_header
+from musiclm_pytorch.mulan import AudioSpectrogramTransformer
+
+
+def test_round_trip_rebuilds_without_arguments(tmp_path, tiny_mulan):
+    tiny_mulan.eval()
+    wavs = torch.randn(2, 16000)
+    texts = torch.randint(0, 1000, (2, 12))
+    before = (tiny_mulan.get_audio_latents(wavs), tiny_mulan.get_text_latents(texts))
+    path = save(tiny_mulan, tmp_path / "mulan.safetensors")
+    header = read_header(path)
+    assert header["component"] == "mulan" and header["format_version"] == 1
+    assert header["config"]["audio_transformer"]["config"]["dim"] == 64
+    loaded = load(path, expected=MuLaN).eval()
+    after = (loaded.get_audio_latents(wavs), loaded.get_text_latents(texts))
+    for a, b in zip(before, after):
+        torch.testing.assert_close(a, b)
+    assert not list(tmp_path.glob(".*tmp")), "temporary files left behind"
+
+
+def test_wrong_component_is_refused(tmp_path):
+    ast = AudioSpectrogramTransformer(dim=32, depth=1, heads=2, dim_head=16)
+    path = ast.save(tmp_path / "ast.safetensors")
+    with pytest.raises(CheckpointError, match="expected a 'mulan'"):
+        load(path, expected=MuLaN)
+    assert isinstance(load(path), AudioSpectrogramTransformer)
+
+
+def test_corrupt_and_foreign_files(tmp_path, tiny_mulan):
+    path = save(tiny_mulan, tmp_path / "m.safetensors")
+    data = path.read_bytes()
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(data[: len(data) // 3])
+    with pytest.raises(CheckpointError, match="broken.safetensors"):
+        load(broken)
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x00" * 100)
+    with pytest.raises(CheckpointError, match="garbage"):
+        load(garbage)
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(2)}, foreign)
+    with pytest.raises(CheckpointError, match="not a musiclm_pytorch checkpoint"):
+        load(foreign)
+    with pytest.raises(CheckpointError, match="no such file"):
+        load(tmp_path / "nope.safetensors")
+
+
+def test_mismatched_weights_are_refused(tmp_path, tiny_mulan):
+    path = save(tiny_mulan, tmp_path / "m.safetensors")
+    other = build_mulan("tiny", dim_latent=64)
+    state = {k: v.contiguous() for k, v in other.state_dict().items()}
+    header = read_header(path)
+    save_file(
+        state,
+        tmp_path / "mixed.safetensors",
+        metadata={
+            "format_version": "1",
+            "component": "mulan",
+            "config": json.dumps(header["config"]),
+        },
+    )
+    with pytest.raises(CheckpointError):
+        load(tmp_path / "mixed.safetensors")
+
+
+def test_failed_write_keeps_old_file(tmp_path, tiny_mulan, monkeypatch):
+    path = save(tiny_mulan, tmp_path / "m.safetensors")
+    good = path.read_bytes()
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("musiclm_pytorch.checkpoint.save_file", boom)
+    with pytest.raises(OSError, match="disk full"):
+        save(tiny_mulan, path)
+    assert path.read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
