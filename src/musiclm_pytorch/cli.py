@@ -26,7 +26,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         f"joint embedding) for {args.steps} steps on synthetic tones and measures text->audio retrieval.\n"
     )
     mulan, result = run_demo(steps=args.steps, seed=args.seed, progress=not args.quiet)
-    report = {
+    report: dict[str, object] = {
         "steps": result.steps,
         "train_seconds": round(result.seconds, 1),
         "loss_first_10pct": round(result.first_loss, 3),
