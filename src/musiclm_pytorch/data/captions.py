@@ -1,0 +1,132 @@
+"""Captions in many wordings for tagged clips (schema 1), with held-out templates for validation.
+
+A caption is built from a template whose slots are filled with synonyms of the clip's attributes.
+Templates state different subsets of the attributes (partial descriptions), in different word
+orders, including MusicCaps-style multi-sentence descriptions. ``TRAIN_TEMPLATES`` and
+``HELDOUT_TEMPLATES`` never overlap; :func:`full_caption` states every recorded attribute (for
+retrieval evaluation) in either a train or a held-out wording.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from typing import Any
+
+INSTRUMENT_WORDS = {
+    "piano": ["piano", "keys"],
+    "chromatic percussion": ["mallet percussion", "tuned percussion"],
+    "organ": ["organ", "keyboard organ"],
+    "guitar": ["guitar"],
+    "strings": ["strings", "bowed strings"],
+    "ensemble": ["ensemble", "orchestral ensemble"],
+    "brass": ["brass", "horns"],
+    "reed": ["woodwind", "reed instrument"],
+    "pipe": ["flute", "wind pipe"],
+    "synth lead": ["synth lead", "lead synthesizer"],
+    "synth pad": ["synth pad", "ambient pad"],
+    "ethnic": ["folk instrument", "world instrument"],
+}
+TEMPO_WORDS = {
+    "slow": ["slow", "leisurely", "unhurried", "slow-paced"],
+    "medium": ["mid-tempo", "moderately paced", "medium-tempo", "walking-pace"],
+    "fast": ["fast", "up-tempo", "brisk", "quick"],
+}
+MODE_WORDS = {"major": ["major", "major-key"], "minor": ["minor", "minor-key"]}
+DRUM_WORDS = {
+    True: ["with drums", "with a drum beat", "backed by a drum kit", "over a steady beat"],
+    False: ["without drums", "with no percussion", "with no drums", "drumless"],
+}
+DYNAMICS_WORDS = {"soft": ["soft", "quiet", "delicate"], "medium": ["moderately loud", "balanced"],
+                  "loud": ["loud", "powerful", "forceful"]}  # fmt: skip
+REGISTER_WORDS = {"low": ["low", "low-register"], "mid": ["mid-range", "middle-register"],
+                  "high": ["high", "high-register"]}  # fmt: skip
+
+# Slots: {inst} instrument name, {fam} family word, {tempo}, {bpm}, {key} e.g. "D minor", {mode},
+# {drums}, {mood}, {mood2}, {dyn}, {reg}
+TRAIN_TEMPLATES = [
+    "a {tempo} {mood} piece on {inst} {drums}",
+    "{inst} playing a {mode} melody, {tempo}, {drums}",
+    "{mood} {fam} music in {key}",
+    "a {dyn} {inst} tune at {bpm} bpm",
+    "{tempo} {fam} {drums}",
+    "solo {inst}, {mood} and {tempo}",
+    "a {mood} song in {key} played on {inst}",
+    "{fam} melody in a {reg} register, {mode} key",
+    "this is a {tempo} instrumental in {key}. the {inst} carries the melody {drums}. it sounds {mood}.",
+    "an instrumental track featuring {inst}. the tempo is {tempo}, around {bpm} bpm, and the mood is {mood}.",
+    "{drums}, a {inst} plays a {mood} tune",
+    "{key} {inst} piece",
+    "{mood}, {mood2} {fam} music",
+    "a {tempo} {mode} tune",
+    "{fam} {drums}",
+    "music for {inst} in {key}, {tempo}",
+]
+HELDOUT_TEMPLATES = [
+    "the {inst} performs a {mood} {mode}-key theme {drums}, {tempo}",
+    "a {mood} recording: {inst}, {key}, {tempo} tempo",
+    "low-fi clip of {fam} {drums}; it feels {mood}",
+    "here a {inst} plays something {tempo} and {mood} in {key}.",
+]
+FULL_TEMPLATES_TRAIN = [
+    "a {tempo} {mood} piece in {key} played on {inst} {drums}",
+    "{inst} in {key}, {tempo}, {mood}, {drums}",
+]
+FULL_TEMPLATES_HELDOUT = [
+    "{drums}, the {inst} plays a {tempo} {mood} theme in {key}",
+    "a recording of {inst} in {key}: {tempo} and {mood}, {drums}",
+]
+
+
+def _slots(tags: dict[str, Any], rng: random.Random) -> dict[str, str]:
+    moods = list(tags["moods"]) or ["plain"]
+    rng.shuffle(moods)
+    mode = rng.choice(MODE_WORDS[tags["mode"]])
+    return {
+        "inst": tags["instrument"],
+        "fam": rng.choice(INSTRUMENT_WORDS.get(tags["family"], [tags["family"]])),
+        "tempo": rng.choice(TEMPO_WORDS[tags["tempo_class"]]),
+        "bpm": str(int(round(tags["tempo_bpm"]))),
+        "key": f"{tags['tonic']} {tags['mode']}",
+        "mode": mode.replace("-key", ""),
+        "drums": rng.choice(DRUM_WORDS[bool(tags["drums"])]),
+        "mood": moods[0],
+        "mood2": moods[1] if len(moods) > 1 else moods[0],
+        "dyn": rng.choice(DYNAMICS_WORDS[tags["dynamics"]]),
+        "reg": rng.choice(REGISTER_WORDS[tags["register"]]),
+    }
+
+
+def _fill(template: str, slots: dict[str, str]) -> str:
+    text = template.format(**slots).strip()
+    text = re.sub(r"\b([Aa]) (?=[aeiouAEIOU])", r"\1n ", text)  # "a up-tempo" -> "an up-tempo"
+    return text[0].upper() + text[1:] if text else text
+
+
+def caption(tags: dict[str, Any], rng: random.Random, *, heldout: bool = False) -> str:
+    """One caption in a train (or held-out) wording; it may state only some attributes."""
+    template = rng.choice(HELDOUT_TEMPLATES if heldout else TRAIN_TEMPLATES)
+    return _fill(template, _slots(tags, rng))
+
+
+def full_caption(tags: dict[str, Any], rng: random.Random, *, heldout: bool = False) -> str:
+    """A caption stating instrument, tempo class, key and mode, mood and drums."""
+    template = rng.choice(FULL_TEMPLATES_HELDOUT if heldout else FULL_TEMPLATES_TRAIN)
+    return _fill(template, _slots(tags, rng))
+
+
+def attribute_prompts(attribute: str) -> dict[str, str]:
+    """Zero-shot prompts, one per value of ``attribute`` (family, drums, tempo_class, mode, tonic)."""
+    if attribute == "family":
+        return {f: f"{INSTRUMENT_WORDS[f][0]} music" for f in INSTRUMENT_WORDS}
+    if attribute == "drums":
+        return {"True": "music with drums", "False": "music without drums"}
+    if attribute == "tempo_class":
+        return {t: f"{TEMPO_WORDS[t][0]} music" for t in TEMPO_WORDS}
+    if attribute == "mode":
+        return {m: f"music in a {m} key" for m in MODE_WORDS}
+    if attribute == "tonic":
+        from .tags import PITCH_CLASSES
+
+        return {p: f"music in the key of {p}" for p in PITCH_CLASSES}
+    raise ValueError(f"no zero-shot prompts for attribute {attribute!r}")
