@@ -2,6 +2,8 @@
 
 Subcommands:
     demo        train a tiny MuLaN on synthetic captioned tones and report retrieval (no data, no download)
+    data synth  render a synthetic captioned music corpus (FluidSynth + General MIDI soundfonts)
+    data check  decode every row of a manifest or folder and report what a trainer would skip
     similarity  MuLaN cosine similarity between audio files and captions, from a checkpoint
     info        print a checkpoint's component and config
 """
@@ -12,6 +14,8 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+
+from .data.render import SynthUnavailableError
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -58,6 +62,42 @@ def _cmd_similarity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_synth(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from .data.synth import SynthConfig, synthesize
+
+    given = {f.name: getattr(args, f.name) for f in fields(SynthConfig) if getattr(args, f.name, None) is not None}
+    summary = synthesize(SynthConfig(**given), args.out, progress=not args.quiet)
+    print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
+    return 0
+
+
+def _cmd_data_check(args: argparse.Namespace) -> int:
+    """Decode every row of a manifest or folder and report what a trainer would skip."""
+    from pathlib import Path
+
+    from .data.datasets import CaptionedAudioDataset, ClipOptions, SkipStats, folder_rows, manifest_rows
+
+    src = Path(args.source)
+    rows, bad = folder_rows(src) if src.is_dir() else manifest_rows(src)
+    stats = SkipStats()
+    stats.update(bad)
+    ok = 0
+    if rows:
+        ds = CaptionedAudioDataset(rows, ClipOptions(sample_rate=args.sample_rate, crop_seconds=None,
+                                                     min_seconds=args.min_seconds))  # fmt: skip
+        for i in range(len(ds)):
+            item = ds[i]
+            if isinstance(item, dict):
+                ok += 1
+            else:
+                stats.add(item)
+    print(json.dumps({"usable": ok, "skipped": stats.total, "by_reason": dict(stats.counts),
+                      "report": stats.report()}, indent=2))  # fmt: skip
+    return 0
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from .checkpoint import read_header
 
@@ -83,6 +123,30 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--text", nargs="+", required=True)
     sim.set_defaults(func=_cmd_similarity)
 
+    data = sub.add_parser("data", help="make and check datasets").add_subparsers(dest="data_command", required=True)
+    synth = data.add_parser("synth", help="render a synthetic captioned music corpus with FluidSynth")
+    synth.add_argument("out", help="output folder")
+    # no defaults here: SynthConfig holds them (one source of truth)
+    synth.add_argument("--num-clips", dest="num_clips", type=int)
+    synth.add_argument("--seconds", type=float)
+    synth.add_argument("--sample-rate", dest="sample_rate", type=int)
+    synth.add_argument("--seed", type=int)
+    synth.add_argument("--val-fraction", dest="val_fraction", type=float)
+    synth.add_argument("--renders-per-source", dest="renders_per_source", type=int)
+    synth.add_argument("--bach-fraction", dest="bach_fraction", type=float)
+    synth.add_argument("--workers", type=int)
+    synth.add_argument("--format", dest="audio_format", choices=["flac", "wav", "ogg"])
+    synth.add_argument("--soundfont", dest="soundfonts", action="append", help="repeatable; default: all installed")
+    synth.add_argument("--shards", dest="shard_size", type=int, metavar="CLIPS_PER_SHARD",
+                       help="also write WebDataset tar shards")  # fmt: skip
+    synth.add_argument("--quiet", action="store_true")
+    synth.set_defaults(func=_cmd_data_synth)
+    check = data.add_parser("check", help="decode every row of a manifest or folder; report bad rows")
+    check.add_argument("source", help="a JSONL manifest or an audio folder with sidecar captions")
+    check.add_argument("--sample-rate", type=int, default=16000)
+    check.add_argument("--min-seconds", type=float, default=1.0)
+    check.set_defaults(func=_cmd_data_check)
+
     info = sub.add_parser("info", help="print a checkpoint's component and config")
     info.add_argument("checkpoint")
     info.set_defaults(func=_cmd_info)
@@ -93,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ValueError, FileNotFoundError) as e:  # user errors: one line, no traceback
+    except (ValueError, FileNotFoundError, SynthUnavailableError) as e:  # user errors: one line, no traceback
         print(f"musiclm {args.command}: error: {e}", file=sys.stderr)
         return 2
 

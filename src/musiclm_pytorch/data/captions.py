@@ -115,6 +115,19 @@ def full_caption(tags: dict[str, Any], rng: random.Random, *, heldout: bool = Fa
     return _fill(template, _slots(tags, rng))
 
 
+def _template_regex(template: str) -> re.Pattern[str]:
+    parts = re.split(r"\{\w+\}", template)
+    body = ".+?".join(re.escape(p) for p in parts)
+    return re.compile(body, re.IGNORECASE)
+
+
+def templates_matching(text: str) -> list[str]:
+    """The templates (train, held-out, full) that could have produced ``text`` (an audit helper)."""
+    text = re.sub(r"\ban\b", "a", text)
+    pool = TRAIN_TEMPLATES + HELDOUT_TEMPLATES + FULL_TEMPLATES_TRAIN + FULL_TEMPLATES_HELDOUT
+    return [t for t in pool if _template_regex(t).fullmatch(text)]
+
+
 def attribute_prompts(attribute: str) -> dict[str, str]:
     """Zero-shot prompts, one per value of ``attribute`` (family, drums, tempo_class, mode, tonic)."""
     if attribute == "family":
