@@ -4,6 +4,8 @@ Subcommands:
     demo        train a tiny MuLaN on synthetic captioned tones and report retrieval (no data, no download)
     data synth  render a synthetic captioned music corpus (FluidSynth + General MIDI soundfonts)
     data check  decode every row of a manifest or folder and report what a trainer would skip
+    eval judge  judge audio against intended tempo, key, drums and instrument family (no MuLaN)
+    eval judge-fit  calibrate the judge on rendered clips and report its own accuracy
     similarity  MuLaN cosine similarity between audio files and captions, from a checkpoint
     info        print a checkpoint's component and config
 """
@@ -98,6 +100,32 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval_judge_fit(args: argparse.Namespace) -> int:
+    from .evaluation.judge_fit import run_fit
+
+    report = run_fit(num_clips=args.num_clips, seconds=args.seconds, seed=args.seed, workers=args.workers,
+                     out=args.out, progress=not args.quiet)  # fmt: skip
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _cmd_eval_judge(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .evaluation.judge import Judge
+    from .evaluation.judge_fit import judge_folder, plot_accuracy
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = judge_folder(args.prompts, audio_dir=args.audio_dir, judge=Judge(args.weights), progress=not args.quiet)
+    (out / "judge_report.json").write_text(json.dumps(report, indent=2))
+    if report["accuracy"]:
+        plot_accuracy(report["accuracy"], out / "judge_accuracy.png", f"judge: {report['clips']} clips")
+    print(json.dumps({"accuracy": report["accuracy"], "clips": report["clips"], "skipped": len(report["skipped"]),
+                      "report": str(out / "judge_report.json")}, indent=2))  # fmt: skip
+    return 0
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from .checkpoint import read_header
 
@@ -146,6 +174,23 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--sample-rate", type=int, default=16000)
     check.add_argument("--min-seconds", type=float, default=1.0)
     check.set_defaults(func=_cmd_data_check)
+
+    ev = sub.add_parser("eval", help="offline evaluation").add_subparsers(dest="eval_command", required=True)
+    jfit = ev.add_parser("judge-fit", help="calibrate the independent judge on rendered clips")
+    jfit.add_argument("--num-clips", type=int, default=1200)
+    jfit.add_argument("--seconds", type=float, default=8.0)
+    jfit.add_argument("--seed", type=int, default=1234)
+    jfit.add_argument("--workers", type=int, default=2)
+    jfit.add_argument("--out", default="judge_weights.json")
+    jfit.add_argument("--quiet", action="store_true")
+    jfit.set_defaults(func=_cmd_eval_judge_fit)
+    judge = ev.add_parser("judge", help="judge generated audio against the prompts' intended attributes")
+    judge.add_argument("--prompts", required=True, help="JSONL: path (or id) + tags (intended attributes)")
+    judge.add_argument("--audio-dir", help="folder of the audio (default: the prompts file's folder)")
+    judge.add_argument("--out", default="judge_report", help="folder for judge_report.json and judge_accuracy.png")
+    judge.add_argument("--weights", help="judge weights JSON (default: the shipped calibration)")
+    judge.add_argument("--quiet", action="store_true")
+    judge.set_defaults(func=_cmd_eval_judge)
 
     info = sub.add_parser("info", help="print a checkpoint's component and config")
     info.add_argument("checkpoint")

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import soundfile as sf
 from tqdm.auto import tqdm
 
@@ -204,19 +205,16 @@ def _init_worker(cfg: SynthConfig, out: str) -> None:
     _CFG, _OUT = cfg, Path(out)
 
 
-def _render_one(spec: ClipSpec) -> dict[str, Any]:
-    """Render one clip and return its manifest row, or ``{"id", "error"}`` if its source fails."""
-    assert _RENDERER is not None and _CFG is not None and _OUT is not None
-    try:
-        comp = _composition(spec.source)
-    except (ValueError, ImportError) as e:  # e.g. a corpus file that is not a 4-part chorale
-        return {"id": spec.id, "source": spec.source, "error": f"{type(e).__name__}: {e}"}
+def render_spec(spec: ClipSpec, renderer: Any, *, captions_per_clip: int = 4) -> tuple[np.ndarray, dict[str, Any]]:
+    """Render one planned clip: ``(wav [S], row without path)``. Completes ``spec`` (mode, form,
+    soundfont, captions). Raises ``ValueError`` / ``ImportError`` when its source cannot be used."""
+    comp = _composition(spec.source)
     _finish_tags(spec, comp)
     rng = random.Random(spec.render_seed)
-    soundfont = rng.choice(sorted(_RENDERER.soundfonts))
+    soundfont = rng.choice(sorted(renderer.soundfonts))
     spec.tags["soundfont"] = soundfont
     heldout = spec.split == "val"
-    spec.captions = [caption(spec.tags, rng, heldout=heldout) for _ in range(_CFG.captions_per_clip)]
+    spec.captions = [caption(spec.tags, rng, heldout=heldout) for _ in range(captions_per_clip)]
     spec.full_caption = full_caption(spec.tags, rng, heldout=heldout)
     t = spec.tags
     arrangement = arrange(
@@ -231,22 +229,32 @@ def _render_one(spec: ClipSpec) -> dict[str, Any]:
         seconds=spec.seconds,
         seed=spec.render_seed,
     )
-    wav = _RENDERER.render(arrangement, soundfont=soundfont)
-    rel = Path("audio") / spec.split / f"{spec.id}.{_CFG.audio_format}"
-    path = _OUT / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, wav, _CFG.sample_rate, format=_CFG.audio_format.upper())
-    return {
+    wav = renderer.render(arrangement, soundfont=soundfont)
+    row = {
         "id": spec.id,
-        "path": str(rel),
         "caption": spec.captions[0],
         "captions": spec.captions,
         "full_caption": spec.full_caption,
         "tags": spec.tags,
-        "duration": len(wav) / _CFG.sample_rate,
-        "sample_rate": _CFG.sample_rate,
+        "duration": len(wav) / renderer.sample_rate,
+        "sample_rate": renderer.sample_rate,
         "split": spec.split,
     }
+    return wav, row
+
+
+def _render_one(spec: ClipSpec) -> dict[str, Any]:
+    """Render and write one clip; its manifest row, or ``{"id", "error"}`` if its source fails."""
+    assert _RENDERER is not None and _CFG is not None and _OUT is not None
+    try:
+        wav, row = render_spec(spec, _RENDERER, captions_per_clip=_CFG.captions_per_clip)
+    except (ValueError, ImportError) as e:  # e.g. a corpus file that is not a 4-part chorale
+        return {"id": spec.id, "source": spec.source, "error": f"{type(e).__name__}: {e}"}
+    rel = Path("audio") / spec.split / f"{spec.id}.{_CFG.audio_format}"
+    path = _OUT / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, wav, _CFG.sample_rate, format=_CFG.audio_format.upper())
+    return {"id": row["id"], "path": str(rel), **{k: v for k, v in row.items() if k != "id"}}
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -1,0 +1,1 @@
+"""Offline evaluation: the independent judge (tempo, key, drums, instrument family)."""
