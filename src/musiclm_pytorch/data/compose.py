@@ -12,6 +12,7 @@ voices as chords, from the music21 corpus, when music21 is installed).
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass, field
 
@@ -229,17 +230,33 @@ def _drum_bar(bar_t: float, beat: float, bpm: float, vlo: int, vhi: int, rng: ra
     return [Note(9, p, bar_t + on * beat, bar_t + on * beat + 0.1, vel()) for p, on in hits]
 
 
+def _bach_paths() -> list[str]:
+    from music21 import corpus
+
+    # the Bach folder also holds Roman-numeral analyses (not scores); keep the scores
+    return sorted(str(p) for p in corpus.getComposer("bach") if "choraleAnalyses" not in str(p))
+
+
+def usable_chorales() -> list[int]:
+    """Indices into the Bach score list that :func:`bach_chorale` accepts (shipped, see
+    ``bach_chorales.json``; remade by ``python -m musiclm_pytorch.data.compose``)."""
+    from importlib import resources
+
+    text = resources.files("musiclm_pytorch.data").joinpath("bach_chorales.json").read_text()
+    return list(json.loads(text)["usable"])
+
+
 def bach_chorale(index: int) -> Composition:
     """Chorale ``index`` of the music21 Bach corpus: soprano = melody, lower voices = chords.
 
     Beats keep their rhythm; the phrase structure is cut into 4-bar phrases played in order (form
-    ``ABCD...``). The chorale's own mode is recorded; it is transposed to the requested tonic.
+    ``PPP...``). The chorale's own mode is recorded; it is transposed to the requested tonic.
     """
     try:
         from music21 import corpus
     except ImportError as e:
         raise ImportError("Bach chorales need music21: pip install music21") from e
-    paths = sorted(str(p) for p in corpus.getComposer("bach"))
+    paths = _bach_paths()
     if not 0 <= index < len(paths):
         raise ValueError(f"chorale index must be in [0, {len(paths)}), got {index}")
     score = corpus.parse(paths[index])
@@ -286,3 +303,23 @@ def bach_chorale(index: int) -> Composition:
     return Composition(
         source=f"bach-{index}", kind="bach_chorale", phrases=phrases, form=sections, voicings=voicings, mode=mode
     )
+
+
+def _vet(index: int) -> int | None:
+    try:
+        bach_chorale(index)
+    except (ValueError, IndexError, AttributeError):
+        return None
+    return index
+
+
+if __name__ == "__main__":  # remake bach_chorales.json: python -m musiclm_pytorch.data.compose
+    import multiprocessing
+    from pathlib import Path
+
+    with multiprocessing.Pool(2) as pool:
+        usable = [i for i in pool.map(_vet, range(len(_bach_paths()))) if i is not None]
+    out = Path(__file__).with_name("bach_chorales.json")
+    out.write_text(json.dumps({"command": "python -m musiclm_pytorch.data.compose", "total": len(_bach_paths()),
+                               "usable": usable}))  # fmt: skip
+    print(f"{len(usable)} of {len(_bach_paths())} Bach scores are usable chorales -> {out}")

@@ -36,7 +36,7 @@ import soundfile as sf
 from tqdm.auto import tqdm
 
 from .captions import caption, full_caption
-from .compose import Composition, arrange, bach_chorale, form_string, generate_composition
+from .compose import Composition, arrange, bach_chorale, form_string, generate_composition, usable_chorales
 from .tags import (
     BASS_PROGRAMS,
     LEAD_FAMILIES,
@@ -50,8 +50,6 @@ from .tags import (
     tempo_class,
     validate_tags,
 )
-
-NUM_BACH_CHORALES = 433  # files in music21's Bach corpus (bach_chorale checks the real count)
 
 
 @dataclass
@@ -144,12 +142,13 @@ def _sample_tags(rng: random.Random, cfg: SynthConfig, source: str, kind: str, m
 def plan(cfg: SynthConfig) -> list[ClipSpec]:
     """Every clip's attributes, split and captions, from ``cfg.seed`` alone."""
     rng = random.Random(cfg.seed)
+    chorales = usable_chorales() if cfg.bach_fraction > 0 else []
     num_sources = -(-cfg.num_clips // cfg.renders_per_source)
     specs: list[ClipSpec] = []
     gen_seed = cfg.seed * 1_000_003
     for s in range(num_sources):
-        if rng.random() < cfg.bach_fraction:
-            source, kind = f"bach-{rng.randrange(NUM_BACH_CHORALES)}", "bach_chorale"
+        if chorales and rng.random() < cfg.bach_fraction:
+            source, kind = f"bach-{rng.choice(chorales)}", "bach_chorale"
             mode = "unknown"  # read from the score when rendered
         else:
             source, kind = f"gen-{gen_seed + s}", "generated"
@@ -179,7 +178,7 @@ def plan(cfg: SynthConfig) -> list[ClipSpec]:
 @functools.lru_cache(maxsize=64)
 def _composition(source: str) -> Composition:
     kind, _, num = source.partition("-")
-    return bach_chorale(int(num) % NUM_BACH_CHORALES) if kind == "bach" else generate_composition(int(num))
+    return bach_chorale(int(num)) if kind == "bach" else generate_composition(int(num))
 
 
 def _finish_tags(spec: ClipSpec, comp: Composition) -> None:
