@@ -123,7 +123,7 @@ def _template_regex(template: str) -> re.Pattern[str]:
 
 def templates_matching(text: str) -> list[str]:
     """The templates (train, held-out, full) that could have produced ``text`` (an audit helper)."""
-    text = re.sub(r"\ban\b", "a", text)
+    text = re.sub(r"\ban\b", "a", text, flags=re.IGNORECASE)
     pool = TRAIN_TEMPLATES + HELDOUT_TEMPLATES + FULL_TEMPLATES_TRAIN + FULL_TEMPLATES_HELDOUT
     return [t for t in pool if _template_regex(t).fullmatch(text)]
 
