@@ -27,3 +27,22 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     assert main(["info", str(tmp_path / "missing.safetensors")]) == 2
     err = capsys.readouterr().err
     assert "missing.safetensors" in err and "no such file" in err and "Traceback" not in err
+
+
+def test_data_synth_check_and_judge(tmp_path, capsys):
+    import pytest
+
+    pytest.importorskip("fluidsynth", reason="needs pyfluidsynth + apt fluidsynth (installed by .ci/run)")
+    corpus = tmp_path / "corpus"
+    argv = ["data", "synth", str(corpus), "--num-clips", "4", "--seconds", "4", "--workers", "1", "--quiet",
+            "--soundfont", "TimGM6mb.sf2", "--val-fraction", "0", "--bach-fraction", "0"]  # fmt: skip
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["counts"] == {"train": 4, "val": 0}
+    assert main(["data", "check", str(corpus / "train.jsonl")]) == 0
+    assert json.loads(capsys.readouterr().out)["usable"] == 4
+    # the manifest doubles as a prompts file: intended attributes = the rendered tags
+    out = tmp_path / "report"
+    assert main(["eval", "judge", "--prompts", str(corpus / "train.jsonl"), "--out", str(out), "--quiet"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["clips"] == 4 and {"drums", "family", "key", "tempo"} <= set(report["accuracy"])
+    assert (out / "judge_accuracy.png").stat().st_size > 1000 and (out / "judge_report.json").is_file()
