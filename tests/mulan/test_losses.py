@@ -79,3 +79,41 @@ def test_bad_batches(cls):
     with pytest.raises(ValueError, match=r"\(3, 8\) and \(2, 8\)"):
         loss_fn(torch.randn(3, 8), torch.randn(2, 8))
     assert math.isfinite(float(loss_fn(torch.randn(2, 8), torch.randn(2, 8))))
+
+
+def test_multi_positive_matches_numpy_and_distinct_keys_change_nothing():
+    a, t = _latents(6)
+    loss_fn = SoftmaxContrastiveLoss().double()
+    plain = loss_fn(a, t).item()
+    assert loss_fn(a, t, keys=torch.arange(6)).item() == pytest.approx(plain, rel=1e-12)
+    keys = torch.tensor([0, 1, 0, 2, 1, 3])
+    s = 1 / 0.07
+    pos = keys.numpy()[:, None] == keys.numpy()[None, :]
+    ref = 0.0
+    for logits in (s * a.numpy() @ t.numpy().T, s * t.numpy() @ a.numpy().T):
+        lse_all = np.log(np.exp(logits).sum(1))
+        lse_pos = np.log((np.exp(logits) * pos).sum(1))
+        ref += (lse_all - lse_pos).mean() / 2
+    assert loss_fn(a, t, keys=keys).item() == pytest.approx(ref, rel=1e-7)
+    with pytest.raises(ValueError, match=r"keys must be \[B\]"):
+        loss_fn(a, t, keys=torch.arange(5))
+
+
+@pytest.mark.parametrize("cls", [SoftmaxContrastiveLoss, DecoupledContrastiveLoss, SigmoidContrastiveLoss])
+def test_queue_adds_negatives_and_positives(cls):
+    from musiclm_pytorch.mulan.losses import Negatives
+
+    a, t = _latents(4)
+    qa, qt = _latents(3, seed=1)
+    loss_fn = cls().double()
+    base = loss_fn(a, t, keys=torch.arange(4)).item()
+    neg = Negatives(audio=qa, text=qt, keys=torch.tensor([10, 11, 12]))
+    with_neg = loss_fn(a, t, keys=torch.arange(4), extra=neg).item()
+    assert with_neg != pytest.approx(base)
+    # a queued pair with row 0's key is a positive for row 0, so it cannot raise row 0's loss as a
+    # negative would: making the queue items copies of row 0 lowers the loss vs. unrelated keys
+    same = Negatives(audio=a[:1].repeat(3, 1), text=t[:1].repeat(3, 1), keys=torch.tensor([0, 0, 0]))
+    other = Negatives(audio=a[:1].repeat(3, 1), text=t[:1].repeat(3, 1), keys=torch.tensor([9, 9, 9]))
+    assert (
+        loss_fn(a, t, keys=torch.arange(4), extra=same).item() < loss_fn(a, t, keys=torch.arange(4), extra=other).item()
+    )

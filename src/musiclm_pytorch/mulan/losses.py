@@ -19,6 +19,7 @@ Shapes: latents ``[B, D]``, L2-normalised.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -76,21 +77,67 @@ def _check_global_batch(n: int) -> None:
         raise ValueError(f"a contrastive loss needs at least 2 pairs in the (global) batch to have a negative, got {n}")
 
 
+@dataclass
+class Negatives:
+    """Extra columns for the loss, e.g. a feature queue of earlier batches (no gradient).
+
+    ``audio [M, D]`` and ``text [M, D]`` latents and their positive ``keys [M]`` (see ``keys`` below).
+    """
+
+    audio: Tensor
+    text: Tensor
+    keys: Tensor
+
+
+def _gather_keys(keys: Tensor) -> Tensor:
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return keys
+    out = [torch.empty_like(keys) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, keys.contiguous())
+    return torch.cat(out)
+
+
 class _ContrastiveLoss(nn.Module):
-    def forward(self, audio: Tensor, text: Tensor) -> Tensor:
+    """Rows: this rank's pairs. Columns: every rank's pairs (+ optional extra negatives).
+
+    ``keys [B]`` (int64, optional) makes the target multi-positive: pairs with equal keys describe
+    each other (e.g. two clips with the same attributes, or the same caption), so they are positives,
+    not negatives. Without keys, only the diagonal is positive.
+    """
+
+    def forward(
+        self, audio: Tensor, text: Tensor, *, keys: Tensor | None = None, extra: Negatives | None = None
+    ) -> Tensor:
         _check_pair(audio, text)
+        if keys is not None and keys.shape != (audio.shape[0],):
+            raise ValueError(f"keys must be [B] = [{audio.shape[0]}], got shape {tuple(keys.shape)}")
         audio_all, offset = gather_with_grad(audio)
         text_all, _ = gather_with_grad(text)
         _check_global_batch(audio_all.shape[0])
-        labels = torch.arange(audio.shape[0], device=audio.device) + offset
-        return self.local_loss(audio, text, audio_all, text_all, labels)
+        rows = torch.arange(audio.shape[0], device=audio.device)
+        pos = torch.zeros(audio.shape[0], audio_all.shape[0], dtype=torch.bool, device=audio.device)
+        pos[rows, rows + offset] = True
+        if keys is not None:
+            pos |= keys[:, None] == _gather_keys(keys)[None, :]
+        if extra is not None and extra.audio.shape[0]:
+            audio_all = torch.cat([audio_all, extra.audio.to(audio_all)])
+            text_all = torch.cat([text_all, extra.text.to(text_all)])
+            local_keys = keys if keys is not None else torch.full_like(rows, -1)
+            extra_pos = local_keys[:, None] == extra.keys.to(local_keys.device)[None, :]
+            extra_pos &= local_keys[:, None] >= 0
+            pos = torch.cat([pos, extra_pos], dim=1)
+        return self.local_loss(audio, text, audio_all, text_all, pos)
 
-    def local_loss(self, audio: Tensor, text: Tensor, audio_all: Tensor, text_all: Tensor, labels: Tensor) -> Tensor:
+    def local_loss(self, audio: Tensor, text: Tensor, audio_all: Tensor, text_all: Tensor, pos: Tensor) -> Tensor:
         raise NotImplementedError
 
 
 class SoftmaxContrastiveLoss(_ContrastiveLoss):
-    """Symmetric InfoNCE with a learnable, clamped temperature."""
+    """Symmetric InfoNCE with a learnable, clamped temperature.
+
+    Multi-positive form (MIL-NCE): ``-log(sum_pos exp(s_ij) / sum_all exp(s_ij))``; with one
+    positive per row it is the usual cross-entropy.
+    """
 
     def __init__(self, *, init_temperature: float = 0.07, max_logit_scale: float = 100.0):
         super().__init__()
@@ -105,25 +152,22 @@ class SoftmaxContrastiveLoss(_ContrastiveLoss):
         # clamp with gradient pass-through inside the range, as CLIP clamps logit_scale
         return self.logit_scale.clamp(0.0, self.max_log_scale).exp()
 
-    def local_loss(self, audio: Tensor, text: Tensor, audio_all: Tensor, text_all: Tensor, labels: Tensor) -> Tensor:
+    def _row_loss(self, logits: Tensor, pos: Tensor) -> Tensor:
+        return torch.logsumexp(logits, dim=1) - torch.logsumexp(logits.masked_fill(~pos, float("-inf")), dim=1)
+
+    def local_loss(self, audio: Tensor, text: Tensor, audio_all: Tensor, text_all: Tensor, pos: Tensor) -> Tensor:
         s = self.scale()
         a2t = s * audio @ text_all.t()  # local audio rows vs every text
         t2a = s * text @ audio_all.t()
-        return (F.cross_entropy(a2t, labels) + F.cross_entropy(t2a, labels)) / 2
+        return (self._row_loss(a2t, pos).mean() + self._row_loss(t2a, pos).mean()) / 2
 
 
 class DecoupledContrastiveLoss(SoftmaxContrastiveLoss):
-    """DCL: InfoNCE without the positive pair in the denominator."""
+    """DCL: InfoNCE without the positives in the denominator."""
 
-    def local_loss(self, audio: Tensor, text: Tensor, audio_all: Tensor, text_all: Tensor, labels: Tensor) -> Tensor:
-        s = self.scale()
-        total = torch.zeros((), dtype=audio.dtype, device=audio.device)
-        for rows, cols in ((audio, text_all), (text, audio_all)):
-            logits = s * rows @ cols.t()
-            pos = logits.gather(1, labels[:, None])[:, 0]
-            neg = logits.scatter(1, labels[:, None], float("-inf"))
-            total = total + (torch.logsumexp(neg, dim=1) - pos).mean()
-        return total / 2
+    def _row_loss(self, logits: Tensor, pos: Tensor) -> Tensor:
+        neg = logits.masked_fill(pos, float("-inf"))
+        return torch.logsumexp(neg, dim=1) - torch.logsumexp(logits.masked_fill(~pos, float("-inf")), dim=1)
 
 
 class SigmoidContrastiveLoss(_ContrastiveLoss):
@@ -138,10 +182,9 @@ class SigmoidContrastiveLoss(_ContrastiveLoss):
     def temperature(self) -> Tensor:
         return 1.0 / self.logit_scale.exp()
 
-    def local_loss(self, audio: Tensor, text: Tensor, audio_all: Tensor, text_all: Tensor, labels: Tensor) -> Tensor:
+    def local_loss(self, audio: Tensor, text: Tensor, audio_all: Tensor, text_all: Tensor, pos: Tensor) -> Tensor:
         logits = self.logit_scale.exp() * audio @ text_all.t() + self.logit_bias
-        signs = -torch.ones_like(logits)
-        signs.scatter_(1, labels[:, None], 1.0)
+        signs = pos.to(logits.dtype) * 2 - 1
         return -F.logsigmoid(signs * logits).sum(dim=1).mean()
 
 

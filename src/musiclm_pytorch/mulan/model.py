@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ..checkpoint import Component
 from .audio_tower import AudioSpectrogramTransformer
-from .losses import LOSSES
+from .losses import LOSSES, Negatives
 from .text_tower import PretrainedTextTransformer, TextTransformer
 
 LossName = Literal["softmax", "dcl", "sigmoid"]
@@ -127,9 +127,15 @@ class MuLaN(Component):
         texts: Tensor | None = None,
         *,
         raw_texts: list[str] | None = None,
+        keys: Tensor | None = None,
+        extra: Negatives | None = None,
         return_latents: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor, Tensor]:
-        """Contrastive loss over the (global) batch of ``(wavs [B, S], texts [B, N] | raw_texts)`` pairs."""
+        """Contrastive loss over the (global) batch of ``(wavs [B, S], texts [B, N] | raw_texts)`` pairs.
+
+        ``keys [B]``: pairs with equal keys are positives of each other (multi-positive target);
+        ``extra``: more negatives, e.g. a feature queue (see :mod:`musiclm_pytorch.mulan.losses`).
+        """
         n_text = len(raw_texts) if raw_texts is not None else (texts.shape[0] if texts is not None else 0)
         if texts is not None and raw_texts is not None:
             raise ValueError("pass exactly one of texts (token ids) or raw_texts")
@@ -137,7 +143,7 @@ class MuLaN(Component):
             raise ValueError(f"wavs has batch size {wavs.shape[0]} but texts has {n_text}; they must pair up")
         audio_latents = self.get_audio_latents(wavs)
         text_latents = self.get_text_latents(texts, raw_texts=raw_texts)
-        loss = self.contrast(audio_latents, text_latents)
+        loss = self.contrast(audio_latents, text_latents, keys=keys, extra=extra)
         if return_latents:
             return loss, audio_latents, text_latents
         return loss
