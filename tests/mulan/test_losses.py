@@ -110,10 +110,13 @@ def test_queue_adds_negatives_and_positives(cls):
     neg = Negatives(audio=qa, text=qt, keys=torch.tensor([10, 11, 12]))
     with_neg = loss_fn(a, t, keys=torch.arange(4), extra=neg).item()
     assert with_neg != pytest.approx(base)
-    # a queued pair with row 0's key is a positive for row 0, so it cannot raise row 0's loss as a
-    # negative would: making the queue items copies of row 0 lowers the loss vs. unrelated keys
+    # a queued copy of pair 0 with row 0's key is a positive for row 0, not a negative
     same = Negatives(audio=a[:1].repeat(3, 1), text=t[:1].repeat(3, 1), keys=torch.tensor([0, 0, 0]))
     other = Negatives(audio=a[:1].repeat(3, 1), text=t[:1].repeat(3, 1), keys=torch.tensor([9, 9, 9]))
-    assert (
-        loss_fn(a, t, keys=torch.arange(4), extra=same).item() < loss_fn(a, t, keys=torch.arange(4), extra=other).item()
-    )
+    keys = torch.arange(4)
+    diff = loss_fn(a, t, keys=keys, extra=same).item() - loss_fn(a, t, keys=keys, extra=other).item()
+    if cls is SigmoidContrastiveLoss:  # -log sig(z) + log sig(-z) = -z per relabelled column; row 0 of 4
+        z0 = (10.0 * a[0] @ t[0] - 10.0).item()
+        assert diff == pytest.approx(-3 * z0 / 4, rel=1e-9)
+    else:  # softmax-type: more positive mass can only lower the loss
+        assert diff < 0
