@@ -117,6 +117,6 @@ def test_queue_adds_negatives_and_positives(cls):
     diff = loss_fn(a, t, keys=keys, extra=same).item() - loss_fn(a, t, keys=keys, extra=other).item()
     if cls is SigmoidContrastiveLoss:  # -log sig(z) + log sig(-z) = -z per relabelled column; row 0 of 4
         z0 = (10.0 * a[0] @ t[0] - 10.0).item()
-        assert diff == pytest.approx(-3 * z0 / 4, rel=1e-9)
+        assert diff == pytest.approx(-3 * z0 / 4, rel=1e-6)
     else:  # softmax-type: more positive mass can only lower the loss
         assert diff < 0
