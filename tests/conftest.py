@@ -58,3 +58,16 @@ def make_tiny_bert(folder) -> str:
 def tiny_bert_dir(tmp_path_factory) -> str:
     torch.manual_seed(0)
     return make_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory):
+    """24 rendered 3 s clips (train + val), or a skip where FluidSynth is missing (.ci/run installs it)."""
+    pytest.importorskip("fluidsynth", reason="needs pyfluidsynth + apt fluidsynth (installed by .ci/run)")
+    from musiclm_pytorch.data.synth import SynthConfig, synthesize
+
+    out = tmp_path_factory.mktemp("tiny_corpus")
+    cfg = SynthConfig(num_clips=24, seconds=3.0, workers=1, soundfonts=["TimGM6mb.sf2"], val_fraction=0.25,
+                      bach_fraction=0.0, seed=12)  # fmt: skip
+    synthesize(cfg, out, progress=False)
+    return out

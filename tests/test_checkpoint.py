@@ -84,3 +84,15 @@ def test_failed_write_keeps_old_file(tmp_path, tiny_mulan, monkeypatch):
         save(tiny_mulan, path)
     assert path.read_bytes() == good
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+
+
+def test_frozen_builtin_text_encoder_is_not_stored(tmp_path):
+    mulan = build_mulan("small").eval()
+    path = save(mulan, tmp_path / "small.safetensors")
+    assert path.stat().st_size < 20e6  # the 90 MB MiniLM ships in its package, not in our file
+    loaded = load(path).eval()
+    torch.testing.assert_close(
+        loaded.get_text_latents(raw_texts=["calm piano"]), mulan.get_text_latents(raw_texts=["calm piano"])
+    )
+    wavs = torch.randn(1, 32000)
+    torch.testing.assert_close(loaded.get_audio_latents(wavs), mulan.get_audio_latents(wavs))

@@ -106,10 +106,22 @@ def build(component: str, config: dict[str, Any]) -> Component:
     return _REGISTRY[component].from_config(config)
 
 
+def external_prefixes(model: nn.Module) -> list[str]:
+    """State-dict prefixes of submodules whose weights ship in a package and stay frozen (marked
+    ``external_weights = True``, e.g. the built-in MiniLM text encoder): they are rebuilt from that
+    package on load, so checkpoints do not carry them."""
+    return [f"{name}." if name else "" for name, m in model.named_modules() if getattr(m, "external_weights", False)]
+
+
 def _state_dict_for_save(model: nn.Module) -> dict[str, torch.Tensor]:
-    # safetensors refuses tensors that share storage (tied weights); store clones, load non-strictly
-    # over them is never needed because load_state_dict re-ties through the module graph.
-    return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    # safetensors refuses tensors that share storage (tied weights); store clones: load_state_dict
+    # re-ties them through the module graph.
+    skip = tuple(external_prefixes(model))
+    return {
+        k: v.detach().cpu().contiguous().clone()
+        for k, v in model.state_dict().items()
+        if not (skip and k.startswith(skip))
+    }
 
 
 def save(model: Component, path: str | os.PathLike, *, extra: dict[str, Any] | None = None) -> Path:
@@ -192,10 +204,11 @@ def load(path: str | os.PathLike, *, expected: type[T] | None = None, map_locati
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # size mismatches
         raise CheckpointError(path, f"weights do not match the config: {e}") from e
-    if result.missing_keys or result.unexpected_keys:
+    external = tuple(external_prefixes(model))
+    missing = [k for k in result.missing_keys if not (external and k.startswith(external))]
+    if missing or result.unexpected_keys:
         raise CheckpointError(
             path,
-            f"weights do not match the config: missing {result.missing_keys[:5]}, "
-            f"unexpected {result.unexpected_keys[:5]}",
+            f"weights do not match the config: missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}",
         )
     return model  # type: ignore[return-value]

@@ -4,6 +4,8 @@ Subcommands:
     demo        train a tiny MuLaN on synthetic captioned tones and report retrieval (no data, no download)
     data synth  render a synthetic captioned music corpus (FluidSynth + General MIDI soundfonts)
     data check  decode every row of a manifest or folder and report what a trainer would skip
+    train mulan train MuLaN on a corpus (Accelerate; resumes from its output folder)
+    eval mulan  retrieval R@k and zero-shot tagging of a MuLaN checkpoint
     eval judge  judge audio against intended tempo, key, drums and instrument family (no MuLaN)
     eval judge-fit  calibrate the judge on rendered clips and report its own accuracy
     similarity  MuLaN cosine similarity between audio files and captions, from a checkpoint
@@ -126,6 +128,38 @@ def _cmd_eval_judge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_mulan(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from .training.mulan import MuLaNTrainConfig, main_from_args
+
+    overrides = {f.name: getattr(args, f.name, None) for f in fields(MuLaNTrainConfig)}
+    report = main_from_args(args.config, overrides)
+    if report:
+        print(json.dumps({k: report[k] for k in ("text_to_audio", "audio_to_text", "zero_shot")}, indent=2))
+    return 0
+
+
+def _cmd_eval_mulan(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .checkpoint import load
+    from .data.datasets import manifest_rows
+    from .evaluation.mulan_eval import evaluate_mulan, plot_similarity
+    from .mulan.model import MuLaN
+
+    mulan = load(args.checkpoint, expected=MuLaN).eval()
+    rows, bad = manifest_rows(args.data)
+    report = evaluate_mulan(mulan, rows, max_clips=args.max_clips, progress=not args.quiet)
+    report["manifest_rows_skipped"] = len(bad)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "mulan_eval.json").write_text(json.dumps(report, indent=2))
+    plot_similarity(mulan, rows, out / "similarity.png")
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from .checkpoint import read_header
 
@@ -175,7 +209,42 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--min-seconds", type=float, default=1.0)
     check.set_defaults(func=_cmd_data_check)
 
+    train = sub.add_parser("train", help="train a component").add_subparsers(dest="train_command", required=True)
+    tm = train.add_parser("mulan", help="train MuLaN contrastively (resumes from --out)")
+    tm.add_argument("--config", help="JSON file of MuLaNTrainConfig keys (unknown keys are rejected)")
+    # no defaults here: MuLaNTrainConfig holds them; flags override the config file
+    tm.add_argument("--data", help="corpus folder, JSONL manifest, or audio folder with sidecar captions")
+    tm.add_argument("--val-data", dest="val_data")
+    tm.add_argument("--out")
+    tm.add_argument("--preset")
+    tm.add_argument("--init-checkpoint", dest="init_checkpoint")
+    tm.add_argument("--batch-size", dest="batch_size", type=int)
+    tm.add_argument("--lr", type=float)
+    tm.add_argument("--max-steps", dest="max_steps", type=int)
+    tm.add_argument("--warmup-steps", dest="warmup_steps", type=int)
+    tm.add_argument("--crop-seconds", dest="crop_seconds", type=float)
+    tm.add_argument("--mixed-precision", dest="mixed_precision", choices=["no", "bf16"])
+    tm.add_argument("--loss", choices=["softmax", "dcl", "sigmoid"])
+    tm.add_argument("--queue-size", dest="queue_size", type=int)
+    tm.add_argument("--no-multi-positive", dest="multi_positive", action="store_const", const=False)
+    tm.add_argument("--num-workers", dest="num_workers", type=int)
+    tm.add_argument("--threads", type=int)
+    tm.add_argument("--eval-every", dest="eval_every", type=int)
+    tm.add_argument("--eval-clips", dest="eval_clips", type=int)
+    tm.add_argument("--checkpoint-every", dest="checkpoint_every", type=int)
+    tm.add_argument("--log-every", dest="log_every", type=int)
+    tm.add_argument("--seed", type=int)
+    tm.add_argument("--no-progress", dest="progress", action="store_const", const=False)
+    tm.set_defaults(func=_cmd_train_mulan)
+
     ev = sub.add_parser("eval", help="offline evaluation").add_subparsers(dest="eval_command", required=True)
+    em = ev.add_parser("mulan", help="retrieval R@k and zero-shot tagging of a MuLaN checkpoint")
+    em.add_argument("--checkpoint", required=True)
+    em.add_argument("--data", required=True, help="JSONL manifest of held-out clips (e.g. corpus/val.jsonl)")
+    em.add_argument("--max-clips", type=int, default=1000)
+    em.add_argument("--out", default="mulan_eval")
+    em.add_argument("--quiet", action="store_true")
+    em.set_defaults(func=_cmd_eval_mulan)
     jfit = ev.add_parser("judge-fit", help="calibrate the independent judge on rendered clips")
     jfit.add_argument("--num-clips", type=int, default=1200)
     jfit.add_argument("--seconds", type=float, default=8.0)

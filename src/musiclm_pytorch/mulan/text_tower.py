@@ -264,6 +264,8 @@ class PretrainedTextTransformer(Component):
         if freeze:
             self.encoder.requires_grad_(False)
             self.encoder.eval()
+        # frozen built-in weights ship in a package: checkpoints need not carry them (checkpoint.py)
+        self.encoder.external_weights = freeze and str(path) == BUILTIN_MINILM
 
     def train(self, mode: bool = True) -> PretrainedTextTransformer:
         super().train(mode)

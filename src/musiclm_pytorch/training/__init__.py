@@ -1,0 +1,1 @@
+"""Trainers (Accelerate). The library never imports this package."""

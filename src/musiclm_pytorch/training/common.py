@@ -1,0 +1,136 @@
+"""Plumbing every trainer shares: configs, LR schedule, resumable state, resumable data order, logs, plots.
+
+The library never imports this package; trainers use only the public model APIs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+C = TypeVar("C")
+
+
+def config_from_dict(cls: type[C], data: dict[str, Any]) -> C:
+    """Build a config dataclass; unknown keys are an error that names them and lists the valid ones."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys {unknown}; valid keys: {sorted(names)}")
+    return cls(**data)
+
+
+def load_config(cls: type[C], path: str | os.PathLike | None, overrides: dict[str, Any] | None = None) -> C:
+    """Config from a JSON file (optional) with ``overrides`` on top (``None`` values ignored)."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"config file {str(p)!r} not found")
+        try:
+            data = json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"config file {str(p)!r} is not valid JSON: {e}") from e
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return config_from_dict(cls, data)
+
+
+def warmup_cosine(step: int, *, warmup_steps: int, max_steps: int, min_ratio: float = 0.05) -> float:
+    """LR multiplier: linear warm-up to 1, then cosine decay to ``min_ratio`` at ``max_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / max(1, warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def rng_state() -> dict[str, Any]:
+    # numpy's legacy global RNG is what third-party code (librosa, augmentations) draws from
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}  # noqa: NPY002
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])  # noqa: NPY002
+    torch.set_rng_state(state["torch"])
+
+
+def epoch_order(n: int, *, seed: int, epoch: int, skip: int = 0) -> list[int]:
+    """The shuffled index order of ``epoch`` (a function of seed and epoch only), minus the first
+    ``skip`` indices already consumed before a resume."""
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n, generator=g).tolist()[skip:]
+
+
+class JsonLog:
+    """Append-only JSON-lines log; on resume, lines past the resumed step are dropped."""
+
+    def __init__(self, path: str | os.PathLike, *, resume_step: int | None = None):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is None:
+            self.path.write_text("")
+        elif self.path.exists():
+            kept = [
+                line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= resume_step
+            ]
+            self.path.write_text("".join(line + "\n" for line in kept))
+
+    def write(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                if line:
+                    yield json.loads(line)
+
+
+def plot_curves(log: JsonLog, path: str | os.PathLike, *, keys: list[str], title: str) -> Path | None:
+    """One panel per key that the log has (x = step)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = list(log.records())
+    present = [k for k in keys if any(k in r for r in records)]
+    if not present:
+        return None
+    fig, axes = plt.subplots(1, len(present), figsize=(4.2 * len(present), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], present):
+        pts = [(r["step"], r[key]) for r in records if key in r]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="." if len(pts) < 50 else None)
+        ax.set_title(key)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

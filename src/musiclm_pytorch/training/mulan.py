@@ -1,0 +1,300 @@
+"""Train MuLaN: ``musiclm train mulan --data corpus/ --out runs/mulan`` (or ``train_mulan(config)``).
+
+One loop, top to bottom. HF Accelerate runs it on one CPU, one GPU or many processes
+(``accelerate launch -m musiclm_pytorch.cli train mulan ...`` or ``torchrun``); the contrastive loss
+gathers latents across ranks with gradients, so every rank sees the global batch as negatives.
+
+- AdamW, linear warm-up + cosine decay, gradient clipping, bf16 autocast option.
+- Multi-positive target (``multi_positive``): two clips with the same recorded attributes (or the same
+  caption, for data without tags) are positives of each other, not negatives.
+- A feature queue (``queue_size``, MoCo-style) adds detached latents of earlier batches as extra
+  negatives: gradient accumulation adds no negatives to a contrastive loss, a queue does.
+- A frozen pretrained text tower's features are cached per caption string (``text_cache``).
+- Every ``eval_every`` steps: retrieval and zero-shot tagging on held-out clips; every
+  ``checkpoint_every`` steps: ``mulan.safetensors`` (model + config) and ``train_state.pt``
+  (optimizer, scheduler, step, data position, RNG), both written atomically. Rerunning the same
+  command resumes from them: the data order and the loss curve continue where they stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..checkpoint import load, save
+from ..data.datasets import CaptionedAudioDataset, ClipOptions, SkipStats, collate, folder_rows, manifest_rows
+from ..evaluation.mulan_eval import evaluate_mulan
+from ..mulan.losses import Negatives
+from ..mulan.model import MuLaN
+from ..mulan.text_tower import PretrainedTextTransformer
+from ..presets import build_mulan
+from .common import (
+    JsonLog,
+    atomic_torch_save,
+    epoch_order,
+    load_config,
+    plot_curves,
+    rng_state,
+    set_rng_state,
+    warmup_cosine,
+)
+
+POSITIVE_ATTRIBUTES = ("program", "tempo_class", "tonic", "mode", "drums")
+
+
+@dataclass
+class MuLaNTrainConfig:
+    """Everything a MuLaN run needs. Unknown keys in a config file are rejected."""
+
+    data: str = ""  # a corpus folder (train.jsonl / val.jsonl), a manifest, or an audio folder
+    val_data: str | None = None  # default: DATA/val.jsonl when DATA is a corpus folder
+    out: str = "runs/mulan"
+    preset: str = "small"
+    init_checkpoint: str | None = None
+    batch_size: int = 64
+    lr: float = 3e-4
+    weight_decay: float = 0.05
+    warmup_steps: int = 100
+    max_steps: int = 2000
+    grad_clip: float = 1.0
+    crop_seconds: float = 6.0
+    normalize: str | None = "rms"
+    mixed_precision: str = "no"  # "no" or "bf16"
+    loss: str = "softmax"
+    multi_positive: bool = True
+    queue_size: int = 0
+    text_cache: bool = True
+    num_workers: int = 2
+    threads: int = 2
+    log_every: int = 10
+    eval_every: int = 250
+    eval_clips: int = 1000
+    checkpoint_every: int = 100
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2 for a contrastive loss, got {self.batch_size}")
+        if self.mixed_precision not in ("no", "bf16"):
+            raise ValueError(f"mixed_precision must be 'no' or 'bf16', got {self.mixed_precision!r}")
+        if not self.data:
+            raise ValueError("data is required: a corpus folder, a JSONL manifest or an audio folder")
+
+
+def _rows(path: str) -> tuple[list[dict[str, Any]], SkipStats]:
+    p = Path(path)
+    stats = SkipStats()
+    if p.is_dir() and (p / "train.jsonl").is_file():
+        rows, bad = manifest_rows(p / "train.jsonl")
+    elif p.is_dir():
+        rows, bad = folder_rows(p)
+    elif p.is_file():
+        rows, bad = manifest_rows(p)
+    else:
+        raise FileNotFoundError(f"training data {path!r} not found")
+    stats.update(bad)
+    if not rows:
+        raise ValueError(f"training data {path!r} has no usable rows: {stats.report()}")
+    return rows, stats
+
+
+def positive_key(row_tags: dict[str, Any], caption: str) -> int:
+    """Clips sharing every attribute a caption can state are positives; untagged data uses the caption."""
+    if all(k in row_tags for k in POSITIVE_ATTRIBUTES):
+        text = "|".join(str(row_tags[k]) for k in POSITIVE_ATTRIBUTES)
+    else:
+        text = "caption|" + caption.strip().lower()
+    return int(hashlib.sha1(text.encode()).hexdigest()[:15], 16)
+
+
+class TextCache:
+    """Frozen text-tower features per caption string (the tower is fixed, so they never change)."""
+
+    def __init__(self) -> None:
+        self.store: dict[str, torch.Tensor] = {}
+
+    def __call__(self, mulan: MuLaN, captions: list[str]) -> torch.Tensor:
+        missing = sorted({c for c in captions if c not in self.store})
+        if missing:
+            with torch.no_grad():
+                feats = mulan.text(raw_texts=missing)
+            self.store.update(zip(missing, feats.float()))
+        return torch.stack([self.store[c] for c in captions])
+
+
+class FeatureQueue:
+    def __init__(self, size: int, dim: int):
+        self.size = size
+        self.audio = torch.zeros(0, dim)
+        self.text = torch.zeros(0, dim)
+        self.keys = torch.zeros(0, dtype=torch.long)
+
+    def push(self, audio: torch.Tensor, text: torch.Tensor, keys: torch.Tensor) -> None:
+        self.audio = torch.cat([audio.detach().float().cpu(), self.audio])[: self.size]
+        self.text = torch.cat([text.detach().float().cpu(), self.text])[: self.size]
+        self.keys = torch.cat([keys.cpu(), self.keys])[: self.size]
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"audio": self.audio, "text": self.text, "keys": self.keys}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.audio, self.text, self.keys = state["audio"], state["text"], state["keys"]
+
+    def negatives(self) -> Negatives | None:
+        return Negatives(self.audio, self.text, self.keys) if self.size and len(self.keys) else None
+
+
+def _val_rows(cfg: MuLaNTrainConfig) -> list[dict[str, Any]]:
+    path = cfg.val_data or (str(Path(cfg.data) / "val.jsonl") if (Path(cfg.data) / "val.jsonl").is_file() else None)
+    if path is None:
+        return []
+    rows, _ = manifest_rows(path)
+    return rows[: cfg.eval_clips]
+
+
+def train_mulan(cfg: MuLaNTrainConfig) -> dict[str, Any]:
+    """Run (or resume) training; returns the last validation report (empty without validation data)."""
+    from accelerate import Accelerator
+
+    torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    rows, skipped = _rows(cfg.data)
+    val_rows = _val_rows(cfg)
+    if not val_rows:
+        accelerator.print("no validation data (val_data, or DATA/val.jsonl): training without evaluation")
+    state_path, model_path = out / "train_state.pt", out / "mulan.safetensors"
+    resume = state_path.is_file() and model_path.is_file()
+    torch.manual_seed(cfg.seed)
+    if resume:
+        mulan = load(model_path, expected=MuLaN)
+    elif cfg.init_checkpoint:
+        mulan = load(cfg.init_checkpoint, expected=MuLaN)
+    else:
+        mulan = build_mulan(cfg.preset, loss=cfg.loss)
+    frozen_text = isinstance(mulan.text, PretrainedTextTransformer) and mulan.text.freeze
+    params = [p for p in mulan.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: warmup_cosine(s, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps)
+    )
+    step, epoch, batch_in_epoch = 0, 0, 0
+    if resume:
+        state = torch.load(state_path, weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        set_rng_state(state["rng"])
+        accelerator.print(f"resuming from step {step} (epoch {epoch}, batch {batch_in_epoch})")
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    log = JsonLog(out / "log.jsonl", resume_step=step if resume else None)
+    mulan, optimizer = accelerator.prepare(mulan, optimizer)
+    model: MuLaN = accelerator.unwrap_model(mulan)
+    opts = ClipOptions(sample_rate=model.sample_rate, crop_seconds=cfg.crop_seconds, crop="random",
+                       normalize=cfg.normalize)  # type: ignore[arg-type]  # fmt: skip
+    dataset = CaptionedAudioDataset(rows, opts, seed=cfg.seed)
+    cache = TextCache() if (cfg.text_cache and frozen_text) else None
+    queue = FeatureQueue(cfg.queue_size, model.dim_latent)
+    if resume and "queue" in state:
+        queue.load_state_dict(state["queue"])
+    steps_per_epoch = len(dataset) // (cfg.batch_size * accelerator.num_processes)
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(dataset)} training clips are fewer than one batch of {cfg.batch_size}")
+    report: dict[str, Any] = {}
+    bar = tqdm(
+        total=cfg.max_steps, initial=step, desc="mulan", disable=not (cfg.progress and accelerator.is_main_process)
+    )
+    t_last, clips_since = time.perf_counter(), 0
+    mulan.train()
+    while step < cfg.max_steps:
+        if batch_in_epoch >= steps_per_epoch:  # resumed exactly at an epoch's end
+            epoch, batch_in_epoch = epoch + 1, 0
+        dataset.set_epoch(epoch)
+        order = epoch_order(
+            len(dataset), seed=cfg.seed, epoch=epoch, skip=batch_in_epoch * cfg.batch_size * accelerator.num_processes
+        )
+        loader = accelerator.prepare(DataLoader(dataset, batch_size=cfg.batch_size, sampler=order, collate_fn=collate,
+                                                num_workers=cfg.num_workers, drop_last=True))  # fmt: skip
+        for batch in loader:
+            skipped.update(batch["skipped"])
+            batch_in_epoch += 1  # the data position counts every batch consumed, used or not
+            if len(batch["captions"]) < 2:
+                continue
+            wavs, captions = batch["wavs"], batch["captions"]
+            keys = None
+            if cfg.multi_positive:
+                keys = torch.tensor([positive_key(t, c) for t, c in zip(batch["tags"], captions)], device=wavs.device)
+            with accelerator.autocast():
+                audio_latents = model.get_audio_latents(wavs)
+                if cache is not None:
+                    text_latents = F.normalize(model.text_to_latents(cache(model, captions).to(wavs.device)), dim=-1)
+                else:
+                    text_latents = model.get_text_latents(raw_texts=captions)
+                loss = model.contrast(audio_latents.float(), text_latents.float(), keys=keys, extra=queue.negatives())
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            if cfg.grad_clip:
+                accelerator.clip_grad_norm_(mulan.parameters(), cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            if cfg.queue_size:
+                queue.push(audio_latents, text_latents, keys if keys is not None else torch.full((len(captions),), -1))
+            step += 1
+            clips_since += len(captions)
+            bar.update()
+            if step % cfg.log_every == 0 or step == cfg.max_steps:
+                now = time.perf_counter()
+                record = {"step": step, "epoch": epoch, "loss": round(loss.item(), 5), "lr": scheduler.get_last_lr()[0],
+                          "temperature": round(model.contrast.temperature.item(), 5),  # type: ignore[operator]
+                          "clips_per_s": round(clips_since / (now - t_last), 2)}  # fmt: skip
+                t_last, clips_since = now, 0
+                bar.set_postfix(loss=f"{record['loss']:.3f}", clips_s=record["clips_per_s"])
+                if accelerator.is_main_process:
+                    log.write(record)
+            if val_rows and (step % cfg.eval_every == 0 or step == cfg.max_steps) and accelerator.is_main_process:
+                report = evaluate_mulan(model, val_rows)
+                flat = {"step": step, "val_t2a_R@1": report["text_to_audio"]["R@1"],
+                        "val_t2a_R@10": report["text_to_audio"]["R@10"],
+                        "val_a2t_R@1": report["audio_to_text"]["R@1"],
+                        **{f"zs_{k}": v["accuracy"] for k, v in report["zero_shot"].items()}}  # fmt: skip
+                log.write(flat)
+                (out / f"eval_step{step}.json").write_text(json.dumps(report, indent=2))
+                accelerator.print(json.dumps(flat))
+                mulan.train()
+            if (step % cfg.checkpoint_every == 0 or step == cfg.max_steps) and accelerator.is_main_process:
+                save(model, model_path, extra={"step": step})
+                atomic_torch_save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                   "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "rng": rng_state(),
+                                   "queue": queue.state_dict(), "config": asdict(cfg)}, state_path)  # fmt: skip
+                curves = ["loss", "temperature", "val_t2a_R@1", "val_t2a_R@10", "zs_family", "zs_drums"]
+                plot_curves(log, out / "curves.png", keys=curves, title=f"MuLaN {cfg.preset}")
+            if step >= cfg.max_steps:
+                break
+            if batch_in_epoch >= steps_per_epoch:
+                break
+        if step < cfg.max_steps:
+            accelerator.print(f"epoch {epoch} done; data: {skipped.report()}")
+            epoch, batch_in_epoch = epoch + 1, 0
+    bar.close()
+    accelerator.print(f"training done at step {step}; data: {skipped.report()}")
+    accelerator.wait_for_everyone()
+    return report
+
+
+def main_from_args(config_path: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    return train_mulan(load_config(MuLaNTrainConfig, config_path, overrides))

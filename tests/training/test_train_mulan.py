@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from musiclm_pytorch import MuLaN, load
+from musiclm_pytorch.training.common import load_config, warmup_cosine
+from musiclm_pytorch.training.mulan import MuLaNTrainConfig, positive_key, train_mulan
+
+
+def _cfg(corpus, out, **kw) -> MuLaNTrainConfig:
+    args = dict(data=str(corpus), out=str(out), preset="tiny", batch_size=4, max_steps=8, warmup_steps=2,
+                crop_seconds=2.0, num_workers=0, threads=1, log_every=1, eval_every=8, eval_clips=8,
+                checkpoint_every=4, progress=False, queue_size=8)  # fmt: skip
+    args.update(kw)
+    return MuLaNTrainConfig(**args)
+
+
+def _losses(out) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "loss" in r}
+
+
+def test_tiny_run_writes_everything(tiny_corpus, tmp_path):
+    report = train_mulan(_cfg(tiny_corpus, tmp_path))
+    assert set(_losses(tmp_path)) == set(range(1, 9))
+    assert report["clips"] > 0 and "R@10" in report["text_to_audio"] and "family" in report["zero_shot"]
+    assert isinstance(load(tmp_path / "mulan.safetensors"), MuLaN)
+    state = torch.load(tmp_path / "train_state.pt", weights_only=False)
+    assert state["step"] == 8 and "optimizer" in state and "rng" in state
+    assert (tmp_path / "curves.png").stat().st_size > 1000 and (tmp_path / "eval_step8.json").is_file()
+
+
+def test_killed_run_resumes_and_continues_the_same_curve(tiny_corpus, tmp_path):
+    ref = tmp_path / "ref"
+    train_mulan(_cfg(tiny_corpus, ref, max_steps=12, eval_every=100))
+    out = tmp_path / "killed"
+    argv = [sys.executable, "-m", "musiclm_pytorch.cli", "train", "mulan", "--data", str(tiny_corpus), "--out", str(out),
+            "--preset", "tiny", "--batch-size", "4", "--max-steps", "12", "--warmup-steps", "2", "--crop-seconds", "2",
+            "--num-workers", "0", "--threads", "1", "--log-every", "1", "--eval-every", "100", "--eval-clips", "8",
+            "--checkpoint-every", "4", "--queue-size", "8", "--no-progress"]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait for the first checkpoint, then kill -9 in the middle of the run
+        if (out / "train_state.pt").exists() and len(_losses(out)) >= 5:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = torch.load(out / "train_state.pt", weights_only=False)
+    assert 4 <= state["step"] < 12
+    done = subprocess.run(argv, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"resuming from step {state['step']}" in done.stdout + done.stderr
+    got, want = _losses(out), _losses(ref)
+    assert sorted(got) == list(range(1, 13))  # no step lost, none duplicated
+    for step in range(1, 13):  # the resumed run follows the uninterrupted one exactly
+        assert got[step] == pytest.approx(want[step], abs=1e-4), step
+
+
+def test_config_errors(tmp_path, tiny_corpus):
+    bad = tmp_path / "cfg.json"
+    bad.write_text(json.dumps({"data": "x", "batchsize": 3}))
+    with pytest.raises(ValueError, match=r"unknown MuLaNTrainConfig keys \['batchsize'\]"):
+        load_config(MuLaNTrainConfig, bad)
+    with pytest.raises(ValueError, match="batch_size must be >= 2"):
+        MuLaNTrainConfig(data="x", batch_size=1)
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        train_mulan(_cfg(tmp_path / "nowhere", tmp_path / "o"))
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text('{"path": "missing.wav", "caption": "x"}\n')
+    with pytest.raises(ValueError, match="no usable rows.*1 missing file"):
+        train_mulan(_cfg(empty, tmp_path / "o"))
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        train_mulan(_cfg(tiny_corpus, tmp_path / "o", batch_size=64))
+
+
+def test_schedule_and_positive_keys():
+    lrs = [warmup_cosine(s, warmup_steps=10, max_steps=100) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0) and lrs[-1] < 0.1
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+    tags = {"program": 0, "tempo_class": "slow", "tonic": "C", "mode": "major", "drums": False, "moods": ["calm"]}
+    assert positive_key(tags, "a") == positive_key({**tags, "moods": ["x"]}, "b")  # same attributes
+    assert positive_key(tags, "a") != positive_key({**tags, "drums": True}, "a")
+    assert positive_key({}, "Calm piano ") == positive_key({}, "calm piano") != positive_key({}, "loud drums")
