@@ -41,7 +41,8 @@ def test_killed_run_resumes_and_continues_the_same_curve(tiny_corpus, tmp_path):
     ref = tmp_path / "ref"
     train_mulan(_cfg(tiny_corpus, ref, max_steps=12, eval_every=100))
     out = tmp_path / "killed"
-    argv = [sys.executable, "-m", "musiclm_pytorch.cli", "train", "mulan", "--data", str(tiny_corpus), "--out", str(out),
+    argv = [sys.executable, "-m", "musiclm_pytorch.cli", "train", "mulan", "--data", str(tiny_corpus),
+            "--out", str(out),
             "--preset", "tiny", "--batch-size", "4", "--max-steps", "12", "--warmup-steps", "2", "--crop-seconds", "2",
             "--num-workers", "0", "--threads", "1", "--log-every", "1", "--eval-every", "100", "--eval-clips", "8",
             "--checkpoint-every", "4", "--queue-size", "8", "--no-progress"]  # fmt: skip

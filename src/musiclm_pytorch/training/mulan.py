@@ -239,13 +239,14 @@ def train_mulan(cfg: MuLaNTrainConfig) -> dict[str, Any]:
             keys = None
             if cfg.multi_positive:
                 keys = torch.tensor([positive_key(t, c) for t, c in zip(batch["tags"], captions)], device=wavs.device)
-            with accelerator.autocast():
+            with accelerator.autocast():  # the towers in bf16 when asked; the loss below in fp32
                 audio_latents = model.get_audio_latents(wavs)
                 if cache is not None:
                     text_latents = F.normalize(model.text_to_latents(cache(model, captions).to(wavs.device)), dim=-1)
                 else:
                     text_latents = model.get_text_latents(raw_texts=captions)
-                loss = model.contrast(audio_latents.float(), text_latents.float(), keys=keys, extra=queue.negatives())
+            audio_latents, text_latents = audio_latents.float(), text_latents.float()
+            loss = model.contrast(audio_latents, text_latents, keys=keys, extra=queue.negatives())
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             if cfg.grad_clip:
