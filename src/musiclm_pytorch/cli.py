@@ -5,6 +5,7 @@ Subcommands:
     data synth  render a synthetic captioned music corpus (FluidSynth + General MIDI soundfonts)
     data check  decode every row of a manifest or folder and report what a trainer would skip
     train mulan train MuLaN on a corpus (Accelerate; resumes from its output folder)
+    train conditioning  fit the conditioning RVQ on a trained MuLaN; text/audio token agreement
     eval mulan  retrieval R@k and zero-shot tagging of a MuLaN checkpoint
     eval judge  judge audio against intended tempo, key, drums and instrument family (no MuLaN)
     eval judge-fit  calibrate the judge on rendered clips and report its own accuracy
@@ -140,6 +141,22 @@ def _cmd_train_mulan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_conditioning(args: argparse.Namespace) -> int:
+    from .training.conditioning import fit_conditioning
+
+    report = fit_conditioning(
+        mulan_path=args.mulan,
+        data=args.data,
+        out=args.out,
+        num_quantizers=args.num_quantizers,
+        codebook_size=args.codebook_size,
+        max_val=args.max_val,
+        progress=not args.quiet,
+    )
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def _cmd_eval_mulan(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -236,6 +253,16 @@ def build_parser() -> argparse.ArgumentParser:
     tm.add_argument("--seed", type=int)
     tm.add_argument("--no-progress", dest="progress", action="store_const", const=False)
     tm.set_defaults(func=_cmd_train_mulan)
+
+    tc = train.add_parser("conditioning", help="fit the MuLaN conditioning RVQ on all training clips")
+    tc.add_argument("--mulan", required=True, help="trained MuLaN checkpoint")
+    tc.add_argument("--data", required=True, help="corpus folder with train.jsonl and val.jsonl")
+    tc.add_argument("--out", default="conditioning.safetensors")
+    tc.add_argument("--num-quantizers", type=int, default=12)
+    tc.add_argument("--codebook-size", type=int, default=1024)
+    tc.add_argument("--max-val", type=int, default=1000)
+    tc.add_argument("--quiet", action="store_true")
+    tc.set_defaults(func=_cmd_train_conditioning)
 
     ev = sub.add_parser("eval", help="offline evaluation").add_subparsers(dest="eval_command", required=True)
     em = ev.add_parser("mulan", help="retrieval R@k and zero-shot tagging of a MuLaN checkpoint")
