@@ -65,7 +65,11 @@ def fit_conditioning(
     val_audio, val_kept, _ = embed_rows(mulan, val_rows[:max_val], progress=progress)
     val_text = text_latents(mulan, [r.get("full_caption") or r["captions"][0] for r in val_kept])
     quantizer = MuLaNEmbedQuantizer(
-        mulan, conditioning_dims=conditioning_dims, num_quantizers=num_quantizers, codebook_size=codebook_size
+        mulan,
+        conditioning_dims=conditioning_dims,
+        namespaces=namespaces,
+        num_quantizers=num_quantizers,
+        codebook_size=codebook_size,
     )
     errors = quantizer.fit(train_audio, progress=progress)
     save(quantizer, out)
