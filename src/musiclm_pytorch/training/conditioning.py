@@ -52,10 +52,13 @@ def fit_conditioning(
     out: str,
     num_quantizers: int = 12,
     codebook_size: int = 1024,
-    conditioning_dims: tuple[int, ...] = (1024, 1024, 1024),
+    conditioning_dims: tuple[int, ...] = (),
+    namespaces: tuple[str, ...] = (),
     max_val: int = 1000,
     progress: bool = True,
 ) -> dict[str, Any]:
+    """Fit and save the quantizer. Without ``namespaces`` it holds no embedding tables: the stage LMs
+    own (and train) their conditioning tables, and the file stays small (MuLaN + codebooks)."""
     start = time.perf_counter()
     mulan = load(mulan_path, expected=MuLaN).eval()
     root = Path(data)
