@@ -1,0 +1,313 @@
+"""The decoder-only token LM every MusicLM stage uses: conditioning prefix, RoPE, SDPA, a
+preallocated KV cache, and classifier-free guidance in one batched forward.
+
+Sequence layout: ``[cond_1 .. cond_Q, t_1 .. t_N]``. The Q conditioning vectors (MuLaN tokens through
+this stage's embedding table, or a learned null condition when dropped) form a prefix; the model
+predicts ``t_{i+1}`` from everything before it. Conditioning dropout in training (probability
+``cond_drop_prob``) teaches the null branch, so at sampling ``logits = uncond + s * (cond - uncond)``
+really changes the output (the reference's null branch equalled its conditioned one).
+
+Sizes: the feed-forward is gated (SwiGLU, three d x ff matrices). With the paper's d 1024, 24 layers,
+FFN 4096 that gives 24 x (4 + 12) x 1024^2 = 403M weights plus embeddings, close to the ~430M per stage
+MusicLM reports; a plain 2-matrix FFN would give only 302M.
+
+Shape letters: B batch, N tokens, Q conditioning tokens, D model dim, H heads, V vocabulary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from ..checkpoint import Component
+from ..mulan.transformer import RotaryEmbedding, apply_rotary
+
+
+class KVCache:
+    """Preallocated keys and values ``[L, B, H, max_len, Dh]``; ``length`` positions are filled."""
+
+    def __init__(self, *, layers: int, batch: int, heads: int, max_len: int, dim_head: int, device, dtype):
+        shape = (layers, batch, heads, max_len, dim_head)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0
+        self.max_len = max_len
+
+    def append(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        t = k.shape[-2]
+        end = self.length + t
+        if end > self.max_len:
+            raise ValueError(f"KV cache holds {self.max_len} positions; {end} needed")
+        self.k[layer, :, :, self.length : end] = k
+        self.v[layer, :, :, self.length : end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+
+class _Attention(nn.Module):
+    def __init__(self, dim: int, heads: int, dim_head: int, dropout: float):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.norm = nn.LayerNorm(dim)
+        self.to_qkv = nn.Linear(dim, 3 * heads * dim_head, bias=False)
+        self.to_out = nn.Linear(heads * dim_head, dim, bias=False)
+
+    def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor], cache: KVCache | None, layer: int) -> Tensor:
+        q, k, v = rearrange(self.to_qkv(self.norm(x)), "b n (t h d) -> t b h n d", t=3, h=self.heads)
+        q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+        start = 0
+        if cache is not None:
+            start = cache.length
+            k, v = cache.append(layer, k, v)
+        n, total = q.shape[-2], k.shape[-2]
+        if start == 0:
+            out = F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+            )
+        else:  # new queries at positions start..start+n-1 see every key up to their own position
+            mask = torch.arange(total, device=x.device)[None, :] <= (start + torch.arange(n, device=x.device))[:, None]
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
+
+
+class _SwiGLU(nn.Module):
+    def __init__(self, dim: int, hidden: int, dropout: float):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.gate_up = nn.Linear(dim, 2 * hidden, bias=False)
+        self.down = nn.Linear(hidden, dim, bias=False)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate, up = self.gate_up(self.norm(x)).chunk(2, dim=-1)
+        return self.down(self.dropout(F.silu(gate) * up))
+
+
+class _Block(nn.Module):
+    def __init__(self, dim: int, heads: int, dim_head: int, ff_hidden: int, dropout: float):
+        super().__init__()
+        self.attn = _Attention(dim, heads, dim_head, dropout)
+        self.ff = _SwiGLU(dim, ff_hidden, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, rotary: tuple[Tensor, Tensor], cache: KVCache | None, layer: int) -> Tensor:
+        x = x + self.drop(self.attn(x, rotary, cache, layer))
+        return x + self.drop(self.ff(x))
+
+
+@dataclass
+class SamplingConfig:
+    """``temperature`` 0 means greedy; ``top_k`` 0 and ``top_p`` 1 disable those filters."""
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    cfg_scale: float = 1.0
+
+
+def filter_logits(logits: Tensor, *, top_k: int = 0, top_p: float = 1.0) -> Tensor:
+    """Mask all but the ``top_k`` tokens and the smallest set with probability >= ``top_p``."""
+    if top_k > 0:
+        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, idx = logits.sort(dim=-1, descending=True)
+        cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        remove = cum - sorted_logits.softmax(dim=-1) >= top_p  # keep the token that crosses top_p
+        logits = logits.masked_fill(remove.scatter(-1, idx, remove), float("-inf"))
+    return logits
+
+
+def sample(logits: Tensor, cfg: SamplingConfig, generator: torch.Generator | None = None) -> Tensor:
+    """``logits [B, V] -> ids [B]``."""
+    if cfg.temperature <= 0:
+        return logits.argmax(dim=-1)
+    logits = filter_logits(logits / cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
+    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)[:, 0]
+
+
+class TokenLM(Component):
+    """Decoder-only LM over ``vocab_size`` ids, conditioned on a prefix of ``num_cond`` MuLaN tokens.
+
+    Args:
+        vocab_size: output vocabulary (all of this stage's ids, offsets included).
+        dim, depth, heads, dim_head, ff_hidden, dropout: sizes (paper: 1024, 24, 16, 64, 4096, 0.1).
+        num_cond: conditioning tokens per example (MuLaN RVQ levels); 0 = unconditional.
+        cond_vocab: ids per conditioning level (the quantizer's codebook size).
+        cond_drop_prob: probability of replacing an example's condition by the null one in training.
+        max_seq_len: longest token sequence (prefix excluded) for the KV cache.
+    """
+
+    component_name = "token_lm"
+
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        dim: int = 512,
+        depth: int = 6,
+        heads: int = 8,
+        dim_head: int = 64,
+        ff_hidden: int | None = None,
+        dropout: float = 0.1,
+        num_cond: int = 12,
+        cond_vocab: int = 1024,
+        cond_drop_prob: float = 0.1,
+        max_seq_len: int = 2048,
+    ):
+        super().__init__()
+        ff_hidden = ff_hidden or 4 * dim
+        self.save_config(
+            vocab_size=vocab_size, dim=dim, depth=depth, heads=heads, dim_head=dim_head, ff_hidden=ff_hidden,
+            dropout=dropout, num_cond=num_cond, cond_vocab=cond_vocab, cond_drop_prob=cond_drop_prob,
+            max_seq_len=max_seq_len,
+        )  # fmt: skip
+        if not 0.0 <= cond_drop_prob < 1.0:
+            raise ValueError(f"cond_drop_prob must be in [0, 1), got {cond_drop_prob}")
+        self.vocab_size, self.num_cond, self.cond_vocab = vocab_size, num_cond, cond_vocab
+        self.cond_drop_prob, self.max_seq_len = cond_drop_prob, max_seq_len
+        self.depth, self.heads, self.dim_head = depth, heads, dim_head
+        self.token_emb = nn.Embedding(vocab_size, dim)
+        self.start = nn.Parameter(torch.randn(dim) * 0.02)  # predicts the first token when there is no prefix
+        self.cond_emb = nn.Embedding(max(1, num_cond * cond_vocab), dim)
+        self.null_cond = nn.Parameter(torch.randn(max(1, num_cond), dim) * 0.02)
+        self.register_buffer("cond_offsets", torch.arange(num_cond) * cond_vocab, persistent=False)
+        self.rotary = RotaryEmbedding(dim_head, num_axes=1)
+        self.blocks = nn.ModuleList(_Block(dim, heads, dim_head, ff_hidden, dropout) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+        self.to_logits = nn.Linear(dim, vocab_size, bias=False)
+
+    cond_offsets: Tensor
+
+    # ---- inputs ------------------------------------------------------------------------------
+    def prefix(self, cond_ids: Tensor | None, batch: int, *, drop: Tensor | None = None) -> Tensor:
+        """Conditioning prefix ``[B, Q + 1, D]`` (Q condition vectors, then the start vector).
+
+        ``cond_ids [B, Q]`` or ``None`` (every row null); ``drop [B]`` True = use the null condition.
+        """
+        start = self.start.expand(batch, 1, -1)
+        if self.num_cond == 0:
+            return start
+        null = self.null_cond.expand(batch, -1, -1)
+        if cond_ids is None:
+            return torch.cat([null, start], dim=1)
+        if cond_ids.shape != (batch, self.num_cond):
+            raise ValueError(
+                f"cond_ids must be [B, {self.num_cond}] = [{batch}, {self.num_cond}], got {tuple(cond_ids.shape)}"
+            )
+        if int(cond_ids.min()) < 0 or int(cond_ids.max()) >= self.cond_vocab:
+            raise ValueError(
+                f"cond_ids must be in [0, {self.cond_vocab}), got [{int(cond_ids.min())}, {int(cond_ids.max())}]"
+            )
+        cond = self.cond_emb(cond_ids + self.cond_offsets)
+        if drop is not None:
+            cond = torch.where(drop[:, None, None], null, cond)
+        return torch.cat([cond, start], dim=1)
+
+    def _check_tokens(self, tokens: Tensor) -> None:
+        if tokens.ndim != 2 or tokens.dtype not in (torch.long, torch.int32):
+            raise ValueError(
+                f"tokens must be [B, N] integer ids, got shape {tuple(tokens.shape)}, dtype {tokens.dtype}"
+            )
+        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab_size):
+            raise ValueError(
+                f"token ids must be in [0, {self.vocab_size}), got [{int(tokens.min())}, {int(tokens.max())}]"
+            )
+        if tokens.shape[1] > self.max_seq_len:
+            raise ValueError(f"{tokens.shape[1]} tokens exceed max_seq_len={self.max_seq_len}")
+
+    def _run(self, x: Tensor, start_pos: int, cache: KVCache | None) -> Tensor:
+        positions = torch.arange(start_pos, start_pos + x.shape[1], device=x.device)[None, :, None]
+        rotary = self.rotary(positions)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, rotary, cache, layer)
+        return self.to_logits(self.norm(x))
+
+    # ---- training ----------------------------------------------------------------------------
+    def forward(self, tokens: Tensor, cond_ids: Tensor | None = None, *, drop: Tensor | None = None) -> Tensor:
+        """Next-token logits ``[B, N, V]`` for ``tokens [B, N]``: position i predicts ``tokens[:, i]``.
+
+        In training mode, without an explicit ``drop``, each row's condition is dropped with
+        probability ``cond_drop_prob`` (classifier-free guidance training).
+        """
+        self._check_tokens(tokens)
+        b, n = tokens.shape
+        if drop is None and self.training and self.cond_drop_prob > 0 and cond_ids is not None:
+            drop = torch.rand(b, device=tokens.device) < self.cond_drop_prob
+        x = torch.cat([self.prefix(cond_ids, b, drop=drop), self.token_emb(tokens[:, :-1])], dim=1)
+        logits = self._run(x, 0, None)
+        return logits[:, -n:]
+
+    def loss(self, tokens: Tensor, cond_ids: Tensor | None = None, *, ignore_index: int = -100) -> Tensor:
+        logits = self(tokens, cond_ids)
+        return F.cross_entropy(
+            logits.reshape(-1, self.vocab_size).float(), tokens.reshape(-1), ignore_index=ignore_index
+        )
+
+    # ---- generation --------------------------------------------------------------------------
+    def new_cache(self, batch: int, *, extra: int = 0) -> KVCache:
+        p = self.to_logits.weight
+        max_len = self.num_cond + 1 + self.max_seq_len + extra
+        return KVCache(layers=self.depth, batch=batch, heads=self.heads, max_len=max_len, dim_head=self.dim_head,
+                       device=p.device, dtype=p.dtype)  # fmt: skip
+
+    @torch.no_grad()
+    def generate(
+        self,
+        *,
+        steps: int,
+        cond_ids: Tensor | None = None,
+        prime: Tensor | None = None,
+        batch: int | None = None,
+        sampling: SamplingConfig | None = None,
+        generator: torch.Generator | None = None,
+        allowed: Tensor | None = None,
+    ) -> Tensor:
+        """Sample ``steps`` tokens after ``prime [B, N0]`` (optional). Returns ``[B, N0 + steps]``.
+
+        With ``sampling.cfg_scale != 1`` the conditioned and null rows run in ONE batched forward per
+        step and ``logits = uncond + s * (cond - uncond)``. ``allowed [steps, V]`` (bool, optional)
+        restricts each step to a set of ids (e.g. the codebook of the level a position holds).
+        """
+        sampling = sampling or SamplingConfig()
+        was_training = self.training
+        self.eval()
+        if prime is not None:
+            self._check_tokens(prime)
+        b = prime.shape[0] if prime is not None else cond_ids.shape[0] if cond_ids is not None else batch
+        if b is None:
+            raise ValueError("pass cond_ids, prime or batch to set the batch size")
+        n0 = prime.shape[1] if prime is not None else 0
+        if n0 + steps > self.max_seq_len:
+            raise ValueError(f"prime ({n0}) + steps ({steps}) exceed max_seq_len={self.max_seq_len}")
+        guided = sampling.cfg_scale != 1.0 and cond_ids is not None and self.num_cond > 0
+        rows = 2 * b if guided else b
+        prefix = self.prefix(cond_ids, b)
+        if guided:
+            prefix = torch.cat([prefix, self.prefix(None, b)])
+        device = prefix.device
+        out = prime.to(device).long() if prime is not None else torch.zeros(b, 0, dtype=torch.long, device=device)
+        cache = self.new_cache(rows)
+        x = prefix
+        if n0:
+            x = torch.cat([x, self.token_emb(torch.cat([out, out]) if guided else out)], dim=1)
+        logits = self._run(x, 0, cache)[:, -1]
+        cache.length = x.shape[1]
+        for i in range(steps):
+            if guided:
+                cond, uncond = logits[:b], logits[b:]
+                logits = uncond + sampling.cfg_scale * (cond - uncond)
+            if allowed is not None:
+                logits = logits.masked_fill(~allowed[i].to(device), float("-inf"))
+            nxt = sample(logits.float(), sampling, generator)
+            out = torch.cat([out, nxt[:, None]], dim=1)
+            if i == steps - 1:
+                break
+            step_in = torch.cat([nxt, nxt]) if guided else nxt
+            logits = self._run(self.token_emb(step_in)[:, None], cache.length, cache)[:, -1]
+            cache.length += 1
+        self.train(was_training)
+        return out
