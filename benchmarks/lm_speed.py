@@ -62,7 +62,8 @@ def train_step(bf16: bool) -> dict:
     sec = sorted(times)[1]
     return {"case": "semantic_train_step_4x512", "dtype": "bf16-autocast" if bf16 else "float32",
             "seconds": round(sec, 3), "tokens_per_s": round(4 * 512 / sec), "reference_seconds": 6.4,
-            "speedup": round(6.4 / sec, 1), "parameters_M": round(sum(p.numel() for p in lm.parameters()) / 1e6, 1)}  # fmt: skip
+            "speedup": round(6.4 / sec, 1),
+            "parameters_M": round(sum(p.numel() for p in lm.parameters()) / 1e6, 1)}  # fmt: skip
 
 
 def main() -> None:
