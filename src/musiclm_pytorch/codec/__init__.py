@@ -1,0 +1,31 @@
+"""Acoustic tokenizers: the ``Codec`` interface and our SoundStream-style codec."""
+
+from typing import Protocol, runtime_checkable
+
+from torch import Tensor
+
+from .soundstream import SoundStream
+
+
+@runtime_checkable
+class Codec(Protocol):
+    """What the stage LMs rely on (ARCHITECTURE.md section 3)."""
+
+    @property
+    def sample_rate(self) -> int: ...
+
+    @property
+    def frame_rate(self) -> float: ...
+
+    @property
+    def num_quantizers(self) -> int: ...
+
+    @property
+    def codebook_size(self) -> int: ...
+
+    def encode(self, wav: Tensor) -> Tensor: ...
+
+    def decode(self, codes: Tensor) -> Tensor: ...
+
+
+__all__ = ["Codec", "SoundStream"]

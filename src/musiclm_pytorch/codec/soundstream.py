@@ -1,0 +1,205 @@
+"""A SoundStream-style neural codec (Zeghidour et al. 2021): causal SEANet encoder/decoder + residual VQ.
+
+- Encoder: a 7-tap conv, then per stride ``s`` three residual units (dilations 1, 3, 9) and a strided
+  conv (kernel 2s) that doubles the channels; a final conv to ``dim``. All convolutions are causal
+  (left padding only), so the codec can stream.
+- Residual VQ: vector-quantize-pytorch's ``ResidualVQ`` with k-means initialisation, EMA codebooks,
+  dead-code replacement and quantizer dropout (bitrate scalability: in training a random number of
+  levels is used, so any prefix of the levels decodes).
+- Decoder: the mirror image with causal transposed convolutions.
+
+Hop = product of strides: 16 kHz with strides (2, 4, 5, 8) gives 320 samples, 50 Hz frames; the
+paper preset is 24 kHz with (2, 4, 5, 6) -> 240... MusicLM uses 24 kHz / 480 = 50 Hz: (3, 4, 5, 8).
+
+Length rule: ``encode`` right-pads the waveform with zeros to a multiple of the hop (documented, not
+silent); ``decode`` returns ``T * hop`` samples.
+
+Shape letters: B batch, S samples, T frames, Q quantizers, D latent dim.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..checkpoint import Component
+
+
+class CausalConv1d(nn.Conv1d):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.causal_pad = (self.kernel_size[0] - 1) * self.dilation[0] + 1 - self.stride[0]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(F.pad(x, (self.causal_pad, 0)))
+
+
+class CausalConvTranspose1d(nn.ConvTranspose1d):
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        out = super().forward(x)
+        trim = self.kernel_size[0] - self.stride[0]
+        return out[..., : out.shape[-1] - trim] if trim > 0 else out
+
+
+class ResidualUnit(nn.Module):
+    def __init__(self, channels: int, dilation: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.ELU(),
+            CausalConv1d(channels, channels, 7, dilation=dilation),
+            nn.ELU(),
+            CausalConv1d(channels, channels, 1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.net(x)
+
+
+def _encoder(channels: int, strides: Sequence[int], dim: int) -> nn.Sequential:
+    layers: list[nn.Module] = [CausalConv1d(1, channels, 7)]
+    ch = channels
+    for s in strides:
+        layers += [ResidualUnit(ch, d) for d in (1, 3, 9)]
+        layers += [nn.ELU(), CausalConv1d(ch, 2 * ch, 2 * s, stride=s)]
+        ch *= 2
+    layers += [nn.ELU(), CausalConv1d(ch, dim, 3)]
+    return nn.Sequential(*layers)
+
+
+def _decoder(channels: int, strides: Sequence[int], dim: int) -> nn.Sequential:
+    ch = channels * 2 ** len(strides)
+    layers: list[nn.Module] = [CausalConv1d(dim, ch, 7)]
+    for s in reversed(strides):
+        layers += [nn.ELU(), CausalConvTranspose1d(ch, ch // 2, 2 * s, stride=s)]
+        ch //= 2
+        layers += [ResidualUnit(ch, d) for d in (1, 3, 9)]
+    layers += [nn.ELU(), CausalConv1d(ch, 1, 7)]
+    return nn.Sequential(*layers)
+
+
+class SoundStream(Component):
+    """Neural audio codec with the ``Codec`` interface (see :mod:`musiclm_pytorch.codec`).
+
+    Args:
+        sample_rate: audio rate.
+        strides: encoder downsampling factors; hop = their product.
+        channels: first encoder width (doubles at each stride).
+        dim: latent (codebook vector) size.
+        num_quantizers, codebook_size: residual VQ (paper: 12 x 1024).
+        quantizer_dropout: train with a random number of levels (bitrate scalability).
+        ema_decay, kmeans_init, dead_code_threshold: codebook learning (EMA, k-means init on the
+            first batch, replace codes used less than this often per batch by the EMA).
+        commitment_weight: weight of the commitment loss returned by ``forward``.
+    """
+
+    component_name = "soundstream"
+
+    def __init__(
+        self,
+        *,
+        sample_rate: int = 16000,
+        strides: Sequence[int] = (2, 4, 5, 8),
+        channels: int = 32,
+        dim: int = 256,
+        num_quantizers: int = 8,
+        codebook_size: int = 1024,
+        quantizer_dropout: bool = True,
+        ema_decay: float = 0.99,
+        kmeans_init: bool = True,
+        dead_code_threshold: float = 2.0,
+        commitment_weight: float = 1.0,
+    ):
+        super().__init__()
+        from vector_quantize_pytorch import ResidualVQ
+
+        self.save_config(
+            sample_rate=sample_rate, strides=list(strides), channels=channels, dim=dim, num_quantizers=num_quantizers,
+            codebook_size=codebook_size, quantizer_dropout=quantizer_dropout, ema_decay=ema_decay,
+            kmeans_init=kmeans_init, dead_code_threshold=dead_code_threshold, commitment_weight=commitment_weight,
+        )  # fmt: skip
+        if not strides or any(s < 1 for s in strides):
+            raise ValueError(f"strides must be positive integers, got {list(strides)}")
+        self._sample_rate = sample_rate
+        self.hop = math.prod(strides)
+        self._num_quantizers, self._codebook_size = num_quantizers, codebook_size
+        self.encoder = _encoder(channels, strides, dim)
+        self.decoder = _decoder(channels, strides, dim)
+        self.rvq = ResidualVQ(
+            dim=dim, num_quantizers=num_quantizers, codebook_size=codebook_size, decay=ema_decay,
+            kmeans_init=kmeans_init, kmeans_iters=10, threshold_ema_dead_code=dead_code_threshold,
+            quantize_dropout=quantizer_dropout, commitment_weight=commitment_weight,
+        )  # fmt: skip
+
+    # ---- the Codec interface -------------------------------------------------------------------
+    @property
+    def sample_rate(self) -> int:
+        return self._sample_rate
+
+    @property
+    def frame_rate(self) -> float:
+        return self._sample_rate / self.hop
+
+    @property
+    def num_quantizers(self) -> int:
+        return self._num_quantizers
+
+    @property
+    def codebook_size(self) -> int:
+        return self._codebook_size
+
+    def _prepare(self, wav: Tensor) -> Tensor:
+        if wav.ndim == 2:
+            wav = wav[:, None]
+        if wav.ndim != 3 or wav.shape[1] != 1:
+            raise ValueError(f"wav must be [B, 1, S] (or [B, S]), got shape {tuple(wav.shape)}")
+        if not torch.is_floating_point(wav):
+            raise ValueError(f"wav must be floating point, got dtype {wav.dtype}")
+        pad = (-wav.shape[-1]) % self.hop
+        return F.pad(wav, (0, pad)) if pad else wav
+
+    def _latents(self, wav: Tensor) -> Tensor:
+        return self.encoder(self._prepare(wav)).transpose(1, 2)  # [B, T, D]
+
+    @torch.no_grad()
+    def encode(self, wav: Tensor, *, num_quantizers: int | None = None) -> Tensor:
+        """``wav [B, 1, S] -> codes [B, Q, T]`` (``T = ceil(S / hop)``)."""
+        was_training = self.training
+        self.eval()
+        _, indices, _ = self.rvq(self._latents(wav))
+        self.train(was_training)
+        codes = indices.transpose(1, 2)
+        return codes[:, :num_quantizers] if num_quantizers else codes
+
+    @torch.no_grad()
+    def decode(self, codes: Tensor) -> Tensor:
+        """``codes [B, Q', T] -> wav [B, 1, T * hop]``; ``Q' <= num_quantizers`` uses the first levels."""
+        if codes.ndim != 3 or not 1 <= codes.shape[1] <= self.num_quantizers:
+            raise ValueError(f"codes must be [B, Q <= {self.num_quantizers}, T], got shape {tuple(codes.shape)}")
+        if codes.dtype not in (torch.long, torch.int32, torch.int16):
+            raise ValueError(f"codes must be integer ids, got dtype {codes.dtype}")
+        if int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size:
+            raise ValueError(
+                f"codes must be in [0, {self.codebook_size}), got [{int(codes.min())}, {int(codes.max())}]"
+            )
+        indices = codes.long().transpose(1, 2)
+        if indices.shape[-1] < self.num_quantizers:  # -1 marks dropped levels: they contribute nothing
+            indices = F.pad(indices, (0, self.num_quantizers - indices.shape[-1]), value=-1)
+        latents = self.rvq.get_output_from_indices(indices)  # [B, T, D]
+        return self.decoder(latents.transpose(1, 2))
+
+    # ---- training ------------------------------------------------------------------------------
+    def forward(self, wav: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(reconstruction [B, 1, S_padded], codes [B, Q, T], commitment loss)``; quantizer dropout
+        applies in training."""
+        quantized, indices, commit = self.rvq(self._latents(wav))
+        recon = self.decoder(quantized.transpose(1, 2))
+        return recon, indices.transpose(1, 2), commit.sum()
+
+    def bitrate(self, num_quantizers: int | None = None) -> float:
+        """Bits per second with the first ``num_quantizers`` levels."""
+        q = num_quantizers or self.num_quantizers
+        return self.frame_rate * q * math.log2(self.codebook_size)
