@@ -5,6 +5,7 @@ Subcommands:
     data synth  render a synthetic captioned music corpus (FluidSynth + General MIDI soundfonts)
     data check  decode every row of a manifest or folder and report what a trainer would skip
     train mulan train MuLaN on a corpus (Accelerate; resumes from its output folder)
+    train codec train the SoundStream codec (mel + adversarial + feature matching; resumable)
     train conditioning  fit the conditioning RVQ on a trained MuLaN; text/audio token agreement
     eval mulan  retrieval R@k and zero-shot tagging of a MuLaN checkpoint
     eval judge  judge audio against intended tempo, key, drums and instrument family (no MuLaN)
@@ -141,6 +142,18 @@ def _cmd_train_mulan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_codec(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from .training.codec import CodecTrainConfig, main_from_args
+
+    overrides = {f.name: getattr(args, f.name, None) for f in fields(CodecTrainConfig)}
+    report = main_from_args(args.config, overrides)
+    if report:
+        print(json.dumps(report, indent=2))
+    return 0
+
+
 def _cmd_train_conditioning(args: argparse.Namespace) -> int:
     from .training.conditioning import fit_conditioning
 
@@ -253,6 +266,27 @@ def build_parser() -> argparse.ArgumentParser:
     tm.add_argument("--seed", type=int)
     tm.add_argument("--no-progress", dest="progress", action="store_const", const=False)
     tm.set_defaults(func=_cmd_train_mulan)
+
+    tk = train.add_parser("codec", help="train the SoundStream codec (resumes from --out)")
+    tk.add_argument("--config", help="JSON file of CodecTrainConfig keys (unknown keys are rejected)")
+    tk.add_argument("--data")
+    tk.add_argument("--val-data", dest="val_data")
+    tk.add_argument("--out")
+    tk.add_argument("--preset", choices=["tiny", "small", "paper"])
+    tk.add_argument("--batch-size", dest="batch_size", type=int)
+    tk.add_argument("--crop-seconds", dest="crop_seconds", type=float)
+    tk.add_argument("--lr", type=float)
+    tk.add_argument("--max-steps", dest="max_steps", type=int)
+    tk.add_argument("--adversarial-start", dest="adversarial_start", type=int)
+    tk.add_argument("--num-workers", dest="num_workers", type=int)
+    tk.add_argument("--threads", type=int)
+    tk.add_argument("--eval-every", dest="eval_every", type=int)
+    tk.add_argument("--eval-clips", dest="eval_clips", type=int)
+    tk.add_argument("--checkpoint-every", dest="checkpoint_every", type=int)
+    tk.add_argument("--log-every", dest="log_every", type=int)
+    tk.add_argument("--seed", type=int)
+    tk.add_argument("--no-progress", dest="progress", action="store_const", const=False)
+    tk.set_defaults(func=_cmd_train_codec)
 
     tc = train.add_parser("conditioning", help="fit the MuLaN conditioning RVQ on all training clips")
     tc.add_argument("--mulan", required=True, help="trained MuLaN checkpoint")

@@ -79,9 +79,10 @@ def _stable_fraction(key: str, seed: int) -> float:
 
 
 # ---- row sources ---------------------------------------------------------------------------
-def manifest_rows(manifest: str | Path) -> tuple[list[dict[str, Any]], list[BadRow]]:
+def manifest_rows(manifest: str | Path, *, require_caption: bool = True) -> tuple[list[dict[str, Any]], list[BadRow]]:
     """Rows of a JSONL manifest (``path`` relative to the manifest's folder or absolute, ``caption``
-    or ``captions``, optional ``tags``, ``start``, ``duration``). Returns ``(rows, bad_rows)``."""
+    or ``captions``, optional ``tags``, ``start``, ``duration``). Returns ``(rows, bad_rows)``.
+    ``require_caption=False`` (audio-only training, e.g. the codec) keeps rows without a caption."""
     manifest = Path(manifest)
     if not manifest.is_file():
         raise FileNotFoundError(f"manifest {str(manifest)!r} not found")
@@ -100,9 +101,10 @@ def manifest_rows(manifest: str | Path) -> tuple[list[dict[str, Any]], list[BadR
             continue
         captions = row.get("captions") or ([row["caption"]] if row.get("caption") else [])
         captions = [c for c in captions if isinstance(c, str) and c.strip()]
-        if not captions:
+        if not captions and require_caption:
             bad.append(BadRow(where, "empty caption"))
             continue
+        captions = captions or [""]
         path = Path(row["path"])
         path = path if path.is_absolute() else manifest.parent / path
         if not path.is_file():
@@ -112,9 +114,10 @@ def manifest_rows(manifest: str | Path) -> tuple[list[dict[str, Any]], list[BadR
     return rows, bad
 
 
-def folder_rows(folder: str | Path) -> tuple[list[dict[str, Any]], list[BadRow]]:
+def folder_rows(folder: str | Path, *, require_caption: bool = True) -> tuple[list[dict[str, Any]], list[BadRow]]:
     """Audio files under ``folder`` with a sidecar caption: ``x.txt`` (the caption) or ``x.json``
-    (``{"caption": ..., "tags": {...}}``). Returns ``(rows, bad_rows)``."""
+    (``{"caption": ..., "tags": {...}}``). Returns ``(rows, bad_rows)``. ``require_caption=False``
+    keeps files without a sidecar."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"audio folder {str(folder)!r} not found")
@@ -133,9 +136,10 @@ def folder_rows(folder: str | Path) -> tuple[list[dict[str, Any]], list[BadRow]]
             continue
         captions = row.get("captions") or ([row["caption"]] if row.get("caption") else [])
         captions = [c for c in captions if isinstance(c, str) and c.strip()]
-        if not captions:
+        if not captions and require_caption:
             bad.append(BadRow(str(path), "empty caption: no .txt or .json sidecar with a caption"))
             continue
+        captions = captions or [""]
         rows.append({**row, "key": str(path.relative_to(folder)), "path": str(path), "captions": captions})
     return rows, bad
 

@@ -1,0 +1,232 @@
+"""Train the SoundStream codec: ``musiclm train codec --data corpus/ --out runs/codec``.
+
+One loop: the generator (encoder + RVQ + decoder) minimises multi-scale mel + commitment, and, from
+``adversarial_start`` on, hinge adversarial + feature-matching losses against the multi-scale STFT
+discriminator, which trains in the same step. Accelerate for devices and processes; atomic
+checkpoints (``codec.safetensors`` + ``train_state.pt`` with both optimizers, step, data position,
+RNG); rerunning the command resumes. Every ``eval_every`` steps: SI-SNR and log-mel distance per
+number of levels on held-out clips, and a spectrogram comparison PNG.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..checkpoint import load, save
+from ..codec.losses import (
+    MultiScaleMelLoss,
+    STFTDiscriminator,
+    discriminator_hinge_loss,
+    feature_matching_loss,
+    generator_hinge_loss,
+)
+from ..codec.soundstream import SoundStream
+from ..data.datasets import BadRow, CaptionedAudioDataset, ClipOptions, SkipStats, collate, folder_rows, manifest_rows
+from ..evaluation.codec_eval import evaluate_codec
+from .common import JsonLog, atomic_torch_save, epoch_order, load_config, plot_curves, rng_state, set_rng_state
+
+CODEC_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(strides=[2, 4], channels=8, dim=16, num_quantizers=3, codebook_size=16),
+    # 16 kHz / 320 = 50 Hz, 8 x 1024 codes = 4 kbps (coarse 3 levels = 1.5 kbps)
+    "small": dict(sample_rate=16000, strides=[2, 4, 5, 8], channels=16, dim=128, num_quantizers=8, codebook_size=1024),
+    # MusicLM: 24 kHz / 480 = 50 Hz, 12 x 1024 = 6 kbps
+    "paper": dict(sample_rate=24000, strides=[3, 4, 5, 8], channels=32, dim=256, num_quantizers=12, codebook_size=1024),
+}
+
+
+@dataclass
+class CodecTrainConfig:
+    data: str = ""
+    val_data: str | None = None
+    out: str = "runs/codec"
+    preset: str = "small"
+    batch_size: int = 16
+    crop_seconds: float = 1.0
+    lr: float = 3e-4
+    disc_lr: float = 3e-4
+    max_steps: int = 5000
+    adversarial_start: int = 1000
+    mel_weight: float = 1.0
+    adversarial_weight: float = 0.1
+    feature_weight: float = 1.0
+    grad_clip: float = 1.0
+    num_workers: int = 2
+    threads: int = 2
+    log_every: int = 10
+    eval_every: int = 500
+    eval_clips: int = 16
+    checkpoint_every: int = 100
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.data:
+            raise ValueError("data is required: a corpus folder, a JSONL manifest or an audio folder")
+        if self.preset not in CODEC_PRESETS:
+            raise ValueError(f"unknown codec preset {self.preset!r}; choose from {sorted(CODEC_PRESETS)}")
+
+
+def _rows(path: str, val: bool = False) -> tuple[list[dict[str, Any]], list[BadRow]]:
+    p = Path(path)
+    name = "val.jsonl" if val else "train.jsonl"
+    if p.is_dir() and (p / name).is_file():
+        return manifest_rows(p / name, require_caption=False)
+    if p.is_dir():
+        return folder_rows(p, require_caption=False)
+    if p.is_file():
+        return manifest_rows(p, require_caption=False)
+    raise FileNotFoundError(f"codec data {path!r} not found")
+
+
+def spectrogram_png(codec: SoundStream, wav: torch.Tensor, path: Path) -> Path:
+    import librosa
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recon = codec.decode(codec.encode(wav.reshape(1, 1, -1)))[0, 0, : wav.shape[-1]]
+    coarse = codec.decode(codec.encode(wav.reshape(1, 1, -1))[:, : max(1, codec.num_quantizers // 2)])[0, 0]
+    fig, axes = plt.subplots(3, 1, figsize=(9, 7), sharex=True)
+    for ax, x, title in zip(axes, (wav, recon, coarse[: wav.shape[-1]]), ("original", "all levels", "half the levels")):
+        mel = librosa.feature.melspectrogram(y=x.numpy(), sr=codec.sample_rate, n_mels=80)
+        ax.imshow(librosa.power_to_db(mel, ref=1.0), origin="lower", aspect="auto", vmin=-80, vmax=0)
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
+    from accelerate import Accelerator
+
+    torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    rows, bad = _rows(cfg.data)
+    skipped = SkipStats()
+    skipped.update(bad)
+    if not rows:
+        raise ValueError(f"codec data {cfg.data!r} has no usable rows: {skipped.report()}")
+    val_rows = (
+        _rows(cfg.val_data or cfg.data, val=True)[0][: cfg.eval_clips]
+        if (cfg.val_data or Path(cfg.data).is_dir())
+        else []
+    )
+    model_path, disc_path, state_path = out / "codec.safetensors", out / "discriminator.pt", out / "train_state.pt"
+    resume = model_path.is_file() and state_path.is_file() and disc_path.is_file()
+    torch.manual_seed(cfg.seed)
+    codec = load(model_path, expected=SoundStream) if resume else SoundStream(**CODEC_PRESETS[cfg.preset])
+    disc = STFTDiscriminator()
+    if resume:
+        disc.load_state_dict(torch.load(disc_path, weights_only=True))
+    mel_loss = MultiScaleMelLoss(sample_rate=codec.sample_rate)
+    opt_g = torch.optim.AdamW(codec.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
+    opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.9))
+    step, epoch, batch_in_epoch = 0, 0, 0
+    if resume:
+        state = torch.load(state_path, weights_only=False)
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        set_rng_state(state["rng"])
+        accelerator.print(f"resuming from step {step}")
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    log = JsonLog(out / "log.jsonl", resume_step=step if resume else None)
+    codec, disc, mel_loss, opt_g, opt_d = accelerator.prepare(codec, disc, mel_loss, opt_g, opt_d)
+    model: SoundStream = accelerator.unwrap_model(codec)
+    opts = ClipOptions(sample_rate=model.sample_rate, crop_seconds=cfg.crop_seconds, crop="random")
+    dataset = CaptionedAudioDataset(rows, opts, seed=cfg.seed)
+    steps_per_epoch = len(dataset) // (cfg.batch_size * accelerator.num_processes)
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(dataset)} clips are fewer than one batch of {cfg.batch_size}")
+    report: dict[str, Any] = {}
+    bar = tqdm(
+        total=cfg.max_steps, initial=step, desc="codec", disable=not (cfg.progress and accelerator.is_main_process)
+    )
+    t_last, clips = time.perf_counter(), 0
+    while step < cfg.max_steps:
+        if batch_in_epoch >= steps_per_epoch:
+            epoch, batch_in_epoch = epoch + 1, 0
+        dataset.set_epoch(epoch)
+        order = epoch_order(
+            len(dataset), seed=cfg.seed, epoch=epoch, skip=batch_in_epoch * cfg.batch_size * accelerator.num_processes
+        )
+        loader = accelerator.prepare(DataLoader(dataset, batch_size=cfg.batch_size, sampler=order, collate_fn=collate,
+                                                num_workers=cfg.num_workers, drop_last=True))  # fmt: skip
+        for batch in loader:
+            skipped.update(batch["skipped"])
+            batch_in_epoch += 1
+            if len(batch["paths"]) == 0:
+                continue
+            wav = batch["wavs"][:, None]
+            codec.train()
+            recon, _, commit = codec(wav)
+            recon = recon[..., : wav.shape[-1]]
+            adversarial = step >= cfg.adversarial_start
+            if adversarial:  # discriminator step on detached reconstructions
+                d_loss = discriminator_hinge_loss(disc(wav), disc(recon.detach()))
+                opt_d.zero_grad(set_to_none=True)
+                accelerator.backward(d_loss)
+                opt_d.step()
+            g_mel = mel_loss(recon, wav)
+            g_loss = cfg.mel_weight * g_mel + commit
+            record: dict[str, Any] = {"mel": g_mel.item(), "commit": commit.item()}
+            if adversarial:
+                fake, real = disc(recon), disc(wav)
+                g_adv, g_fm = generator_hinge_loss(fake), feature_matching_loss(real, fake)
+                g_loss = g_loss + cfg.adversarial_weight * g_adv + cfg.feature_weight * g_fm
+                record.update(adv=g_adv.item(), fm=g_fm.item(), disc=d_loss.item())
+            opt_g.zero_grad(set_to_none=True)
+            accelerator.backward(g_loss)
+            if cfg.grad_clip:
+                accelerator.clip_grad_norm_(codec.parameters(), cfg.grad_clip)
+            opt_g.step()
+            step += 1
+            clips += wav.shape[0]
+            bar.update()
+            if step % cfg.log_every == 0 and accelerator.is_main_process:
+                now = time.perf_counter()
+                log.write({"step": step, **{k: round(v, 5) for k, v in record.items()},
+                           "clips_per_s": round(clips / (now - t_last), 2)})  # fmt: skip
+                t_last, clips = now, 0
+                bar.set_postfix(mel=f"{record['mel']:.3f}")
+            if val_rows and (step % cfg.eval_every == 0 or step == cfg.max_steps) and accelerator.is_main_process:
+                val = CaptionedAudioDataset(
+                    val_rows, ClipOptions(sample_rate=model.sample_rate, crop_seconds=None, min_seconds=0.5)
+                )
+                wavs = [item["wav"] for item in (val[i] for i in range(len(val))) if isinstance(item, dict)]
+                report = evaluate_codec(model, wavs)
+                flat = {f"val_si_snr_q{q}": v["si_snr_db"] for q, v in report["per_levels"].items()}
+                flat.update({f"val_mel_q{q}": v["log_mel_mae"] for q, v in report["per_levels"].items()})
+                log.write({"step": step, **flat})
+                (out / f"eval_step{step}.json").write_text(json.dumps(report, indent=2))
+                if wavs:
+                    spectrogram_png(model, wavs[0][: model.sample_rate * 5], out / "spectrograms.png")
+            if (step % cfg.checkpoint_every == 0 or step == cfg.max_steps) and accelerator.is_main_process:
+                save(model, model_path, extra={"step": step})
+                atomic_torch_save(accelerator.unwrap_model(disc).state_dict(), disc_path)
+                state = {"opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "step": step, "epoch": epoch,
+                         "batch_in_epoch": batch_in_epoch, "rng": rng_state(), "config": asdict(cfg)}  # fmt: skip
+                atomic_torch_save(state, state_path)
+                keys = ["mel", "commit", "adv", "fm", "disc", "val_si_snr_q1", f"val_si_snr_q{model.num_quantizers}"]
+                plot_curves(log, out / "curves.png", keys=keys, title=f"codec {cfg.preset}")
+            if step >= cfg.max_steps or batch_in_epoch >= steps_per_epoch:
+                break
+    bar.close()
+    accelerator.print(f"codec training done at step {step}; data: {skipped.report()}")
+    return report
+
+
+def main_from_args(config_path: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    return train_codec(load_config(CodecTrainConfig, config_path, overrides))
