@@ -7,6 +7,7 @@ MuLaN presets:
 | ``tiny`` | dim 64, depth 2, 32 log-mel bins | from scratch, dim 64, depth 2 | tests, docs |
 | ``seed`` | the seed README (dim 512, depth 6, linear spec n_fft 128) | from scratch, 512 x 6 | compatibility |
 | ``small`` | dim 256, depth 4, 128 log-mel at 10 ms, patch dropout 0.5 | MiniLM-L6 (shipped, frozen) | CPU training |
+| ``small-scratch`` | as ``small`` | from scratch, dim 256, depth 4 | ablation of the text tower |
 | ``base`` | dim 512, depth 6, 128 log-mel at 10 ms | from scratch, 512 x 6 | training from scratch |
 | ``base-minilm`` | as ``base`` | MiniLM-L6 (shipped, frozen) | small captioned corpora |
 | ``paper`` | AST-base: dim 768, depth 12, 12 heads, 128 log-mel | MiniLM-L6, fine-tuned | closest to MuLan |
@@ -47,6 +48,11 @@ MULAN_PRESETS: dict[str, dict[str, Any]] = {
     "small": {
         "audio": dict(dim=256, depth=4, heads=4, dim_head=64, n_mels=128, patch_dropout_prob=0.5, **_MEL),
         "text": dict(kind="pretrained", path=BUILTIN_MINILM, freeze=True, max_seq_len=128),
+        "mulan": dict(dim_latent=128),
+    },
+    "small-scratch": {
+        "audio": dict(dim=256, depth=4, heads=4, dim_head=64, n_mels=128, patch_dropout_prob=0.5, **_MEL),
+        "text": dict(kind="scratch", dim=256, depth=4, heads=4, dim_head=64, max_seq_len=128),
         "mulan": dict(dim_latent=128),
     },
     "base": {
