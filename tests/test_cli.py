@@ -46,3 +46,20 @@ def test_data_synth_check_and_judge(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["clips"] == 4 and {"drums", "family", "key", "tempo"} <= set(report["accuracy"])
     assert (out / "judge_accuracy.png").stat().st_size > 1000 and (out / "judge_report.json").is_file()
+
+
+def test_eval_mulan_and_train_conditioning_cli(tiny_corpus, tmp_path, capsys):
+    from musiclm_pytorch import build_mulan, save
+
+    ckpt = save(build_mulan("tiny"), tmp_path / "mulan.safetensors")
+    out = tmp_path / "eval"
+    argv = ["eval", "mulan", "--checkpoint", str(ckpt), "--data", str(tiny_corpus / "val.jsonl"), "--out", str(out),
+            "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["clips"] == 6 and "R@1" in report["text_to_audio"] and "family" in report["zero_shot"]
+    assert (out / "similarity.png").stat().st_size > 1000
+    argv = ["train", "conditioning", "--mulan", str(ckpt), "--data", str(tiny_corpus), "--out",
+            str(tmp_path / "cond.safetensors"), "--num-quantizers", "2", "--codebook-size", "4", "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    assert len(json.loads(capsys.readouterr().out)["val_text_audio_agreement"]["per_level"]) == 2
