@@ -63,3 +63,32 @@ def test_eval_mulan_and_train_conditioning_cli(tiny_corpus, tmp_path, capsys):
             str(tmp_path / "cond.safetensors"), "--num-quantizers", "2", "--codebook-size", "4", "--quiet"]  # fmt: skip
     assert main(argv) == 0
     assert len(json.loads(capsys.readouterr().out)["val_text_audio_agreement"]["per_level"]) == 2
+
+
+def test_stage_pipeline_cli(tiny_corpus, tmp_path, capsys):
+    import torch
+    import torch.nn.functional as F
+
+    from musiclm_pytorch import MuLaNEmbedQuantizer, build_mulan, save
+    from musiclm_pytorch.codec import SoundStream
+
+    sem = tmp_path / "sem.safetensors"
+    argv = ["train", "semantic-tokenizer", "--data", str(tiny_corpus), "--out", str(sem), "--vocab-size", "8",
+            "--max-clips", "4", "--crop-seconds", "3"]  # fmt: skip
+    assert main(argv) == 0 and json.loads(capsys.readouterr().out)["clips"] == 4
+    cond = MuLaNEmbedQuantizer(build_mulan("tiny"), conditioning_dims=(), namespaces=(), num_quantizers=2,
+                               codebook_size=4)  # fmt: skip
+    cond.fit(F.normalize(torch.randn(32, 128), dim=-1))
+    codec = SoundStream(strides=(4, 8, 10), channels=4, dim=8, num_quantizers=4, codebook_size=8, kmeans_init=False)
+    save(cond, tmp_path / "cond.safetensors")
+    save(codec, tmp_path / "codec.safetensors")
+    tokens = tmp_path / "tokens"
+    argv = ["data", "tokenize", "--conditioning", str(tmp_path / "cond.safetensors"), "--semantic", str(sem),
+            "--codec", str(tmp_path / "codec.safetensors"), "--data", str(tiny_corpus), "--out", str(tokens),
+            "--max-clips", "6", "--quiet"]  # fmt: skip
+    assert main(argv) == 0 and json.loads(capsys.readouterr().out)["splits"]["train"] == 6
+    argv = ["train", "stage", "--stage", "coarse", "--tokens", str(tokens), "--out", str(tmp_path / "coarse"),
+            "--dim", "32", "--depth", "1", "--heads", "2", "--batch-size", "2", "--max-steps", "3", "--crop-seconds",
+            "1", "--num-coarse", "2", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    assert (tmp_path / "coarse" / "coarse.safetensors").is_file()

@@ -5,6 +5,9 @@ Subcommands:
     data synth  render a synthetic captioned music corpus (FluidSynth + General MIDI soundfonts)
     data check  decode every row of a manifest or folder and report what a trainer would skip
     train mulan train MuLaN on a corpus (Accelerate; resumes from its output folder)
+    train semantic-tokenizer  fit k-means semantic tokens over 25 Hz musical features
+    data tokenize  MuLaN cond ids + semantic ids + codec codes for every clip, once
+    train stage  train the semantic / coarse / fine LM on tokenized data (resumable)
     train codec train the SoundStream codec (mel + adversarial + feature matching; resumable)
     train conditioning  fit the conditioning RVQ on a trained MuLaN; text/audio token agreement
     eval mulan  retrieval R@k and zero-shot tagging of a MuLaN checkpoint
@@ -154,6 +157,48 @@ def _cmd_train_codec(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_stage(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from .training.stages import StageTrainConfig, main_from_args
+
+    overrides = {f.name: getattr(args, f.name, None) for f in fields(StageTrainConfig)}
+    print(json.dumps(main_from_args(args.config, overrides), indent=2))
+    return 0
+
+
+def _cmd_train_semantic(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from .checkpoint import save
+    from .data.datasets import CaptionedAudioDataset, ClipOptions, manifest_rows
+    from .semantic import SemanticTokenizer
+
+    tok = SemanticTokenizer(sample_rate=args.sample_rate, vocab_size=args.vocab_size)
+    rows, _ = manifest_rows(Path(args.data) / "train.jsonl", require_caption=False)
+    ds = CaptionedAudioDataset(
+        rows[: args.max_clips], ClipOptions(sample_rate=args.sample_rate, crop_seconds=args.crop_seconds)
+    )
+    wavs = [item["wav"] for item in (ds[i] for i in range(len(ds))) if isinstance(item, dict)]
+    stats = tok.fit([torch.stack(wavs[i : i + 32]) for i in range(0, len(wavs), 32)])
+    save(tok, args.out)
+    print(json.dumps({"out": args.out, "clips": len(wavs), **stats}, indent=2))
+    return 0
+
+
+def _cmd_data_tokenize(args: argparse.Namespace) -> int:
+    from .checkpoint import load
+    from .training.stages import tokenize_corpus
+
+    summary = tokenize_corpus(conditioner=load(args.conditioning).eval(), semantic=load(args.semantic),
+                              codec=load(args.codec).eval(), data=args.data, out=args.out, max_clips=args.max_clips,
+                              progress=not args.quiet)  # fmt: skip
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def _cmd_train_conditioning(args: argparse.Namespace) -> int:
     from .training.conditioning import fit_conditioning
 
@@ -233,6 +278,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also write WebDataset tar shards")  # fmt: skip
     synth.add_argument("--quiet", action="store_true")
     synth.set_defaults(func=_cmd_data_synth)
+    tok = data.add_parser("tokenize", help="tokenize a corpus once for the stage LMs")
+    tok.add_argument("--conditioning", required=True, help="fitted MuLaNEmbedQuantizer checkpoint")
+    tok.add_argument("--semantic", required=True, help="fitted SemanticTokenizer checkpoint")
+    tok.add_argument("--codec", required=True, help="trained codec checkpoint")
+    tok.add_argument("--data", required=True, help="corpus folder with train.jsonl / val.jsonl")
+    tok.add_argument("--out", required=True)
+    tok.add_argument("--max-clips", type=int)
+    tok.add_argument("--quiet", action="store_true")
+    tok.set_defaults(func=_cmd_data_tokenize)
     check = data.add_parser("check", help="decode every row of a manifest or folder; report bad rows")
     check.add_argument("source", help="a JSONL manifest or an audio folder with sidecar captions")
     check.add_argument("--sample-rate", type=int, default=16000)
@@ -287,6 +341,27 @@ def build_parser() -> argparse.ArgumentParser:
     tk.add_argument("--seed", type=int)
     tk.add_argument("--no-progress", dest="progress", action="store_const", const=False)
     tk.set_defaults(func=_cmd_train_codec)
+
+    ts = train.add_parser("stage", help="train a stage LM (semantic, coarse, fine) on tokenized data")
+    ts.add_argument("--config")
+    ts.add_argument("--stage", choices=["semantic", "coarse", "fine"])
+    ts.add_argument("--tokens", help="folder written by `musiclm data tokenize`")
+    ts.add_argument("--out")
+    for flag, typ in (("dim", int), ("depth", int), ("heads", int), ("batch-size", int), ("max-steps", int),
+                      ("lr", float), ("crop-seconds", float), ("num-coarse", int), ("eval-every", int),
+                      ("checkpoint-every", int), ("threads", int), ("seed", int)):  # fmt: skip
+        ts.add_argument(f"--{flag}", dest=flag.replace("-", "_"), type=typ)
+    ts.add_argument("--no-progress", dest="progress", action="store_const", const=False)
+    ts.set_defaults(func=_cmd_train_stage)
+
+    tsem = train.add_parser("semantic-tokenizer", help="fit the k-means semantic tokenizer on a corpus")
+    tsem.add_argument("--data", required=True, help="corpus folder with train.jsonl")
+    tsem.add_argument("--out", default="semantic.safetensors")
+    tsem.add_argument("--vocab-size", type=int, default=512)
+    tsem.add_argument("--sample-rate", type=int, default=16000)
+    tsem.add_argument("--max-clips", type=int, default=2000)
+    tsem.add_argument("--crop-seconds", type=float, default=10.0)
+    tsem.set_defaults(func=_cmd_train_semantic)
 
     tc = train.add_parser("conditioning", help="fit the MuLaN conditioning RVQ on all training clips")
     tc.add_argument("--mulan", required=True, help="trained MuLaN checkpoint")

@@ -1,0 +1,302 @@
+"""Pre-tokenize a corpus once, then train the semantic, coarse and fine stage LMs on the tokens.
+
+``musiclm data tokenize``: every clip -> MuLaN conditioning ids (of the clip's own audio: the mean
+over 10 s windows), 25 Hz semantic ids and 50 Hz codec codes, saved per split in one ``.pt`` file, so
+epochs never re-run the tokenizers. The file records the identity (component + config hash) of
+every tokenizer; a stage trained on it stores them, and loading a stage beside different
+tokenizers is an error (:func:`check_identity`).
+
+``musiclm train stage --stage semantic|coarse|fine``: one loop for the three stages; crops start on
+the 40 ms grid shared by the 25 Hz and 50 Hz streams (paper crops: 30 s / 10 s / 3 s); validation
+loss and next-token accuracy per codec level.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..checkpoint import Component, load, save
+from ..data.datasets import CaptionedAudioDataset, ClipOptions, manifest_rows
+from ..lm.layouts import CoarseLayout, FineLayout, SemanticLayout
+from ..lm.transformer import TokenLM
+from .common import JsonLog, atomic_torch_save, load_config, plot_curves, rng_state, set_rng_state, warmup_cosine
+
+
+def identity(component: Component) -> dict[str, str]:
+    """``{component, hash}``: the hash covers the config and the weights."""
+    h = hashlib.sha256(json.dumps(component.config, sort_keys=True).encode())
+    for k, v in sorted(component.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return {"component": component.component_name, "hash": h.hexdigest()[:16]}
+
+
+def check_identity(expected: dict[str, dict[str, str]], **components: Component) -> None:
+    """Raise ``ValueError`` naming both sides when a component differs from the one trained with."""
+    for name, comp in components.items():
+        if name in expected and identity(comp) != expected[name]:
+            raise ValueError(
+                f"{name} {identity(comp)} differs from the one this stage was trained with {expected[name]}"
+            )
+
+
+@torch.no_grad()
+def tokenize_corpus(
+    *,
+    conditioner: Any,
+    semantic: Any,
+    codec: Any,
+    data: str,
+    out: str,
+    max_clips: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Tokenize ``data/{train,val}.jsonl`` into ``out/{split}.pt``."""
+    if semantic.sample_rate != codec.sample_rate:
+        raise ValueError(f"semantic tokenizer rate {semantic.sample_rate} != codec rate {codec.sample_rate}")
+    ratio = codec.frame_rate / semantic.frame_rate
+    if abs(ratio - round(ratio)) > 1e-6:
+        raise ValueError(
+            f"codec frame rate {codec.frame_rate} is not a multiple of semantic rate {semantic.frame_rate}"
+        )
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ids = {"conditioner": identity(conditioner), "semantic": identity(semantic), "codec": identity(codec)}
+    summary: dict[str, Any] = {"identity": ids, "splits": {}}
+    for split in ("train", "val"):
+        path = Path(data) / f"{split}.jsonl"
+        if not path.is_file():
+            continue
+        rows, _ = manifest_rows(path)
+        rows = rows[:max_clips] if max_clips else rows
+        ds = CaptionedAudioDataset(rows, ClipOptions(sample_rate=codec.sample_rate, crop_seconds=None, min_seconds=1.0))
+        items = []
+        for i in tqdm(range(len(ds)), desc=f"tokenizing {split}", disable=not progress):
+            item = ds[i]
+            if not isinstance(item, dict):
+                continue
+            wav = item["wav"]
+            sem = semantic(wav[None])[0]
+            codes = codec.encode(wav[None, None])[0]
+            frames = min(len(sem), codes.shape[-1] // int(round(ratio)))
+            items.append({
+                "cond_ids": conditioner.get_cond_ids(wavs=wav[None].to(torch.float32), windowed=True)[0].short(),
+                "semantic": sem[:frames].short(),
+                "codes": codes[:, : frames * int(round(ratio))].short(),
+                "source": (item["tags"] or {}).get("source", item["path"]),
+            })  # fmt: skip
+        atomic_torch_save({"identity": ids, "ratio": int(round(ratio)), "items": items,
+                           "semantic_vocab": semantic.vocab_size, "codebook_size": codec.codebook_size,
+                           "num_quantizers": codec.num_quantizers, "cond_vocab": conditioner.codebook_size,
+                           "num_cond": conditioner.num_quantizers}, out_dir / f"{split}.pt")  # fmt: skip
+        summary["splits"][split] = len(items)
+    (out_dir / "tokens.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+@dataclass
+class StageTrainConfig:
+    stage: str = "semantic"
+    tokens: str = ""
+    out: str = "runs/stage"
+    dim: int = 256
+    depth: int = 4
+    heads: int = 4
+    dim_head: int = 64
+    dropout: float = 0.1
+    num_coarse: int = 3
+    crop_seconds: float | None = None  # default: paper crops 30 / 10 / 3 s
+    batch_size: int = 16
+    lr: float = 3e-4
+    warmup_steps: int = 100
+    max_steps: int = 2000
+    cond_drop_prob: float = 0.1
+    grad_clip: float = 1.0
+    threads: int = 2
+    log_every: int = 10
+    eval_every: int = 250
+    checkpoint_every: int = 100
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.stage not in ("semantic", "coarse", "fine"):
+            raise ValueError(f"stage must be semantic, coarse or fine, got {self.stage!r}")
+        if not self.tokens:
+            raise ValueError("tokens is required: the folder written by `musiclm data tokenize`")
+
+
+PAPER_CROPS = {"semantic": 30.0, "coarse": 10.0, "fine": 3.0}
+
+
+def _layout(cfg: StageTrainConfig, meta: dict[str, Any]) -> SemanticLayout | CoarseLayout | FineLayout:
+    if cfg.stage == "semantic":
+        return SemanticLayout(meta["semantic_vocab"])
+    if cfg.stage == "coarse":
+        return CoarseLayout(meta["semantic_vocab"], meta["codebook_size"], cfg.num_coarse)
+    return FineLayout(meta["codebook_size"], cfg.num_coarse, meta["num_quantizers"] - cfg.num_coarse)
+
+
+def _crop(item: dict[str, Any], frames: int, ratio: int, rng: random.Random) -> tuple[Tensor, Tensor]:
+    """A crop of ``frames`` semantic frames (and ``frames * ratio`` codec frames) on the shared grid."""
+    total = len(item["semantic"])
+    start = rng.randrange(total - frames + 1) if total > frames else 0
+    sem = item["semantic"][start : start + frames].long()
+    codes = item["codes"][:, start * ratio : (start + frames) * ratio].long()
+    return sem, codes
+
+
+Layout = SemanticLayout | CoarseLayout | FineLayout
+
+
+def _batch(
+    items: list[dict[str, Any]],
+    cfg: StageTrainConfig,
+    layout: Layout,
+    ratio: int,
+    frames: int,
+    rng: random.Random,
+    num_levels: int,
+) -> tuple[Tensor, Tensor, Tensor]:
+    tokens, masks, conds = [], [], []
+    for item in items:
+        sem, codes = _crop(item, frames, ratio, rng)
+        if isinstance(layout, SemanticLayout):
+            t, m = layout.flatten(sem[None])
+        elif isinstance(layout, CoarseLayout):
+            t, m = layout.flatten(sem[None], codes[None, : layout.num_coarse])
+        else:
+            t, m = layout.flatten(codes[None, :num_levels])
+        tokens.append(t[0])
+        masks.append(m[0])
+        conds.append(item["cond_ids"].long())
+    n = min(len(t) for t in tokens)
+    return torch.stack([t[:n] for t in tokens]), torch.stack([m[:n] for m in masks]), torch.stack(conds)
+
+
+def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
+    """Train one stage LM on pre-tokenized data; resumes from ``cfg.out``."""
+    torch.set_num_threads(cfg.threads)
+    root, out = Path(cfg.tokens), Path(cfg.out)
+    if not (root / "train.pt").is_file():
+        raise FileNotFoundError(f"no tokens at {str(root / 'train.pt')!r}: run `musiclm data tokenize` first")
+    train = torch.load(root / "train.pt", weights_only=False)
+    val = torch.load(root / "val.pt", weights_only=False) if (root / "val.pt").is_file() else None
+    layout = _layout(cfg, train)
+    ratio = train["ratio"]
+    seconds = cfg.crop_seconds or PAPER_CROPS[cfg.stage]
+    frames = max(1, int(seconds * 25))
+    shortest = min(len(it["semantic"]) for it in train["items"])
+    frames = min(frames, shortest)  # documented: crops shrink to the shortest clip
+    seq_len = {"semantic": frames, "coarse": frames + frames * ratio * getattr(layout, "num_coarse", 0),
+               "fine": frames * ratio * getattr(layout, "levels", 0)}[cfg.stage]  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    model_path, state_path = out / f"{cfg.stage}.safetensors", out / "train_state.pt"
+    resume = model_path.is_file() and state_path.is_file()
+    torch.manual_seed(cfg.seed)
+    if resume:
+        lm = load(model_path, expected=TokenLM)
+    else:
+        lm = TokenLM(vocab_size=layout.vocab_size, dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, dim_head=cfg.dim_head,
+                     dropout=cfg.dropout, num_cond=train["num_cond"], cond_vocab=train["cond_vocab"],
+                     cond_drop_prob=cfg.cond_drop_prob, max_seq_len=seq_len)  # fmt: skip
+    opt = torch.optim.AdamW(lm.parameters(), lr=cfg.lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: warmup_cosine(s, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps)
+    )
+    step = 0
+    rng = random.Random(cfg.seed)
+    if resume:
+        state = torch.load(state_path, weights_only=False)
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        step = state["step"]
+        set_rng_state(state["rng"])
+        rng.setstate(state["crop_rng"])
+    log = JsonLog(out / "log.jsonl", resume_step=step if resume else None)
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    num_levels = train["num_quantizers"]
+    items = train["items"]
+    report: dict[str, Any] = {}
+    bar = tqdm(total=cfg.max_steps, initial=step, desc=f"{cfg.stage} LM", disable=not cfg.progress)
+    lm.train()
+    while step < cfg.max_steps:
+        batch_items = [items[rng.randrange(len(items))] for _ in range(cfg.batch_size)]
+        tokens, mask, cond = _batch(batch_items, cfg, layout, ratio, frames, rng, num_levels)
+        logits = lm(tokens, cond)
+        loss = F.cross_entropy(logits[mask].float(), tokens[mask])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(lm.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        step += 1
+        bar.update()
+        if step % cfg.log_every == 0:
+            log.write({"step": step, "loss": round(loss.item(), 5), "lr": sched.get_last_lr()[0]})
+        if val is not None and (step % cfg.eval_every == 0 or step == cfg.max_steps):
+            report = evaluate_stage(lm, val["items"], cfg, layout, ratio, frames, num_levels)
+            log.write({"step": step, **{k: v for k, v in report.items() if isinstance(v, float)}})
+            lm.train()
+        if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
+            save(lm, model_path, extra={"step": step, "stage": cfg.stage, "identity": train["identity"]})
+            state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step, "rng": rng_state(),
+                     "crop_rng": rng.getstate(), "config": asdict(cfg)}  # fmt: skip
+            atomic_torch_save(state, state_path)
+            plot_curves(log, out / "curves.png", keys=["loss", "val_loss", "val_loss_shuffled_cond"], title=cfg.stage)
+    bar.close()
+    return report
+
+
+@torch.no_grad()
+def evaluate_stage(
+    lm: TokenLM,
+    items: list[dict[str, Any]],
+    cfg: StageTrainConfig,
+    layout: Layout,
+    ratio: int,
+    frames: int,
+    num_levels: int,
+) -> dict[str, Any]:
+    """Validation loss and accuracy with the true conditioning, and with conditioning shuffled
+    across the batch (conditioning must matter: the shuffled loss should be higher)."""
+    lm.eval()
+    rng = random.Random(1234)
+    chosen = items[: max(cfg.batch_size, 2)]
+    tokens, mask, cond = _batch(chosen, cfg, layout, ratio, frames, rng, num_levels)
+    logits = lm(tokens, cond)
+    shuffled = lm(tokens, cond.roll(1, dims=0))
+    loss = F.cross_entropy(logits[mask].float(), tokens[mask]).item()
+    loss_shuffled = F.cross_entropy(shuffled[mask].float(), tokens[mask]).item()
+    acc = (logits.argmax(-1) == tokens)[mask].float().mean().item()
+    report: dict[str, Any] = {"val_loss": round(loss, 5), "val_loss_shuffled_cond": round(loss_shuffled, 5),
+                              "val_accuracy": round(acc, 5)}  # fmt: skip
+    if not isinstance(layout, SemanticLayout):  # accuracy per codec level
+        levels = layout.num_coarse if isinstance(layout, CoarseLayout) else layout.levels
+        offset = frames if isinstance(layout, CoarseLayout) else 0
+        correct = logits.argmax(-1) == tokens
+        per = {}
+        for q in range(levels):
+            pos = torch.arange(offset + q, tokens.shape[1], levels)
+            m = mask[:, pos]
+            if m.any():
+                per[str(q)] = round(correct[:, pos][m].float().mean().item(), 4)
+        report["val_accuracy_per_level"] = per
+    return report
+
+
+def main_from_args(config_path: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    return train_stage(load_config(StageTrainConfig, config_path, overrides))
+
+
+__all__ = ["StageTrainConfig", "check_identity", "identity", "tokenize_corpus", "train_stage"]

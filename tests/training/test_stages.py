@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from musiclm_pytorch import MuLaNEmbedQuantizer, build_mulan, load
+from musiclm_pytorch.codec import SoundStream
+from musiclm_pytorch.lm import TokenLM
+from musiclm_pytorch.semantic import SemanticTokenizer
+from musiclm_pytorch.training.stages import StageTrainConfig, check_identity, tokenize_corpus, train_stage
+
+
+@pytest.fixture(scope="module")
+def tokens(tiny_corpus, tmp_path_factory):
+    torch.manual_seed(0)
+    cond = MuLaNEmbedQuantizer(build_mulan("tiny"), conditioning_dims=(), namespaces=(), num_quantizers=2,
+                               codebook_size=4)  # fmt: skip
+    cond.fit(F.normalize(torch.randn(64, 128), dim=-1))
+    sem = SemanticTokenizer(vocab_size=8)
+    rows = [json.loads(line) for line in (tiny_corpus / "train.jsonl").read_text().splitlines()][:4]
+    import soundfile as sf
+
+    sem.fit([torch.stack([torch.from_numpy(sf.read(tiny_corpus / r["path"], dtype="float32")[0]) for r in rows])])
+    # 16 kHz / 320 = 50 Hz codec, 2 codec frames per semantic frame
+    codec = SoundStream(strides=(4, 8, 10), channels=4, dim=8, num_quantizers=4, codebook_size=8, kmeans_init=False)
+    out = tmp_path_factory.mktemp("tokens")
+    summary = tokenize_corpus(conditioner=cond, semantic=sem, codec=codec, data=str(tiny_corpus), out=str(out),
+                              progress=False)  # fmt: skip
+    return out, summary, (cond, sem, codec)
+
+
+def test_tokenized_streams_align(tokens):
+    out, summary, _ = tokens
+    assert summary["splits"] == {"train": 18, "val": 6}
+    data = torch.load(out / "train.pt", weights_only=False)
+    item = data["items"][0]
+    assert data["ratio"] == 2 and item["cond_ids"].shape == (2,)
+    assert item["codes"].shape == (4, 2 * len(item["semantic"])) and len(item["semantic"]) == 75  # 3 s at 25 Hz
+
+
+@pytest.mark.parametrize("stage", ["semantic", "coarse", "fine"])
+def test_each_stage_trains_and_resumes(tokens, tmp_path, stage):
+    out, _, comps = tokens
+    cfg = dict(stage=stage, tokens=str(out), out=str(tmp_path), dim=32, depth=1, heads=2, dim_head=16, num_coarse=2,
+               crop_seconds=1.0, batch_size=4, max_steps=6, warmup_steps=1, log_every=1, eval_every=6,
+               checkpoint_every=3, progress=False)  # fmt: skip
+    report = train_stage(StageTrainConfig(**cfg))
+    assert report["val_loss"] > 0 and "val_loss_shuffled_cond" in report
+    if stage != "semantic":
+        assert len(report["val_accuracy_per_level"]) == 2  # coarse: levels 0-1; fine: the fine levels 2-3
+    train_stage(StageTrainConfig(**{**cfg, "max_steps": 8}))  # resumes at 6
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r and r["step"] > 6] == [7, 8]
+    lm = load(tmp_path / f"{stage}.safetensors", expected=TokenLM)
+    assert lm.num_cond == 2
+    from musiclm_pytorch.checkpoint import read_header
+
+    ident = read_header(tmp_path / f"{stage}.safetensors")["extra"]["identity"]
+    cond, sem, codec = comps
+    check_identity(ident, conditioner=cond, semantic=sem, codec=codec)
+    other = SoundStream(strides=(4, 8, 10), channels=4, dim=8, num_quantizers=4, codebook_size=8, kmeans_init=False)
+    with pytest.raises(ValueError, match="codec .* differs from the one this stage was trained with"):
+        check_identity(ident, codec=other)
+
+
+def test_stage_config_errors(tmp_path):
+    with pytest.raises(ValueError, match="stage must be semantic, coarse or fine"):
+        StageTrainConfig(stage="medium", tokens="x")
+    with pytest.raises(FileNotFoundError, match="musiclm data tokenize"):
+        train_stage(StageTrainConfig(tokens=str(tmp_path)))
