@@ -269,8 +269,9 @@ class TokenLM(Component):
         """Sample ``steps`` tokens after ``prime [B, N0]`` (optional). Returns ``[B, N0 + steps]``.
 
         With ``sampling.cfg_scale != 1`` the conditioned and null rows run in ONE batched forward per
-        step and ``logits = uncond + s * (cond - uncond)``. ``allowed [steps, V]`` (bool, optional)
-        restricts each step to a set of ids (e.g. the codebook of the level a position holds).
+        step and ``logits = uncond + s * (cond - uncond)``. ``allowed`` (bool ``[steps, V]``, or
+        ``[B, steps, V]`` per row) restricts each step to a set of ids (the codebook of the level a
+        position holds; a single id forces a token, e.g. the given coarse levels in the fine stage).
         """
         sampling = sampling or SamplingConfig()
         was_training = self.training
@@ -300,8 +301,9 @@ class TokenLM(Component):
             if guided:
                 cond, uncond = logits[:b], logits[b:]
                 logits = uncond + sampling.cfg_scale * (cond - uncond)
-            if allowed is not None:
-                logits = logits.masked_fill(~allowed[i].to(device), float("-inf"))
+            if allowed is not None:  # [steps, V] for every row, or [B, steps, V] per row
+                step_allowed = allowed[i] if allowed.ndim == 2 else allowed[:, i]
+                logits = logits.masked_fill(~step_allowed.to(device), float("-inf"))
             nxt = sample(logits.float(), sampling, generator)
             out = torch.cat([out, nxt[:, None]], dim=1)
             if i == steps - 1:

@@ -1,0 +1,186 @@
+"""MusicLM: text -> MuLaN tokens -> semantic ids -> coarse codes -> fine codes -> audio, reranked by MuLaN.
+
+A plain class holding its components. Construction checks that their contracts agree (vocabularies,
+rates, quantizer splits) and raises ``ValueError`` naming both sides. ``generate`` samples
+``num_candidates`` per text in ONE batch through each stage (the reference looped over them), decodes
+them, and keeps the candidate whose MuLaN audio embedding is closest to the text's (MusicLM §3.3).
+
+The fine stage forces the given coarse levels of each frame (an ``allowed`` mask with one id) and
+samples the fine levels, in chunks of the length it was trained on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .conditioning import MuLaNEmbedQuantizer
+from .lm.layouts import CoarseLayout, FineLayout, SemanticLayout
+from .lm.transformer import SamplingConfig, TokenLM
+
+
+@dataclass
+class GenerationResult:
+    wavs: Tensor  # [B, S] the chosen candidate per text
+    scores: Tensor  # [B, N] MuLaN cosine of every candidate with its text
+    chosen: Tensor  # [B] index of the chosen candidate
+    semantic: Tensor  # [B, T] semantic ids of the chosen candidates
+    codes: Tensor  # [B, Q, T'] codec codes of the chosen candidates
+
+
+class MusicLM:
+    """Args:
+    conditioner: a fitted :class:`MuLaNEmbedQuantizer` (holds the MuLaN used for reranking).
+    semantic_tokenizer: ``vocab_size``, ``sample_rate``, ``frame_rate``.
+    codec: a ``Codec``.
+    semantic_lm, coarse_lm, fine_lm: the stage LMs (``fine_lm=None`` decodes the coarse levels only).
+    num_coarse: codec levels modelled by the coarse stage.
+    """
+
+    def __init__(
+        self,
+        *,
+        conditioner: MuLaNEmbedQuantizer,
+        semantic_tokenizer,  # noqa: ANN001 - any object with vocab_size / sample_rate / frame_rate
+        codec,  # noqa: ANN001 - any Codec
+        semantic_lm: TokenLM,
+        coarse_lm: TokenLM,
+        fine_lm: TokenLM | None = None,
+        num_coarse: int = 3,
+    ):
+        self.conditioner, self.semantic_tokenizer, self.codec = conditioner, semantic_tokenizer, codec
+        self.semantic_lm, self.coarse_lm, self.fine_lm = semantic_lm, coarse_lm, fine_lm
+        sv, cb, nq = semantic_tokenizer.vocab_size, codec.codebook_size, codec.num_quantizers
+        self.semantic_layout = SemanticLayout(sv)
+        self.coarse_layout = CoarseLayout(sv, cb, num_coarse)
+        self.fine_layout = FineLayout(cb, num_coarse, nq - num_coarse) if fine_lm is not None else None
+        self._check("semantic_lm.vocab_size", semantic_lm.vocab_size, "semantic_tokenizer.vocab_size", sv)
+        self._check(
+            "coarse_lm.vocab_size",
+            coarse_lm.vocab_size,
+            f"semantic vocab + {num_coarse} x codebook",
+            self.coarse_layout.vocab_size,
+        )
+        if fine_lm is not None and self.fine_layout is not None:
+            self._check(
+                "fine_lm.vocab_size", fine_lm.vocab_size, "codec levels x codebook", self.fine_layout.vocab_size
+            )
+        for name, lm in (("semantic_lm", semantic_lm), ("coarse_lm", coarse_lm), ("fine_lm", fine_lm)):
+            if lm is None:
+                continue
+            self._check(f"{name}.num_cond", lm.num_cond, "conditioner.num_quantizers", conditioner.num_quantizers)
+            self._check(f"{name}.cond_vocab", lm.cond_vocab, "conditioner.codebook_size", conditioner.codebook_size)
+        self._check(
+            "semantic_tokenizer.sample_rate", semantic_tokenizer.sample_rate, "codec.sample_rate", codec.sample_rate
+        )
+        ratio = codec.frame_rate / semantic_tokenizer.frame_rate
+        if abs(ratio - round(ratio)) > 1e-6 or ratio < 1:
+            raise ValueError(
+                f"codec.frame_rate={codec.frame_rate} must be a whole multiple of semantic_tokenizer.frame_rate="
+                f"{semantic_tokenizer.frame_rate}"
+            )
+        self.ratio = int(round(ratio))
+
+    @staticmethod
+    def _check(a_name: str, a: object, b_name: str, b: object) -> None:
+        if a != b:
+            raise ValueError(f"{a_name}={a} does not match {b_name}={b}")
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.codec.sample_rate)
+
+    def max_seconds(self) -> float:
+        """The longest clip one pass can make: limited by the semantic and coarse LMs' sequence lengths."""
+        frames_sem = self.semantic_lm.max_seq_len
+        frames_coarse = self.coarse_lm.max_seq_len // (1 + self.ratio * self.coarse_layout.num_coarse)
+        return min(frames_sem, frames_coarse) / self.semantic_tokenizer.frame_rate
+
+    @torch.no_grad()
+    def generate(
+        self,
+        texts: list[str],
+        *,
+        seconds: float,
+        num_candidates: int = 1,
+        temperatures: tuple[float, float, float] = (1.0, 0.95, 0.4),
+        cfg_scale: float = 3.0,
+        top_k: int = 0,
+        generator: torch.Generator | None = None,
+    ) -> GenerationResult:
+        """Music for each text. Paper temperatures: semantic 1.0, coarse 0.95, fine 0.4."""
+        if not texts:
+            raise ValueError("texts is empty")
+        if seconds <= 0 or seconds > self.max_seconds():
+            raise ValueError(f"seconds must be in (0, {self.max_seconds():.2f}] for these stage LMs, got {seconds}")
+        if num_candidates < 1:
+            raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
+        b, n = len(texts), num_candidates
+        cond = self.conditioner.get_cond_ids(raw_texts=texts).repeat_interleave(n, dim=0)  # [B*N, Q]
+        frames = max(1, int(seconds * self.semantic_tokenizer.frame_rate))
+        semantic = self.semantic_lm.generate(
+            steps=frames,
+            cond_ids=cond,
+            sampling=SamplingConfig(temperatures[0], top_k, 1.0, cfg_scale),
+            generator=generator,
+        )
+        acoustic_frames = frames * self.ratio
+        coarse_tokens = self.coarse_lm.generate(
+            steps=acoustic_frames * self.coarse_layout.num_coarse, cond_ids=cond, prime=semantic,
+            sampling=SamplingConfig(temperatures[1], top_k, 1.0, cfg_scale), generator=generator,
+            allowed=self.coarse_layout.allowed(acoustic_frames),
+        )  # fmt: skip
+        codes = self.coarse_layout.unflatten(coarse_tokens[:, frames:])  # [B*N, Qc, T']
+        if self.fine_lm is not None and self.fine_layout is not None:
+            codes = self._fine(codes, cond, SamplingConfig(temperatures[2], top_k, 1.0, cfg_scale), generator)
+        wavs = self.codec.decode(codes)[:, 0]  # [B*N, S]
+        wavs = wavs[:, : int(seconds * self.sample_rate)]
+        scores = self.rerank_scores(wavs, texts, n)
+        chosen = scores.argmax(dim=1)
+        pick = torch.arange(b) * n + chosen
+        return GenerationResult(
+            wavs=wavs[pick], scores=scores, chosen=chosen, semantic=semantic[pick], codes=codes[pick]
+        )
+
+    def _fine(
+        self, coarse: Tensor, cond: Tensor, sampling: SamplingConfig, generator: torch.Generator | None
+    ) -> Tensor:
+        """Sample the fine levels frame by frame, forcing the coarse levels, in chunks the fine LM knows."""
+        assert self.fine_lm is not None and self.fine_layout is not None
+        layout, lm = self.fine_layout, self.fine_lm
+        chunk = max(1, lm.max_seq_len // layout.levels)
+        out = []
+        for start in range(0, coarse.shape[-1], chunk):
+            part = coarse[..., start : start + chunk]  # [B, Qc, t]
+            b, _, t = part.shape
+            level = torch.arange(t * layout.levels) % layout.levels  # the codec level of each position
+            ids = torch.arange(layout.vocab_size)
+            allowed = (ids[None] // layout.codebook_size == level[:, None])[None].repeat(b, 1, 1)  # [B, steps, V]
+            # force the given coarse ids: one allowed id at every coarse position
+            coarse_pos = (level < layout.num_coarse).nonzero().flatten()
+            given = part.transpose(1, 2).reshape(b, -1)  # [B, t * Qc], frame-major like the layout
+            given = given + (torch.arange(layout.num_coarse) * layout.codebook_size).repeat(t)[None]
+            allowed[:, coarse_pos] = False
+            allowed[torch.arange(b)[:, None], coarse_pos[None], given] = True
+            tokens = lm.generate(steps=t * layout.levels, cond_ids=cond, sampling=sampling, generator=generator,
+                                 allowed=allowed)  # fmt: skip
+            out.append(layout.unflatten(tokens))
+        return torch.cat(out, dim=-1)
+
+    @torch.no_grad()
+    def rerank_scores(self, wavs: Tensor, texts: list[str], n: int) -> Tensor:
+        """MuLaN cosine between each candidate and its text: ``[B, N]``."""
+        mulan = self.conditioner.mulan
+        audio = mulan.get_audio_latents(_resample(wavs, self.sample_rate, mulan.sample_rate))
+        text = mulan.get_text_latents(raw_texts=texts)
+        return (audio.reshape(len(texts), n, -1) * text[:, None]).sum(-1)
+
+
+def _resample(wavs: Tensor, orig: int, target: int) -> Tensor:
+    if orig == target:
+        return wavs
+    from .audio import resample
+
+    return torch.stack([torch.from_numpy(resample(w, orig, target)) for w in wavs])
