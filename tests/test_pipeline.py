@@ -66,3 +66,24 @@ def test_contracts_name_both_sides(parts):
         MusicLM(**{**parts, "semantic_lm": bad})
     with pytest.raises(ValueError, match=r"seconds must be in \(0, 2.00\]"):
         MusicLM(**parts).generate(["x"], seconds=3.0)
+
+
+def test_bundle_folder_and_generate_cli(parts, tmp_path, capsys):
+    import json
+
+    from musiclm_pytorch import save
+    from musiclm_pytorch.cli import main
+    from musiclm_pytorch.pipeline import BUNDLE_FILES
+
+    assert main(["generate", "calm piano"]) == 2
+    assert "no trained text-to-music model ships yet" in capsys.readouterr().err
+    for key, name in BUNDLE_FILES.items():
+        if key in parts:
+            save(parts[key], tmp_path / name)
+    argv = ["generate", "calm piano", "--model-dir", str(tmp_path), "--seconds", "1", "--candidates", "2",
+            "--out", str(tmp_path / "gen")]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert len(report["files"]) == 1 and len(report["mulan_scores"][0]) == 2
+    (tmp_path / BUNDLE_FILES["codec"]).unlink()
+    assert main(argv) == 2 and "lacks ['codec.safetensors']" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """The ``musiclm`` command line.
 
 Subcommands:
+    generate    music from text with a trained model folder (none ships yet)
     demo        train a tiny MuLaN on synthetic captioned tones and report retrieval (no data, no download)
     data synth  render a synthetic captioned music corpus (FluidSynth + General MIDI soundfonts)
     data check  decode every row of a manifest or folder and report what a trainer would skip
@@ -51,6 +52,30 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if args.out:
         report["checkpoint"] = str(save(mulan, args.out))
     print(json.dumps(report, indent=2))
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from .audio import save_audio
+    from .pipeline import BUNDLE_FILES, load_musiclm
+
+    if args.model_dir is None:
+        raise ValueError(
+            "no trained text-to-music model ships yet (see README, Status); pass --model-dir with "
+            + ", ".join(BUNDLE_FILES.values())
+        )
+    torch.set_num_threads(args.threads)
+    mlm = load_musiclm(args.model_dir)
+    gen = torch.Generator().manual_seed(args.seed)
+    out = mlm.generate(args.texts, seconds=args.seconds, num_candidates=args.candidates, cfg_scale=args.cfg_scale,
+                       generator=gen)  # fmt: skip
+    folder = Path(args.out)
+    paths = [str(save_audio(folder / f"{i:02d}.wav", w, mlm.sample_rate)) for i, w in enumerate(out.wavs)]
+    print(json.dumps({"files": paths, "texts": args.texts, "mulan_scores": out.scores.tolist()}, indent=2))
     return 0
 
 
@@ -253,6 +278,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", help="save the trained MuLaN checkpoint here (.safetensors)")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(func=_cmd_demo)
+
+    gen = sub.add_parser("generate", help="music from text with a trained model folder")
+    gen.add_argument("texts", nargs="+")
+    gen.add_argument("--model-dir", help="folder with the component checkpoints (see pipeline.BUNDLE_FILES)")
+    gen.add_argument("--seconds", type=float, default=5.0)
+    gen.add_argument("--candidates", type=int, default=4, help="samples per text, reranked by MuLaN")
+    gen.add_argument("--cfg-scale", type=float, default=3.0)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--threads", type=int, default=2)
+    gen.add_argument("--out", default="generated")
+    gen.set_defaults(func=_cmd_generate)
 
     sim = sub.add_parser("similarity", help="MuLaN cosine similarity between audio files and captions")
     sim.add_argument("--checkpoint", required=True)

@@ -12,6 +12,8 @@ samples the fine levels, in chunks of the length it was trained on.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -184,3 +186,32 @@ def _resample(wavs: Tensor, orig: int, target: int) -> Tensor:
     from .audio import resample
 
     return torch.stack([torch.from_numpy(resample(w, orig, target)) for w in wavs])
+
+
+BUNDLE_FILES = {
+    "conditioner": "conditioning.safetensors",
+    "semantic_tokenizer": "semantic_tokenizer.safetensors",
+    "codec": "codec.safetensors",
+    "semantic_lm": "semantic_lm.safetensors",
+    "coarse_lm": "coarse_lm.safetensors",
+    "fine_lm": "fine_lm.safetensors",  # optional
+}
+
+
+def load_musiclm(folder: str | Path) -> MusicLM:
+    """A :class:`MusicLM` from a folder of component checkpoints (names in ``BUNDLE_FILES``; the
+    number of coarse levels is read from the coarse LM's vocabulary)."""
+    from .checkpoint import load
+
+    folder = Path(folder)
+    missing = [f for k, f in BUNDLE_FILES.items() if k != "fine_lm" and not (folder / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"model folder {str(folder)!r} lacks {missing}")
+    parts: dict[str, Any] = {k: load(folder / f).eval() for k, f in BUNDLE_FILES.items() if (folder / f).is_file()}
+    sem_vocab, codebook = parts["semantic_tokenizer"].vocab_size, parts["codec"].codebook_size
+    num_coarse, rest = divmod(parts["coarse_lm"].vocab_size - sem_vocab, codebook)
+    if rest:
+        raise ValueError(
+            f"coarse_lm.vocab_size={parts['coarse_lm'].vocab_size} is not semantic vocab {sem_vocab} + k x {codebook}"
+        )
+    return MusicLM(num_coarse=num_coarse, **parts)
