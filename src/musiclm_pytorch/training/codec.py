@@ -31,7 +31,7 @@ from ..codec.losses import (
 from ..codec.soundstream import SoundStream
 from ..data.datasets import BadRow, CaptionedAudioDataset, ClipOptions, SkipStats, collate, folder_rows, manifest_rows
 from ..evaluation.codec_eval import evaluate_codec
-from .common import JsonLog, atomic_torch_save, epoch_order, load_config, plot_curves, rng_state, set_rng_state
+from .common import EpochCursor, JsonLog, atomic_torch_save, load_config, plot_curves, rng_state, set_rng_state
 
 CODEC_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(strides=[2, 4], channels=8, dim=16, num_quantizers=3, codebook_size=16),
@@ -133,12 +133,14 @@ def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
     mel_loss = MultiScaleMelLoss(sample_rate=codec.sample_rate)
     opt_g = torch.optim.AdamW(codec.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
     opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.9))
-    step, epoch, batch_in_epoch = 0, 0, 0
+    step = 0
+    cursor = EpochCursor(len(rows), batch_size=cfg.batch_size, num_processes=accelerator.num_processes, seed=cfg.seed)
     if resume:
         state = torch.load(state_path, weights_only=False)
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
-        step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        step = state["step"]
+        cursor.load_state_dict(state)
         set_rng_state(state["rng"])
         accelerator.print(f"resuming from step {step}")
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
@@ -147,82 +149,76 @@ def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
     model: SoundStream = accelerator.unwrap_model(codec)
     opts = ClipOptions(sample_rate=model.sample_rate, crop_seconds=cfg.crop_seconds, crop="random")
     dataset = CaptionedAudioDataset(rows, opts, seed=cfg.seed)
-    steps_per_epoch = len(dataset) // (cfg.batch_size * accelerator.num_processes)
-    if steps_per_epoch == 0:
-        raise ValueError(f"{len(dataset)} clips are fewer than one batch of {cfg.batch_size}")
     report: dict[str, Any] = {}
     bar = tqdm(
         total=cfg.max_steps, initial=step, desc="codec", disable=not (cfg.progress and accelerator.is_main_process)
     )
     t_last, clips = time.perf_counter(), 0
-    while step < cfg.max_steps:
-        if batch_in_epoch >= steps_per_epoch:
-            epoch, batch_in_epoch = epoch + 1, 0
+
+    def make_loader(epoch: int, order: list[int]) -> Any:
         dataset.set_epoch(epoch)
-        order = epoch_order(
-            len(dataset), seed=cfg.seed, epoch=epoch, skip=batch_in_epoch * cfg.batch_size * accelerator.num_processes
-        )
-        loader = accelerator.prepare(DataLoader(dataset, batch_size=cfg.batch_size, sampler=order, collate_fn=collate,
-                                                num_workers=cfg.num_workers, drop_last=True))  # fmt: skip
-        for batch in loader:
-            skipped.update(batch["skipped"])
-            batch_in_epoch += 1
-            if len(batch["paths"]) == 0:
-                continue
-            wav = batch["wavs"][:, None]
-            codec.train()
-            recon, _, commit = codec(wav)
-            recon = recon[..., : wav.shape[-1]]
-            adversarial = step >= cfg.adversarial_start
-            if adversarial:  # discriminator step on detached reconstructions
-                d_loss = discriminator_hinge_loss(disc(wav), disc(recon.detach()))
-                opt_d.zero_grad(set_to_none=True)
-                accelerator.backward(d_loss)
-                opt_d.step()
-            g_mel = mel_loss(recon, wav)
-            g_loss = cfg.mel_weight * g_mel + commit
-            record: dict[str, Any] = {"mel": g_mel.item(), "commit": commit.item()}
-            if adversarial:
-                fake, real = disc(recon), disc(wav)
-                g_adv, g_fm = generator_hinge_loss(fake), feature_matching_loss(real, fake)
-                g_loss = g_loss + cfg.adversarial_weight * g_adv + cfg.feature_weight * g_fm
-                record.update(adv=g_adv.item(), fm=g_fm.item(), disc=d_loss.item())
-            opt_g.zero_grad(set_to_none=True)
-            accelerator.backward(g_loss)
-            if cfg.grad_clip:
-                accelerator.clip_grad_norm_(codec.parameters(), cfg.grad_clip)
-            opt_g.step()
-            step += 1
-            clips += wav.shape[0]
-            bar.update()
-            if step % cfg.log_every == 0 and accelerator.is_main_process:
-                now = time.perf_counter()
-                log.write({"step": step, **{k: round(v, 5) for k, v in record.items()},
-                           "clips_per_s": round(clips / (now - t_last), 2)})  # fmt: skip
-                t_last, clips = now, 0
-                bar.set_postfix(mel=f"{record['mel']:.3f}")
-            if val_rows and (step % cfg.eval_every == 0 or step == cfg.max_steps) and accelerator.is_main_process:
-                val = CaptionedAudioDataset(
-                    val_rows, ClipOptions(sample_rate=model.sample_rate, crop_seconds=None, min_seconds=0.5)
-                )
-                wavs = [item["wav"] for item in (val[i] for i in range(len(val))) if isinstance(item, dict)]
-                report = evaluate_codec(model, wavs)
-                flat = {f"val_si_snr_q{q}": v["si_snr_db"] for q, v in report["per_levels"].items()}
-                flat.update({f"val_mel_q{q}": v["log_mel_mae"] for q, v in report["per_levels"].items()})
-                log.write({"step": step, **flat})
-                (out / f"eval_step{step}.json").write_text(json.dumps(report, indent=2))
-                if wavs:
-                    spectrogram_png(model, wavs[0][: model.sample_rate * 5], out / "spectrograms.png")
-            if (step % cfg.checkpoint_every == 0 or step == cfg.max_steps) and accelerator.is_main_process:
-                save(model, model_path, extra={"step": step})
-                atomic_torch_save(accelerator.unwrap_model(disc).state_dict(), disc_path)
-                state = {"opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "step": step, "epoch": epoch,
-                         "batch_in_epoch": batch_in_epoch, "rng": rng_state(), "config": asdict(cfg)}  # fmt: skip
-                atomic_torch_save(state, state_path)
-                keys = ["mel", "commit", "adv", "fm", "disc", "val_si_snr_q1", f"val_si_snr_q{model.num_quantizers}"]
-                plot_curves(log, out / "curves.png", keys=keys, title=f"codec {cfg.preset}")
-            if step >= cfg.max_steps or batch_in_epoch >= steps_per_epoch:
-                break
+        return accelerator.prepare(DataLoader(dataset, batch_size=cfg.batch_size, sampler=order, collate_fn=collate,
+                                              num_workers=cfg.num_workers, drop_last=True))  # fmt: skip
+
+    batches = cursor.batches(make_loader) if step < cfg.max_steps else iter(())
+    for batch in batches:
+        skipped.update(batch["skipped"])
+        if len(batch["paths"]) == 0:
+            continue
+        wav = batch["wavs"][:, None]
+        codec.train()
+        recon, _, commit = codec(wav)
+        recon = recon[..., : wav.shape[-1]]
+        adversarial = step >= cfg.adversarial_start
+        if adversarial:  # discriminator step on detached reconstructions
+            d_loss = discriminator_hinge_loss(disc(wav), disc(recon.detach()))
+            opt_d.zero_grad(set_to_none=True)
+            accelerator.backward(d_loss)
+            opt_d.step()
+        g_mel = mel_loss(recon, wav)
+        g_loss = cfg.mel_weight * g_mel + commit
+        record: dict[str, Any] = {"mel": g_mel.item(), "commit": commit.item()}
+        if adversarial:
+            fake, real = disc(recon), disc(wav)
+            g_adv, g_fm = generator_hinge_loss(fake), feature_matching_loss(real, fake)
+            g_loss = g_loss + cfg.adversarial_weight * g_adv + cfg.feature_weight * g_fm
+            record.update(adv=g_adv.item(), fm=g_fm.item(), disc=d_loss.item())
+        opt_g.zero_grad(set_to_none=True)
+        accelerator.backward(g_loss)
+        if cfg.grad_clip:
+            accelerator.clip_grad_norm_(codec.parameters(), cfg.grad_clip)
+        opt_g.step()
+        step += 1
+        clips += wav.shape[0]
+        bar.update()
+        if step % cfg.log_every == 0 and accelerator.is_main_process:
+            now = time.perf_counter()
+            log.write({"step": step, **{k: round(v, 5) for k, v in record.items()},
+                       "clips_per_s": round(clips / (now - t_last), 2)})  # fmt: skip
+            t_last, clips = now, 0
+            bar.set_postfix(mel=f"{record['mel']:.3f}")
+        if val_rows and (step % cfg.eval_every == 0 or step == cfg.max_steps) and accelerator.is_main_process:
+            val = CaptionedAudioDataset(
+                val_rows, ClipOptions(sample_rate=model.sample_rate, crop_seconds=None, min_seconds=0.5)
+            )
+            wavs = [item["wav"] for item in (val[i] for i in range(len(val))) if isinstance(item, dict)]
+            report = evaluate_codec(model, wavs)
+            flat = {f"val_si_snr_q{q}": v["si_snr_db"] for q, v in report["per_levels"].items()}
+            flat.update({f"val_mel_q{q}": v["log_mel_mae"] for q, v in report["per_levels"].items()})
+            log.write({"step": step, **flat})
+            (out / f"eval_step{step}.json").write_text(json.dumps(report, indent=2))
+            if wavs:
+                spectrogram_png(model, wavs[0][: model.sample_rate * 5], out / "spectrograms.png")
+        if (step % cfg.checkpoint_every == 0 or step == cfg.max_steps) and accelerator.is_main_process:
+            save(model, model_path, extra={"step": step})
+            atomic_torch_save(accelerator.unwrap_model(disc).state_dict(), disc_path)
+            state = {"opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "step": step, **cursor.state_dict(),
+                     "rng": rng_state(), "config": asdict(cfg)}  # fmt: skip
+            atomic_torch_save(state, state_path)
+            keys = ["mel", "commit", "adv", "fm", "disc", "val_si_snr_q1", f"val_si_snr_q{model.num_quantizers}"]
+            plot_curves(log, out / "curves.png", keys=keys, title=f"codec {cfg.preset}")
+        if step >= cfg.max_steps:
+            break
     bar.close()
     accelerator.print(f"codec training done at step {step}; data: {skipped.report()}")
     return report

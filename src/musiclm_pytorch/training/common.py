@@ -11,7 +11,7 @@ import math
 import os
 import random
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -83,6 +83,46 @@ def epoch_order(n: int, *, seed: int, epoch: int, skip: int = 0) -> list[int]:
     ``skip`` indices already consumed before a resume."""
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     return torch.randperm(n, generator=g).tolist()[skip:]
+
+
+class EpochCursor:
+    """Where a run is in its data (epoch, batches consumed), so a resumed run continues the same order.
+
+    ``batches(make_loader)`` yields batches forever: each epoch's order is :func:`epoch_order` minus
+    what was consumed before a resume, and ``make_loader(epoch, order)`` turns it into batches (a
+    DataLoader over ``sampler=order``). The position advances before a batch is yielded, so a
+    checkpoint written while handling it resumes after it.
+    """
+
+    def __init__(self, num_items: int, *, batch_size: int, num_processes: int = 1, seed: int = 0):
+        self.num_items, self.per_step, self.seed = num_items, batch_size * num_processes, seed
+        self.steps_per_epoch = num_items // self.per_step
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"{num_items} training clips are fewer than one batch of {batch_size}")
+        self.epoch, self.batch_in_epoch = 0, 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.batch_in_epoch = state["epoch"], state["batch_in_epoch"]
+
+    def batches(
+        self, make_loader: Callable[[int, list[int]], Iterable[Any]], on_epoch_end: Callable[[int], None] | None = None
+    ) -> Iterator[Any]:
+        while True:
+            if self.batch_in_epoch >= self.steps_per_epoch:
+                if on_epoch_end is not None:
+                    on_epoch_end(self.epoch)
+                self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+            order = epoch_order(
+                self.num_items, seed=self.seed, epoch=self.epoch, skip=self.batch_in_epoch * self.per_step
+            )
+            for batch in make_loader(self.epoch, order):
+                self.batch_in_epoch += 1
+                yield batch
+                if self.batch_in_epoch >= self.steps_per_epoch:
+                    break
 
 
 class JsonLog:

@@ -38,9 +38,9 @@ from ..mulan.model import MuLaN
 from ..mulan.text_tower import PretrainedTextTransformer
 from ..presets import build_mulan
 from .common import (
+    EpochCursor,
     JsonLog,
     atomic_torch_save,
-    epoch_order,
     load_config,
     plot_curves,
     rng_state,
@@ -193,14 +193,16 @@ def train_mulan(cfg: MuLaNTrainConfig) -> dict[str, Any]:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps)
     )
-    step, epoch, batch_in_epoch = 0, 0, 0
+    step = 0
+    cursor = EpochCursor(len(rows), batch_size=cfg.batch_size, num_processes=accelerator.num_processes, seed=cfg.seed)
     if resume:
         state = torch.load(state_path, weights_only=False)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        step = state["step"]
+        cursor.load_state_dict(state)
         set_rng_state(state["rng"])
-        accelerator.print(f"resuming from step {step} (epoch {epoch}, batch {batch_in_epoch})")
+        accelerator.print(f"resuming from step {step} (epoch {cursor.epoch}, batch {cursor.batch_in_epoch})")
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     log = JsonLog(out / "log.jsonl", resume_step=step if resume else None)
     mulan, optimizer = accelerator.prepare(mulan, optimizer)
@@ -212,85 +214,77 @@ def train_mulan(cfg: MuLaNTrainConfig) -> dict[str, Any]:
     queue = FeatureQueue(cfg.queue_size, model.dim_latent)
     if resume and "queue" in state:
         queue.load_state_dict(state["queue"])
-    steps_per_epoch = len(dataset) // (cfg.batch_size * accelerator.num_processes)
-    if steps_per_epoch == 0:
-        raise ValueError(f"{len(dataset)} training clips are fewer than one batch of {cfg.batch_size}")
     report: dict[str, Any] = {}
     bar = tqdm(
         total=cfg.max_steps, initial=step, desc="mulan", disable=not (cfg.progress and accelerator.is_main_process)
     )
     t_last, clips_since = time.perf_counter(), 0
     mulan.train()
-    while step < cfg.max_steps:
-        if batch_in_epoch >= steps_per_epoch:  # resumed exactly at an epoch's end
-            epoch, batch_in_epoch = epoch + 1, 0
+
+    def make_loader(epoch: int, order: list[int]) -> Any:
         dataset.set_epoch(epoch)
-        order = epoch_order(
-            len(dataset), seed=cfg.seed, epoch=epoch, skip=batch_in_epoch * cfg.batch_size * accelerator.num_processes
-        )
-        loader = accelerator.prepare(DataLoader(dataset, batch_size=cfg.batch_size, sampler=order, collate_fn=collate,
-                                                num_workers=cfg.num_workers, drop_last=True))  # fmt: skip
-        for batch in loader:
-            skipped.update(batch["skipped"])
-            batch_in_epoch += 1  # the data position counts every batch consumed, used or not
-            if len(batch["captions"]) < 2:
-                continue
-            wavs, captions = batch["wavs"], batch["captions"]
-            keys = None
-            if cfg.multi_positive:
-                keys = torch.tensor([positive_key(t, c) for t, c in zip(batch["tags"], captions)], device=wavs.device)
-            with accelerator.autocast():  # the towers in bf16 when asked; the loss below in fp32
-                audio_latents = model.get_audio_latents(wavs)
-                if cache is not None:
-                    text_latents = F.normalize(model.text_to_latents(cache(model, captions).to(wavs.device)), dim=-1)
-                else:
-                    text_latents = model.get_text_latents(raw_texts=captions)
-            audio_latents, text_latents = audio_latents.float(), text_latents.float()
-            loss = model.contrast(audio_latents, text_latents, keys=keys, extra=queue.negatives())
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            if cfg.grad_clip:
-                accelerator.clip_grad_norm_(mulan.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            if cfg.queue_size:
-                queue.push(audio_latents, text_latents, keys if keys is not None else torch.full((len(captions),), -1))
-            step += 1
-            clips_since += len(captions)
-            bar.update()
-            if step % cfg.log_every == 0 or step == cfg.max_steps:
-                now = time.perf_counter()
-                record = {"step": step, "epoch": epoch, "loss": round(loss.item(), 5), "lr": scheduler.get_last_lr()[0],
-                          "temperature": round(model.contrast.temperature.item(), 5),  # type: ignore[operator]
-                          "clips_per_s": round(clips_since / (now - t_last), 2)}  # fmt: skip
-                t_last, clips_since = now, 0
-                bar.set_postfix(loss=f"{record['loss']:.3f}", clips_s=record["clips_per_s"])
-                if accelerator.is_main_process:
-                    log.write(record)
-            if val_rows and (step % cfg.eval_every == 0 or step == cfg.max_steps) and accelerator.is_main_process:
-                report = evaluate_mulan(model, val_rows)
-                flat = {"step": step, "val_t2a_R@1": report["text_to_audio"]["R@1"],
-                        "val_t2a_R@10": report["text_to_audio"]["R@10"],
-                        "val_a2t_R@1": report["audio_to_text"]["R@1"],
-                        **{f"zs_{k}": v["accuracy"] for k, v in report["zero_shot"].items()}}  # fmt: skip
-                log.write(flat)
-                (out / f"eval_step{step}.json").write_text(json.dumps(report, indent=2))
-                accelerator.print(json.dumps(flat))
-                mulan.train()
-            if (step % cfg.checkpoint_every == 0 or step == cfg.max_steps) and accelerator.is_main_process:
-                save(model, model_path, extra={"step": step})
-                atomic_torch_save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                   "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "rng": rng_state(),
-                                   "queue": queue.state_dict(), "config": asdict(cfg)}, state_path)  # fmt: skip
-                curves = ["loss", "temperature", "val_t2a_R@1", "val_t2a_R@10", "zs_family", "zs_drums"]
-                plot_curves(log, out / "curves.png", keys=curves, title=f"MuLaN {cfg.preset}")
-            if step >= cfg.max_steps:
-                break
-            if batch_in_epoch >= steps_per_epoch:
-                break
-        if step < cfg.max_steps:
-            accelerator.print(f"epoch {epoch} done; data: {skipped.report()}")
-            epoch, batch_in_epoch = epoch + 1, 0
+        return accelerator.prepare(DataLoader(dataset, batch_size=cfg.batch_size, sampler=order, collate_fn=collate,
+                                              num_workers=cfg.num_workers, drop_last=True))  # fmt: skip
+
+    def epoch_done(epoch: int) -> None:
+        accelerator.print(f"epoch {epoch} done; data: {skipped.report()}")
+
+    batches = cursor.batches(make_loader, epoch_done) if step < cfg.max_steps else iter(())
+    for batch in batches:  # the cursor counts every batch consumed, used or not
+        skipped.update(batch["skipped"])
+        if len(batch["captions"]) < 2:
+            continue
+        wavs, captions = batch["wavs"], batch["captions"]
+        keys = None
+        if cfg.multi_positive:
+            keys = torch.tensor([positive_key(t, c) for t, c in zip(batch["tags"], captions)], device=wavs.device)
+        with accelerator.autocast():  # the towers in bf16 when asked; the loss below in fp32
+            audio_latents = model.get_audio_latents(wavs)
+            if cache is not None:
+                text_latents = F.normalize(model.text_to_latents(cache(model, captions).to(wavs.device)), dim=-1)
+            else:
+                text_latents = model.get_text_latents(raw_texts=captions)
+        audio_latents, text_latents = audio_latents.float(), text_latents.float()
+        loss = model.contrast(audio_latents, text_latents, keys=keys, extra=queue.negatives())
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        if cfg.grad_clip:
+            accelerator.clip_grad_norm_(mulan.parameters(), cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        if cfg.queue_size:
+            queue.push(audio_latents, text_latents, keys if keys is not None else torch.full((len(captions),), -1))
+        step += 1
+        clips_since += len(captions)
+        bar.update()
+        if step % cfg.log_every == 0 or step == cfg.max_steps:
+            now = time.perf_counter()
+            record = {"step": step, "epoch": cursor.epoch, "loss": round(loss.item(), 5),
+                      "lr": scheduler.get_last_lr()[0], "temperature": round(model.contrast.temperature.item(), 5),  # type: ignore[operator]
+                      "clips_per_s": round(clips_since / (now - t_last), 2)}  # fmt: skip
+            t_last, clips_since = now, 0
+            bar.set_postfix(loss=f"{record['loss']:.3f}", clips_s=record["clips_per_s"])
+            if accelerator.is_main_process:
+                log.write(record)
+        if val_rows and (step % cfg.eval_every == 0 or step == cfg.max_steps) and accelerator.is_main_process:
+            report = evaluate_mulan(model, val_rows)
+            flat = {"step": step, "val_t2a_R@1": report["text_to_audio"]["R@1"],
+                    "val_t2a_R@10": report["text_to_audio"]["R@10"],
+                    "val_a2t_R@1": report["audio_to_text"]["R@1"],
+                    **{f"zs_{k}": v["accuracy"] for k, v in report["zero_shot"].items()}}  # fmt: skip
+            log.write(flat)
+            (out / f"eval_step{step}.json").write_text(json.dumps(report, indent=2))
+            accelerator.print(json.dumps(flat))
+            mulan.train()
+        if (step % cfg.checkpoint_every == 0 or step == cfg.max_steps) and accelerator.is_main_process:
+            save(model, model_path, extra={"step": step})
+            atomic_torch_save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                               "step": step, **cursor.state_dict(), "rng": rng_state(),
+                               "queue": queue.state_dict(), "config": asdict(cfg)}, state_path)  # fmt: skip
+            curves = ["loss", "temperature", "val_t2a_R@1", "val_t2a_R@10", "zs_family", "zs_drums"]
+            plot_curves(log, out / "curves.png", keys=curves, title=f"MuLaN {cfg.preset}")
+        if step >= cfg.max_steps:
+            break
     bar.close()
     accelerator.print(f"training done at step {step}; data: {skipped.report()}")
     accelerator.wait_for_everyone()
