@@ -87,3 +87,15 @@ def test_bundle_folder_and_generate_cli(parts, tmp_path, capsys):
     assert len(report["files"]) == 1 and len(report["mulan_scores"][0]) == 2
     (tmp_path / BUNDLE_FILES["codec"]).unlink()
     assert main(argv) == 2 and "lacks ['codec.safetensors']" in capsys.readouterr().err
+
+
+def test_long_generation_and_story_mode(parts):
+    mlm = MusicLM(**parts)
+    gen = torch.Generator().manual_seed(0)
+    story = mlm.generate_long([("calm piano", 1.6), ("loud drums", 1.6)], window_seconds=2.0, stride_seconds=1.0,
+                              generator=gen)  # fmt: skip
+    assert story.shape == (51200,)  # 3.2 s (80 frames), longer than one 2 s window
+    with pytest.raises(ValueError, match=r"need 0 < stride \(3.0\) < window \(2.0\)"):
+        mlm.generate_long([("x", 3.0)], window_seconds=2.0, stride_seconds=3.0)
+    with pytest.raises(ValueError, match="segments must be non-empty"):
+        mlm.generate_long([])

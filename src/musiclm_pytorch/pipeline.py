@@ -146,6 +146,63 @@ class MusicLM:
             wavs=wavs[pick], scores=scores, chosen=chosen, semantic=semantic[pick], codes=codes[pick]
         )
 
+    @torch.no_grad()
+    def generate_long(
+        self,
+        segments: list[tuple[str, float]],
+        *,
+        window_seconds: float | None = None,
+        stride_seconds: float | None = None,
+        temperatures: tuple[float, float, float] = (1.0, 0.95, 0.4),
+        cfg_scale: float = 3.0,
+        top_k: int = 0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Long generation and story mode (MusicLM §4.4): ``segments`` are ``(text, seconds)``; one
+        text for a long piece, several for a story. Each new ``stride`` is generated with the last
+        ``window - stride`` seconds as prefix (paper: 15 s stride) and the current segment's text.
+        Returns one waveform ``[S]``.
+        """
+        if not segments or any(sec <= 0 for _, sec in segments):
+            raise ValueError(f"segments must be non-empty (text, seconds > 0) pairs, got {segments}")
+        window = window_seconds or self.max_seconds()
+        stride = stride_seconds or window / 2
+        if not 0 < stride < window <= self.max_seconds():
+            raise ValueError(f"need 0 < stride ({stride}) < window ({window}) <= {self.max_seconds():.2f} s")
+        rate = self.semantic_tokenizer.frame_rate
+        win_f, overlap_f = int(window * rate), int((window - stride) * rate)
+        conds = self.conditioner.get_cond_ids(raw_texts=[t for t, _ in segments])  # [n_segments, Q]
+        # which segment's text conditions each semantic frame
+        owner = torch.cat([torch.full((int(sec * rate),), i) for i, (_, sec) in enumerate(segments)])
+        total = len(owner)
+        sampling = [SamplingConfig(t, top_k, 1.0, cfg_scale) for t in temperatures]
+        semantic = torch.zeros(1, 0, dtype=torch.long)
+        while semantic.shape[1] < total:  # semantic ids, window by window
+            start = semantic.shape[1]
+            prime = semantic[:, max(0, start - overlap_f) :] if start else None
+            steps = min(total - start, win_f - (prime.shape[1] if prime is not None else 0))
+            new = self.semantic_lm.generate(steps=steps, cond_ids=conds[int(owner[start])][None], prime=prime,
+                                            sampling=sampling[0], generator=generator)  # fmt: skip
+            semantic = torch.cat([semantic, new[:, -steps:]], dim=1)
+        nc, r = self.coarse_layout.num_coarse, self.ratio
+        acoustic = torch.zeros(1, 0, dtype=torch.long)  # flattened coarse tokens, offsets included
+        done = 0  # semantic frames whose acoustic frames exist
+        while done < total:  # coarse tokens: each window sees its semantic ids and the overlap's codes
+            w0 = max(0, done - overlap_f)
+            w1 = min(total, w0 + win_f)
+            prime = torch.cat([semantic[:, w0:w1], acoustic[:, w0 * r * nc : done * r * nc]], dim=1)
+            steps = (w1 - done) * r * nc
+            new = self.coarse_lm.generate(steps=steps, cond_ids=conds[int(owner[done])][None], prime=prime,
+                                          sampling=sampling[1], generator=generator,
+                                          allowed=self.coarse_layout.allowed((w1 - done) * r))  # fmt: skip
+            acoustic = torch.cat([acoustic, new[:, -steps:]], dim=1)
+            done = w1
+        codes = self.coarse_layout.unflatten(acoustic)
+        if self.fine_lm is not None and self.fine_layout is not None:
+            # the fine levels depend on the coarse ones; the first segment's text conditions them
+            codes = self._fine(codes, conds[:1], sampling[2], generator)
+        return self.codec.decode(codes)[0, 0, : int(total / rate * self.sample_rate)]
+
     def _fine(
         self, coarse: Tensor, cond: Tensor, sampling: SamplingConfig, generator: torch.Generator | None
     ) -> Tensor:
