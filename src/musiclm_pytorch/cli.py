@@ -234,6 +234,7 @@ def _cmd_train_conditioning(args: argparse.Namespace) -> int:
         num_quantizers=args.num_quantizers,
         codebook_size=args.codebook_size,
         max_val=args.max_val,
+        latents_cache=args.latents_cache,
         progress=not args.quiet,
     )
     print(json.dumps(report, indent=2))
@@ -406,6 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--num-quantizers", type=int, default=12)
     tc.add_argument("--codebook-size", type=int, default=1024)
     tc.add_argument("--max-val", type=int, default=1000)
+    tc.add_argument("--latents-cache", help="save/reuse the MuLaN latents here (try several codebook sizes)")
     tc.add_argument("--quiet", action="store_true")
     tc.set_defaults(func=_cmd_train_conditioning)
 

@@ -18,3 +18,15 @@ def test_fit_conditioning_on_a_corpus(tiny_corpus, tmp_path):
     loaded = load(out)
     assert isinstance(loaded, MuLaNEmbedQuantizer) and not loaded.namespaces  # tables live in the stage LMs
     assert json.loads(out.with_suffix(".json").read_text())["codebook_size"] == 4
+
+
+def test_latents_cache_reused_for_another_codebook_size(tiny_corpus, tmp_path):
+    mulan_path = save(build_mulan("tiny"), tmp_path / "mulan.safetensors")
+    cache = tmp_path / "latents.pt"
+    first = fit_conditioning(mulan_path=str(mulan_path), data=str(tiny_corpus), out=str(tmp_path / "a.safetensors"),
+                             num_quantizers=2, codebook_size=4, latents_cache=str(cache), progress=False)  # fmt: skip
+    assert cache.is_file()
+    second = fit_conditioning(mulan_path=str(mulan_path), data=str(tiny_corpus), out=str(tmp_path / "b.safetensors"),
+                              num_quantizers=2, codebook_size=8, latents_cache=str(cache), progress=False)  # fmt: skip
+    assert second["train_latents"] == first["train_latents"] and second["codebook_size"] == 8
+    assert second["val_cosine_text_vs_audio_latent"] == first["val_cosine_text_vs_audio_latent"]

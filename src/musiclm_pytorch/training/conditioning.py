@@ -55,6 +55,7 @@ def fit_conditioning(
     conditioning_dims: tuple[int, ...] = (),
     namespaces: tuple[str, ...] = (),
     max_val: int = 1000,
+    latents_cache: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Fit and save the quantizer. Without ``namespaces`` it holds no embedding tables: the stage LMs
@@ -64,9 +65,18 @@ def fit_conditioning(
     root = Path(data)
     train_rows, _ = manifest_rows(root / "train.jsonl")
     val_rows, _ = manifest_rows(root / "val.jsonl")
-    train_audio, _, skipped = embed_rows(mulan, train_rows, progress=progress)
-    val_audio, val_kept, _ = embed_rows(mulan, val_rows[:max_val], progress=progress)
-    val_text = text_latents(mulan, [r.get("full_caption") or r["captions"][0] for r in val_kept])
+    cache = Path(latents_cache) if latents_cache else None
+    if cache is not None and cache.is_file():  # the same MuLaN's latents, to try several codebook sizes
+        saved = torch.load(cache, weights_only=False)
+        train_audio, val_audio, val_text, skipped_report = saved["train"], saved["val"], saved["text"], saved["skipped"]
+    else:
+        train_audio, _, skipped = embed_rows(mulan, train_rows, progress=progress)
+        val_audio, val_kept, _ = embed_rows(mulan, val_rows[:max_val], progress=progress)
+        val_text = text_latents(mulan, [r.get("full_caption") or r["captions"][0] for r in val_kept])
+        skipped_report = skipped.report()
+        if cache is not None:
+            torch.save({"train": train_audio, "val": val_audio, "text": val_text, "skipped": skipped_report,
+                        "mulan": mulan_path}, cache)  # fmt: skip
     quantizer = MuLaNEmbedQuantizer(
         mulan,
         conditioning_dims=conditioning_dims,
@@ -79,11 +89,11 @@ def fit_conditioning(
     report = {
         "mulan": mulan_path,
         "train_latents": len(train_audio),
-        "train_skipped": skipped.report(),
+        "train_skipped": skipped_report,
         "num_quantizers": num_quantizers,
         "codebook_size": codebook_size,
         "train_residual_mse": [round(float(e), 5) for e in errors],
-        "val_clips": len(val_kept),
+        "val_clips": len(val_audio),
         "val_code_usage": quantizer.code_usage(val_audio),
         "val_text_audio_agreement": token_agreement(quantizer, val_audio, val_text),
         "val_cosine_text_vs_audio_latent": round(float((val_audio * val_text).sum(-1).mean()), 4),
