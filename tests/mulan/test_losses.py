@@ -29,7 +29,7 @@ def test_infonce_matches_numpy():
     logits = s * a.numpy() @ t.numpy().T
     ref = -(np.diag(_np_log_softmax(logits)).mean() + np.diag(_np_log_softmax(logits.T)).mean()) / 2
     assert loss_fn(a, t).item() == pytest.approx(ref, rel=1e-7)
-    assert float(loss_fn.temperature) == pytest.approx(0.07)
+    assert loss_fn.temperature.item() == pytest.approx(0.07)
 
 
 def test_dcl_matches_numpy_and_drops_the_positive():
@@ -60,7 +60,7 @@ def test_temperature_is_learnable_and_clamped():
     assert loss_fn.logit_scale.grad is not None and loss_fn.logit_scale.grad.abs() > 0
     with torch.no_grad():
         loss_fn.logit_scale.fill_(10.0)
-    assert float(loss_fn.temperature) == pytest.approx(0.01)  # clamped at logit scale 100
+    assert loss_fn.temperature.item() == pytest.approx(0.01)  # clamped at logit scale 100
 
 
 @pytest.mark.parametrize("cls", [SoftmaxContrastiveLoss, DecoupledContrastiveLoss, SigmoidContrastiveLoss])
