@@ -268,6 +268,25 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One ``--flag`` per field of a config dataclass, defaulting to None so that the dataclass keeps
+    the defaults (one source of truth); booleans get ``--flag / --no-flag``."""
+    import dataclasses
+    import types
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        typ = hints[field.name]
+        if isinstance(typ, types.UnionType) or typing.get_origin(typ) is typing.Union:
+            typ = next(t for t in typing.get_args(typ) if t is not type(None))
+        flag = "--" + field.name.replace("_", "-")
+        if typ is bool:
+            parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            parser.add_argument(flag, dest=field.name, type=typ, default=None, help=f"default: {field.default!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="musiclm", description="MusicLM (text to music) in PyTorch")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -331,65 +350,19 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=_cmd_data_check)
 
     train = sub.add_parser("train", help="train a component").add_subparsers(dest="train_command", required=True)
-    tm = train.add_parser("mulan", help="train MuLaN contrastively (resumes from --out)")
-    tm.add_argument("--config", help="JSON file of MuLaNTrainConfig keys (unknown keys are rejected)")
-    # no defaults here: MuLaNTrainConfig holds them; flags override the config file
-    tm.add_argument("--data", help="corpus folder, JSONL manifest, or audio folder with sidecar captions")
-    tm.add_argument("--val-data", dest="val_data")
-    tm.add_argument("--out")
-    tm.add_argument("--preset")
-    tm.add_argument("--init-checkpoint", dest="init_checkpoint")
-    tm.add_argument("--batch-size", dest="batch_size", type=int)
-    tm.add_argument("--lr", type=float)
-    tm.add_argument("--max-steps", dest="max_steps", type=int)
-    tm.add_argument("--warmup-steps", dest="warmup_steps", type=int)
-    tm.add_argument("--crop-seconds", dest="crop_seconds", type=float)
-    tm.add_argument("--mixed-precision", dest="mixed_precision", choices=["no", "bf16"])
-    tm.add_argument("--loss", choices=["softmax", "dcl", "sigmoid"])
-    tm.add_argument("--queue-size", dest="queue_size", type=int)
-    tm.add_argument("--no-multi-positive", dest="multi_positive", action="store_const", const=False)
-    tm.add_argument("--num-workers", dest="num_workers", type=int)
-    tm.add_argument("--threads", type=int)
-    tm.add_argument("--eval-every", dest="eval_every", type=int)
-    tm.add_argument("--eval-clips", dest="eval_clips", type=int)
-    tm.add_argument("--checkpoint-every", dest="checkpoint_every", type=int)
-    tm.add_argument("--log-every", dest="log_every", type=int)
-    tm.add_argument("--seed", type=int)
-    tm.add_argument("--no-progress", dest="progress", action="store_const", const=False)
-    tm.set_defaults(func=_cmd_train_mulan)
+    from .training.codec import CodecTrainConfig
+    from .training.mulan import MuLaNTrainConfig
+    from .training.stages import StageTrainConfig
 
-    tk = train.add_parser("codec", help="train the SoundStream codec (resumes from --out)")
-    tk.add_argument("--config", help="JSON file of CodecTrainConfig keys (unknown keys are rejected)")
-    tk.add_argument("--data")
-    tk.add_argument("--val-data", dest="val_data")
-    tk.add_argument("--out")
-    tk.add_argument("--preset", choices=["tiny", "small", "paper"])
-    tk.add_argument("--batch-size", dest="batch_size", type=int)
-    tk.add_argument("--crop-seconds", dest="crop_seconds", type=float)
-    tk.add_argument("--lr", type=float)
-    tk.add_argument("--max-steps", dest="max_steps", type=int)
-    tk.add_argument("--adversarial-start", dest="adversarial_start", type=int)
-    tk.add_argument("--num-workers", dest="num_workers", type=int)
-    tk.add_argument("--threads", type=int)
-    tk.add_argument("--eval-every", dest="eval_every", type=int)
-    tk.add_argument("--eval-clips", dest="eval_clips", type=int)
-    tk.add_argument("--checkpoint-every", dest="checkpoint_every", type=int)
-    tk.add_argument("--log-every", dest="log_every", type=int)
-    tk.add_argument("--seed", type=int)
-    tk.add_argument("--no-progress", dest="progress", action="store_const", const=False)
-    tk.set_defaults(func=_cmd_train_codec)
-
-    ts = train.add_parser("stage", help="train a stage LM (semantic, coarse, fine) on tokenized data")
-    ts.add_argument("--config")
-    ts.add_argument("--stage", choices=["semantic", "coarse", "fine"])
-    ts.add_argument("--tokens", help="folder written by `musiclm data tokenize`")
-    ts.add_argument("--out")
-    for flag, typ in (("dim", int), ("depth", int), ("heads", int), ("batch-size", int), ("max-steps", int),
-                      ("lr", float), ("crop-seconds", float), ("num-coarse", int), ("eval-every", int),
-                      ("checkpoint-every", int), ("threads", int), ("seed", int)):  # fmt: skip
-        ts.add_argument(f"--{flag}", dest=flag.replace("-", "_"), type=typ)
-    ts.add_argument("--no-progress", dest="progress", action="store_const", const=False)
-    ts.set_defaults(func=_cmd_train_stage)
+    for name, cls, func, help_text in (
+        ("mulan", MuLaNTrainConfig, _cmd_train_mulan, "train MuLaN contrastively (resumes from --out)"),
+        ("codec", CodecTrainConfig, _cmd_train_codec, "train the SoundStream codec (resumes from --out)"),
+        ("stage", StageTrainConfig, _cmd_train_stage, "train a stage LM (semantic, coarse, fine) on tokenized data"),
+    ):
+        p = train.add_parser(name, help=help_text)
+        p.add_argument("--config", help=f"JSON file of {cls.__name__} keys (unknown keys are rejected)")
+        add_config_flags(p, cls)
+        p.set_defaults(func=func)
 
     tsem = train.add_parser("semantic-tokenizer", help="fit the k-means semantic tokenizer on a corpus")
     tsem.add_argument("--data", required=True, help="corpus folder with train.jsonl")
