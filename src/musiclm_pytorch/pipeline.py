@@ -18,9 +18,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .codec import Codec
 from .conditioning import MuLaNEmbedQuantizer
 from .lm.layouts import CoarseLayout, FineLayout, SemanticLayout
 from .lm.transformer import SamplingConfig, TokenLM
+from .semantic import SemanticTokenizer
 
 
 @dataclass
@@ -45,8 +47,8 @@ class MusicLM:
         self,
         *,
         conditioner: MuLaNEmbedQuantizer,
-        semantic_tokenizer,  # noqa: ANN001 - any object with vocab_size / sample_rate / frame_rate
-        codec,  # noqa: ANN001 - any Codec
+        semantic_tokenizer: SemanticTokenizer,
+        codec: Codec,
         semantic_lm: TokenLM,
         coarse_lm: TokenLM,
         fine_lm: TokenLM | None = None,
