@@ -66,6 +66,14 @@ def embed_rows(
     ds = CaptionedAudioDataset(rows, opts)
     latents, kept, stats = [], [], SkipStats()
     items: list[dict[str, Any]] = []
+
+    def flush() -> None:  # one forward for equal-length clips, one per clip otherwise
+        lengths = {it["wav"].shape[-1] for it in items}
+        groups = [items] if len(lengths) == 1 else [[it] for it in items]
+        for g in groups:
+            latents.append(mulan.get_audio_latents(torch.stack([it["wav"] for it in g]), windowed=True))
+        items.clear()
+
     for i in tqdm(range(len(ds)), desc="embedding audio", disable=not progress):
         item = ds[i]
         if isinstance(item, BadRow):
@@ -73,15 +81,10 @@ def embed_rows(
             continue
         items.append(item)
         kept.append(rows[i])
-        if len(items) == batch_size or i == len(ds) - 1:
-            lengths = {it["wav"].shape[-1] for it in items}
-            groups = [items] if len(lengths) == 1 else [[it] for it in items]
-            for g in groups:
-                latents.append(mulan.get_audio_latents(torch.stack([it["wav"] for it in g]), windowed=True))
-            items = []
+        if len(items) == batch_size:
+            flush()
     if items:
-        for it in items:
-            latents.append(mulan.get_audio_latents(it["wav"][None], windowed=True))
+        flush()
     if not latents:
         raise ValueError("no clip could be embedded: " + stats.report())
     return torch.cat(latents), kept, stats

@@ -161,7 +161,6 @@ Layout = SemanticLayout | CoarseLayout | FineLayout
 
 def _batch(
     items: list[dict[str, Any]],
-    cfg: StageTrainConfig,
     layout: Layout,
     ratio: int,
     frames: int,
@@ -232,7 +231,7 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
     lm.train()
     while step < cfg.max_steps:
         batch_items = [items[rng.randrange(len(items))] for _ in range(cfg.batch_size)]
-        tokens, mask, cond = _batch(batch_items, cfg, layout, ratio, frames, rng, num_levels)
+        tokens, mask, cond = _batch(batch_items, layout, ratio, frames, rng, num_levels)
         logits = lm(tokens, cond)
         loss = F.cross_entropy(logits[mask].float(), tokens[mask])
         opt.zero_grad(set_to_none=True)
@@ -273,7 +272,7 @@ def evaluate_stage(
     lm.eval()
     rng = random.Random(1234)
     chosen = items[: max(cfg.batch_size, 2)]
-    tokens, mask, cond = _batch(chosen, cfg, layout, ratio, frames, rng, num_levels)
+    tokens, mask, cond = _batch(chosen, layout, ratio, frames, rng, num_levels)
     logits = lm(tokens, cond)
     shuffled = lm(tokens, cond.roll(1, dims=0))
     loss = F.cross_entropy(logits[mask].float(), tokens[mask]).item()
