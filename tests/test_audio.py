@@ -128,3 +128,25 @@ def test_phase_vocoder_matches_librosa():
     spec = stft(torch.from_numpy(y)[None], n_fft=512, win_length=512, hop_length=128)
     with pytest.raises(ValueError, match="complex"):
         phase_vocoder(spec.abs(), 0.8, 128)
+
+
+def test_log_frequency_bins_follow_midi_pitch():
+    """Bin k of the default log-frequency front end is MIDI note 24 + k (C1 = bin 0), in every register."""
+    from musiclm_pytorch.audio import LogFrequencySpectrogram
+
+    spec = LogFrequencySpectrogram(sample_rate=16000, n_fft=2048, hop_length=160)
+    for midi in (40, 45, 57, 60, 69, 81, 100, 118):
+        x = torch.from_numpy(_tone(float(librosa.midi_to_hz(midi)), 16000))[None]
+        energy = spec(x)[0].mean(-1)
+        assert int(energy.argmax()) == midi - 24, midi
+    # a semitone apart is resolved from the STFT's resolution (7.8 Hz here) upward: C4 vs C#4
+    c4, cs4 = (spec(torch.from_numpy(_tone(float(librosa.midi_to_hz(m)), 16000))[None])[0].mean(-1) for m in (60, 61))
+    assert c4[36] > 4 * c4[37] and cs4[37] > 4 * cs4[36]
+    assert torch.allclose(spec.log_fb.sum(-1), torch.ones(96), atol=1e-5)  # same energy per pitch in any register
+
+
+def test_log_frequency_bins_must_fit_below_nyquist():
+    from musiclm_pytorch.audio import LogFrequencySpectrogram
+
+    with pytest.raises(ValueError, match="Nyquist at sample_rate=8000"):
+        LogFrequencySpectrogram(sample_rate=8000, n_bins=96)

@@ -30,6 +30,7 @@ __all__ = [
     "stft",
     "Spectrogram",
     "MelSpectrogram",
+    "LogFrequencySpectrogram",
     "phase_vocoder",
 ]
 
@@ -272,6 +273,78 @@ class MelSpectrogram(Spectrogram):
 
     def from_complex(self, spec: Tensor) -> Tensor:
         return torch.matmul(self.mel_fb, super().from_complex(spec))
+
+
+def log_frequency_filterbank(
+    *, sample_rate: int, n_fft: int, f_min: float = 32.703, bins_per_octave: int = 12, n_bins: int = 96
+) -> np.ndarray:
+    """Triangular filters centred on a geometric (musical) scale, applied to an STFT's bins.
+
+    Filter ``k`` is centred on ``f_min * 2 ** (k / bins_per_octave)`` (default: C1 and one filter per
+    semitone) and spans its neighbours' centres, but never less than one STFT bin on each side, so
+    low filters, narrower than the STFT's resolution, interpolate between the two nearest bins instead
+    of coming out empty. Each filter sums to 1 (a pitch's energy is the same in every register).
+    Returns ``[n_bins, n_fft // 2 + 1]``.
+    """
+    if bins_per_octave < 1 or n_bins < 1:
+        raise ValueError(f"bins_per_octave and n_bins must be >= 1, got {bins_per_octave} and {n_bins}")
+    top = f_min * 2.0 ** ((n_bins - 1) / bins_per_octave)
+    if f_min <= 0 or top >= sample_rate / 2:
+        raise ValueError(
+            f"log-frequency bins span {f_min:.1f}-{top:.1f} Hz, which must lie inside (0, {sample_rate / 2:.0f}) Hz "
+            f"(Nyquist at sample_rate={sample_rate}); lower n_bins or f_min"
+        )
+    fft_freqs = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
+    df = sample_rate / n_fft
+    centers = f_min * 2.0 ** (np.arange(-1, n_bins + 1) / bins_per_octave)
+    fb = np.zeros((n_bins, len(fft_freqs)), dtype=np.float64)
+    for k in range(n_bins):
+        lo, c, hi = centers[k], centers[k + 1], centers[k + 2]
+        left, right = max(c - lo, df), max(hi - c, df)
+        w = np.minimum((fft_freqs - (c - left)) / left, ((c + right) - fft_freqs) / right)
+        w = np.clip(w, 0.0, None)
+        fb[k] = w / w.sum()
+    return fb.astype(np.float32)
+
+
+class LogFrequencySpectrogram(Spectrogram):
+    """Power spectrogram on a musical (log-frequency) scale, one bin per semitone by default.
+
+    A mel scale of 128 bands at 16 kHz is about 22 Hz wide below 1 kHz, wider than a semitone below
+    ~400 Hz, so it cannot tell a major from a minor chord in the bass and middle registers; these bins
+    can, from the STFT's resolution upward (``sample_rate / n_fft``: 7.8 Hz at 16 kHz and n_fft 2048,
+    a semitone from ~130 Hz). With 12 bins per octave, a 12-bin patch is exactly one octave.
+    ``[B, S] -> [B, n_bins, T]``.
+    """
+
+    log_fb: Tensor
+
+    def __init__(
+        self,
+        *,
+        sample_rate: int = 16000,
+        n_fft: int = 2048,
+        win_length: int | None = None,
+        hop_length: int | None = 160,
+        f_min: float = 32.703,
+        bins_per_octave: int = 12,
+        n_bins: int = 96,
+        power: float = 2.0,
+        center: bool = True,
+        pad_mode: str = "constant",
+    ):
+        super().__init__(
+            n_fft=n_fft, win_length=win_length, hop_length=hop_length, power=power, center=center, pad_mode=pad_mode
+        )
+        fb = log_frequency_filterbank(
+            sample_rate=sample_rate, n_fft=n_fft, f_min=f_min, bins_per_octave=bins_per_octave, n_bins=n_bins
+        )
+        self.register_buffer("log_fb", torch.from_numpy(fb), persistent=False)
+        self.num_bins = n_bins
+        self.f_min, self.bins_per_octave = f_min, bins_per_octave
+
+    def from_complex(self, spec: Tensor) -> Tensor:
+        return torch.matmul(self.log_fb, super().from_complex(spec))
 
 
 def phase_vocoder(spec: Tensor, rate: float, hop_length: int) -> Tensor:

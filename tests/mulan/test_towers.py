@@ -33,6 +33,17 @@ def test_mel_front_end_patch_grid():
     assert positions[0, -1].tolist() == [1, 5]
 
 
+def test_log_frequency_front_end_has_octave_rows():
+    ast = _ast(frontend="logfreq", spec_n_fft=2048, spec_win_length=2048, patch_size=(12, 16), n_bins=96)
+    spec = ast.spectrogram(torch.randn(2, 16000))
+    assert spec.shape == (2, 96, 101)
+    patches, positions = ast.patchify(spec)
+    assert patches.shape == (2, 8 * 6, 12 * 16) and positions[0, -1].tolist() == [7, 5]
+    assert ast(torch.randn(2, 16000)).shape == (2, 32)
+    with pytest.raises(ValueError, match="frontend must be 'linear', 'mel' or 'logfreq'"):
+        _ast(frontend="cqt")
+
+
 def test_seed_linear_front_end_drops_nyquist_bin():
     ast = AudioSpectrogramTransformer(dim=32, depth=1, heads=2, dim_head=16, spec_n_fft=128, spec_win_length=24)
     spec = ast.spectrogram(torch.randn(1, 1024))

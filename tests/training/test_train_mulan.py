@@ -12,7 +12,7 @@ import torch
 
 from musiclm_pytorch import MuLaN, load
 from musiclm_pytorch.training.common import load_config, warmup_cosine
-from musiclm_pytorch.training.mulan import MuLaNTrainConfig, positive_key, train_mulan
+from musiclm_pytorch.training.mulan import MuLaNTrainConfig, positive_key, train_mulan, with_full_caption
 
 
 def _cfg(corpus, out, **kw) -> MuLaNTrainConfig:
@@ -90,3 +90,10 @@ def test_schedule_and_positive_keys():
     assert positive_key(tags, "a") == positive_key({**tags, "moods": ["x"]}, "b")  # same attributes
     assert positive_key(tags, "a") != positive_key({**tags, "drums": True}, "a")
     assert positive_key({}, "Calm piano ") == positive_key({}, "calm piano") != positive_key({}, "loud drums")
+
+
+def test_full_caption_joins_the_training_captions():
+    row = {"captions": ["calm piano"], "full_caption": "calm piano in C major, slow, no drums"}
+    assert with_full_caption(row)["captions"] == ["calm piano", "calm piano in C major, slow, no drums"]
+    assert with_full_caption(with_full_caption(row)) == with_full_caption(row)  # never twice
+    assert with_full_caption({"captions": ["x"]}) == {"captions": ["x"]}  # corpora without one

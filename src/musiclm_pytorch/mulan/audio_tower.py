@@ -3,8 +3,11 @@
 Front ends:
 - ``frontend="linear"`` (the seed README's toy setting: ``spec_n_fft=128``, ``spec_win_length=24``,
   hop ``win_length // 2``): a linear power spectrogram.
-- ``frontend="mel"`` (our presets, as AST and MuLan): 128 log-mel bins at a 10 ms hop.
-Both are log-compressed before patching.
+- ``frontend="mel"`` (AST and MuLan): 128 log-mel bins at a 10 ms hop.
+- ``frontend="logfreq"`` (our ``small`` preset): one bin per semitone from C1 (``n_bins`` 96 up to B8)
+  at a 10 ms hop on a 2048-point STFT, with ``patch_size=(12, 16)`` so that a patch row is one octave.
+  Mel bands are wider than a semitone below ~400 Hz, so key and mode are out of a mel tower's reach.
+All are log-compressed before patching.
 
 Patching rule (documented, never silent): trailing frequency bins and time frames that do not fill
 a whole patch are dropped, e.g. the 65 bins of ``n_fft=128`` give 4 patch rows (64 bins, Nyquist
@@ -27,11 +30,11 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from ..audio import MelSpectrogram, Spectrogram, phase_vocoder
+from ..audio import LogFrequencySpectrogram, MelSpectrogram, Spectrogram, phase_vocoder
 from ..checkpoint import Component
 from .transformer import RotaryEmbedding, Transformer
 
-Frontend = Literal["linear", "mel"]
+Frontend = Literal["linear", "mel", "logfreq"]
 
 
 def _pair(x: int | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -52,7 +55,8 @@ class AudioSpectrogramTransformer(Component):
         frontend: ``"linear"`` or ``"mel"`` (see module docstring).
         spec_n_fft, spec_win_length, spec_hop_length, spec_power, spec_center, spec_pad_mode: STFT.
             ``spec_win_length`` defaults to ``spec_n_fft``, ``spec_hop_length`` to half the window.
-        n_mels, f_min, f_max: mel front end only.
+        n_mels, f_min, f_max: mel front end only (``f_min`` is also the log-frequency front end's lowest bin).
+        bins_per_octave, n_bins: log-frequency front end only.
         patch_size: int or (freq, time) patch size.
         spec_aug_stretch_factor: time-stretch range; ``None`` or 1 disables.
         spec_aug_freq_mask, spec_aug_time_mask: maximum mask widths (bins, frames); 0 disables.
@@ -85,6 +89,8 @@ class AudioSpectrogramTransformer(Component):
         n_mels: int = 128,
         f_min: float = 0.0,
         f_max: float | None = None,
+        bins_per_octave: int = 12,
+        n_bins: int = 96,
         patch_size: int | tuple[int, int] = 16,
         spec_aug_stretch_factor: float | None = 0.8,
         spec_aug_freq_mask: int = 80,
@@ -114,6 +120,8 @@ class AudioSpectrogramTransformer(Component):
             n_mels=n_mels,
             f_min=f_min,
             f_max=f_max,
+            bins_per_octave=bins_per_octave,
+            n_bins=n_bins,
             patch_size=patch_size,
             spec_aug_stretch_factor=spec_aug_stretch_factor,
             spec_aug_freq_mask=spec_aug_freq_mask,
@@ -153,8 +161,21 @@ class AudioSpectrogramTransformer(Component):
                 center=spec_center,
                 pad_mode=spec_pad_mode,
             )
+        elif frontend == "logfreq":
+            self.spec = LogFrequencySpectrogram(
+                sample_rate=sample_rate,
+                n_fft=spec_n_fft,
+                win_length=spec_win_length,
+                hop_length=spec_hop_length,
+                f_min=f_min or 32.703,
+                bins_per_octave=bins_per_octave,
+                n_bins=n_bins,
+                power=spec_power,
+                center=spec_center,
+                pad_mode=spec_pad_mode,
+            )
         else:
-            raise ValueError(f"frontend must be 'linear' or 'mel', got {frontend!r}")
+            raise ValueError(f"frontend must be 'linear', 'mel' or 'logfreq', got {frontend!r}")
         self.patch_size = _pair(patch_size)
         if self.spec.num_bins < self.patch_size[0]:
             raise ValueError(

@@ -71,6 +71,7 @@ class MuLaNTrainConfig:
     mixed_precision: str = "no"  # "no" or "bf16"
     loss: str = "softmax"
     multi_positive: bool = True
+    full_captions: bool = True  # also train on each row's ``full_caption`` (every attribute stated)
     queue_size: int = 0
     text_cache: bool = True
     num_workers: int = 2
@@ -115,6 +116,17 @@ def positive_key(row_tags: dict[str, Any], caption: str) -> int:
     else:
         text = "caption|" + caption.strip().lower()
     return int(hashlib.sha1(text.encode()).hexdigest()[:15], 16)
+
+
+def with_full_caption(row: dict[str, Any]) -> dict[str, Any]:
+    """Add a corpus row's ``full_caption`` to the captions drawn from in training.
+
+    The partial captions teach that a description may leave things out; the full one is the only
+    training text that states key, mode and tempo together, as the retrieval captions do."""
+    full = row.get("full_caption")
+    if isinstance(full, str) and full.strip() and full not in row["captions"]:
+        return {**row, "captions": [*row["captions"], full]}
+    return row
 
 
 class TextCache:
@@ -171,6 +183,8 @@ def train_mulan(cfg: MuLaNTrainConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
     rows, skipped = _rows(cfg.data)
+    if cfg.full_captions:
+        rows = [with_full_caption(r) for r in rows]
     val_rows = _val_rows(cfg)
     if not val_rows:
         accelerator.print("no validation data (val_data, or DATA/val.jsonl): training without evaluation")
