@@ -39,13 +39,13 @@ def test_tiny_run_writes_everything(tiny_corpus, tmp_path):
 
 def test_killed_run_resumes_and_continues_the_same_curve(tiny_corpus, tmp_path):
     ref = tmp_path / "ref"
-    train_mulan(_cfg(tiny_corpus, ref, max_steps=12, eval_every=100))
+    train_mulan(_cfg(tiny_corpus, ref, max_steps=12, eval_every=100, ema_decay=0.9))
     out = tmp_path / "killed"
     argv = [sys.executable, "-m", "musiclm_pytorch.cli", "train", "mulan", "--data", str(tiny_corpus),
             "--out", str(out),
             "--preset", "tiny", "--batch-size", "4", "--max-steps", "12", "--warmup-steps", "2", "--crop-seconds", "2",
             "--num-workers", "0", "--threads", "1", "--log-every", "1", "--eval-every", "100", "--eval-clips", "8",
-            "--checkpoint-every", "4", "--queue-size", "8", "--no-progress"]  # fmt: skip
+            "--checkpoint-every", "4", "--queue-size", "8", "--ema-decay", "0.9", "--no-progress"]  # fmt: skip
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline:  # wait for the first checkpoint, then kill -9 in the middle of the run
@@ -63,6 +63,12 @@ def test_killed_run_resumes_and_continues_the_same_curve(tiny_corpus, tmp_path):
     assert sorted(got) == list(range(1, 13))  # no step lost, none duplicated
     for step in range(1, 13):  # the resumed run follows the uninterrupted one exactly
         assert got[step] == pytest.approx(want[step], abs=1e-4), step
+    # the weight average resumed too: it ends where the uninterrupted run's does, not at the raw weights
+    ema_got, ema_want = load(out / "mulan_ema.safetensors"), load(ref / "mulan_ema.safetensors")
+    raw = load(out / "mulan.safetensors")
+    for (name, a), b in zip(ema_got.state_dict().items(), ema_want.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-4), name
+    assert any(not torch.allclose(a, r) for a, r in zip(ema_got.state_dict().values(), raw.state_dict().values()))
 
 
 def test_config_errors(tmp_path, tiny_corpus):

@@ -5,6 +5,7 @@ The library never imports this package; trainers use only the public model APIs.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -51,6 +52,52 @@ def warmup_cosine(step: int, *, warmup_steps: int, max_steps: int, min_ratio: fl
         return (step + 1) / max(1, warmup_steps)
     progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class EMA:
+    """Exponential moving average of a model's trained weights, kept beside the training copy.
+
+    After every optimizer step, ``ema = d * ema + (1 - d) * weights`` for each parameter that requires
+    a gradient (frozen parts, e.g. a frozen MiniLM, are shared and never averaged) and buffers are
+    copied. ``d = min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so the first averages do not
+    stay near the random initialisation. ``ema.model`` is an eval-mode copy used for validation and
+    saved as its own checkpoint; :meth:`state_dict` goes into the train state for resuming.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float = 0.999):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        self.model.requires_grad_(False)
+        self.num_updates = 0
+        self._names = [n for n, p in model.named_parameters() if p.requires_grad]
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.num_updates += 1
+        d = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
+        live, ema = dict(model.named_parameters()), dict(self.model.named_parameters())
+        for name in self._names:
+            ema[name].lerp_(live[name].detach().to(ema[name].dtype), 1.0 - d)
+        ema_buffers = dict(self.model.named_buffers())
+        for name, buf in model.named_buffers():
+            ema_buffers[name].copy_(buf)
+
+    def state_dict(self) -> dict[str, Any]:
+        weights = dict(self.model.named_parameters())
+        return {"num_updates": self.num_updates, "decay": self.decay,
+                "weights": {n: weights[n].detach().clone() for n in self._names}}  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.num_updates = int(state["num_updates"])
+        weights = dict(self.model.named_parameters())
+        missing = sorted(set(self._names) - set(state["weights"]))
+        if missing:
+            raise ValueError(f"EMA state lacks {len(missing)} trained weights, e.g. {missing[:3]}")
+        with torch.no_grad():
+            for n in self._names:
+                weights[n].copy_(state["weights"][n])
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:

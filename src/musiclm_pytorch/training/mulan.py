@@ -4,7 +4,8 @@ One loop, top to bottom. HF Accelerate runs it on one CPU, one GPU or many proce
 (``accelerate launch -m musiclm_pytorch.cli train mulan ...`` or ``torchrun``); the contrastive loss
 gathers latents across ranks with gradients, so every rank sees the global batch as negatives.
 
-- AdamW, linear warm-up + cosine decay, gradient clipping, bf16 autocast option.
+- AdamW, linear warm-up + cosine decay, gradient clipping, bf16 autocast option, optional EMA of the
+  weights (``ema_decay``): validation then uses the average, saved as ``mulan_ema.safetensors``.
 - Multi-positive target (``multi_positive``): two clips with the same recorded attributes (or the same
   caption, for data without tags) are positives of each other, not negatives.
 - A feature queue (``queue_size``, MoCo-style) adds detached latents of earlier batches as extra
@@ -38,6 +39,7 @@ from ..mulan.model import MuLaN
 from ..mulan.text_tower import PretrainedTextTransformer
 from ..presets import build_mulan
 from .common import (
+    EMA,
     EpochCursor,
     JsonLog,
     atomic_torch_save,
@@ -73,6 +75,7 @@ class MuLaNTrainConfig:
     multi_positive: bool = True
     full_captions: bool = True  # also train on each row's ``full_caption`` (every attribute stated)
     queue_size: int = 0
+    ema_decay: float | None = None  # e.g. 0.999: validate and also save an EMA of the weights
     text_cache: bool = True
     num_workers: int = 2
     threads: int = 2
@@ -228,6 +231,9 @@ def train_mulan(cfg: MuLaNTrainConfig) -> dict[str, Any]:
     queue = FeatureQueue(cfg.queue_size, model.dim_latent)
     if resume and "queue" in state:
         queue.load_state_dict(state["queue"])
+    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
+    if ema is not None and resume and "ema" in state:
+        ema.load_state_dict(state["ema"])
     report: dict[str, Any] = {}
     bar = tqdm(
         total=cfg.max_steps, initial=step, desc="mulan", disable=not (cfg.progress and accelerator.is_main_process)
@@ -266,6 +272,8 @@ def train_mulan(cfg: MuLaNTrainConfig) -> dict[str, Any]:
             accelerator.clip_grad_norm_(mulan.parameters(), cfg.grad_clip)
         optimizer.step()
         scheduler.step()
+        if ema is not None:
+            ema.update(model)
         if cfg.queue_size:
             queue.push(audio_latents, text_latents, keys if keys is not None else torch.full((len(captions),), -1))
         step += 1
@@ -281,7 +289,7 @@ def train_mulan(cfg: MuLaNTrainConfig) -> dict[str, Any]:
             if accelerator.is_main_process:
                 log.write(record)
         if val_rows and (step % cfg.eval_every == 0 or step == cfg.max_steps) and accelerator.is_main_process:
-            report = evaluate_mulan(model, val_rows)
+            report = evaluate_mulan(ema.model if ema is not None else model, val_rows)
             flat = {"step": step, "val_t2a_R@1": report["text_to_audio"]["R@1"],
                     "val_t2a_R@10": report["text_to_audio"]["R@10"],
                     "val_a2t_R@1": report["audio_to_text"]["R@1"],
@@ -292,9 +300,12 @@ def train_mulan(cfg: MuLaNTrainConfig) -> dict[str, Any]:
             mulan.train()
         if (step % cfg.checkpoint_every == 0 or step == cfg.max_steps) and accelerator.is_main_process:
             save(model, model_path, extra={"step": step})
+            if ema is not None:
+                save(ema.model, out / "mulan_ema.safetensors", extra={"step": step, "ema_decay": ema.decay})
             atomic_torch_save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                               "step": step, **cursor.state_dict(), "rng": rng_state(),
-                               "queue": queue.state_dict(), "config": asdict(cfg)}, state_path)  # fmt: skip
+                               "step": step, **cursor.state_dict(), "rng": rng_state(), "queue": queue.state_dict(),
+                               "config": asdict(cfg), **({"ema": ema.state_dict()} if ema else {})},
+                              state_path)  # fmt: skip
             curves = ["loss", "temperature", "val_t2a_R@1", "val_t2a_R@10", "zs_family", "zs_drums"]
             plot_curves(log, out / "curves.png", keys=curves, title=f"MuLaN {cfg.preset}")
         if step >= cfg.max_steps:
