@@ -54,6 +54,11 @@ def test_each_stage_trains_and_resumes(tokens, tmp_path, stage):
     train_stage(StageTrainConfig(**{**cfg, "max_steps": 8}))  # resumes at 6
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "loss" in r and r["step"] > 6] == [7, 8]
+    # the resumed steps draw the same crops as an uninterrupted run (the schedule differs: 6 vs 8 steps)
+    ref = tmp_path / "ref"
+    train_stage(StageTrainConfig(**{**cfg, "out": str(ref), "max_steps": 6, "eval_every": 100}))
+    ref_records = [json.loads(line) for line in (ref / "log.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in ref_records if "loss" in r] == [r["loss"] for r in records if "loss" in r][:6]
     lm = load(tmp_path / f"{stage}.safetensors", expected=TokenLM)
     assert lm.num_cond == 2
     from musiclm_pytorch.checkpoint import read_header
@@ -66,8 +71,28 @@ def test_each_stage_trains_and_resumes(tokens, tmp_path, stage):
         check_identity(ident, codec=other)
 
 
+def test_stage_ema_and_bf16(tokens, tmp_path):
+    out, _, _ = tokens
+    cfg = StageTrainConfig(stage="semantic", tokens=str(out), out=str(tmp_path), dim=32, depth=1, heads=2,
+                           dim_head=16, crop_seconds=1.0, batch_size=4, max_steps=4, warmup_steps=1, log_every=1,
+                           eval_every=4, checkpoint_every=4, progress=False, ema_decay=0.9,
+                           mixed_precision="bf16")  # fmt: skip
+    report = train_stage(cfg)
+    assert report["val_loss"] > 0
+    raw, ema = load(tmp_path / "semantic.safetensors"), load(tmp_path / "semantic_ema.safetensors")
+    assert isinstance(ema, TokenLM)
+    diffs = [not torch.allclose(a, b) for a, b in zip(raw.state_dict().values(), ema.state_dict().values())]
+    assert any(diffs)
+    state = torch.load(tmp_path / "train_state.pt", weights_only=False)
+    assert state["ema"]["num_updates"] == 4
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert all(r["tokens_per_s"] > 0 for r in records if "loss" in r)
+
+
 def test_stage_config_errors(tmp_path):
     with pytest.raises(ValueError, match="stage must be semantic, coarse or fine"):
         StageTrainConfig(stage="medium", tokens="x")
+    with pytest.raises(ValueError, match="mixed_precision must be 'no' or 'bf16'"):
+        StageTrainConfig(tokens="x", mixed_precision="fp16")
     with pytest.raises(FileNotFoundError, match="musiclm data tokenize"):
         train_stage(StageTrainConfig(tokens=str(tmp_path)))

@@ -31,7 +31,16 @@ from ..codec.losses import (
 from ..codec.soundstream import SoundStream
 from ..data.datasets import BadRow, CaptionedAudioDataset, ClipOptions, SkipStats, collate, folder_rows, manifest_rows
 from ..evaluation.codec_eval import evaluate_codec
-from .common import EpochCursor, JsonLog, atomic_torch_save, load_config, plot_curves, rng_state, set_rng_state
+from .common import (
+    EpochCursor,
+    JsonLog,
+    atomic_torch_save,
+    load_config,
+    make_accelerator,
+    plot_curves,
+    rng_state,
+    set_rng_state,
+)
 
 CODEC_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(strides=[2, 4], channels=8, dim=16, num_quantizers=3, codebook_size=16),
@@ -107,12 +116,10 @@ def spectrogram_png(codec: SoundStream, wav: torch.Tensor, path: Path) -> Path:
 
 
 def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
-    from accelerate import Accelerator
-
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = make_accelerator()
     rows, bad = _rows(cfg.data)
     skipped = SkipStats()
     skipped.update(bad)

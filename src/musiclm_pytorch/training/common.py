@@ -54,6 +54,21 @@ def warmup_cosine(step: int, *, warmup_steps: int, max_steps: int, min_ratio: fl
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def make_accelerator(mixed_precision: str = "no", **kwargs: Any) -> Any:
+    """An ``accelerate.Accelerator`` (CPU when no GPU is visible) for one training run.
+
+    Accelerate keeps one process-wide state and refuses a second Accelerator with another precision,
+    so a notebook (or test session) that trains MuLaN in bf16 and then a stage in fp32 would fail.
+    The per-run part (precision, plugins) is cleared here; the process group (``PartialState``, set
+    up by ``accelerate launch`` / ``torchrun``) is kept.
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available(), **kwargs)
+
+
 class EMA:
     """Exponential moving average of a model's trained weights, kept beside the training copy.
 

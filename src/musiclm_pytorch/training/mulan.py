@@ -44,6 +44,7 @@ from .common import (
     JsonLog,
     atomic_torch_save,
     load_config,
+    make_accelerator,
     plot_curves,
     rng_state,
     set_rng_state,
@@ -179,12 +180,10 @@ def _val_rows(cfg: MuLaNTrainConfig) -> list[dict[str, Any]]:
 
 def train_mulan(cfg: MuLaNTrainConfig) -> dict[str, Any]:
     """Run (or resume) training; returns the last validation report (empty without validation data)."""
-    from accelerate import Accelerator
-
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    accelerator = make_accelerator(cfg.mixed_precision)
     rows, skipped = _rows(cfg.data)
     if cfg.full_captions:
         rows = [with_full_caption(r) for r in rows]

@@ -8,7 +8,11 @@ tokenizers is an error (:func:`check_identity`).
 
 ``musiclm train stage --stage semantic|coarse|fine``: one loop for the three stages; crops start on
 the 40 ms grid shared by the 25 Hz and 50 Hz streams (paper crops: 30 s / 10 s / 3 s); validation
-loss and next-token accuracy per codec level.
+loss and next-token accuracy per codec level. HF Accelerate runs the loop on one CPU, one GPU or many
+processes (``accelerate launch -m musiclm_pytorch.cli train stage ...``); ``mixed_precision="bf16"``
+autocasts; ``ema_decay`` keeps an average of the weights that validation uses and that is saved as
+``{stage}_ema.safetensors``. Each process draws its batch from a generator seeded by (seed, step,
+rank), so a resumed run continues with exactly the crops it would have drawn.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +34,17 @@ from ..checkpoint import Component, load, save
 from ..data.datasets import CaptionedAudioDataset, ClipOptions, manifest_rows
 from ..lm.layouts import CoarseLayout, FineLayout, SemanticLayout
 from ..lm.transformer import TokenLM
-from .common import JsonLog, atomic_torch_save, load_config, plot_curves, rng_state, set_rng_state, warmup_cosine
+from .common import (
+    EMA,
+    JsonLog,
+    atomic_torch_save,
+    load_config,
+    make_accelerator,
+    plot_curves,
+    rng_state,
+    set_rng_state,
+    warmup_cosine,
+)
 
 
 def identity(component: Component) -> dict[str, str]:
@@ -122,6 +137,8 @@ class StageTrainConfig:
     max_steps: int = 2000
     cond_drop_prob: float = 0.1
     grad_clip: float = 1.0
+    mixed_precision: str = "no"  # "no" or "bf16"
+    ema_decay: float | None = None  # e.g. 0.999
     threads: int = 2
     log_every: int = 10
     eval_every: int = 250
@@ -134,6 +151,8 @@ class StageTrainConfig:
             raise ValueError(f"stage must be semantic, coarse or fine, got {self.stage!r}")
         if not self.tokens:
             raise ValueError("tokens is required: the folder written by `musiclm data tokenize`")
+        if self.mixed_precision not in ("no", "bf16"):
+            raise ValueError(f"mixed_precision must be 'no' or 'bf16', got {self.mixed_precision!r}")
 
 
 PAPER_CROPS = {"semantic": 30.0, "coarse": 10.0, "fine": 3.0}
@@ -185,10 +204,15 @@ def _batch(
 
 def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
     """Train one stage LM on pre-tokenized data; resumes from ``cfg.out``."""
+    from accelerate import DistributedDataParallelKwargs
+
     torch.set_num_threads(cfg.threads)
     root, out = Path(cfg.tokens), Path(cfg.out)
     if not (root / "train.pt").is_file():
         raise FileNotFoundError(f"no tokens at {str(root / 'train.pt')!r}: run `musiclm data tokenize` first")
+    # the learned null condition is used only in steps that drop a conditioning: DDP must allow unused weights
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    accelerator = make_accelerator(cfg.mixed_precision, kwargs_handlers=[ddp])
     train = torch.load(root / "train.pt", weights_only=False)
     val = torch.load(root / "val.pt", weights_only=False) if (root / "val.pt").is_file() else None
     layout = _layout(cfg, train)
@@ -214,46 +238,74 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
         opt, lambda s: warmup_cosine(s, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps)
     )
     step = 0
-    rng = random.Random(cfg.seed)
+    ema = EMA(lm, cfg.ema_decay) if cfg.ema_decay else None
     if resume:
         state = torch.load(state_path, weights_only=False)
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         step = state["step"]
         set_rng_state(state["rng"])
-        rng.setstate(state["crop_rng"])
+        if ema is not None and "ema" in state:
+            ema.load_state_dict(state["ema"])
+        accelerator.print(f"resuming from step {step}")
     log = JsonLog(out / "log.jsonl", resume_step=step if resume else None)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    lm_ddp, opt = accelerator.prepare(lm, opt)
+    model: TokenLM = accelerator.unwrap_model(lm_ddp)
+    if ema is not None:
+        ema.model.to(accelerator.device)
     num_levels = train["num_quantizers"]
     items = train["items"]
     report: dict[str, Any] = {}
-    bar = tqdm(total=cfg.max_steps, initial=step, desc=f"{cfg.stage} LM", disable=not cfg.progress)
-    lm.train()
+    main = accelerator.is_main_process
+    bar = tqdm(total=cfg.max_steps, initial=step, desc=f"{cfg.stage} LM", disable=not (cfg.progress and main))
+    t_last, tokens_since = time.perf_counter(), 0
+    lm_ddp.train()
     while step < cfg.max_steps:
+        rng = random.Random((cfg.seed * 1_000_003 + step) * 1_009 + accelerator.process_index)
         batch_items = [items[rng.randrange(len(items))] for _ in range(cfg.batch_size)]
-        tokens, mask, cond = _batch(batch_items, layout, ratio, frames, rng, num_levels)
-        logits = lm(tokens, cond)
+        tokens, mask, cond = (
+            t.to(accelerator.device) for t in _batch(batch_items, layout, ratio, frames, rng, num_levels)
+        )
+        with accelerator.autocast():
+            logits = lm_ddp(tokens, cond)
         loss = F.cross_entropy(logits[mask].float(), tokens[mask])
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(lm.parameters(), cfg.grad_clip)
+        accelerator.backward(loss)
+        if cfg.grad_clip:
+            accelerator.clip_grad_norm_(lm_ddp.parameters(), cfg.grad_clip)
         opt.step()
         sched.step()
+        if ema is not None:
+            ema.update(model)
         step += 1
+        tokens_since += int(mask.sum()) * accelerator.num_processes
         bar.update()
-        if step % cfg.log_every == 0:
-            log.write({"step": step, "loss": round(loss.item(), 5), "lr": sched.get_last_lr()[0]})
-        if val is not None and (step % cfg.eval_every == 0 or step == cfg.max_steps):
-            report = evaluate_stage(lm, val["items"], cfg, layout, ratio, frames, num_levels)
+        if step % cfg.log_every == 0 or step == cfg.max_steps:
+            now = time.perf_counter()
+            record = {"step": step, "loss": round(loss.item(), 5), "lr": sched.get_last_lr()[0],
+                      "tokens_per_s": round(tokens_since / (now - t_last), 1)}  # fmt: skip
+            t_last, tokens_since = now, 0
+            bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=record["tokens_per_s"])
+            if main:
+                log.write(record)
+        if val is not None and main and (step % cfg.eval_every == 0 or step == cfg.max_steps):
+            with accelerator.autocast():
+                report = evaluate_stage(ema.model if ema is not None else model, val["items"], cfg, layout, ratio,
+                                        frames, num_levels)  # fmt: skip
             log.write({"step": step, **{k: v for k, v in report.items() if isinstance(v, float)}})
-            lm.train()
-        if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
-            save(lm, model_path, extra={"step": step, "stage": cfg.stage, "identity": train["identity"]})
+            lm_ddp.train()
+        if main and (step % cfg.checkpoint_every == 0 or step == cfg.max_steps):
+            extra = {"step": step, "stage": cfg.stage, "identity": train["identity"]}
+            save(model, model_path, extra=extra)
+            if ema is not None:
+                save(ema.model, out / f"{cfg.stage}_ema.safetensors", extra={**extra, "ema_decay": ema.decay})
             state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step, "rng": rng_state(),
-                     "crop_rng": rng.getstate(), "config": asdict(cfg)}  # fmt: skip
+                     "config": asdict(cfg), **({"ema": ema.state_dict()} if ema is not None else {})}  # fmt: skip
             atomic_torch_save(state, state_path)
             plot_curves(log, out / "curves.png", keys=["loss", "val_loss", "val_loss_shuffled_cond"], title=cfg.stage)
     bar.close()
+    accelerator.wait_for_everyone()
     return report
 
 
@@ -272,7 +324,8 @@ def evaluate_stage(
     lm.eval()
     rng = random.Random(1234)
     chosen = items[: max(cfg.batch_size, 2)]
-    tokens, mask, cond = _batch(chosen, layout, ratio, frames, rng, num_levels)
+    device = next(lm.parameters()).device
+    tokens, mask, cond = (t.to(device) for t in _batch(chosen, layout, ratio, frames, rng, num_levels))
     logits = lm(tokens, cond)
     shuffled = lm(tokens, cond.roll(1, dims=0))
     loss = F.cross_entropy(logits[mask].float(), tokens[mask]).item()
