@@ -1,9 +1,10 @@
-"""Acoustic tokenizers: the ``Codec`` interface and our SoundStream-style codec."""
+"""Acoustic tokenizers: the ``Codec`` interface, our SoundStream-style codec, and local EnCodec/DAC."""
 
 from typing import Protocol, runtime_checkable
 
 from torch import Tensor
 
+from .pretrained import PretrainedCodec
 from .soundstream import SoundStream
 
 
@@ -28,4 +29,4 @@ class Codec(Protocol):
     def decode(self, codes: Tensor) -> Tensor: ...
 
 
-__all__ = ["Codec", "SoundStream"]
+__all__ = ["Codec", "PretrainedCodec", "SoundStream"]

@@ -1,5 +1,5 @@
 """Semantic tokenizer: k-means ids over timbre-poor musical features at 25 Hz."""
 
-from .tokenizer import MusicalFeatureExtractor, SemanticTokenizer
+from .tokenizer import HFFeatureExtractor, MusicalFeatureExtractor, SemanticTokenizer
 
-__all__ = ["MusicalFeatureExtractor", "SemanticTokenizer"]
+__all__ = ["HFFeatureExtractor", "MusicalFeatureExtractor", "SemanticTokenizer"]

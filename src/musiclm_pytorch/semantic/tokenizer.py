@@ -4,7 +4,9 @@ MusicLM takes k-means (1024) over w2v-BERT layer-7 features at 25 Hz. Without a 
 self-supervised model, the built-in extractor uses musical features that are timbre-poor by
 construction: CQT chroma (harmony), the pitch class of the most salient CQT bin (the melody line),
 onset strength and its local periodicity (rhythm), each frame standardised.
-A local HuBERT / MERT / w2v-BERT folder can replace it (``HFFeatureExtractor``).
+A local self-supervised model folder can replace it (``features="hf"``, :class:`HFFeatureExtractor`):
+HuBERT, wav2vec 2.0, WavLM, data2vec-audio or w2v-BERT 2.0 through ``transformers``, one hidden layer,
+its 50 Hz frames averaged down to 25 Hz. Nothing is downloaded: the folder must exist locally.
 
 Shape letters: B batch, S samples, T frames (25 Hz), D feature dim, K clusters.
 """
@@ -67,13 +69,71 @@ class MusicalFeatureExtractor:
         return feats.astype(np.float32)
 
 
+class HFFeatureExtractor:
+    """``wav [S] -> features [T, hidden]`` from one hidden layer of a local ``transformers`` speech/music model.
+
+    Args:
+        path: a folder written by ``save_pretrained`` (``config.json`` + weights, and the
+            ``preprocessor_config.json`` of its feature extractor if it has one: w2v-BERT needs it).
+        layer: hidden state to use (0 = the input embeddings; MusicLM uses w2v-BERT layer 7).
+        sample_rate: rate of the audio given; resampled to the model's rate.
+        frame_rate: output rate; the model's frames (50 Hz for HuBERT / wav2vec 2.0 / w2v-BERT, 75 Hz
+            for MERT) are average-pooled to it.
+    """
+
+    def __init__(self, path: str | Path, *, layer: int = 7, sample_rate: int = 16000, frame_rate: float = 25.0):
+        from transformers import AutoFeatureExtractor, AutoModel
+
+        folder = Path(path)
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(
+                f"no feature model at {str(folder)!r}: expected a transformers folder with config.json"
+            )
+        self.model = AutoModel.from_pretrained(folder, local_files_only=True).eval()
+        layers = int(self.model.config.num_hidden_layers)
+        if not 0 <= layer <= layers:
+            raise ValueError(
+                f"layer must be in [0, {layers}] for {str(folder)!r} ({layers} hidden layers), got {layer}"
+            )
+        self.preprocess = (
+            AutoFeatureExtractor.from_pretrained(folder, local_files_only=True)
+            if (folder / "preprocessor_config.json").is_file()
+            else None
+        )
+        self.model_rate = int(getattr(self.preprocess, "sampling_rate", 16000))
+        self.layer, self.sample_rate, self.frame_rate = layer, sample_rate, frame_rate
+        self.hop = int(round(sample_rate / frame_rate))
+        self.dim = int(self.model.config.hidden_size)
+
+    @torch.no_grad()
+    def __call__(self, wav: np.ndarray) -> np.ndarray:
+        y = np.asarray(wav, dtype=np.float32)
+        frames = len(y) // self.hop
+        if frames == 0:
+            raise ValueError(f"audio of {len(y)} samples is shorter than one {self.hop}-sample frame")
+        if self.sample_rate != self.model_rate:
+            y = librosa.resample(y, orig_sr=self.sample_rate, target_sr=self.model_rate)
+        if self.preprocess is not None:
+            inputs = dict(self.preprocess(y, sampling_rate=self.model_rate, return_tensors="pt"))
+            inputs.pop("attention_mask", None)
+        else:
+            inputs = {"input_values": torch.from_numpy(y)[None]}
+        hidden = self.model(**inputs, output_hidden_states=True).hidden_states[self.layer][0]  # [T', D]
+        pooled = torch.nn.functional.adaptive_avg_pool1d(hidden.T[None].float(), frames)[0].T
+        return pooled.numpy().astype(np.float32)
+
+
 class SemanticTokenizer(Component):
-    """K-means over :class:`MusicalFeatureExtractor` features: ``wav [B, S] -> ids [B, T]`` at 25 Hz.
+    """K-means over 25 Hz features: ``wav [B, S] -> ids [B, T]``.
 
     Args:
         sample_rate: audio rate.
         vocab_size: clusters (paper 1024; fewer for small corpora).
         frame_rate: ids per second (paper 25).
+        features: ``"musical"`` (:class:`MusicalFeatureExtractor`, built in) or ``"hf"``
+            (:class:`HFFeatureExtractor` over the local model folder ``features_path``, hidden layer
+            ``features_layer``). The folder's weights are not stored in the tokenizer's checkpoint:
+            its path is, and it must exist where the tokenizer is loaded.
     """
 
     component_name = "semantic_tokenizer"
@@ -82,10 +142,30 @@ class SemanticTokenizer(Component):
     std: Tensor
     fitted: Tensor
 
-    def __init__(self, *, sample_rate: int = 16000, vocab_size: int = 512, frame_rate: float = 25.0):
+    def __init__(
+        self,
+        *,
+        sample_rate: int = 16000,
+        vocab_size: int = 512,
+        frame_rate: float = 25.0,
+        features: str = "musical",
+        features_path: str | None = None,
+        features_layer: int = 7,
+    ):
         super().__init__()
-        self.save_config(sample_rate=sample_rate, vocab_size=vocab_size, frame_rate=frame_rate)
-        self.extractor = MusicalFeatureExtractor(sample_rate=sample_rate, frame_rate=frame_rate)
+        self.save_config(sample_rate=sample_rate, vocab_size=vocab_size, frame_rate=frame_rate, features=features,
+                         features_path=features_path, features_layer=features_layer)  # fmt: skip
+        self.extractor: MusicalFeatureExtractor | HFFeatureExtractor
+        if features == "musical":
+            self.extractor = MusicalFeatureExtractor(sample_rate=sample_rate, frame_rate=frame_rate)
+        elif features == "hf":
+            if not features_path:
+                raise ValueError('features="hf" needs features_path: a local transformers model folder')
+            self.extractor = HFFeatureExtractor(
+                features_path, layer=features_layer, sample_rate=sample_rate, frame_rate=frame_rate
+            )
+        else:
+            raise ValueError(f"features must be 'musical' or 'hf', got {features!r}")
         self.sample_rate, self.vocab_size, self.frame_rate = sample_rate, vocab_size, frame_rate
         d = self.extractor.dim
         self.register_buffer("centers", torch.zeros(vocab_size, d))
