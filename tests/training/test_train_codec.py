@@ -24,6 +24,7 @@ def test_codec_trainer_runs_resumes_and_reports(tiny_corpus, tmp_path):
     steps = [r["step"] for r in records if "mel" in r]
     assert steps == list(range(1, 9))
     assert all("adv" in r for r in records if "mel" in r and r["step"] > 4)  # adversarial from step 5
+    assert all(r["wave"] > 0 for r in records if "mel" in r)  # the waveform L1 term is trained and logged
     assert set(report["per_levels"]) == {"1", "3"}
     assert (tmp_path / "spectrograms.png").stat().st_size > 1000 and (tmp_path / "curves.png").is_file()
     assert isinstance(load(tmp_path / "codec.safetensors"), SoundStream)

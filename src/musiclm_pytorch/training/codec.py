@@ -1,6 +1,7 @@
 """Train the SoundStream codec: ``musiclm train codec --data corpus/ --out runs/codec``.
 
-One loop: the generator (encoder + RVQ + decoder) minimises multi-scale mel + commitment, and, from
+One loop: the generator (encoder + RVQ + decoder) minimises multi-scale mel + waveform L1 (which pins
+phase and delay, so SI-SNR can rise) + commitment, and, from
 ``adversarial_start`` on, hinge adversarial + feature-matching losses against the multi-scale STFT
 discriminator, which trains in the same step. Accelerate for devices and processes; atomic
 checkpoints (``codec.safetensors`` + ``train_state.pt`` with both optimizers, step, data position,
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -64,6 +66,7 @@ class CodecTrainConfig:
     max_steps: int = 5000
     adversarial_start: int = 1000
     mel_weight: float = 1.0
+    wave_weight: float = 1.0  # L1 on the waveform: the mel loss alone leaves phase and delay free (SI-SNR)
     adversarial_weight: float = 0.1
     feature_weight: float = 1.0
     grad_clip: float = 1.0
@@ -183,8 +186,9 @@ def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
             accelerator.backward(d_loss)
             opt_d.step()
         g_mel = mel_loss(recon, wav)
-        g_loss = cfg.mel_weight * g_mel + commit
-        record: dict[str, Any] = {"mel": g_mel.item(), "commit": commit.item()}
+        g_wave = F.l1_loss(recon, wav)
+        g_loss = cfg.mel_weight * g_mel + cfg.wave_weight * g_wave + commit
+        record: dict[str, Any] = {"mel": g_mel.item(), "wave": g_wave.item(), "commit": commit.item()}
         if adversarial:
             fake, real = disc(recon), disc(wav)
             g_adv, g_fm = generator_hinge_loss(fake), feature_matching_loss(real, fake)
