@@ -67,6 +67,8 @@ class _Attention(nn.Module):
             out = F.scaled_dot_product_attention(
                 q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
             )
+        elif n == 1:  # one new query (a decoding step) sees every cached key: no mask to build
+            out = F.scaled_dot_product_attention(q, k, v)
         else:  # new queries at positions start..start+n-1 see every key up to their own position
             mask = torch.arange(total, device=x.device)[None, :] <= (start + torch.arange(n, device=x.device))[:, None]
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
@@ -234,6 +236,8 @@ class TokenLM(Component):
         probability ``cond_drop_prob`` (classifier-free guidance training).
         """
         self._check_tokens(tokens)
+        if self.quantized and self.training:
+            raise RuntimeError("this TokenLM was quantized to int8 for decoding (quantize_int8) and cannot train")
         b, n = tokens.shape
         if drop is None and self.training and self.cond_drop_prob > 0 and cond_ids is not None:
             drop = torch.rand(b, device=tokens.device) < self.cond_drop_prob
@@ -248,8 +252,23 @@ class TokenLM(Component):
         )
 
     # ---- generation --------------------------------------------------------------------------
+    def quantize_int8(self) -> TokenLM:
+        """For decoding only: bf16 activations and int8 weight matrices (see :mod:`.quantize`), in place.
+
+        About 2x the tokens/s of bf16 on CPU. Quantize after loading a checkpoint; a quantized model
+        cannot be trained (its matrices are no parameters) and is not meant to be saved.
+        """
+        from .quantize import quantize_linears_
+
+        self.to(torch.bfloat16)
+        quantize_linears_(self)  # every matrix of the blocks and the output head (embeddings stay bf16)
+        self.quantized = True
+        return self.eval()
+
+    quantized = False
+
     def new_cache(self, batch: int, *, extra: int = 0) -> KVCache:
-        p = self.to_logits.weight
+        p = self.token_emb.weight
         max_len = self.num_cond + 1 + self.max_seq_len + extra
         return KVCache(layers=self.depth, batch=batch, heads=self.heads, max_len=max_len, dim_head=self.dim_head,
                        device=p.device, dtype=p.dtype)  # fmt: skip
