@@ -260,7 +260,7 @@ class TokenLM(Component):
         """
         from .quantize import quantize_linears_
 
-        self.to(torch.bfloat16)
+        self.to(torch.bfloat16).requires_grad_(False)
         quantize_linears_(self)  # every matrix of the blocks and the output head (embeddings stay bf16)
         self.quantized = True
         return self.eval()
