@@ -85,6 +85,13 @@ def test_bundle_folder_and_generate_cli(parts, tmp_path, capsys):
     assert main(argv) == 0
     report = json.loads(capsys.readouterr().out)
     assert len(report["files"]) == 1 and len(report["mulan_scores"][0]) == 2
+    assert main([*argv, "--lm-precision", "int8"]) == 0  # int8 stage LMs decode through the same pipeline
+    assert len(json.loads(capsys.readouterr().out)["files"]) == 1
+    from musiclm_pytorch.pipeline import load_musiclm
+
+    assert load_musiclm(tmp_path, lm_precision="int8").coarse_lm.quantized
+    with pytest.raises(ValueError, match="lm_precision must be one of"):
+        load_musiclm(tmp_path, lm_precision="fp8")
     (tmp_path / BUNDLE_FILES["codec"]).unlink()
     assert main(argv) == 2 and "lacks ['codec.safetensors']" in capsys.readouterr().err
 

@@ -69,7 +69,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             + ", ".join(BUNDLE_FILES.values())
         )
     torch.set_num_threads(args.threads)
-    mlm = load_musiclm(args.model_dir)
+    mlm = load_musiclm(args.model_dir, lm_precision=args.lm_precision)
     gen = torch.Generator().manual_seed(args.seed)
     out = mlm.generate(args.texts, seconds=args.seconds, num_candidates=args.candidates, cfg_scale=args.cfg_scale,
                        generator=gen)  # fmt: skip
@@ -307,6 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--cfg-scale", type=float, default=3.0)
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--threads", type=int, default=2)
+    gen.add_argument(
+        "--lm-precision",
+        choices=["float32", "bfloat16", "int8"],
+        default="float32",
+        help="stage LM decoding precision (int8: int8 weights, bf16 activations; fastest on CPU)",
+    )
     gen.add_argument("--out", default="generated")
     gen.set_defaults(func=_cmd_generate)
 

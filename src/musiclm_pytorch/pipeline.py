@@ -257,11 +257,18 @@ BUNDLE_FILES = {
 }
 
 
-def load_musiclm(folder: str | Path) -> MusicLM:
+LM_PRECISIONS = ("float32", "bfloat16", "int8")
+
+
+def load_musiclm(folder: str | Path, *, lm_precision: str = "float32") -> MusicLM:
     """A :class:`MusicLM` from a folder of component checkpoints (names in ``BUNDLE_FILES``; the
-    number of coarse levels is read from the coarse LM's vocabulary)."""
+    number of coarse levels is read from the coarse LM's vocabulary). ``lm_precision`` sets the stage
+    LMs' decoding precision: ``bfloat16``, or ``int8`` weights with bf16 activations
+    (:meth:`TokenLM.quantize_int8`), both faster than ``float32`` on CPU (benchmarks/RESULTS.md)."""
     from .checkpoint import load
 
+    if lm_precision not in LM_PRECISIONS:
+        raise ValueError(f"lm_precision must be one of {LM_PRECISIONS}, got {lm_precision!r}")
     folder = Path(folder)
     missing = [f for k, f in BUNDLE_FILES.items() if k != "fine_lm" and not (folder / f).is_file()]
     if missing:
@@ -273,4 +280,9 @@ def load_musiclm(folder: str | Path) -> MusicLM:
         raise ValueError(
             f"coarse_lm.vocab_size={parts['coarse_lm'].vocab_size} is not semantic vocab {sem_vocab} + k x {codebook}"
         )
+    for name in ("semantic_lm", "coarse_lm", "fine_lm"):
+        if name in parts and lm_precision == "int8":
+            parts[name].quantize_int8()
+        elif name in parts and lm_precision == "bfloat16":
+            parts[name].to(torch.bfloat16)
     return MusicLM(num_coarse=num_coarse, **parts)
