@@ -92,3 +92,31 @@ def test_stage_pipeline_cli(tiny_corpus, tmp_path, capsys):
             "1", "--num-coarse", "2", "--no-progress"]  # fmt: skip
     assert main(argv) == 0
     assert (tmp_path / "coarse" / "coarse.safetensors").is_file()
+
+
+def test_eval_codec_beside_classic_codecs(tmp_path, capsys):
+    import torch
+
+    from musiclm_pytorch import save
+    from musiclm_pytorch.codec import SoundStream
+
+    folder = tmp_path / "music"
+    folder.mkdir()
+    t = np.arange(3 * 16000) / 16000
+    for i, f0 in enumerate((220.0, 330.0, 440.0)):
+        sf.write(folder / f"clip{i}.wav", (0.3 * np.sin(2 * np.pi * f0 * t)).astype(np.float32), 16000)
+    (folder / "broken.wav").write_bytes(b"RIFF0000WAVEjunk")
+    torch.manual_seed(0)
+    codec = SoundStream(strides=(2, 4), channels=8, dim=16, num_quantizers=4, codebook_size=16, kmeans_init=False)
+    ckpt = save(codec, tmp_path / "codec.safetensors")
+    argv = ["eval", "codec", "--checkpoint", str(ckpt), "--data", str(folder), "--seconds", "2",
+            "--classic", "opus:1.0", "mp3:0.5", "--out", str(tmp_path / "ce")]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "ce" / "codec_eval.json").read_text())
+    capsys.readouterr()
+    assert report["clips"] == 3 and report["skipped"] == 1  # the broken file is skipped and counted
+    assert [c["codec"] for c in report["classic"]] == ["opus", "mp3"]
+    assert report["classic"][1]["si_snr_db"] > 10  # MP3 keeps a sine; an untrained codec does not
+    assert report["codec"]["per_levels"]["4"]["si_snr_db"] < report["classic"][1]["si_snr_db"]
+    assert main(["eval", "codec", "--data", str(folder), "--classic", "aac:1"]) == 2
+    assert "unknown classic codec 'aac'" in capsys.readouterr().err

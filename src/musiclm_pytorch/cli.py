@@ -261,6 +261,57 @@ def _cmd_eval_mulan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval_codec(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from .data.datasets import CaptionedAudioDataset, ClipOptions, folder_rows, manifest_rows
+    from .evaluation.codec_eval import evaluate_classic, evaluate_codec
+
+    torch.set_num_threads(args.threads)
+    codec = None
+    if args.checkpoint and args.pretrained:
+        raise ValueError("pass --checkpoint (ours) or --pretrained (EnCodec/DAC folder), not both")
+    if args.checkpoint:
+        from .checkpoint import load
+
+        codec = load(args.checkpoint).eval()
+    elif args.pretrained:
+        from .codec import PretrainedCodec
+
+        codec = PretrainedCodec(args.pretrained)
+    sample_rate = codec.sample_rate if codec is not None else args.sample_rate
+    data = Path(args.data)
+    if data.is_dir() and (data / "val.jsonl").is_file():
+        rows, bad = manifest_rows(data / "val.jsonl", require_caption=False)
+    elif data.is_dir():
+        rows, bad = folder_rows(data, require_caption=False)
+    elif data.is_file():
+        rows, bad = manifest_rows(data, require_caption=False)
+    else:
+        raise FileNotFoundError(f"codec evaluation data {str(data)!r} not found")
+    opts = ClipOptions(sample_rate=sample_rate, crop_seconds=args.seconds, crop="center", min_seconds=1.0,
+                       normalize=None)  # fmt: skip
+    ds = CaptionedAudioDataset(rows[: args.max_clips], opts)
+    items = [ds[i] for i in range(len(ds))]
+    wavs = [it["wav"] for it in items if isinstance(it, dict)]
+    if not wavs:
+        raise ValueError(f"no readable clips in {str(data)!r} ({len(bad)} bad rows)")
+    report: dict = {"data": str(data), "clips": len(wavs), "seconds": args.seconds, "sample_rate": sample_rate,
+                    "skipped": len(items) - len(wavs) + len(bad), "classic": []}  # fmt: skip
+    for spec in args.classic:
+        name, _, level = spec.partition(":")
+        report["classic"].append(evaluate_classic(wavs, sample_rate, name, float(level or 1.0)))
+    if codec is not None:
+        report["codec"] = {"checkpoint": args.checkpoint or args.pretrained, **evaluate_codec(codec, wavs)}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "codec_eval.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from .checkpoint import read_header
 
@@ -398,6 +449,22 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--out", default="mulan_eval")
     em.add_argument("--quiet", action="store_true")
     em.set_defaults(func=_cmd_eval_mulan)
+    ec = ev.add_parser("codec", help="SI-SNR / log-mel distance / bitrate of a codec beside Opus, Vorbis, MP3")
+    ec.add_argument("--checkpoint", help="our codec checkpoint (SoundStream .safetensors)")
+    ec.add_argument("--pretrained", help="a local transformers EnCodec or DAC folder")
+    ec.add_argument("--data", required=True, help="corpus folder (its val.jsonl), JSONL manifest or audio folder")
+    ec.add_argument("--seconds", type=float, default=10.0, help="centre crop of each clip")
+    ec.add_argument("--max-clips", type=int, default=32)
+    ec.add_argument("--sample-rate", type=int, default=16000, help="rate when no codec is given")
+    ec.add_argument(
+        "--classic",
+        nargs="*",
+        default=["opus:1.0", "opus:0.9", "vorbis:1.0", "mp3:0.5"],
+        help="classic codecs as name:compression_level (0 best quality, 1 smallest)",
+    )
+    ec.add_argument("--threads", type=int, default=2)
+    ec.add_argument("--out", default="codec_eval")
+    ec.set_defaults(func=_cmd_eval_codec)
     jfit = ev.add_parser("judge-fit", help="calibrate the independent judge on rendered clips")
     jfit.add_argument("--num-clips", type=int, default=1200)
     jfit.add_argument("--seconds", type=float, default=8.0)
