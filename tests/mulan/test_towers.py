@@ -180,3 +180,13 @@ def test_mulan_pairs_must_match(tiny_mulan):
         tiny_mulan(torch.randn(3, 16000), torch.randint(0, 100, (2, 8)))
     with pytest.raises(ValueError, match="at least 2 pairs"):
         tiny_mulan(torch.randn(1, 16000), torch.randint(0, 100, (1, 8)))
+
+
+def test_frame_states_are_the_pooled_tokens_per_patch_column():
+    ast = _ast(patch_dropout_prob=0.5).eval()
+    wav = torch.randn(2, 16000)
+    states = ast.frame_states(wav)
+    assert states.shape == (2, 6, 32)  # 1 s: 6 whole patch columns of 160 ms
+    with torch.no_grad():
+        pooled = ast(wav)
+    torch.testing.assert_close(states.mean(dim=1), pooled, atol=1e-5, rtol=1e-5)  # same tokens, pooled in two steps

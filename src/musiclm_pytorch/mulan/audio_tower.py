@@ -295,6 +295,18 @@ class AudioSpectrogramTransformer(Component):
             )
         return x
 
+    @torch.no_grad()
+    def frame_states(self, wavs: Tensor) -> Tensor:
+        """Time-resolved output states ``[B, T_patch, dim]``: the last layer's patch tokens averaged over
+        the frequency rows of each patch column (one vector per ``patch_size[1] * hop`` samples, e.g.
+        160 ms), without augmentation or patch dropout. A candidate feature for semantic tokens."""
+        x = self._check_input(wavs)
+        spec = torch.log(x.float().clamp(min=1e-10) + 1e-6) if self.accept_spec else self.spectrogram(x)
+        patches, positions = self.patchify(spec)
+        rows = int(positions[0, :, 0].max()) + 1
+        tokens = self.transformer(self.to_patch_tokens(patches.to(self.patch_dtype)), rotary=self.rotary(positions))
+        return rearrange(tokens, "b (h w) d -> b h w d", h=rows).mean(dim=1)
+
     def forward(self, x: Tensor, *, force_no_patch_dropout: bool = False) -> Tensor:
         """``x [B, S]`` waveforms (or spectrograms if ``accept_spec``) -> pooled ``[B, dim]``."""
         x = self._check_input(x)
