@@ -24,6 +24,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from .data.render import SynthUnavailableError
 
@@ -270,7 +271,7 @@ def _cmd_eval_codec(args: argparse.Namespace) -> int:
     from .evaluation.codec_eval import evaluate_classic, evaluate_codec
 
     torch.set_num_threads(args.threads)
-    codec = None
+    codec: Any = None
     if args.checkpoint and args.pretrained:
         raise ValueError("pass --checkpoint (ours) or --pretrained (EnCodec/DAC folder), not both")
     if args.checkpoint:

@@ -54,6 +54,7 @@ class PretrainedCodec(nn.Module):
                 f"{str(folder)!r} holds a {self.kind!r} model; a pretrained codec must be one of {SUPPORTED}"
             )
         self.path = str(folder)
+        self.model: Any  # transformers' EncodecModel or DacModel (their output types are unions)
         self._sample_rate = int(cfg.sampling_rate)
         if self.kind == "encodec":
             from transformers import EncodecModel

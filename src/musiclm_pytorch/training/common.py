@@ -83,7 +83,7 @@ class EMA:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
         self.decay = decay
-        self.model = copy.deepcopy(model).eval()
+        self.model: Any = copy.deepcopy(model).eval()  # the same class as ``model``
         self.model.requires_grad_(False)
         self.num_updates = 0
         self._names = [n for n, p in model.named_parameters() if p.requires_grad]
