@@ -9,9 +9,10 @@ Subcommands:
     train semantic-tokenizer  fit k-means semantic tokens over 25 Hz musical features
     data tokenize  MuLaN cond ids + semantic ids + codec codes for every clip, once
     train stage  train the semantic / coarse / fine LM on tokenized data (resumable)
-    train codec train the SoundStream codec (mel + adversarial + feature matching; resumable)
+    train codec train the SoundStream codec (mel + waveform + adversarial + feature matching; resumable)
     train conditioning  fit the conditioning RVQ on a trained MuLaN; text/audio token agreement
     eval mulan  retrieval R@k and zero-shot tagging of a MuLaN checkpoint
+    eval codec  SI-SNR / log-mel distance / bitrate of a codec beside Opus, Vorbis and MP3
     eval judge  judge audio against intended tempo, key, drums and instrument family (no MuLaN)
     eval judge-fit  calibrate the judge on rendered clips and report its own accuracy
     similarity  MuLaN cosine similarity between audio files and captions, from a checkpoint
