@@ -74,3 +74,29 @@ def test_captions_vary_and_held_out_templates_are_disjoint():
     assert set(attribute_prompts("drums")) == {"True", "False"}
     with pytest.raises(ValueError, match="no zero-shot prompts"):
         attribute_prompts("colour")
+
+
+def test_perturbed_captions_change_one_stated_attribute():
+    import random
+
+    from musiclm_pytorch.data.captions import perturb_caption
+
+    tags = {"mode": "minor", "tonic": "E", "tempo_class": "slow", "tempo_bpm": 66.0, "drums": False,
+            "family": "brass", "instrument": "trombone"}  # fmt: skip
+    seen = set()
+    for seed in range(60):
+        out = perturb_caption("An unhurried sad piece in E minor played on trombone without drums", tags,
+                              random.Random(seed))  # fmt: skip
+        assert out is not None and out != "An unhurried sad piece in E minor played on trombone without drums"
+        seen.add(out)
+    assert "An unhurried sad piece in E major played on trombone without drums" in seen  # mode, kept a key
+    assert any("piece in E minor played on trombone with" in s and "without" not in s for s in seen)  # drums
+    assert any(s.startswith("A ") and "minor played on trombone without" in s for s in seen)  # tempo, "a"/"an"
+    tonics = {s.split(" in ")[1].split()[0] for s in seen if " minor played on trombone without drums" in s}
+    assert len(tonics - {"E"}) >= 1  # the tonic of the stated key changes too
+    # the family word inside an instrument name is not the family: "bright acoustic piano" stays whole
+    piano = {**tags, "family": "piano", "instrument": "bright acoustic piano", "mode": "major"}
+    for seed in range(30):
+        out = perturb_caption("Bright acoustic piano in B major", piano, random.Random(seed))
+        assert out is not None and "acoustic synth" not in out and "Bright acoustic guitar" not in out
+    assert perturb_caption("some music", tags, random.Random(0)) is None

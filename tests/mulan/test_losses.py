@@ -120,3 +120,31 @@ def test_queue_adds_negatives_and_positives(cls):
         assert diff == pytest.approx(-3 * z0 / 4, rel=1e-6)
     else:  # softmax-type: more positive mass can only lower the loss
         assert diff < 0
+
+
+def test_hard_negative_caption_matches_numpy_and_is_per_row():
+    a, t = _latents(4)
+    h = F.normalize(a + 0.1 * t, dim=-1)  # close to the audio: a hard negative
+    loss_fn = SoftmaxContrastiveLoss().double()
+    s = 1 / 0.07
+    logits = s * a.numpy() @ t.numpy().T
+    a2t = np.concatenate([logits, s * (a.numpy() * h.numpy()).sum(1, keepdims=True)], axis=1)  # own column
+    ref = -(np.diag(_np_log_softmax(a2t)[:, :4]).mean() + np.diag(_np_log_softmax(logits.T)).mean()) / 2
+    assert loss_fn(a, t, hard_text=h).item() == pytest.approx(ref, rel=1e-7)
+    # masked rows have no hard negative: with every row masked it is the plain loss
+    none = torch.zeros(4, dtype=torch.bool)
+    assert loss_fn(a, t, hard_text=h, hard_mask=none).item() == pytest.approx(loss_fn(a, t).item(), rel=1e-9)
+    with pytest.raises(ValueError, match=r"hard_text must be \[B, D\]"):
+        loss_fn(a, t, hard_text=h[:2])
+
+
+@pytest.mark.parametrize("cls", [SoftmaxContrastiveLoss, DecoupledContrastiveLoss, SigmoidContrastiveLoss])
+def test_hard_negatives_push_the_audio_away_from_them(cls):
+    a, t = _latents(4)
+    h = F.normalize(a + 0.1 * t, dim=-1).detach()
+    loss_fn = cls().double()
+    assert loss_fn(a, t, hard_text=h).item() > loss_fn(a, t).item()
+    a = a.clone().requires_grad_(True)
+    loss_fn(a, t, hard_text=h).backward()
+    # a gradient step moves each audio latent away from its hard negative
+    assert ((a - 0.01 * a.grad) * h).sum(1).lt((a * h).sum(1)).all()

@@ -28,7 +28,7 @@ def _losses(out) -> dict[int, float]:
 
 
 def test_tiny_run_writes_everything(tiny_corpus, tmp_path):
-    report = train_mulan(_cfg(tiny_corpus, tmp_path))
+    report = train_mulan(_cfg(tiny_corpus, tmp_path, hard_negatives=True))
     assert set(_losses(tmp_path)) == set(range(1, 9))
     assert report["clips"] > 0 and "R@10" in report["text_to_audio"] and "family" in report["zero_shot"]
     assert isinstance(load(tmp_path / "mulan.safetensors"), MuLaN)

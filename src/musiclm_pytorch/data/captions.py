@@ -128,6 +128,98 @@ def templates_matching(text: str) -> list[str]:
     return [t for t in pool if _template_regex(t).fullmatch(text)]
 
 
+_KEY = re.compile(r"\b([A-G](?:b|#)?) (major|minor)\b(?!-)")
+
+
+def _articles(text: str) -> str:
+    text = re.sub(r"\b([Aa])n? (?=[aeiouAEIOU])", r"\1n ", text)
+    return re.sub(r"\b([Aa])n (?=[^aeiouAEIOU\W])", r"\1 ", text)
+
+
+def _swap_words(
+    text: str, own: list[str], other: list[str], rng: random.Random, *, paired: bool = False, protect: str = ""
+) -> str | None:
+    """Replace the first of ``own`` (longest first, whole words, any case) found in ``text`` by a word
+    of ``other`` (with ``paired``, the word at the same index: "major-key" -> "minor-key"); ``None``
+    if none is found. Occurrences inside ``protect`` (e.g. the instrument name) are left alone."""
+    masked = text
+    if protect:
+        masked = re.sub(re.escape(protect), lambda m: "\0" * len(m.group(0)), text, flags=re.IGNORECASE)
+    for word in sorted(own, key=len, reverse=True):
+        m = re.search(rf"(?<![\w-]){re.escape(word)}(?![\w-])", masked, flags=re.IGNORECASE)
+        if m:
+            new = other[own.index(word)] if paired else rng.choice(other)
+            if m.group(0)[:1].isupper():
+                new = new[:1].upper() + new[1:]
+            return text[: m.start()] + new + text[m.end() :]
+    return None
+
+
+def perturb_caption(text: str, tags: dict[str, Any], rng: random.Random) -> str | None:
+    """``text`` with ONE stated attribute changed to another value (a hard negative caption), or
+    ``None`` when it states none that can be changed.
+
+    Candidates, among the attributes ``text`` states for this clip (``tags``): mode (major <-> minor,
+    also inside "C minor"), tonic of a stated key, tempo word (to another tempo class), beats per
+    minute (x 1.5 or / 1.5), drums phrase (to the opposite), instrument family word, instrument
+    name (to a name from another family). Training against such captions (the audio must score its
+    own caption above them) makes the model hear exactly the attribute that differs, which the
+    in-batch negatives, differing in many attributes at once, teach only weakly.
+    """
+    from .tags import LEAD_PROGRAMS, PITCH_CLASSES
+
+    options = []
+    mode, other_mode = tags["mode"], "minor" if tags["mode"] == "major" else "major"
+    options.append(lambda: _swap_words(text, MODE_WORDS[mode], MODE_WORDS[other_mode], rng, paired=True))
+    key = _KEY.search(text)
+    if key:
+        tonic = rng.choice([p for p in PITCH_CLASSES if p != key.group(1)])
+        options.append(lambda: text[: key.start(1)] + tonic + text[key.end(1) :])
+    others = [w for c, ws in TEMPO_WORDS.items() if c != tags["tempo_class"] for w in ws]
+    options.append(lambda: _swap_words(text, TEMPO_WORDS[tags["tempo_class"]], others, rng))
+    bpm = re.search(r"\b(\d{2,3}) bpm\b", text, flags=re.IGNORECASE)
+    if bpm:
+        factor = rng.choice([1.5, 1 / 1.5])
+        options.append(lambda: text[: bpm.start(1)] + str(int(round(int(bpm.group(1)) * factor))) + text[bpm.end(1) :])
+    drums = bool(tags["drums"])
+    options.append(lambda: _swap_words(text, DRUM_WORDS[drums], DRUM_WORDS[not drums], rng))
+    fam = tags["family"]
+    other_fams = [w for f, ws in INSTRUMENT_WORDS.items() if f != fam for w in ws]
+    options.append(
+        lambda: _swap_words(text, INSTRUMENT_WORDS.get(fam, []), other_fams, rng, protect=tags["instrument"])
+    )
+    other_names = [n for f, progs in LEAD_PROGRAMS.items() if f != fam for n in progs.values()]
+    options.append(lambda: _swap_words(text, [tags["instrument"]], other_names, rng))
+    rng.shuffle(options)
+    for make in options:
+        out = make()
+        if out is not None and out != text:
+            return _articles(out)
+    return None
+
+
+def attribute_prompt_sets(attribute: str) -> dict[str, list[str]]:
+    """Zero-shot prompt ensembles (CLIP-style), several prompts per value of ``attribute``: every
+    synonym of the value in a few generic frames; for mode and tonic every key that has it (the way
+    captions name keys, "in D minor"). Their text latents are averaged per value."""
+    from .tags import PITCH_CLASSES
+
+    if attribute == "family":
+        return {f: [t.format(w) for w in words for t in ("{} music", "a piece played on {}", "a recording of {}")]
+                for f, words in INSTRUMENT_WORDS.items()}  # fmt: skip
+    if attribute == "drums":
+        return {str(v): [t.format(d) for d in words for t in ("music {}", "an instrumental {}")]
+                for v, words in DRUM_WORDS.items()}  # fmt: skip
+    if attribute == "tempo_class":
+        return {k: [t.format(w) for w in words for t in ("{} music", "a {} tune")] for k, words in TEMPO_WORDS.items()}
+    if attribute == "mode":
+        return {m: [f"music in {p} {m}" for p in PITCH_CLASSES] + [f"a {w} tune" for w in MODE_WORDS[m]]
+                for m in MODE_WORDS}  # fmt: skip
+    if attribute == "tonic":
+        return {p: [f"music in {p} {m}" for m in MODE_WORDS] + [f"music in the key of {p}"] for p in PITCH_CLASSES}
+    raise ValueError(f"no zero-shot prompts for attribute {attribute!r}")
+
+
 def attribute_prompts(attribute: str) -> dict[str, str]:
     """Zero-shot prompts, one per value of ``attribute`` (family, drums, tempo_class, mode, tonic)."""
     if attribute == "family":

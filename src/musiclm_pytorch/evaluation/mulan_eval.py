@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..data.captions import attribute_prompts
+from ..data.captions import attribute_prompt_sets, attribute_prompts
 from ..data.datasets import BadRow, CaptionedAudioDataset, ClipOptions, SkipStats
 from ..mulan.model import MuLaN
 
@@ -105,8 +105,15 @@ def evaluate_mulan(
     max_clips: int | None = None,
     progress: bool = False,
     audio: tuple[torch.Tensor, list[dict[str, Any]]] | None = None,
+    prompt_ensemble: bool = True,
 ) -> dict[str, Any]:
-    """Retrieval both ways and zero-shot tagging on ``rows`` (held-out clips)."""
+    """Retrieval both ways and zero-shot tagging on ``rows`` (held-out clips).
+
+    Zero-shot tagging scores each clip against one text latent per attribute value: the average of
+    a prompt ensemble (:func:`attribute_prompt_sets`, as CLIP does) or, with
+    ``prompt_ensemble=False``, a single prompt (:func:`attribute_prompts`). Both are reported
+    (``zero_shot`` follows ``prompt_ensemble``; ``zero_shot_single_prompt`` / ``zero_shot_ensemble``
+    hold the other)."""
     was_training = mulan.training
     mulan.eval()
     rows = rows[:max_clips] if max_clips else rows
@@ -127,23 +134,40 @@ def evaluate_mulan(
         "chance_R@10": min(1.0, 10 / len(kept)),
         "zero_shot": {},
     }
+    ensemble = _zero_shot(mulan, a, kept, ensemble=True)
+    single = _zero_shot(mulan, a, kept, ensemble=False)
+    report["zero_shot"] = ensemble if prompt_ensemble else single
+    report["zero_shot_single_prompt" if prompt_ensemble else "zero_shot_ensemble"] = (
+        single if prompt_ensemble else ensemble
+    )
+    mulan.train(was_training)
+    return report
+
+
+def _zero_shot(mulan: MuLaN, a: torch.Tensor, kept: list[dict[str, Any]], *, ensemble: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for attribute in ZERO_SHOT_ATTRIBUTES:
         values = [r.get("tags", {}).get(attribute) for r in kept]
         if any(v is None for v in values):
             continue
-        prompts = attribute_prompts(attribute)
-        names = list(prompts)
-        scores = (a @ text_latents(mulan, [prompts[n] for n in names]).t()).float().numpy()  # [N, V]
+        if ensemble:
+            sets = attribute_prompt_sets(attribute)
+            names = list(sets)
+            value_latents = torch.stack([F.normalize(text_latents(mulan, sets[n]).mean(0), dim=-1) for n in names])
+        else:
+            prompts = attribute_prompts(attribute)
+            names = list(prompts)
+            value_latents = text_latents(mulan, [prompts[n] for n in names])
+        scores = (a @ value_latents.t()).float().numpy()  # [N, V]
         truth = np.array([names.index(str(v)) for v in values])
         aucs = [roc_auc(scores[:, j], truth == j) for j in range(len(names))]
-        report["zero_shot"][attribute] = {
+        out[attribute] = {
             "accuracy": float((scores.argmax(1) == truth).mean()),
             "roc_auc_macro": float(np.nanmean(aucs)),
             "chance": float(np.bincount(truth).max() / len(truth)),  # always predicting the majority
             "classes": len(names),
         }
-    mulan.train(was_training)
-    return report
+    return out
 
 
 def plot_similarity(mulan: MuLaN, rows: list[dict[str, Any]], path: str | Path, *, n: int = 32) -> Path:

@@ -103,14 +103,33 @@ class _ContrastiveLoss(nn.Module):
     ``keys [B]`` (int64, optional) makes the target multi-positive: pairs with equal keys describe
     each other (e.g. two clips with the same attributes, or the same caption), so they are positives,
     not negatives. Without keys, only the diagonal is positive.
+
+    ``hard_text [B, D]`` (optional): one hard negative caption per row, e.g. the row's own caption with
+    one attribute changed (``data.captions.perturb_caption``). It is a negative for its own audio
+    only (in the audio -> text direction), since it may well describe another clip of the batch;
+    ``hard_mask [B]`` (bool) marks the rows that have one.
     """
 
     def forward(
-        self, audio: Tensor, text: Tensor, *, keys: Tensor | None = None, extra: Negatives | None = None
+        self,
+        audio: Tensor,
+        text: Tensor,
+        *,
+        keys: Tensor | None = None,
+        extra: Negatives | None = None,
+        hard_text: Tensor | None = None,
+        hard_mask: Tensor | None = None,
     ) -> Tensor:
         _check_pair(audio, text)
         if keys is not None and keys.shape != (audio.shape[0],):
             raise ValueError(f"keys must be [B] = [{audio.shape[0]}], got shape {tuple(keys.shape)}")
+        hard_sim = None
+        if hard_text is not None:
+            if hard_text.shape != audio.shape:
+                raise ValueError(f"hard_text must be [B, D] = {tuple(audio.shape)}, got {tuple(hard_text.shape)}")
+            hard_sim = (audio * hard_text).sum(-1)
+            if hard_mask is not None:
+                hard_sim = hard_sim.masked_fill(~hard_mask.to(hard_sim.device), float("-inf"))
         audio_all, offset = gather_with_grad(audio)
         text_all, _ = gather_with_grad(text)
         _check_global_batch(audio_all.shape[0])
@@ -126,9 +145,11 @@ class _ContrastiveLoss(nn.Module):
             extra_pos = local_keys[:, None] == extra.keys.to(local_keys.device)[None, :]
             extra_pos &= local_keys[:, None] >= 0
             pos = torch.cat([pos, extra_pos], dim=1)
-        return self.local_loss(audio, text, audio_all, text_all, pos)
+        return self.local_loss(audio, text, audio_all, text_all, pos, hard_sim)
 
-    def local_loss(self, audio: Tensor, text: Tensor, audio_all: Tensor, text_all: Tensor, pos: Tensor) -> Tensor:
+    def local_loss(
+        self, audio: Tensor, text: Tensor, audio_all: Tensor, text_all: Tensor, pos: Tensor, hard_sim: Tensor | None
+    ) -> Tensor:
         raise NotImplementedError
 
 
@@ -155,11 +176,17 @@ class SoftmaxContrastiveLoss(_ContrastiveLoss):
     def _row_loss(self, logits: Tensor, pos: Tensor) -> Tensor:
         return torch.logsumexp(logits, dim=1) - torch.logsumexp(logits.masked_fill(~pos, float("-inf")), dim=1)
 
-    def local_loss(self, audio: Tensor, text: Tensor, audio_all: Tensor, text_all: Tensor, pos: Tensor) -> Tensor:
+    def local_loss(
+        self, audio: Tensor, text: Tensor, audio_all: Tensor, text_all: Tensor, pos: Tensor, hard_sim: Tensor | None
+    ) -> Tensor:
         s = self.scale()
         a2t = s * audio @ text_all.t()  # local audio rows vs every text
         t2a = s * text @ audio_all.t()
-        return (self._row_loss(a2t, pos).mean() + self._row_loss(t2a, pos).mean()) / 2
+        a2t_pos = pos
+        if hard_sim is not None:  # one more column per audio row: its own hard negative caption
+            a2t = torch.cat([a2t, (s * hard_sim)[:, None]], dim=1)
+            a2t_pos = torch.cat([pos, torch.zeros_like(pos[:, :1])], dim=1)
+        return (self._row_loss(a2t, a2t_pos).mean() + self._row_loss(t2a, pos).mean()) / 2
 
 
 class DecoupledContrastiveLoss(SoftmaxContrastiveLoss):
@@ -182,10 +209,17 @@ class SigmoidContrastiveLoss(_ContrastiveLoss):
     def temperature(self) -> Tensor:
         return 1.0 / self.logit_scale.exp()
 
-    def local_loss(self, audio: Tensor, text: Tensor, audio_all: Tensor, text_all: Tensor, pos: Tensor) -> Tensor:
+    def local_loss(
+        self, audio: Tensor, text: Tensor, audio_all: Tensor, text_all: Tensor, pos: Tensor, hard_sim: Tensor | None
+    ) -> Tensor:
         logits = self.logit_scale.exp() * audio @ text_all.t() + self.logit_bias
         signs = pos.to(logits.dtype) * 2 - 1
-        return -F.logsigmoid(signs * logits).sum(dim=1).mean()
+        loss = -F.logsigmoid(signs * logits).sum(dim=1)
+        if hard_sim is not None:
+            valid = torch.isfinite(hard_sim)
+            hard = self.logit_scale.exp() * hard_sim.masked_fill(~valid, 0.0) + self.logit_bias
+            loss = loss - F.logsigmoid(-hard) * valid
+        return loss.mean()
 
 
 LOSSES: dict[str, type[_ContrastiveLoss]] = {

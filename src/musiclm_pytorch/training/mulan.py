@@ -8,6 +8,9 @@ gathers latents across ranks with gradients, so every rank sees the global batch
   weights (``ema_decay``): validation then uses the average, saved as ``mulan_ema.safetensors``.
 - Multi-positive target (``multi_positive``): two clips with the same recorded attributes (or the same
   caption, for data without tags) are positives of each other, not negatives.
+- Hard negative captions (``hard_negatives``): each clip's caption with one stated attribute changed
+  (mode, key, tempo, drums, instrument; ``data.captions.perturb_caption``) is an extra negative for
+  that clip's audio, so the audio tower must hear exactly that attribute.
 - A feature queue (``queue_size``, MoCo-style) adds detached latents of earlier batches as extra
   negatives: gradient accumulation adds no negatives to a contrastive loss, a queue does.
 - A frozen pretrained text tower's features are cached per caption string (``text_cache``).
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,6 +36,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..checkpoint import load, save
+from ..data.captions import perturb_caption
 from ..data.datasets import CaptionedAudioDataset, ClipOptions, SkipStats, collate, folder_rows, manifest_rows
 from ..evaluation.mulan_eval import evaluate_mulan
 from ..mulan.losses import Negatives
@@ -75,6 +80,7 @@ class MuLaNTrainConfig:
     loss: str = "softmax"
     multi_positive: bool = True
     full_captions: bool = True  # also train on each row's ``full_caption`` (every attribute stated)
+    hard_negatives: bool = False  # each caption with one attribute changed, as a negative for its audio
     queue_size: int = 0
     ema_decay: float | None = None  # e.g. 0.999: validate and also save an EMA of the weights
     text_cache: bool = True
@@ -168,6 +174,24 @@ class FeatureQueue:
 
     def negatives(self) -> Negatives | None:
         return Negatives(self.audio, self.text, self.keys) if self.size and len(self.keys) else None
+
+
+def _hard_negative_latents(
+    model: MuLaN, captions: list[str], tags: list[dict[str, Any] | None], seed: int, step: int, frozen: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Latents of each caption with one attribute changed (``[B, D]``) and which rows have one (``[B]``).
+    The changes are drawn from a generator seeded by (seed, step), so a resumed run draws the same."""
+    rng = random.Random(seed * 1_000_003 + step)
+    perturbed = [perturb_caption(c, t, rng) if t and "mode" in t else None for c, t in zip(captions, tags)]
+    mask = torch.tensor([p is not None for p in perturbed])
+    texts = [p if p is not None else c for p, c in zip(perturbed, captions)]
+    if frozen:
+        with torch.no_grad():
+            feats = model.text(raw_texts=texts).float()
+        latents = F.normalize(model.text_to_latents(feats), dim=-1)
+    else:
+        latents = model.get_text_latents(raw_texts=texts)
+    return latents.float(), mask.to(latents.device)
 
 
 def _val_rows(cfg: MuLaNTrainConfig) -> list[dict[str, Any]]:
@@ -264,7 +288,11 @@ def train_mulan(cfg: MuLaNTrainConfig) -> dict[str, Any]:
             else:
                 text_latents = model.get_text_latents(raw_texts=captions)
         audio_latents, text_latents = audio_latents.float(), text_latents.float()
-        loss = model.contrast(audio_latents, text_latents, keys=keys, extra=queue.negatives())
+        hard_text = hard_mask = None
+        if cfg.hard_negatives:
+            hard_text, hard_mask = _hard_negative_latents(model, captions, batch["tags"], cfg.seed, step, frozen_text)
+        loss = model.contrast(audio_latents, text_latents, keys=keys, extra=queue.negatives(), hard_text=hard_text,
+                              hard_mask=hard_mask)  # fmt: skip
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         if cfg.grad_clip:
