@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .base import CodecBase
 
 SUPPORTED = ("encodec", "dac")
 
 
-class PretrainedCodec(nn.Module):
+class PretrainedCodec(CodecBase, nn.Module):
     """EnCodec or DAC weights from a local folder as a :class:`~musiclm_pytorch.codec.Codec`.
 
     Args:
@@ -102,40 +103,10 @@ class PretrainedCodec(nn.Module):
             "num_quantizers": self.num_quantizers,
         }
 
-    # ---- the Codec interface -------------------------------------------------------------------
-    @property
-    def sample_rate(self) -> int:
-        return self._sample_rate
-
-    @property
-    def frame_rate(self) -> float:
-        return self._sample_rate / self.hop
-
-    @property
-    def num_quantizers(self) -> int:
-        return self._num_quantizers
-
-    @property
-    def codebook_size(self) -> int:
-        return self._codebook_size
-
-    def bitrate(self, num_quantizers: int | None = None) -> float:
-        return self.frame_rate * (num_quantizers or self.num_quantizers) * math.log2(self.codebook_size)
-
-    def _prepare(self, wav: Tensor) -> Tensor:
-        if wav.ndim == 2:
-            wav = wav[:, None]
-        if wav.ndim != 3 or wav.shape[1] != 1:
-            raise ValueError(f"wav must be [B, 1, S] (or [B, S]), got shape {tuple(wav.shape)}")
-        if not torch.is_floating_point(wav):
-            raise ValueError(f"wav must be floating point, got dtype {wav.dtype}")
-        pad = (-wav.shape[-1]) % self.hop
-        return F.pad(wav, (0, pad)).float() if pad else wav.float()
-
     @torch.no_grad()
     def encode(self, wav: Tensor) -> Tensor:
         """``wav [B, 1, S] -> codes [B, Q, T]`` (``T = ceil(S / hop)``)."""
-        x = self._prepare(wav)
+        x = self._prepare(wav).float()
         if self.kind == "encodec":
             codes = self.model.encode(x, bandwidth=self.bandwidth).audio_codes[0]  # [1, B, Q, T] -> [B, Q, T]
         else:

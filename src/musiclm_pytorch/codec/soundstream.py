@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..checkpoint import Component
+from .base import CodecBase
 
 
 class CausalConv1d(nn.Conv1d):
@@ -81,7 +82,7 @@ def _decoder(channels: int, strides: Sequence[int], dim: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class SoundStream(Component):
+class SoundStream(CodecBase, Component):
     """Neural audio codec with the ``Codec`` interface (see :mod:`musiclm_pytorch.codec`).
 
     Args:
@@ -134,33 +135,6 @@ class SoundStream(Component):
             quantize_dropout=quantizer_dropout, commitment_weight=commitment_weight,
         )  # fmt: skip
 
-    # ---- the Codec interface -------------------------------------------------------------------
-    @property
-    def sample_rate(self) -> int:
-        return self._sample_rate
-
-    @property
-    def frame_rate(self) -> float:
-        return self._sample_rate / self.hop
-
-    @property
-    def num_quantizers(self) -> int:
-        return self._num_quantizers
-
-    @property
-    def codebook_size(self) -> int:
-        return self._codebook_size
-
-    def _prepare(self, wav: Tensor) -> Tensor:
-        if wav.ndim == 2:
-            wav = wav[:, None]
-        if wav.ndim != 3 or wav.shape[1] != 1:
-            raise ValueError(f"wav must be [B, 1, S] (or [B, S]), got shape {tuple(wav.shape)}")
-        if not torch.is_floating_point(wav):
-            raise ValueError(f"wav must be floating point, got dtype {wav.dtype}")
-        pad = (-wav.shape[-1]) % self.hop
-        return F.pad(wav, (0, pad)) if pad else wav
-
     def _latents(self, wav: Tensor) -> Tensor:
         return self.encoder(self._prepare(wav)).transpose(1, 2)  # [B, T, D]
 
@@ -177,15 +151,7 @@ class SoundStream(Component):
     @torch.no_grad()
     def decode(self, codes: Tensor) -> Tensor:
         """``codes [B, Q', T] -> wav [B, 1, T * hop]``; ``Q' <= num_quantizers`` uses the first levels."""
-        if codes.ndim != 3 or not 1 <= codes.shape[1] <= self.num_quantizers:
-            raise ValueError(f"codes must be [B, Q <= {self.num_quantizers}, T], got shape {tuple(codes.shape)}")
-        if codes.dtype not in (torch.long, torch.int32, torch.int16):
-            raise ValueError(f"codes must be integer ids, got dtype {codes.dtype}")
-        if int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size:
-            raise ValueError(
-                f"codes must be in [0, {self.codebook_size}), got [{int(codes.min())}, {int(codes.max())}]"
-            )
-        indices = codes.long().transpose(1, 2)
+        indices = self._check_codes(codes).transpose(1, 2)
         if indices.shape[-1] < self.num_quantizers:  # -1 marks dropped levels: they contribute nothing
             indices = F.pad(indices, (0, self.num_quantizers - indices.shape[-1]), value=-1)
         latents = self.rvq.get_output_from_indices(indices)  # [B, T, D]
@@ -198,8 +164,3 @@ class SoundStream(Component):
         quantized, indices, commit = self.rvq(self._latents(wav))
         recon = self.decoder(quantized.transpose(1, 2))
         return recon, indices.transpose(1, 2), commit.sum()
-
-    def bitrate(self, num_quantizers: int | None = None) -> float:
-        """Bits per second with the first ``num_quantizers`` levels."""
-        q = num_quantizers or self.num_quantizers
-        return self.frame_rate * q * math.log2(self.codebook_size)

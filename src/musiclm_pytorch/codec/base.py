@@ -1,0 +1,62 @@
+"""What every codec class shares: the ``Codec`` interface's rates and sizes, the bitrate, and the
+checks of waveforms and codes (one error message for each mistake, whichever codec it is)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+class CodecBase:
+    """Mixin: a subclass sets ``_sample_rate``, ``hop``, ``_num_quantizers`` and ``_codebook_size``."""
+
+    _sample_rate: int
+    hop: int
+    _num_quantizers: int
+    _codebook_size: int
+
+    @property
+    def sample_rate(self) -> int:
+        return self._sample_rate
+
+    @property
+    def frame_rate(self) -> float:
+        return self._sample_rate / self.hop
+
+    @property
+    def num_quantizers(self) -> int:
+        return self._num_quantizers
+
+    @property
+    def codebook_size(self) -> int:
+        return self._codebook_size
+
+    def bitrate(self, num_quantizers: int | None = None) -> float:
+        """Bits per second with the first ``num_quantizers`` levels."""
+        return self.frame_rate * (num_quantizers or self.num_quantizers) * math.log2(self.codebook_size)
+
+    def _prepare(self, wav: Tensor) -> Tensor:
+        """``[B, 1, S]`` (or ``[B, S]``) float, right-padded with zeros to a multiple of the hop."""
+        if wav.ndim == 2:
+            wav = wav[:, None]
+        if wav.ndim != 3 or wav.shape[1] != 1:
+            raise ValueError(f"wav must be [B, 1, S] (or [B, S]), got shape {tuple(wav.shape)}")
+        if not torch.is_floating_point(wav):
+            raise ValueError(f"wav must be floating point, got dtype {wav.dtype}")
+        pad = (-wav.shape[-1]) % self.hop
+        return F.pad(wav, (0, pad)) if pad else wav
+
+    def _check_codes(self, codes: Tensor) -> Tensor:
+        """``codes [B, Q' <= num_quantizers, T]`` integer ids inside the codebook, as int64."""
+        if codes.ndim != 3 or not 1 <= codes.shape[1] <= self.num_quantizers:
+            raise ValueError(f"codes must be [B, Q <= {self.num_quantizers}, T], got shape {tuple(codes.shape)}")
+        if codes.dtype not in (torch.long, torch.int32, torch.int16):
+            raise ValueError(f"codes must be integer ids, got dtype {codes.dtype}")
+        if int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size:
+            raise ValueError(
+                f"codes must be in [0, {self.codebook_size}), got [{int(codes.min())}, {int(codes.max())}]"
+            )
+        return codes.long()
