@@ -177,20 +177,16 @@ class FeatureQueue:
 
 
 def _hard_negative_latents(
-    model: MuLaN, captions: list[str], tags: list[dict[str, Any] | None], seed: int, step: int, frozen: bool
+    model: MuLaN, captions: list[str], tags: list[dict[str, Any] | None], seed: int, step: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Latents of each caption with one attribute changed (``[B, D]``) and which rows have one (``[B]``).
-    The changes are drawn from a generator seeded by (seed, step), so a resumed run draws the same."""
+    The changes are drawn from a generator seeded by (seed, step), so a resumed run draws the same.
+    They bypass the text cache (a new string each time); a frozen text tower runs without grad itself."""
     rng = random.Random(seed * 1_000_003 + step)
     perturbed = [perturb_caption(c, t, rng) if t and "mode" in t else None for c, t in zip(captions, tags)]
     mask = torch.tensor([p is not None for p in perturbed])
     texts = [p if p is not None else c for p, c in zip(perturbed, captions)]
-    if frozen:
-        with torch.no_grad():
-            feats = model.text(raw_texts=texts).float()
-        latents = F.normalize(model.text_to_latents(feats), dim=-1)
-    else:
-        latents = model.get_text_latents(raw_texts=texts)
+    latents = model.get_text_latents(raw_texts=texts)
     return latents.float(), mask.to(latents.device)
 
 
@@ -290,7 +286,7 @@ def train_mulan(cfg: MuLaNTrainConfig) -> dict[str, Any]:
         audio_latents, text_latents = audio_latents.float(), text_latents.float()
         hard_text = hard_mask = None
         if cfg.hard_negatives:
-            hard_text, hard_mask = _hard_negative_latents(model, captions, batch["tags"], cfg.seed, step, frozen_text)
+            hard_text, hard_mask = _hard_negative_latents(model, captions, batch["tags"], cfg.seed, step)
         loss = model.contrast(audio_latents, text_latents, keys=keys, extra=queue.negatives(), hard_text=hard_text,
                               hard_mask=hard_mask)  # fmt: skip
         optimizer.zero_grad(set_to_none=True)
