@@ -96,3 +96,23 @@ def test_frozen_builtin_text_encoder_is_not_stored(tmp_path):
     )
     wavs = torch.randn(1, 32000)
     torch.testing.assert_close(loaded.get_audio_latents(wavs), mulan.get_audio_latents(wavs))
+
+
+def test_load_imports_the_defining_module(tmp_path):
+    """A fresh interpreter that imported only the checkpoint module loads a codec and a semantic tokenizer."""
+    import subprocess
+    import sys
+
+    from musiclm_pytorch.codec import SoundStream
+    from musiclm_pytorch.semantic import SemanticTokenizer
+
+    save(SoundStream(strides=[2, 4], channels=4, dim=8, num_quantizers=2, codebook_size=8), tmp_path / "c.safetensors")
+    save(SemanticTokenizer(vocab_size=8), tmp_path / "s.safetensors")
+    code = (
+        "import sys; from musiclm_pytorch.checkpoint import load\n"
+        "assert 'musiclm_pytorch.semantic.tokenizer' not in sys.modules\n"
+        f"print(type(load({str(tmp_path / 'c.safetensors')!r})).__name__, "
+        f"type(load({str(tmp_path / 's.safetensors')!r})).__name__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["SoundStream", "SemanticTokenizer"]

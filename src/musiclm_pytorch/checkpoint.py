@@ -12,6 +12,7 @@ recording its constructor arguments with ``self.save_config(...)``.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import tempfile
@@ -28,6 +29,25 @@ __all__ = ["Component", "CheckpointError", "save", "load", "read_header", "FORMA
 FORMAT_VERSION = 1
 _REGISTRY: dict[str, type[Component]] = {}
 _NESTED = "__component__"
+# where each built-in component is defined: ``load`` imports the module on first use, so a file loads
+# whichever parts of the package the caller happened to import first
+_BUILTIN_MODULES = {
+    "soundstream": "musiclm_pytorch.codec.soundstream",
+    "pretrained_codec": "musiclm_pytorch.codec.pretrained",
+    "semantic_tokenizer": "musiclm_pytorch.semantic.tokenizer",
+    "token_lm": "musiclm_pytorch.lm.transformer",
+    "mulan_embed_quantizer": "musiclm_pytorch.conditioning",
+    "mulan": "musiclm_pytorch.mulan.model",
+    "audio_spectrogram_transformer": "musiclm_pytorch.mulan.audio_tower",
+    "text_transformer": "musiclm_pytorch.mulan.text_tower",
+    "pretrained_text_transformer": "musiclm_pytorch.mulan.text_tower",
+}
+
+
+def _registered(name: str) -> type[Component] | None:
+    if name not in _REGISTRY and name in _BUILTIN_MODULES:
+        importlib.import_module(_BUILTIN_MODULES[name])
+    return _REGISTRY.get(name)
 
 T = TypeVar("T", bound="Component")
 
@@ -101,9 +121,10 @@ def _decode(value: Any) -> Any:
 
 def build(component: str, config: dict[str, Any]) -> Component:
     """Construct a registered component from its name and config."""
-    if component not in _REGISTRY:
+    cls = _registered(component)
+    if cls is None:
         raise ValueError(f"unknown component {component!r}; registered: {sorted(_REGISTRY)}")
-    return _REGISTRY[component].from_config(config)
+    return cls.from_config(config)
 
 
 def external_prefixes(model: nn.Module) -> list[str]:
@@ -187,9 +208,9 @@ def load(path: str | os.PathLike, *, expected: type[T] | None = None, map_locati
     """
     header = read_header(path)
     name = header["component"]
-    if name not in _REGISTRY:
+    cls = _registered(name)
+    if cls is None:
         raise CheckpointError(path, f"unknown component {name!r}; registered: {sorted(_REGISTRY)}")
-    cls = _REGISTRY[name]
     if expected is not None and not issubclass(cls, expected):
         raise CheckpointError(path, f"holds a {name!r}, expected a {expected.component_name!r}")
     try:
