@@ -221,7 +221,7 @@ def _cmd_data_tokenize(args: argparse.Namespace) -> int:
 
     summary = tokenize_corpus(conditioner=load(args.conditioning).eval(), semantic=load(args.semantic),
                               codec=load(args.codec).eval(), data=args.data, out=args.out, max_clips=args.max_clips,
-                              progress=not args.quiet)  # fmt: skip
+                              max_val_clips=args.max_val_clips, num_workers=args.workers, progress=not args.quiet)  # fmt: skip
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -399,7 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--codec", required=True, help="trained codec checkpoint")
     tok.add_argument("--data", required=True, help="corpus folder with train.jsonl / val.jsonl")
     tok.add_argument("--out", required=True)
-    tok.add_argument("--max-clips", type=int)
+    tok.add_argument("--max-clips", type=int, help="tokenize the first N training rows")
+    tok.add_argument("--max-val-clips", type=int, help="tokenize the first N validation rows")
+    tok.add_argument("--workers", type=int, default=1, help="processes that decode audio (0: this one)")
     tok.add_argument("--quiet", action="store_true")
     tok.set_defaults(func=_cmd_data_tokenize)
     check = data.add_parser("check", help="decode every row of a manifest or folder; report bad rows")

@@ -41,6 +41,20 @@ def test_tokenized_streams_align(tokens):
     assert item["codes"].shape == (4, 2 * len(item["semantic"])) and len(item["semantic"]) == 75  # 3 s at 25 Hz
 
 
+def test_tokenize_limits_splits_and_counts_corrupt_files(tokens, tiny_corpus, tmp_path):
+    _, _, (cond, sem, codec) = tokens
+    rows = [json.loads(line) for line in (tiny_corpus / "train.jsonl").read_text().splitlines()][:3]
+    (tmp_path / "bad.flac").write_bytes(b"not audio at all")
+    rows.insert(1, {**rows[0], "id": "bad", "path": str(tmp_path / "bad.flac")})
+    rows = [{**r, "path": str(tiny_corpus / r["path"]) if r["id"] != "bad" else r["path"]} for r in rows]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "val.jsonl").write_text((tiny_corpus / "val.jsonl").read_text().replace('"path": "', f'"path": "{tiny_corpus}/'))
+    summary = tokenize_corpus(conditioner=cond, semantic=sem, codec=codec, data=str(tmp_path), out=str(tmp_path / "t"),
+                              max_clips=4, max_val_clips=2, num_workers=1, progress=False)  # fmt: skip
+    assert summary["splits"] == {"train": 3, "val": 2}
+    assert summary["skipped"]["train"].startswith("1 rows skipped (1 unreadable audio)")
+
+
 @pytest.mark.parametrize("stage", ["semantic", "coarse", "fine"])
 def test_each_stage_trains_and_resumes(tokens, tmp_path, stage):
     out, _, comps = tokens

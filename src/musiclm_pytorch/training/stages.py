@@ -28,10 +28,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..checkpoint import Component, load, save
-from ..data.datasets import CaptionedAudioDataset, ClipOptions, manifest_rows
+from ..data.datasets import CaptionedAudioDataset, ClipOptions, SkipStats, manifest_rows
 from ..lm.layouts import CoarseLayout, FineLayout, SemanticLayout
 from ..lm.transformer import TokenLM
 from .common import (
@@ -65,6 +66,10 @@ def check_identity(expected: dict[str, dict[str, str]], **components: Component)
             )
 
 
+def _as_is(item: Any) -> Any:
+    return item
+
+
 @torch.no_grad()
 def tokenize_corpus(
     *,
@@ -74,9 +79,12 @@ def tokenize_corpus(
     data: str,
     out: str,
     max_clips: int | None = None,
+    max_val_clips: int | None = None,
+    num_workers: int = 1,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Tokenize ``data/{train,val}.jsonl`` into ``out/{split}.pt``."""
+    """Tokenize ``data/{train,val}.jsonl`` into ``out/{split}.pt`` (the first ``max_clips`` training and
+    ``max_val_clips`` validation rows; ``num_workers`` processes decode audio while this one tokenizes)."""
     if semantic.sample_rate != codec.sample_rate:
         raise ValueError(f"semantic tokenizer rate {semantic.sample_rate} != codec rate {codec.sample_rate}")
     ratio = codec.frame_rate / semantic.frame_rate
@@ -93,12 +101,14 @@ def tokenize_corpus(
         if not path.is_file():
             continue
         rows, _ = manifest_rows(path)
-        rows = rows[:max_clips] if max_clips else rows
+        limit = max_clips if split == "train" else max_val_clips
+        rows = rows[:limit] if limit else rows
         ds = CaptionedAudioDataset(rows, ClipOptions(sample_rate=codec.sample_rate, crop_seconds=None, min_seconds=1.0))
-        items = []
-        for i in tqdm(range(len(ds)), desc=f"tokenizing {split}", disable=not progress):
-            item = ds[i]
+        loader = DataLoader(ds, batch_size=None, num_workers=num_workers, collate_fn=_as_is)
+        items, skipped = [], SkipStats()
+        for item in tqdm(loader, total=len(ds), desc=f"tokenizing {split}", disable=not progress):
             if not isinstance(item, dict):
+                skipped.update([item])
                 continue
             wav = item["wav"]
             sem = semantic(wav[None])[0]
@@ -115,6 +125,7 @@ def tokenize_corpus(
                            "num_quantizers": codec.num_quantizers, "cond_vocab": conditioner.codebook_size,
                            "num_cond": conditioner.num_quantizers}, out_dir / f"{split}.pt")  # fmt: skip
         summary["splits"][split] = len(items)
+        summary.setdefault("skipped", {})[split] = skipped.report()
     (out_dir / "tokens.json").write_text(json.dumps(summary, indent=2))
     return summary
 
