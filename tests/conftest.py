@@ -71,3 +71,37 @@ def tiny_corpus(tmp_path_factory):
                       bach_fraction=0.0, seed=12)  # fmt: skip
     synthesize(cfg, out, progress=False)
     return out
+
+
+def _lm(vocab: int, max_seq_len: int):
+    from musiclm_pytorch.lm import TokenLM
+
+    return TokenLM(vocab_size=vocab, dim=32, depth=1, heads=2, dim_head=16, num_cond=2, cond_vocab=4, dropout=0.0,
+                   max_seq_len=max_seq_len).eval()  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def musiclm_parts():
+    """A tiny random MusicLM's parts: 50 Hz codec (4 x 8 codes), 8 semantic ids, 2 x 4 MuLaN tokens."""
+    import torch.nn.functional as F
+
+    from musiclm_pytorch import MuLaNEmbedQuantizer, build_mulan
+    from musiclm_pytorch.codec import SoundStream
+    from musiclm_pytorch.semantic import SemanticTokenizer
+
+    torch.manual_seed(0)
+    cond = MuLaNEmbedQuantizer(build_mulan("tiny"), conditioning_dims=(), namespaces=(), num_quantizers=2,
+                               codebook_size=4)  # fmt: skip
+    cond.fit(F.normalize(torch.randn(32, 128), dim=-1))
+    sem = SemanticTokenizer(vocab_size=8)
+    codec = SoundStream(
+        strides=(4, 8, 10), channels=4, dim=8, num_quantizers=4, codebook_size=8, kmeans_init=False
+    ).eval()
+    return dict(conditioner=cond, semantic_tokenizer=sem, codec=codec, semantic_lm=_lm(8, 50),
+                coarse_lm=_lm(8 + 2 * 8, 50 + 100 * 2), fine_lm=_lm(4 * 8, 40), num_coarse=2)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tiny_lm():
+    """``tiny_lm(vocab, max_seq_len)``: a random one-layer TokenLM conditioned on 2 x 4 MuLaN tokens."""
+    return _lm

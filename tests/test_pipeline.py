@@ -2,32 +2,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from musiclm_pytorch import MuLaNEmbedQuantizer, build_mulan
-from musiclm_pytorch.codec import SoundStream
 from musiclm_pytorch.lm import TokenLM
 from musiclm_pytorch.pipeline import MusicLM
-from musiclm_pytorch.semantic import SemanticTokenizer
-
-
-def _lm(vocab: int, max_seq_len: int) -> TokenLM:
-    return TokenLM(vocab_size=vocab, dim=32, depth=1, heads=2, dim_head=16, num_cond=2, cond_vocab=4, dropout=0.0,
-                   max_seq_len=max_seq_len).eval()  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def parts():
-    torch.manual_seed(0)
-    cond = MuLaNEmbedQuantizer(build_mulan("tiny"), conditioning_dims=(), namespaces=(), num_quantizers=2,
-                               codebook_size=4)  # fmt: skip
-    cond.fit(F.normalize(torch.randn(32, 128), dim=-1))
-    sem = SemanticTokenizer(vocab_size=8)
-    codec = SoundStream(
-        strides=(4, 8, 10), channels=4, dim=8, num_quantizers=4, codebook_size=8, kmeans_init=False
-    ).eval()
-    return dict(conditioner=cond, semantic_tokenizer=sem, codec=codec, semantic_lm=_lm(8, 50),
-                coarse_lm=_lm(8 + 2 * 8, 50 + 100 * 2), fine_lm=_lm(4 * 8, 40), num_coarse=2)  # fmt: skip
+def parts(musiclm_parts):
+    return musiclm_parts
 
 
 def test_generate_candidates_in_one_batch_and_rerank(parts):
@@ -56,11 +38,11 @@ def mlm_sampling():
     return SamplingConfig(temperature=1.0, cfg_scale=2.0)
 
 
-def test_contracts_name_both_sides(parts):
+def test_contracts_name_both_sides(parts, tiny_lm):
     with pytest.raises(ValueError, match=r"coarse_lm.vocab_size=30 does not match semantic vocab \+ 2 x codebook=24"):
-        MusicLM(**{**parts, "coarse_lm": _lm(30, 50)})
+        MusicLM(**{**parts, "coarse_lm": tiny_lm(30, 50)})
     with pytest.raises(ValueError, match="semantic_lm.vocab_size=9 does not match semantic_tokenizer.vocab_size=8"):
-        MusicLM(**{**parts, "semantic_lm": _lm(9, 50)})
+        MusicLM(**{**parts, "semantic_lm": tiny_lm(9, 50)})
     bad = TokenLM(vocab_size=8, dim=32, depth=1, heads=2, dim_head=16, num_cond=3, cond_vocab=4, max_seq_len=50)
     with pytest.raises(ValueError, match="semantic_lm.num_cond=3 does not match conditioner.num_quantizers=2"):
         MusicLM(**{**parts, "semantic_lm": bad})

@@ -49,6 +49,7 @@ def _registered(name: str) -> type[Component] | None:
         importlib.import_module(_BUILTIN_MODULES[name])
     return _REGISTRY.get(name)
 
+
 T = TypeVar("T", bound="Component")
 
 

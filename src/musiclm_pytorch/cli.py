@@ -160,6 +160,27 @@ def _cmd_eval_judge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval_guidance(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from .evaluation.guidance import guidance_sweep, load_prompts, plot_sweep
+    from .pipeline import load_musiclm
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = load_musiclm(args.model, lm_precision=args.lm_precision)
+    prompts = load_prompts(args.prompts, args.num_prompts, seed=args.seed)
+    report = guidance_sweep(model, prompts, scales=args.scales, seconds=args.seconds, seed=args.seed,
+                            progress=not args.quiet)  # fmt: skip
+    (out / "guidance_sweep.json").write_text(json.dumps(report, indent=2))
+    plot_sweep(report, out / "guidance_sweep.png")
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def _cmd_train_mulan(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
@@ -221,7 +242,8 @@ def _cmd_data_tokenize(args: argparse.Namespace) -> int:
 
     summary = tokenize_corpus(conditioner=load(args.conditioning).eval(), semantic=load(args.semantic),
                               codec=load(args.codec).eval(), data=args.data, out=args.out, max_clips=args.max_clips,
-                              max_val_clips=args.max_val_clips, num_workers=args.workers, progress=not args.quiet)  # fmt: skip
+                              max_val_clips=args.max_val_clips, num_workers=args.workers,
+                              progress=not args.quiet)  # fmt: skip
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -469,6 +491,18 @@ def build_parser() -> argparse.ArgumentParser:
     ec.add_argument("--threads", type=int, default=2)
     ec.add_argument("--out", default="codec_eval")
     ec.set_defaults(func=_cmd_eval_codec)
+    eg = ev.add_parser("guidance", help="sweep the classifier-free guidance scale: MCC, prompt R@1, judge accuracy")
+    eg.add_argument("--model", required=True, help="model folder (see `musiclm generate`)")
+    eg.add_argument("--prompts", required=True, help="corpus manifest of held-out rows (e.g. corpus/val.jsonl)")
+    eg.add_argument("--num-prompts", type=int, default=16)
+    eg.add_argument("--scales", type=float, nargs="+", default=[0.0, 1.0, 2.0, 3.0, 5.0])
+    eg.add_argument("--seconds", type=float, default=4.0)
+    eg.add_argument("--seed", type=int, default=0)
+    eg.add_argument("--lm-precision", default="int8", choices=["float32", "bfloat16", "int8"])
+    eg.add_argument("--threads", type=int, default=2)
+    eg.add_argument("--out", default="guidance_eval")
+    eg.add_argument("--quiet", action="store_true")
+    eg.set_defaults(func=_cmd_eval_guidance)
     jfit = ev.add_parser("judge-fit", help="calibrate the independent judge on rendered clips")
     jfit.add_argument("--num-clips", type=int, default=1200)
     jfit.add_argument("--seconds", type=float, default=8.0)

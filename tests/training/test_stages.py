@@ -48,7 +48,9 @@ def test_tokenize_limits_splits_and_counts_corrupt_files(tokens, tiny_corpus, tm
     rows.insert(1, {**rows[0], "id": "bad", "path": str(tmp_path / "bad.flac")})
     rows = [{**r, "path": str(tiny_corpus / r["path"]) if r["id"] != "bad" else r["path"]} for r in rows]
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tmp_path / "val.jsonl").write_text((tiny_corpus / "val.jsonl").read_text().replace('"path": "', f'"path": "{tiny_corpus}/'))
+    (tmp_path / "val.jsonl").write_text(
+        (tiny_corpus / "val.jsonl").read_text().replace('"path": "', f'"path": "{tiny_corpus}/')
+    )
     summary = tokenize_corpus(conditioner=cond, semantic=sem, codec=codec, data=str(tmp_path), out=str(tmp_path / "t"),
                               max_clips=4, max_val_clips=2, num_workers=1, progress=False)  # fmt: skip
     assert summary["splits"] == {"train": 3, "val": 2}

@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from musiclm_pytorch.evaluation.guidance import guidance_sweep, load_prompts
+from musiclm_pytorch.pipeline import MusicLM, _resample
+
+PROMPTS = [
+    {"text": "A fast happy piece in C major played on piano with drums", "tags": {"drums": True, "family": "keys"}},
+    {"text": "A slow sad piece in A minor played on violin", "tags": {"drums": False, "family": "strings"}},
+    {"text": "Brass band march", "tags": {}},
+]
+
+
+def test_sweep_scores_the_clips_each_scale_generates(musiclm_parts):
+    model = MusicLM(**musiclm_parts)
+    report = guidance_sweep(model, PROMPTS, scales=[0.0, 1.0, 3.0], seconds=1.0, seed=3, progress=False)
+    assert [r["scale"] for r in report["per_scale"]] == [0.0, 1.0, 3.0]
+    assert report["chance_prompt_r1"] == pytest.approx(1 / 3, abs=1e-4)
+    # recompute scale 3's MCC from the same generator: the sweep scores exactly the clips generate() makes
+    out = model.generate([p["text"] for p in PROMPTS], seconds=1.0, cfg_scale=3.0,
+                         generator=torch.Generator().manual_seed(3))  # fmt: skip
+    mulan = model.conditioner.mulan
+    audio = mulan.get_audio_latents(_resample(out.wavs, model.sample_rate, mulan.sample_rate))
+    text = mulan.get_text_latents(raw_texts=[p["text"] for p in PROMPTS])
+    assert report["per_scale"][2]["mcc"] == pytest.approx(float((audio * text).sum(-1).mean()), abs=1e-4)
+    assert report["per_scale"][2]["mcc_shuffled"] == pytest.approx(
+        float((audio * text.roll(1, dims=0)).sum(-1).mean()), abs=1e-4
+    )
+    # the judge scores only what a prompt states: drums and family for two prompts, nothing for the third
+    judge = report["per_scale"][0]["judge"]
+    assert set(judge) == {"drums", "family"} and judge["drums"]["n"] == 2
+    assert 0 < report["per_scale"][0]["distinct_semantic"] <= 1
+
+
+def test_sweep_rejects_bad_input(musiclm_parts, tmp_path):
+    model = MusicLM(**musiclm_parts)
+    with pytest.raises(ValueError, match="at least 2 prompts"):
+        guidance_sweep(model, PROMPTS[:1], progress=False)
+    with pytest.raises(ValueError, match="scales is empty"):
+        guidance_sweep(model, PROMPTS, scales=[], progress=False)
+    manifest = tmp_path / "val.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "caption": "piano", "full_caption": "A piano piece", "tags": {}}) + "\n")
+    with pytest.raises(ValueError, match="1 captioned rows; a sweep needs at least 2"):
+        load_prompts(manifest, 4)
+
+
+def test_load_prompts_takes_the_full_caption(tmp_path):
+    rows = [{"id": str(i), "caption": f"short {i}", "full_caption": f"full {i}", "tags": {"drums": i % 2 == 0}}
+            for i in range(10)]  # fmt: skip
+    (tmp_path / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    prompts = load_prompts(tmp_path / "val.jsonl", 4, seed=1)
+    assert len(prompts) == 4 and len({p["text"] for p in prompts}) == 4
+    assert all(p["text"].startswith("full ") and p["tags"]["drums"] == (int(p["text"][5:]) % 2 == 0) for p in prompts)
+    assert prompts == load_prompts(tmp_path / "val.jsonl", 4, seed=1)
+
+
+def test_guidance_cli_writes_report_and_plot(musiclm_parts, tmp_path, capsys):
+    from musiclm_pytorch import save
+    from musiclm_pytorch.cli import main
+    from musiclm_pytorch.pipeline import BUNDLE_FILES
+
+    for key, name in BUNDLE_FILES.items():
+        save(musiclm_parts[key], tmp_path / name)
+    rows = [
+        {"id": str(i), "caption": p["text"], "full_caption": p["text"], "tags": p["tags"]}
+        for i, p in enumerate(PROMPTS)
+    ]
+    (tmp_path / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    argv = ["eval", "guidance", "--model", str(tmp_path), "--prompts", str(tmp_path / "val.jsonl"),
+            "--scales", "1", "2", "--seconds", "1", "--out", str(tmp_path / "g"), "--quiet",
+            "--threads", "1"]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "g" / "guidance_sweep.json").read_text())
+    assert [r["scale"] for r in report["per_scale"]] == [1.0, 2.0] and report["prompts"] == 3
+    assert (tmp_path / "g" / "guidance_sweep.png").stat().st_size > 1000
