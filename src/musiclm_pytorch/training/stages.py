@@ -153,6 +153,7 @@ class StageTrainConfig:
     threads: int = 2
     log_every: int = 10
     eval_every: int = 250
+    eval_items: int = 64  # validation clips per evaluation (one crop each, fixed across evaluations)
     checkpoint_every: int = 100
     seed: int = 0
     progress: bool = True
@@ -334,27 +335,40 @@ def evaluate_stage(
     across the batch (conditioning must matter: the shuffled loss should be higher)."""
     lm.eval()
     rng = random.Random(1234)
-    chosen = items[: max(cfg.batch_size, 2)]
+    chosen = items[: max(cfg.eval_items, 2)]
     device = next(lm.parameters()).device
-    tokens, mask, cond = (t.to(device) for t in _batch(chosen, layout, ratio, frames, rng, num_levels))
-    logits = lm(tokens, cond)
-    shuffled = lm(tokens, cond.roll(1, dims=0))
-    loss = F.cross_entropy(logits[mask].float(), tokens[mask]).item()
-    loss_shuffled = F.cross_entropy(shuffled[mask].float(), tokens[mask]).item()
-    acc = (logits.argmax(-1) == tokens)[mask].float().mean().item()
+    sums = {"loss": 0.0, "shuffled": 0.0, "correct": 0.0, "count": 0}
+    level_correct: Tensor | None = None
+    level_count: Tensor | None = None
+    for start in range(0, len(chosen), cfg.batch_size):
+        part = chosen[start : start + cfg.batch_size]
+        if len(part) < 2:  # shuffling needs two clips: fold a last single clip into the previous batch's size
+            part = chosen[-2:]
+        tokens, mask, cond = (t.to(device) for t in _batch(part, layout, ratio, frames, rng, num_levels))
+        logits = lm(tokens, cond).float()
+        shuffled = lm(tokens, cond.roll(1, dims=0)).float()
+        n = int(mask.sum())
+        sums["loss"] += F.cross_entropy(logits[mask], tokens[mask], reduction="sum").item()
+        sums["shuffled"] += F.cross_entropy(shuffled[mask], tokens[mask], reduction="sum").item()
+        correct = (logits.argmax(-1) == tokens) & mask
+        sums["correct"] += int(correct.sum())
+        sums["count"] += n
+        if not isinstance(layout, SemanticLayout):  # accuracy per codec level
+            levels = layout.num_coarse if isinstance(layout, CoarseLayout) else layout.levels
+            offset = frames if isinstance(layout, CoarseLayout) else 0
+            pos = torch.arange(tokens.shape[1], device=device) - offset
+            level = torch.where(pos >= 0, pos % levels, -1)
+            hits = torch.stack([(correct & (level == q)).sum() for q in range(levels)]).float()
+            counts = torch.stack([(mask & (level == q)).sum() for q in range(levels)]).float()
+            level_correct = hits if level_correct is None else level_correct + hits
+            level_count = counts if level_count is None else level_count + counts
+    loss, loss_shuffled, acc = (sums["loss"] / sums["count"], sums["shuffled"] / sums["count"],
+                                sums["correct"] / sums["count"])  # fmt: skip
     report: dict[str, Any] = {"val_loss": round(loss, 5), "val_loss_shuffled_cond": round(loss_shuffled, 5),
                               "val_accuracy": round(acc, 5)}  # fmt: skip
-    if not isinstance(layout, SemanticLayout):  # accuracy per codec level
-        levels = layout.num_coarse if isinstance(layout, CoarseLayout) else layout.levels
-        offset = frames if isinstance(layout, CoarseLayout) else 0
-        correct = logits.argmax(-1) == tokens
-        per = {}
-        for q in range(levels):
-            pos = torch.arange(offset + q, tokens.shape[1], levels)
-            m = mask[:, pos]
-            if m.any():
-                per[str(q)] = round(correct[:, pos][m].float().mean().item(), 4)
-        report["val_accuracy_per_level"] = per
+    if level_correct is not None and level_count is not None:
+        per_level = (level_correct / level_count.clamp(min=1)).tolist()
+        report["val_accuracy_per_level"] = {str(q): round(a, 4) for q, a in enumerate(per_level) if level_count[q]}
     return report
 
 
