@@ -113,3 +113,30 @@ def test_paper_size_counted_on_meta_device():
     total = sum(p.numel() for p in lm.parameters())
     assert blocks == pytest.approx(24 * 16 * 1024**2, rel=0.01)  # 403M: gated FFN (see the module docstring)
     assert 410e6 < total < 440e6  # with embeddings and head: the paper's ~430M per stage
+
+
+def test_eos_ends_a_row_and_stops_when_all_have_ended():
+    lm = _lm()
+    cond = torch.randint(0, 8, (2, 3))
+    allowed = torch.ones(10, 50, dtype=torch.bool)
+    allowed[:, 7] = False  # 7 is the EOS id: never sampled unless forced below
+    per_row = allowed[None].repeat(2, 1, 1)
+    per_row[0, 3] = False
+    per_row[0, 3, 7] = True  # row 0 must end at step 3
+    out = lm.generate(steps=10, cond_ids=cond, allowed=per_row, eos_id=7, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2, 10)
+    assert (out[0, 3:] == 7).all() and (out[0, :3] != 7).all() and (out[1] != 7).all()
+    # the row that has not ended samples exactly what it samples without an EOS id
+    ref = lm.generate(steps=10, cond_ids=cond, allowed=per_row, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out[1], ref[1]) and torch.equal(out[0, :4], ref[0, :4])
+    # every row ends at step 2: decoding stops there and the rest is EOS
+    calls = []
+    original = lm._run
+    lm._run = lambda *a: calls.append(1) or original(*a)  # type: ignore[method-assign]
+    both = allowed[None].repeat(2, 1, 1)
+    both[:, 2] = False
+    both[:, 2, 7] = True
+    out = lm.generate(steps=10, cond_ids=cond, allowed=both, eos_id=7)
+    assert out.shape == (2, 10) and (out[:, 2:] == 7).all() and len(calls) == 3  # prefill + 2 steps
+    with pytest.raises(ValueError, match=r"eos_id must be in \[0, 50\), got 50"):
+        lm.generate(steps=2, cond_ids=cond, eos_id=50)

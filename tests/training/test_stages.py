@@ -165,3 +165,33 @@ def test_validation_shows_when_conditioning_matters(tmp_path):
     # a clip repeats one id, so only its first token needs the conditioning (the rest copy the context):
     # with 10 tokens a wrong condition costs about a tenth of a confident miss, a true one almost nothing
     assert report["val_loss"] < 0.1 and report["val_loss_shuffled_cond"] > report["val_loss"] + 0.25
+
+
+@pytest.mark.parametrize("stage", ["semantic", "coarse", "fine"])
+def test_each_stage_overfits_one_batch(tokens, stage):
+    """One batch in each stage's own token layout (real tokenized clips) is learned: the loss on the
+    layout's loss positions falls below a fifth of its start."""
+    import random
+
+    from musiclm_pytorch.lm import TokenLM
+    from musiclm_pytorch.training.stages import _batch, _layout
+
+    out, _, _ = tokens
+    data = torch.load(out / "train.pt", weights_only=False)
+    cfg = StageTrainConfig(stage=stage, tokens=str(out), num_coarse=2)
+    layout = _layout(cfg, data)
+    tokens_, mask, cond = _batch(data["items"][:4], layout, data["ratio"], 10, random.Random(0), data["num_quantizers"])
+    lm = TokenLM(vocab_size=layout.vocab_size, dim=64, depth=2, heads=2, dim_head=32, num_cond=data["num_cond"],
+                 cond_vocab=data["cond_vocab"], dropout=0.0, cond_drop_prob=0.0,
+                 max_seq_len=tokens_.shape[1])  # fmt: skip
+    opt = torch.optim.AdamW(lm.parameters(), lr=3e-3)
+
+    def loss() -> torch.Tensor:
+        return F.cross_entropy(lm(tokens_, cond)[mask], tokens_[mask])
+
+    first = loss().item()
+    for _ in range(100):
+        opt.zero_grad()
+        loss().backward()
+        opt.step()
+    assert loss().item() < first / 5

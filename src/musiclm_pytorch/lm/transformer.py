@@ -284,8 +284,12 @@ class TokenLM(Component):
         sampling: SamplingConfig | None = None,
         generator: torch.Generator | None = None,
         allowed: Tensor | None = None,
+        eos_id: int | None = None,
     ) -> Tensor:
         """Sample ``steps`` tokens after ``prime [B, N0]`` (optional). Returns ``[B, N0 + steps]``.
+
+        ``eos_id``: a row that samples this id ends there; its later positions hold ``eos_id``, and
+        decoding stops as soon as every row has ended (the rest is filled with ``eos_id``).
 
         With ``sampling.cfg_scale != 1`` the conditioned and null rows run in ONE batched forward per
         step and ``logits = uncond + s * (cond - uncond)``. ``allowed`` (bool ``[steps, V]``, or
@@ -316,6 +320,9 @@ class TokenLM(Component):
             x = torch.cat([x, self.token_emb(torch.cat([out, out]) if guided else out)], dim=1)
         logits = self._run(x, 0, cache)[:, -1]
         cache.length = x.shape[1]
+        if eos_id is not None and not 0 <= eos_id < self.vocab_size:
+            raise ValueError(f"eos_id must be in [0, {self.vocab_size}), got {eos_id}")
+        ended = torch.zeros(b, dtype=torch.bool, device=device)
         for i in range(steps):
             if guided:
                 cond, uncond = logits[:b], logits[b:]
@@ -324,8 +331,14 @@ class TokenLM(Component):
                 step_allowed = allowed[i] if allowed.ndim == 2 else allowed[:, i]
                 logits = logits.masked_fill(~step_allowed.to(device), float("-inf"))
             nxt = sample(logits.float(), sampling, generator)
+            if eos_id is not None:
+                nxt = nxt.masked_fill(ended, eos_id)
+                ended |= nxt == eos_id
             out = torch.cat([out, nxt[:, None]], dim=1)
             if i == steps - 1:
+                break
+            if eos_id is not None and bool(ended.all()):
+                out = F.pad(out, (0, steps - 1 - i), value=eos_id)
                 break
             step_in = torch.cat([nxt, nxt]) if guided else nxt
             logits = self._run(self.token_emb(step_in)[:, None], cache.length, cache)[:, -1]
