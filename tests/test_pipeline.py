@@ -88,3 +88,20 @@ def test_long_generation_and_story_mode(parts):
         mlm.generate_long([("x", 3.0)], window_seconds=2.0, stride_seconds=3.0)
     with pytest.raises(ValueError, match="segments must be non-empty"):
         mlm.generate_long([])
+
+
+def test_model_folder_refuses_a_stage_trained_on_other_tokenizers(parts, tmp_path):
+    from musiclm_pytorch import save
+    from musiclm_pytorch.checkpoint import identity
+    from musiclm_pytorch.codec import SoundStream
+    from musiclm_pytorch.pipeline import BUNDLE_FILES, load_musiclm
+
+    trained_with = {"conditioner": identity(parts["conditioner"]), "semantic": identity(parts["semantic_tokenizer"]),
+                    "codec": identity(parts["codec"])}  # fmt: skip
+    for key, name in BUNDLE_FILES.items():
+        save(parts[key], tmp_path / name, extra={"identity": trained_with} if key.endswith("_lm") else None)
+    assert load_musiclm(tmp_path).ratio == 2  # the tokenizers it was trained on: accepted
+    other = SoundStream(strides=(4, 8, 10), channels=4, dim=8, num_quantizers=4, codebook_size=8, kmeans_init=False)
+    save(other, tmp_path / BUNDLE_FILES["codec"])  # same shapes, other weights
+    with pytest.raises(ValueError, match=r"semantic_lm.safetensors in .*: codec .* differs from the one this stage"):
+        load_musiclm(tmp_path)

@@ -12,6 +12,7 @@ recording its constructor arguments with ``self.save_config(...)``.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import os
@@ -24,7 +25,16 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-__all__ = ["Component", "CheckpointError", "save", "load", "read_header", "FORMAT_VERSION"]
+__all__ = [
+    "Component",
+    "CheckpointError",
+    "save",
+    "load",
+    "read_header",
+    "identity",
+    "check_identity",
+    "FORMAT_VERSION",
+]
 
 FORMAT_VERSION = 1
 _REGISTRY: dict[str, type[Component]] = {}
@@ -234,3 +244,21 @@ def load(path: str | os.PathLike, *, expected: type[T] | None = None, map_locati
             f"weights do not match the config: missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}",
         )
     return model  # type: ignore[return-value]
+
+
+def identity(component: Component) -> dict[str, str]:
+    """``{component, hash}``: the hash covers the config and the weights."""
+    h = hashlib.sha256(json.dumps(component.config, sort_keys=True).encode())
+    for k, v in sorted(component.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return {"component": component.component_name, "hash": h.hexdigest()[:16]}
+
+
+def check_identity(expected: dict[str, dict[str, str]], **components: Component) -> None:
+    """Raise ``ValueError`` naming both sides when a component differs from the one trained with."""
+    for name, comp in components.items():
+        if name in expected and identity(comp) != expected[name]:
+            raise ValueError(
+                f"{name} {identity(comp)} differs from the one this stage was trained with {expected[name]}"
+            )

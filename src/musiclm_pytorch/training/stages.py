@@ -17,7 +17,6 @@ rank), so a resumed run continues with exactly the crops it would have drawn.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import time
@@ -31,7 +30,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..checkpoint import Component, load, save
+from ..checkpoint import check_identity, identity, load, save
 from ..data.datasets import CaptionedAudioDataset, ClipOptions, SkipStats, manifest_rows
 from ..lm.layouts import CoarseLayout, FineLayout, SemanticLayout
 from ..lm.transformer import TokenLM
@@ -46,24 +45,6 @@ from .common import (
     set_rng_state,
     warmup_cosine,
 )
-
-
-def identity(component: Component) -> dict[str, str]:
-    """``{component, hash}``: the hash covers the config and the weights."""
-    h = hashlib.sha256(json.dumps(component.config, sort_keys=True).encode())
-    for k, v in sorted(component.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return {"component": component.component_name, "hash": h.hexdigest()[:16]}
-
-
-def check_identity(expected: dict[str, dict[str, str]], **components: Component) -> None:
-    """Raise ``ValueError`` naming both sides when a component differs from the one trained with."""
-    for name, comp in components.items():
-        if name in expected and identity(comp) != expected[name]:
-            raise ValueError(
-                f"{name} {identity(comp)} differs from the one this stage was trained with {expected[name]}"
-            )
 
 
 def _as_is(item: Any) -> Any:
