@@ -215,6 +215,15 @@ def _cmd_train_stage(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval_stage(args: argparse.Namespace) -> int:
+    from .training.stages import evaluate_checkpoint
+
+    report = evaluate_checkpoint(args.checkpoint, args.tokens, items=args.items, batch_size=args.batch_size,
+                                 crop_seconds=args.crop_seconds, threads=args.threads)  # fmt: skip
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def _cmd_train_semantic(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -491,6 +500,14 @@ def build_parser() -> argparse.ArgumentParser:
     ec.add_argument("--threads", type=int, default=2)
     ec.add_argument("--out", default="codec_eval")
     ec.set_defaults(func=_cmd_eval_codec)
+    es = ev.add_parser("stage", help="validation loss of a stage LM with true vs shuffled conditioning")
+    es.add_argument("--checkpoint", required=True, help="a stage LM written by `musiclm train stage`")
+    es.add_argument("--tokens", required=True, help="the tokens folder it was trained on (its val.pt)")
+    es.add_argument("--items", type=int, default=256, help="validation clips (one crop each)")
+    es.add_argument("--batch-size", type=int, default=16)
+    es.add_argument("--crop-seconds", type=float, help="default: the crop the stage was trained with")
+    es.add_argument("--threads", type=int, default=2)
+    es.set_defaults(func=_cmd_eval_stage)
     eg = ev.add_parser("guidance", help="sweep the classifier-free guidance scale: MCC, prompt R@1, judge accuracy")
     eg.add_argument("--model", required=True, help="model folder (see `musiclm generate`)")
     eg.add_argument("--prompts", required=True, help="corpus manifest of held-out rows (e.g. corpus/val.jsonl)")
