@@ -174,7 +174,7 @@ def _cmd_eval_guidance(args: argparse.Namespace) -> int:
     model = load_musiclm(args.model, lm_precision=args.lm_precision)
     prompts = load_prompts(args.prompts, args.num_prompts, seed=args.seed)
     report = guidance_sweep(model, prompts, scales=args.scales, seconds=args.seconds, seed=args.seed,
-                            progress=not args.quiet)  # fmt: skip
+                            semantic_only=args.semantic_only, progress=not args.quiet)  # fmt: skip
     (out / "guidance_sweep.json").write_text(json.dumps(report, indent=2))
     plot_sweep(report, out / "guidance_sweep.png")
     print(json.dumps(report, indent=2))
@@ -515,6 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     eg.add_argument("--scales", type=float, nargs="+", default=[0.0, 1.0, 2.0, 3.0, 5.0])
     eg.add_argument("--seconds", type=float, default=4.0)
     eg.add_argument("--seed", type=int, default=0)
+    eg.add_argument("--semantic-only", action="store_true", help="sample the semantic stage alone (fast)")
     eg.add_argument("--lm-precision", default="int8", choices=["float32", "bfloat16", "int8"])
     eg.add_argument("--threads", type=int, default=2)
     eg.add_argument("--out", default="guidance_eval")

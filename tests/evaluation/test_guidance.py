@@ -77,3 +77,38 @@ def test_guidance_cli_writes_report_and_plot(musiclm_parts, tmp_path, capsys):
     report = json.loads((tmp_path / "g" / "guidance_sweep.json").read_text())
     assert [r["scale"] for r in report["per_scale"]] == [1.0, 2.0] and report["prompts"] == 3
     assert (tmp_path / "g" / "guidance_sweep.png").stat().st_size > 1000
+
+
+def test_semantic_key_reads_the_chroma_of_cluster_centres():
+    from musiclm_pytorch.evaluation.guidance import semantic_key
+    from musiclm_pytorch.evaluation.judge import KK_MAJOR, KK_MINOR
+    from musiclm_pytorch.semantic import SemanticTokenizer
+
+    tok = SemanticTokenizer(vocab_size=4)
+    dim = tok.centers.shape[1]
+    tok.mean.copy_(torch.full((dim,), 0.5))
+    tok.std.copy_(torch.full((dim,), 2.0))
+    raw = torch.zeros(4, dim)
+    raw[0, :12] = torch.tensor(KK_MAJOR).roll(7)  # G major
+    raw[1, :12] = torch.tensor(KK_MINOR).roll(9)  # A minor
+    tok.centers.copy_((raw - tok.mean) / tok.std)  # centres live in standardised space
+    assert semantic_key(torch.tensor([0, 0, 0]), tok) == ("G", "major")
+    assert semantic_key(torch.tensor([1, 1, 0, 1]), tok) == ("A", "minor")
+    hf = SemanticTokenizer.__new__(SemanticTokenizer)
+    hf._config = {"features": "hf"}
+    assert semantic_key(torch.tensor([0]), hf) is None
+
+
+def test_semantic_only_sweep_samples_the_semantic_stage_alone(musiclm_parts):
+    from musiclm_pytorch.lm import SamplingConfig
+
+    model = MusicLM(**musiclm_parts)
+    prompts = [{**p, "tags": {**p["tags"], "tonic": "C", "mode": "major"}} for p in PROMPTS]
+    report = guidance_sweep(model, prompts, scales=[1.0, 3.0], seconds=1.0, seed=5, semantic_only=True, progress=False)
+    assert report["semantic_only"] and all("mcc" not in r for r in report["per_scale"])
+    cond = model.conditioner.get_cond_ids(raw_texts=[p["text"] for p in prompts])
+    semantic = model.semantic_lm.generate(steps=25, cond_ids=cond, sampling=SamplingConfig(cfg_scale=3.0),
+                                          generator=torch.Generator().manual_seed(5))  # fmt: skip
+    distinct = sum(len(set(row.tolist())) / 25 for row in semantic) / 3
+    assert report["per_scale"][1]["distinct_semantic"] == pytest.approx(distinct, abs=1e-4)
+    assert report["per_scale"][1]["semantic_key"]["key_tonic"]["n"] == 3

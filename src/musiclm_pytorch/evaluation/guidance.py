@@ -11,7 +11,11 @@ unconditional logits alone, ``s = 1`` is plain conditional sampling. Per scale:
 - the independent judge's accuracy per attribute the prompts state (tempo class, key, drums, family),
   which involves no MuLaN at all;
 - ``distinct_semantic``: distinct semantic ids per clip over clip length (diversity; guidance tends to
-  lower it).
+  lower it);
+- ``semantic_key``: with the built-in musical semantic tokenizer, the key of the *generated semantic
+  ids* themselves (the mean chroma of their cluster centres, Krumhansl-Kessler), scored against the
+  prompt's key: whether the semantic stage follows the text, with the codec and the acoustic stages
+  out of the picture.
 
 The MuLaN that scores MCC is the one that conditions the model, so MCC can reward what MuLaN hears
 rather than what a listener hears; the judge is there as the independent check.
@@ -29,8 +33,20 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..lm import SamplingConfig
 from ..pipeline import MusicLM, _resample
-from .judge import Judge, accuracy, score
+from ..semantic import SemanticTokenizer
+from .judge import Judge, accuracy, key_from_chroma, key_scores, score
+
+
+def semantic_key(ids: torch.Tensor, tokenizer: SemanticTokenizer) -> tuple[str, str] | None:
+    """``(tonic, mode)`` of semantic ids ``[T]`` from the mean chroma of their cluster centres, or
+    ``None`` when the tokenizer's features are not the built-in musical ones (chroma first)."""
+    if tokenizer.config.get("features", "musical") != "musical":
+        return None
+    chroma = tokenizer.centers[:, :12] * tokenizer.std[:12] + tokenizer.mean[:12]  # [V, 12] un-standardised
+    tonic, mode, _ = key_from_chroma(chroma[ids.long()].mean(0).double().numpy())
+    return tonic, mode
 
 
 def load_prompts(manifest: str | Path, num: int, *, seed: int = 0) -> list[dict[str, Any]]:
@@ -53,9 +69,12 @@ def guidance_sweep(
     seconds: float = 4.0,
     seed: int = 0,
     judge: Judge | None = None,
+    semantic_only: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Generate every prompt at every scale and score the clips (see the module docstring)."""
+    """Generate every prompt at every scale and score the clips (see the module docstring).
+    ``semantic_only`` samples the semantic stage alone (paper temperature 1.0) and reports only the
+    semantic measures: fast enough for hundreds of prompts."""
     if len(prompts) < 2:
         raise ValueError(f"a guidance sweep needs at least 2 prompts, got {len(prompts)}")
     if not scales:
@@ -64,8 +83,17 @@ def guidance_sweep(
     mulan = model.conditioner.mulan
     text_latents = mulan.get_text_latents(raw_texts=texts)  # [P, D]
     judge = judge if judge is not None else Judge()
-    per_scale = []
+    per_scale: list[dict[str, Any]] = []
     for s in tqdm(scales, desc="guidance scales", disable=not progress):
+        if semantic_only:
+            semantic = model.semantic_lm.generate(
+                steps=max(1, int(seconds * model.semantic_tokenizer.frame_rate)),
+                cond_ids=model.conditioner.get_cond_ids(raw_texts=texts),
+                sampling=SamplingConfig(temperature=1.0, cfg_scale=float(s)),
+                generator=torch.Generator().manual_seed(seed),
+            )
+            per_scale.append({"scale": float(s), **_semantic_measures(semantic, prompts, model.semantic_tokenizer)})
+            continue
         out = model.generate(texts, seconds=seconds, num_candidates=1, cfg_scale=float(s),
                              generator=torch.Generator().manual_seed(seed))  # fmt: skip
         audio = mulan.get_audio_latents(_resample(out.wavs, model.sample_rate, mulan.sample_rate))
@@ -75,13 +103,25 @@ def guidance_sweep(
         r1 = (sim.argmax(dim=1) == torch.arange(len(texts))).float().mean()
         wavs = out.wavs.float().numpy()
         judged = [score(judge.predict(w, model.sample_rate), p["tags"]) for w, p in zip(wavs, prompts)]
-        distinct = np.mean([len(set(row.tolist())) / len(row) for row in out.semantic])
         per_scale.append({
             "scale": float(s), "mcc": round(float(own.mean()), 4), "mcc_shuffled": round(float(shuffled.mean()), 4),
-            "prompt_r1": round(float(r1), 4), "judge": accuracy(judged), "distinct_semantic": round(float(distinct), 4),
+            "prompt_r1": round(float(r1), 4), "judge": accuracy(judged),
+            **_semantic_measures(out.semantic, prompts, model.semantic_tokenizer),
         })  # fmt: skip
     return {"prompts": len(prompts), "seconds": seconds, "seed": seed, "chance_prompt_r1": round(1 / len(prompts), 4),
-            "per_scale": per_scale}  # fmt: skip
+            "semantic_only": semantic_only, "per_scale": per_scale}  # fmt: skip
+
+
+def _semantic_measures(
+    semantic: torch.Tensor, prompts: Sequence[dict[str, Any]], tokenizer: SemanticTokenizer
+) -> dict[str, Any]:
+    distinct = np.mean([len(set(row.tolist())) / len(row) for row in semantic])
+    keyed = [
+        key_scores(*k, p["tags"]["tonic"], p["tags"]["mode"])
+        for row, p in zip(semantic, prompts)
+        if "tonic" in p["tags"] and "mode" in p["tags"] and (k := semantic_key(row, tokenizer))
+    ]
+    return {"distinct_semantic": round(float(distinct), 4), "semantic_key": accuracy(keyed)}
 
 
 def plot_sweep(report: dict[str, Any], path: str | Path) -> Path:
@@ -94,17 +134,22 @@ def plot_sweep(report: dict[str, Any], path: str | Path) -> Path:
     rows = report["per_scale"]
     xs = [r["scale"] for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
-    a.plot(xs, [r["mcc"] for r in rows], "o-", label="MCC (own prompt)")
-    a.plot(xs, [r["mcc_shuffled"] for r in rows], "o--", label="MCC (other prompt)")
+    if report.get("semantic_only"):
+        a.plot(xs, [r["distinct_semantic"] for r in rows], "o-", label="distinct semantic ids / length")
+        a.set_ylabel("diversity")
+    else:
+        a.plot(xs, [r["mcc"] for r in rows], "o-", label="MCC (own prompt)")
+        a.plot(xs, [r["mcc_shuffled"] for r in rows], "o--", label="MCC (other prompt)")
+        a.set_ylabel("MuLaN cosine")
+        b.plot(xs, [r["prompt_r1"] for r in rows], "o-", label="prompt R@1")
+        b.axhline(report["chance_prompt_r1"], color="gray", lw=0.8, ls=":", label="chance R@1")
     a.set_xlabel("guidance scale")
-    a.set_ylabel("MuLaN cosine")
     a.legend()
-    b.plot(xs, [r["prompt_r1"] for r in rows], "o-", label="prompt R@1")
-    b.axhline(report["chance_prompt_r1"], color="gray", lw=0.8, ls=":", label="chance R@1")
-    for key in ("family", "drums", "tempo_class", "tonic"):
-        ys = [r["judge"].get(key, {}).get("accuracy") for r in rows]
+    for source, key in (("judge", "family"), ("judge", "drums"), ("judge", "tempo_class"), ("judge", "key_tonic"),
+                        ("semantic_key", "key_tonic")):  # fmt: skip
+        ys = [r.get(source, {}).get(key, {}).get("accuracy") for r in rows]
         if any(y is not None for y in ys):
-            b.plot(xs, [np.nan if y is None else y for y in ys], ".--", label=f"judge {key}")
+            b.plot(xs, [np.nan if y is None else y for y in ys], ".--", label=f"{source} {key}")
     b.set_xlabel("guidance scale")
     b.set_ylim(0, 1.05)
     b.legend(fontsize=7)

@@ -45,7 +45,11 @@ def estimate_tempo(y: np.ndarray, sr: int = SR) -> float:
 
 def estimate_key(y: np.ndarray, sr: int = SR) -> tuple[str, str, np.ndarray]:
     """``(tonic, mode, scores[24])``; scores are Pearson correlations, majors first."""
-    chroma = librosa.feature.chroma_cqt(y=y, sr=sr).mean(axis=1)
+    return key_from_chroma(librosa.feature.chroma_cqt(y=y, sr=sr).mean(axis=1))
+
+
+def key_from_chroma(chroma: np.ndarray) -> tuple[str, str, np.ndarray]:
+    """The Krumhansl-Kessler key of a mean 12-bin chroma (C first): ``(tonic, mode, scores[24])``."""
     scores = np.array(
         [np.corrcoef(chroma, np.roll(profile, k))[0, 1] for profile in (KK_MAJOR, KK_MINOR) for k in range(12)]
     )
