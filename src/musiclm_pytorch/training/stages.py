@@ -151,6 +151,13 @@ class StageTrainConfig:
 PAPER_CROPS = {"semantic": 30.0, "coarse": 10.0, "fine": 3.0}
 
 
+def _crop_frames(cfg: StageTrainConfig, items: list[dict[str, Any]]) -> int:
+    """Semantic frames (25 Hz) per crop: ``crop_seconds`` (default the paper's for the stage), shrunk to
+    the shortest clip (documented)."""
+    frames = max(1, int((cfg.crop_seconds or PAPER_CROPS[cfg.stage]) * 25))
+    return min(frames, min(len(it["semantic"]) for it in items))
+
+
 def _layout(cfg: StageTrainConfig, meta: dict[str, Any]) -> SemanticLayout | CoarseLayout | FineLayout:
     if cfg.stage == "semantic":
         return SemanticLayout(meta["semantic_vocab"])
@@ -210,10 +217,7 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
     val = torch.load(root / "val.pt", weights_only=False) if (root / "val.pt").is_file() else None
     layout = _layout(cfg, train)
     ratio = train["ratio"]
-    seconds = cfg.crop_seconds or PAPER_CROPS[cfg.stage]
-    frames = max(1, int(seconds * 25))
-    shortest = min(len(it["semantic"]) for it in train["items"])
-    frames = min(frames, shortest)  # documented: crops shrink to the shortest clip
+    frames = _crop_frames(cfg, train["items"])
     seq_len = {"semantic": frames, "coarse": frames + frames * ratio * getattr(layout, "num_coarse", 0),
                "fine": frames * ratio * getattr(layout, "levels", 0)}[cfg.stage]  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
@@ -392,8 +396,7 @@ def evaluate_checkpoint(checkpoint: str, tokens: str, *, items: int = 256, batch
                            num_coarse=trained.get("num_coarse", 3),
                            crop_seconds=crop_seconds or trained.get("crop_seconds"))  # fmt: skip
     layout = _layout(cfg, val)
-    frames = min(max(1, int((cfg.crop_seconds or PAPER_CROPS[cfg.stage]) * 25)),
-                 min(len(it["semantic"]) for it in val["items"]))  # fmt: skip
+    frames = _crop_frames(cfg, val["items"])
     lm = load(checkpoint, expected=TokenLM)
     return {"stage": cfg.stage, "crop_seconds": frames / 25, **evaluate_stage(lm, val["items"], cfg, layout,
             val["ratio"], frames, val["num_quantizers"])}  # fmt: skip
