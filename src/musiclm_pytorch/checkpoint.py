@@ -255,10 +255,12 @@ def identity(component: Component) -> dict[str, str]:
     return {"component": component.component_name, "hash": h.hexdigest()[:16]}
 
 
-def check_identity(expected: dict[str, dict[str, str]], **components: Component) -> None:
-    """Raise ``ValueError`` naming both sides when a component differs from the one trained with."""
+def check_identity(expected: dict[str, dict[str, str]], **components: Component | dict[str, str]) -> None:
+    """Raise ``ValueError`` naming both sides when a component differs from the one trained with.
+    A component may be given as its :func:`identity` already computed (hashing the weights is the cost)."""
     for name, comp in components.items():
-        if name in expected and identity(comp) != expected[name]:
-            raise ValueError(
-                f"{name} {identity(comp)} differs from the one this stage was trained with {expected[name]}"
-            )
+        if name not in expected:
+            continue
+        actual = comp if isinstance(comp, dict) else identity(comp)
+        if actual != expected[name]:
+            raise ValueError(f"{name} {actual} differs from the one this stage was trained with {expected[name]}")

@@ -265,7 +265,7 @@ def load_musiclm(folder: str | Path, *, lm_precision: str = "float32") -> MusicL
     number of coarse levels is read from the coarse LM's vocabulary). ``lm_precision`` sets the stage
     LMs' decoding precision: ``bfloat16``, or ``int8`` weights with bf16 activations
     (:meth:`TokenLM.quantize_int8`), both faster than ``float32`` on CPU (benchmarks/RESULTS.md)."""
-    from .checkpoint import check_identity, load, read_header
+    from .checkpoint import check_identity, identity, load, read_header
 
     if lm_precision not in LM_PRECISIONS:
         raise ValueError(f"lm_precision must be one of {LM_PRECISIONS}, got {lm_precision!r}")
@@ -274,12 +274,14 @@ def load_musiclm(folder: str | Path, *, lm_precision: str = "float32") -> MusicL
     if missing:
         raise FileNotFoundError(f"model folder {str(folder)!r} lacks {missing}")
     parts: dict[str, Any] = {k: load(folder / f).eval() for k, f in BUNDLE_FILES.items() if (folder / f).is_file()}
-    for name in ("semantic_lm", "coarse_lm", "fine_lm"):  # a stage trained on other tokenizers is refused
-        trained_with = read_header(folder / BUNDLE_FILES[name])["extra"].get("identity") if name in parts else None
-        if trained_with:
+    trained_with = {name: read_header(folder / BUNDLE_FILES[name])["extra"].get("identity")
+                    for name in ("semantic_lm", "coarse_lm", "fine_lm") if name in parts}  # fmt: skip
+    if any(trained_with.values()):  # a stage trained on other tokenizers is refused; each hashed once
+        actual = {"conditioner": identity(parts["conditioner"]), "semantic": identity(parts["semantic_tokenizer"]),
+                  "codec": identity(parts["codec"])}  # fmt: skip
+        for name, expected in trained_with.items():
             try:
-                check_identity(trained_with, conditioner=parts["conditioner"], semantic=parts["semantic_tokenizer"],
-                               codec=parts["codec"])  # fmt: skip
+                check_identity(expected or {}, **actual)
             except ValueError as e:
                 raise ValueError(f"{BUNDLE_FILES[name]} in {str(folder)!r}: {e}") from e
     sem_vocab, codebook = parts["semantic_tokenizer"].vocab_size, parts["codec"].codebook_size
