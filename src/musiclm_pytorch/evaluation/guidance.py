@@ -81,14 +81,17 @@ def guidance_sweep(
         raise ValueError("scales is empty")
     texts = [p["text"] for p in prompts]
     mulan = model.conditioner.mulan
-    text_latents = mulan.get_text_latents(raw_texts=texts)  # [P, D]
-    judge = judge if judge is not None else Judge()
+    if semantic_only:
+        cond_ids = model.conditioner.get_cond_ids(raw_texts=texts)
+    else:
+        text_latents = mulan.get_text_latents(raw_texts=texts)  # [P, D]
+        scorer = judge if judge is not None else Judge()
     per_scale: list[dict[str, Any]] = []
     for s in tqdm(scales, desc="guidance scales", disable=not progress):
         if semantic_only:
             semantic = model.semantic_lm.generate(
                 steps=max(1, int(seconds * model.semantic_tokenizer.frame_rate)),
-                cond_ids=model.conditioner.get_cond_ids(raw_texts=texts),
+                cond_ids=cond_ids,
                 sampling=SamplingConfig(temperature=1.0, cfg_scale=float(s)),
                 generator=torch.Generator().manual_seed(seed),
             )
@@ -102,7 +105,7 @@ def guidance_sweep(
         shuffled = sim.roll(1, dims=1).diag()
         r1 = (sim.argmax(dim=1) == torch.arange(len(texts))).float().mean()
         wavs = out.wavs.float().numpy()
-        judged = [score(judge.predict(w, model.sample_rate), p["tags"]) for w, p in zip(wavs, prompts)]
+        judged = [score(scorer.predict(w, model.sample_rate), p["tags"]) for w, p in zip(wavs, prompts)]
         per_scale.append({
             "scale": float(s), "mcc": round(float(own.mean()), 4), "mcc_shuffled": round(float(shuffled.mean()), 4),
             "prompt_r1": round(float(r1), 4), "judge": accuracy(judged),
