@@ -330,10 +330,12 @@ def evaluate_stage(
             "head_count": 0}  # fmt: skip
     level_correct: Tensor | None = None
     level_count: Tensor | None = None
-    for start in range(0, len(chosen), cfg.batch_size):
-        part = chosen[start : start + cfg.batch_size]
-        if len(part) < 2:  # shuffling needs two clips: fold a last single clip into the previous batch's size
-            part = chosen[-2:]
+    bounds = [*range(0, len(chosen), cfg.batch_size), len(chosen)]
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:  # shuffling needs two clips: a last lone clip joins
+        del bounds[-2]  # the batch before it
+    seconds = frames / 25.0  # crops are whole 25 Hz frames
+    for start, end in zip(bounds, bounds[1:]):
+        part = chosen[start:end]
         tokens, mask, cond = (t.to(device) for t in _batch(part, layout, ratio, frames, rng, num_levels))
         logits = lm(tokens, cond).float()
         shuffled = lm(tokens, cond.roll(1, dims=0)).float()
@@ -342,7 +344,6 @@ def evaluate_stage(
         ce_shuffled = F.cross_entropy(shuffled.transpose(1, 2), tokens, reduction="none")
         sums["loss"] += ce[mask].sum().item()
         sums["shuffled"] += ce_shuffled[mask].sum().item()
-        seconds = frames / 25.0  # crops are whole 25 Hz frames
         head = mask & (mask.cumsum(1) <= mask.sum(1, keepdim=True) / seconds)  # targets of the first second
         sums["head"] += ce[head].sum().item()
         sums["head_shuffled"] += ce_shuffled[head].sum().item()
