@@ -149,12 +149,13 @@ class StageTrainConfig:
 
 
 PAPER_CROPS = {"semantic": 30.0, "coarse": 10.0, "fine": 3.0}
+FRAME_RATE = 25  # semantic frames per second: crops are counted in them
 
 
 def _crop_frames(cfg: StageTrainConfig, items: list[dict[str, Any]]) -> int:
     """Semantic frames (25 Hz) per crop: ``crop_seconds`` (default the paper's for the stage), shrunk to
     the shortest clip (documented)."""
-    frames = max(1, int((cfg.crop_seconds or PAPER_CROPS[cfg.stage]) * 25))
+    frames = max(1, int((cfg.crop_seconds or PAPER_CROPS[cfg.stage]) * FRAME_RATE))
     return min(frames, min(len(it["semantic"]) for it in items))
 
 
@@ -333,7 +334,7 @@ def evaluate_stage(
     bounds = [*range(0, len(chosen), cfg.batch_size), len(chosen)]
     if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:  # shuffling needs two clips: a last lone clip joins
         del bounds[-2]  # the batch before it
-    seconds = frames / 25.0  # crops are whole 25 Hz frames
+    seconds = frames / FRAME_RATE
     for start, end in zip(bounds, bounds[1:]):
         part = chosen[start:end]
         tokens, mask, cond = (t.to(device) for t in _batch(part, layout, ratio, frames, rng, num_levels))
@@ -399,7 +400,7 @@ def evaluate_checkpoint(checkpoint: str, tokens: str, *, items: int = 256, batch
     layout = _layout(cfg, val)
     frames = _crop_frames(cfg, val["items"])
     lm = load(checkpoint, expected=TokenLM)
-    return {"stage": cfg.stage, "crop_seconds": frames / 25, **evaluate_stage(lm, val["items"], cfg, layout,
+    return {"stage": cfg.stage, "crop_seconds": frames / FRAME_RATE, **evaluate_stage(lm, val["items"], cfg, layout,
             val["ratio"], frames, val["num_quantizers"])}  # fmt: skip
 
 
