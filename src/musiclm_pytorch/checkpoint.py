@@ -43,6 +43,7 @@ _NESTED = "__component__"
 # whichever parts of the package the caller happened to import first
 _BUILTIN_MODULES = {
     "soundstream": "musiclm_pytorch.codec.soundstream",
+    "mdct_codec": "musiclm_pytorch.codec.mdct",
     "pretrained_codec": "musiclm_pytorch.codec.pretrained",
     "semantic_tokenizer": "musiclm_pytorch.semantic.tokenizer",
     "token_lm": "musiclm_pytorch.lm.transformer",

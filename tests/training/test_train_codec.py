@@ -40,3 +40,25 @@ def test_codec_config_errors(tmp_path):
         CodecTrainConfig(data="x", preset="huge")
     with pytest.raises(FileNotFoundError, match="nowhere"):
         train_codec(_cfg(tmp_path / "nowhere", tmp_path / "o"))
+
+
+def test_mdct_codec_trainer_fits_first_then_trains_and_resumes(tiny_corpus, tmp_path):
+    from musiclm_pytorch.codec import MDCTCodec
+
+    report = train_codec(_cfg(tiny_corpus, tmp_path, preset="mdct_tiny", adversarial_start=100))
+    fitted = json.loads((tmp_path / "fit_init.json").read_text())
+    assert fitted["energy_kept_by_projection"] > 0.5
+    assert fitted["latent_energy_left_after_level3"] < fitted["latent_energy_left_after_level1"] < 1
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert records[0]["step"] == 0 and "val_si_snr_q3" in records[0]  # the fitted codec, before training
+    assert all("snr_db" in r for r in records if "mel" in r)
+    assert set(report["per_levels"]) == {"1", "3"}
+    codec = load(tmp_path / "codec.safetensors")
+    assert isinstance(codec, MDCTCodec)
+    before = codec.project.weight.clone()
+    (tmp_path / "fit_init.json").unlink()
+    train_codec(_cfg(tiny_corpus, tmp_path, preset="mdct_tiny", adversarial_start=100, max_steps=9))
+    assert not (tmp_path / "fit_init.json").exists()  # a resumed run is not fitted again
+    steps = [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert steps.count(0) == 1 and steps[-2:] == [9, 9]  # step 9's training record, then its evaluation
+    assert not torch.equal(load(tmp_path / "codec.safetensors").project.weight, before)  # trained on

@@ -1,9 +1,11 @@
-"""Acoustic tokenizers: the ``Codec`` interface, our SoundStream-style codec, and local EnCodec/DAC."""
+"""Acoustic tokenizers: the ``Codec`` interface, our two codecs (the MDCT transform codec, our default,
+and the SoundStream-style time-domain codec), and local EnCodec/DAC."""
 
 from typing import Protocol, runtime_checkable
 
 from torch import Tensor
 
+from .mdct import MDCTCodec
 from .pretrained import PretrainedCodec
 from .soundstream import SoundStream
 
@@ -29,4 +31,4 @@ class Codec(Protocol):
     def decode(self, codes: Tensor) -> Tensor: ...
 
 
-__all__ = ["Codec", "PretrainedCodec", "SoundStream"]
+__all__ = ["Codec", "MDCTCodec", "PretrainedCodec", "SoundStream"]

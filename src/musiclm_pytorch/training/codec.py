@@ -1,7 +1,11 @@
-"""Train the SoundStream codec: ``musiclm train codec --data corpus/ --out runs/codec``.
+"""Train a codec: ``musiclm train codec --data corpus/ --out runs/codec [--preset mdct]``.
 
-One loop: the generator (encoder + RVQ + decoder) minimises multi-scale mel + waveform L1 (which pins
-phase and delay, so SI-SNR can rise) + commitment, and, from
+Two architectures share this loop (``CODEC_PRESETS``): the MDCT transform codec (our default,
+:class:`~musiclm_pytorch.codec.MDCTCodec`) and the SoundStream time-domain codec. A fresh MDCT codec
+is first fitted to a sample of the training clips (principal components + residual k-means,
+``MDCTCodec.fit_init``), so step 0 is already a working codec. Then one loop: the generator
+(encoder + RVQ + decoder) minimises multi-scale mel + waveform SNR and L1 (which pin phase and
+delay, so SI-SNR can rise) + commitment, and, from
 ``adversarial_start`` on, hinge adversarial + feature-matching losses against the multi-scale STFT
 discriminator, which trains in the same step. Accelerate for devices and processes; atomic
 checkpoints (``codec.safetensors`` + ``train_state.pt`` with both optimizers, step, data position,
@@ -30,6 +34,7 @@ from ..codec.losses import (
     feature_matching_loss,
     generator_hinge_loss,
 )
+from ..codec.mdct import MDCTCodec
 from ..codec.soundstream import SoundStream
 from ..data.datasets import BadRow, CaptionedAudioDataset, ClipOptions, SkipStats, collate, folder_rows, manifest_rows
 from ..evaluation.codec_eval import evaluate_codec
@@ -44,7 +49,14 @@ from .common import (
     set_rng_state,
 )
 
+CODEC_CLASSES: dict[str, type[SoundStream] | type[MDCTCodec]] = {"soundstream": SoundStream, "mdct_codec": MDCTCodec}
 CODEC_PRESETS: dict[str, dict[str, Any]] = {
+    # the default: MDCT transform codec, 16 kHz / 320 = 50 Hz, 8 x 1024 codes = 4 kbps (coarse 3 = 1.5 kbps)
+    "mdct": dict(
+        arch="mdct_codec", sample_rate=16000, hop=320, dim=64, width=256, depth=4, num_quantizers=8, codebook_size=1024
+    ),  # fmt: skip
+    "mdct_tiny": dict(arch="mdct_codec", hop=32, dim=8, width=16, depth=1, num_quantizers=3, codebook_size=16),
+    # SoundStream (SEANet) presets
     "tiny": dict(strides=[2, 4], channels=8, dim=16, num_quantizers=3, codebook_size=16),
     # 16 kHz / 320 = 50 Hz, 8 x 1024 codes = 4 kbps (coarse 3 levels = 1.5 kbps)
     "small": dict(sample_rate=16000, strides=[2, 4, 5, 8], channels=16, dim=128, num_quantizers=8, codebook_size=1024),
@@ -58,7 +70,7 @@ class CodecTrainConfig:
     data: str = ""
     val_data: str | None = None
     out: str = "runs/codec"
-    preset: str = "small"
+    preset: str = "mdct"
     batch_size: int = 16
     crop_seconds: float = 1.0
     lr: float = 3e-4
@@ -67,6 +79,8 @@ class CodecTrainConfig:
     adversarial_start: int = 1000
     mel_weight: float = 1.0
     wave_weight: float = 1.0  # L1 on the waveform: the mel loss alone leaves phase and delay free (SI-SNR)
+    snr_weight: float = 0.1  # minus the per-clip SNR in dB (what SI-SNR measures, loud and quiet clips alike)
+    init_clips: int = 512  # MDCT codec: clips whose frames fit the projection and codebooks before training
     adversarial_weight: float = 0.1
     feature_weight: float = 1.0
     grad_clip: float = 1.0
@@ -98,7 +112,34 @@ def _rows(path: str, val: bool = False) -> tuple[list[dict[str, Any]], list[BadR
     raise FileNotFoundError(f"codec data {path!r} not found")
 
 
-def spectrogram_png(codec: SoundStream, wav: torch.Tensor, path: Path) -> Path:
+def build_codec(preset: str) -> SoundStream | MDCTCodec:
+    """A fresh codec of the named preset (``CODEC_PRESETS``)."""
+    if preset not in CODEC_PRESETS:
+        raise ValueError(f"unknown codec preset {preset!r}; choose from {sorted(CODEC_PRESETS)}")
+    kwargs = dict(CODEC_PRESETS[preset])
+    return CODEC_CLASSES[kwargs.pop("arch", "soundstream")](**kwargs)
+
+
+def snr_loss(recon: torch.Tensor, wav: torch.Tensor) -> torch.Tensor:
+    """Mean over clips of ``10 log10(|recon - wav|^2 / |wav|^2)``: minus the SNR in dB, each clip
+    weighted alike whatever its loudness (floored at -40 dB so silent clips do not dominate)."""
+    err = (recon - wav).pow(2).flatten(1).sum(-1)
+    sig = wav.pow(2).flatten(1).sum(-1)
+    return (10 * torch.log10(err / (sig + 1e-8) + 1e-4)).mean()
+
+
+def _fit_init(codec: MDCTCodec, rows: list[dict[str, Any]], cfg: CodecTrainConfig) -> dict[str, float]:
+    """Fit a fresh MDCT codec's projection and codebooks on ``cfg.init_clips`` training clips."""
+    order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.init_clips]
+    opts = ClipOptions(sample_rate=codec.sample_rate, crop_seconds=4.0, crop="random", min_seconds=0.1)
+    dataset = CaptionedAudioDataset([rows[i] for i in order.tolist()], opts, seed=cfg.seed)
+    wavs = [item["wav"] for item in (dataset[i] for i in range(len(dataset))) if isinstance(item, dict)]
+    if not wavs:
+        raise ValueError("no readable clip to fit the MDCT codec on")
+    return codec.fit_init(wavs, seed=cfg.seed)
+
+
+def spectrogram_png(codec: SoundStream | MDCTCodec, wav: torch.Tensor, path: Path) -> Path:
     import librosa
     import matplotlib
 
@@ -136,7 +177,13 @@ def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
     model_path, disc_path, state_path = out / "codec.safetensors", out / "discriminator.pt", out / "train_state.pt"
     resume = model_path.is_file() and state_path.is_file() and disc_path.is_file()
     torch.manual_seed(cfg.seed)
-    codec = load(model_path, expected=SoundStream) if resume else SoundStream(**CODEC_PRESETS[cfg.preset])
+    codec = load(model_path) if resume else build_codec(cfg.preset)
+    if not isinstance(codec, (SoundStream, MDCTCodec)):
+        raise ValueError(f"{model_path} holds a {type(codec).__name__}, not a codec this trainer trains")
+    if not resume and isinstance(codec, MDCTCodec) and cfg.init_clips:
+        fitted = _fit_init(codec, rows, cfg)
+        (out / "fit_init.json").write_text(json.dumps(fitted, indent=2))
+        accelerator.print(f"MDCT codec fitted on {cfg.init_clips} clips: {fitted}")
     disc = STFTDiscriminator()
     if resume:
         disc.load_state_dict(torch.load(disc_path, weights_only=True))
@@ -156,7 +203,7 @@ def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     log = JsonLog(out / "log.jsonl", resume_step=step if resume else None)
     codec, disc, mel_loss, opt_g, opt_d = accelerator.prepare(codec, disc, mel_loss, opt_g, opt_d)
-    model: SoundStream = accelerator.unwrap_model(codec)
+    model: SoundStream | MDCTCodec = accelerator.unwrap_model(codec)
     opts = ClipOptions(sample_rate=model.sample_rate, crop_seconds=cfg.crop_seconds, crop="random")
     dataset = CaptionedAudioDataset(rows, opts, seed=cfg.seed)
     report: dict[str, Any] = {}
@@ -170,6 +217,22 @@ def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
         return accelerator.prepare(DataLoader(dataset, batch_size=cfg.batch_size, sampler=order, collate_fn=collate,
                                               num_workers=cfg.num_workers, drop_last=True))  # fmt: skip
 
+    def validate() -> dict[str, Any]:
+        val = CaptionedAudioDataset(
+            val_rows, ClipOptions(sample_rate=model.sample_rate, crop_seconds=None, min_seconds=0.5)
+        )
+        wavs = [item["wav"] for item in (val[i] for i in range(len(val))) if isinstance(item, dict)]
+        result = evaluate_codec(model, wavs)
+        flat = {f"val_si_snr_q{q}": v["si_snr_db"] for q, v in result["per_levels"].items()}
+        flat.update({f"val_mel_q{q}": v["log_mel_mae"] for q, v in result["per_levels"].items()})
+        log.write({"step": step, **flat})
+        (out / f"eval_step{step}.json").write_text(json.dumps(result, indent=2))
+        if wavs:
+            spectrogram_png(model, wavs[0][: model.sample_rate * 5], out / "spectrograms.png")
+        return result
+
+    if val_rows and not resume and accelerator.is_main_process:  # step 0: what the initialisation gives
+        report = validate()
     batches = cursor.batches(make_loader) if step < cfg.max_steps else iter(())
     for batch in batches:
         skipped.update(batch["skipped"])
@@ -187,8 +250,11 @@ def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
             opt_d.step()
         g_mel = mel_loss(recon, wav)
         g_wave = F.l1_loss(recon, wav)
-        g_loss = cfg.mel_weight * g_mel + cfg.wave_weight * g_wave + commit
-        record: dict[str, Any] = {"mel": g_mel.item(), "wave": g_wave.item(), "commit": commit.item()}
+        g_snr = snr_loss(recon, wav)
+        g_loss = cfg.mel_weight * g_mel + cfg.wave_weight * g_wave + cfg.snr_weight * g_snr + commit
+        record: dict[str, Any] = {
+            "mel": g_mel.item(), "wave": g_wave.item(), "snr_db": -g_snr.item(), "commit": commit.item(),
+        }  # fmt: skip
         if adversarial:
             fake, real = disc(recon), disc(wav)
             g_adv, g_fm = generator_hinge_loss(fake), feature_matching_loss(real, fake)
@@ -209,24 +275,15 @@ def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
             t_last, clips = now, 0
             bar.set_postfix(mel=f"{record['mel']:.3f}")
         if val_rows and (step % cfg.eval_every == 0 or step == cfg.max_steps) and accelerator.is_main_process:
-            val = CaptionedAudioDataset(
-                val_rows, ClipOptions(sample_rate=model.sample_rate, crop_seconds=None, min_seconds=0.5)
-            )
-            wavs = [item["wav"] for item in (val[i] for i in range(len(val))) if isinstance(item, dict)]
-            report = evaluate_codec(model, wavs)
-            flat = {f"val_si_snr_q{q}": v["si_snr_db"] for q, v in report["per_levels"].items()}
-            flat.update({f"val_mel_q{q}": v["log_mel_mae"] for q, v in report["per_levels"].items()})
-            log.write({"step": step, **flat})
-            (out / f"eval_step{step}.json").write_text(json.dumps(report, indent=2))
-            if wavs:
-                spectrogram_png(model, wavs[0][: model.sample_rate * 5], out / "spectrograms.png")
+            report = validate()
         if (step % cfg.checkpoint_every == 0 or step == cfg.max_steps) and accelerator.is_main_process:
             save(model, model_path, extra={"step": step})
             atomic_torch_save(accelerator.unwrap_model(disc).state_dict(), disc_path)
             state = {"opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "step": step, **cursor.state_dict(),
                      "rng": rng_state(), "config": asdict(cfg)}  # fmt: skip
             atomic_torch_save(state, state_path)
-            keys = ["mel", "commit", "adv", "fm", "disc", "val_si_snr_q1", f"val_si_snr_q{model.num_quantizers}"]
+            keys = ["mel", "snr_db", "commit", "adv", "fm", "disc", "val_si_snr_q1",
+                    f"val_si_snr_q{model.num_quantizers}"]  # fmt: skip
             plot_curves(log, out / "curves.png", keys=keys, title=f"codec {cfg.preset}")
         if step >= cfg.max_steps:
             break
