@@ -9,7 +9,7 @@ Subcommands:
     train semantic-tokenizer  fit k-means semantic tokens over 25 Hz musical features
     data tokenize  MuLaN cond ids + semantic ids + codec codes for every clip, once
     train stage  train the semantic / coarse / fine LM on tokenized data (resumable)
-    train codec train the SoundStream codec (mel + waveform + adversarial + feature matching; resumable)
+    train codec train a codec: MDCT (default) or SoundStream (mel + SNR + adversarial; resumable)
     train conditioning  fit the conditioning RVQ on a trained MuLaN; text/audio token agreement
     eval mulan  retrieval R@k and zero-shot tagging of a MuLaN checkpoint
     eval codec  SI-SNR / log-mel distance / bitrate of a codec beside Opus, Vorbis and MP3
@@ -251,7 +251,7 @@ def _cmd_data_tokenize(args: argparse.Namespace) -> int:
 
     summary = tokenize_corpus(conditioner=load(args.conditioning).eval(), semantic=load(args.semantic),
                               codec=load(args.codec).eval(), data=args.data, out=args.out, max_clips=args.max_clips,
-                              max_val_clips=args.max_val_clips, num_workers=args.workers,
+                              max_val_clips=args.max_val_clips, num_workers=args.workers, reuse=args.reuse,
                               progress=not args.quiet)  # fmt: skip
     print(json.dumps(summary, indent=2))
     return 0
@@ -338,6 +338,20 @@ def _cmd_eval_codec(args: argparse.Namespace) -> int:
         report["classic"].append(evaluate_classic(wavs, sample_rate, name, float(level or 1.0)))
     if codec is not None:
         report["codec"] = {"checkpoint": args.checkpoint or args.pretrained, **evaluate_codec(codec, wavs)}
+    if args.mulan:
+        from .checkpoint import load
+        from .evaluation.codec_eval import evaluate_fidelity
+
+        if codec is None:
+            raise ValueError("--mulan measures what survives a codec: pass --checkpoint or --pretrained too")
+        good = [(it, row) for it, row in zip(items, rows) if isinstance(it, dict)]
+        texts = [row.get("full_caption") or (row.get("captions") or [""])[0] for _, row in good]
+        if not all(texts):
+            raise ValueError(f"--mulan needs captioned clips; {str(data)!r} has clips without a caption")
+        mulan: Any = load(args.mulan).eval()
+        n = min(len(good), args.fidelity_clips)
+        report["fidelity"] = evaluate_fidelity(codec, [it["wav"] for it, _ in good[:n]], texts[:n],
+                                               [it["tags"] for it, _ in good[:n]], mulan=mulan)  # fmt: skip
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "codec_eval.json").write_text(json.dumps(report, indent=2))
@@ -433,6 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--max-clips", type=int, help="tokenize the first N training rows")
     tok.add_argument("--max-val-clips", type=int, help="tokenize the first N validation rows")
     tok.add_argument("--workers", type=int, default=1, help="processes that decode audio (0: this one)")
+    tok.add_argument(
+        "--reuse", help="an earlier tokens folder: copy the ids of every component whose weights are unchanged"
+    )
     tok.add_argument("--quiet", action="store_true")
     tok.set_defaults(func=_cmd_data_tokenize)
     check = data.add_parser("check", help="decode every row of a manifest or folder; report bad rows")
@@ -448,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, cls, func, help_text in (
         ("mulan", MuLaNTrainConfig, _cmd_train_mulan, "train MuLaN contrastively (resumes from --out)"),
-        ("codec", CodecTrainConfig, _cmd_train_codec, "train the SoundStream codec (resumes from --out)"),
+        ("codec", CodecTrainConfig, _cmd_train_codec, "train a codec, MDCT or SoundStream (resumes from --out)"),
         ("stage", StageTrainConfig, _cmd_train_stage, "train a stage LM (semantic, coarse, fine) on tokenized data"),
     ):
         p = train.add_parser(name, help=help_text)
@@ -485,7 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--quiet", action="store_true")
     em.set_defaults(func=_cmd_eval_mulan)
     ec = ev.add_parser("codec", help="SI-SNR / log-mel distance / bitrate of a codec beside Opus, Vorbis, MP3")
-    ec.add_argument("--checkpoint", help="our codec checkpoint (SoundStream .safetensors)")
+    ec.add_argument("--checkpoint", help="our codec checkpoint (MDCTCodec or SoundStream .safetensors)")
     ec.add_argument("--pretrained", help="a local transformers EnCodec or DAC folder")
     ec.add_argument("--data", required=True, help="corpus folder (its val.jsonl), JSONL manifest or audio folder")
     ec.add_argument("--seconds", type=float, default=10.0, help="centre crop of each clip")
@@ -497,6 +514,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=["opus:1.0", "opus:0.9", "vorbis:1.0", "mp3:0.5"],
         help="classic codecs as name:compression_level (0 best quality, 1 smallest)",
     )
+    ec.add_argument(
+        "--mulan",
+        help="a MuLaN checkpoint: also measure whether captions still match the clips after the codec "
+        "(MuLaN cycle consistency, caption R@1, the judge's accuracy), original vs decoded",
+    )
+    ec.add_argument("--fidelity-clips", type=int, default=48, help="clips for --mulan (all in one batch)")
     ec.add_argument("--threads", type=int, default=2)
     ec.add_argument("--out", default="codec_eval")
     ec.set_defaults(func=_cmd_eval_codec)

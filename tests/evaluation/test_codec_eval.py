@@ -64,3 +64,45 @@ def test_classic_codecs_round_trip_with_a_measured_bitrate(name):
 def test_classic_codec_errors():
     with pytest.raises(ValueError, match="unknown classic codec 'aac'"):
         classic_round_trip(np.zeros(1600, np.float32), 16000, "aac", 0.5)
+
+
+class _FakeCodec:
+    """Duck-typed codec: its "codes" are the waveform itself; ``silent`` decodes everything to zeros."""
+
+    sample_rate, num_quantizers, codebook_size, frame_rate = 16000, 2, 16, 50.0
+
+    def __init__(self, silent: bool):
+        self.silent = silent
+
+    def eval(self):
+        return self
+
+    def encode(self, wav):
+        return wav
+
+    def decode(self, codes):
+        return torch.zeros_like(codes[:, :1]) if self.silent else codes[:, :1]
+
+
+def test_fidelity_is_unchanged_by_a_lossless_codec_and_collapses_through_a_silent_one(tiny_mulan):
+    from musiclm_pytorch.evaluation.codec_eval import evaluate_fidelity
+
+    t = torch.arange(16000) / 16000
+    wavs = [0.3 * torch.sin(2 * torch.pi * f * t) * (1 + torch.sin(2 * torch.pi * r * t)) for f, r in
+            ((220, 2), (330, 5), (523, 1))]  # fmt: skip
+    texts = ["slow piano in A minor", "fast guitar with drums", "a calm flute melody"]
+    tags = [{"tonic": "A", "mode": "minor", "drums": False}, {"drums": True}, {"family": "pipe"}]
+    torch.manual_seed(0)
+    same = evaluate_fidelity(_FakeCodec(silent=False), wavs, texts, tags, mulan=tiny_mulan)
+    assert same["clips"] == 3 and same["seconds"] == 1.0 and same["chance_r1"] == pytest.approx(1 / 3, abs=1e-4)
+    assert set(same) == {"clips", "seconds", "chance_r1", "original", "codec_q1", "codec_q2"}
+    assert same["codec_q2"] == same["original"] and same["codec_q1"] == same["original"]
+    assert set(same["original"]["judge"]) == {"key", "key_tonic", "key_or_relative", "drums", "family"}
+    assert same["original"]["judge"]["drums"]["n"] == 2
+    gone = evaluate_fidelity(_FakeCodec(silent=True), wavs, texts, tags, mulan=tiny_mulan, levels=[2])
+    # silence gives every clip one embedding: each caption scores the same against every clip
+    assert gone["codec_q2"]["caption_r1"] == pytest.approx(1 / 3, abs=1e-4)
+    assert gone["codec_q2"]["mcc"] == pytest.approx(gone["codec_q2"]["mcc_shuffled"], abs=1e-4)
+    assert gone["original"] == same["original"]
+    with pytest.raises(ValueError, match="at least 2 clips"):
+        evaluate_fidelity(_FakeCodec(silent=False), wavs[:1], texts[:1], tags[:1], mulan=tiny_mulan)

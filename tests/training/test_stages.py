@@ -58,6 +58,38 @@ def test_tokenize_limits_splits_and_counts_corrupt_files(tokens, tiny_corpus, tm
     assert summary["skipped"]["train"].startswith("1 rows skipped (1 unreadable audio)")
 
 
+def test_tokenize_reuses_the_ids_of_unchanged_components(tokens, tiny_corpus, tmp_path, monkeypatch):
+    out, _, (cond, sem, _) = tokens
+    torch.manual_seed(1)
+    other = SoundStream(strides=(4, 8, 10), channels=4, dim=8, num_quantizers=4, codebook_size=8, kmeans_init=False)
+
+    def recomputed(*args, **kwargs):
+        raise AssertionError("an unchanged component was run again")
+
+    monkeypatch.setattr(type(sem), "forward", recomputed)  # same weights: ids are copied, never recomputed
+    monkeypatch.setattr(type(cond), "get_cond_ids", recomputed)
+    summary = tokenize_corpus(conditioner=cond, semantic=sem, codec=other, data=str(tiny_corpus),
+                              out=str(tmp_path / "t"), reuse=str(out), progress=False)  # fmt: skip
+    monkeypatch.undo()
+    assert summary["reused"] == {"train": {"cond_ids": 18, "semantic": 18}, "val": {"cond_ids": 6, "semantic": 6}}
+    before = torch.load(out / "train.pt", weights_only=False)["items"]
+    after = torch.load(tmp_path / "t" / "train.pt", weights_only=False)
+    assert after["identity"]["codec"] != torch.load(out / "train.pt", weights_only=False)["identity"]["codec"]
+    from musiclm_pytorch.data.datasets import CaptionedAudioDataset, ClipOptions, manifest_rows
+
+    rows, _ = manifest_rows(tiny_corpus / "train.jsonl")
+    wav = CaptionedAudioDataset(rows[:1], ClipOptions(crop_seconds=None, min_seconds=1.0))[0]["wav"]
+    for old, new in zip(before, after["items"]):
+        assert old["source"] == new["source"]
+        assert torch.equal(old["semantic"], new["semantic"]) and torch.equal(old["cond_ids"], new["cond_ids"])
+    codes = other.encode(wav[None, None])[0].short()
+    assert torch.equal(after["items"][0]["codes"], codes[:, : after["items"][0]["codes"].shape[-1]])  # the new codec's
+    assert not torch.equal(after["items"][0]["codes"], before[0]["codes"])
+    with pytest.raises(FileNotFoundError, match="tokens folder to reuse"):
+        tokenize_corpus(conditioner=cond, semantic=sem, codec=other, data=str(tiny_corpus), out=str(tmp_path / "u"),
+                        reuse=str(tmp_path / "nowhere"), progress=False)  # fmt: skip
+
+
 @pytest.mark.parametrize("stage", ["semantic", "coarse", "fine"])
 def test_each_stage_trains_and_resumes(tokens, tmp_path, stage):
     out, _, comps = tokens

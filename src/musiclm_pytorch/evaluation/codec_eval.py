@@ -132,3 +132,55 @@ def evaluate_codec(
             "log_mel_mae": round(float(np.mean(maes)), 4),
         }
     return out
+
+
+@torch.no_grad()
+def evaluate_fidelity(
+    codec: Any,
+    wavs: list[torch.Tensor],
+    texts: list[str],
+    tags: list[dict[str, Any]],
+    *,
+    mulan: Any,
+    judge: Any = None,
+    levels: list[int] | None = None,
+) -> dict[str, Any]:
+    """Does music survive the codec? For the original clips and for their round trip through
+    ``codec`` with each number of ``levels``: MuLaN cycle consistency (mean cosine of a clip with its
+    own caption; ``mcc_shuffled``: with another clip's), caption R@1 among these clips (chance
+    ``1 / len(wavs)``), and the independent judge's accuracy per attribute the tags state. The stage
+    LMs can only make music that the codec can carry, so this bounds what generation can reach."""
+    from ..audio import resample
+    from .judge import Judge, accuracy, score
+
+    if len(wavs) < 2 or not len(wavs) == len(texts) == len(tags):
+        raise ValueError(
+            f"need at least 2 clips with one text and tags each, got {len(wavs)} / {len(texts)} / {len(tags)}"
+        )
+    judge = judge if judge is not None else Judge()
+    codec.eval()
+    mulan.eval()
+    levels = levels or sorted({max(1, codec.num_quantizers // 2), codec.num_quantizers})
+    text_latents = mulan.get_text_latents(raw_texts=texts)
+    n = min(w.shape[-1] for w in wavs)
+    batch = torch.stack([w[:n] for w in wavs])[:, None]  # [B, 1, S] at the codec's rate
+    versions = {"original": batch}
+    for q in levels:
+        decoded = torch.cat([codec.decode(codec.encode(b[None])[:, :q]) for b in batch])
+        versions[f"codec_q{q}"] = decoded[..., :n]
+    out: dict[str, Any] = {"clips": len(wavs), "seconds": round(n / codec.sample_rate, 3),
+                           "chance_r1": round(1 / len(wavs), 4)}  # fmt: skip
+    for name, audio in versions.items():
+        clips = audio[:, 0].float()  # the judge listens at the codec's rate, MuLaN at its own
+        heard = clips if codec.sample_rate == mulan.sample_rate else torch.stack(
+            [torch.from_numpy(resample(w.numpy(), codec.sample_rate, mulan.sample_rate)) for w in clips]
+        )  # fmt: skip
+        sim = mulan.get_audio_latents(heard) @ text_latents.T  # [B, B]: clip i against caption j
+        judged = [score(judge.predict(w.numpy(), codec.sample_rate), t) for w, t in zip(clips, tags)]
+        out[name] = {
+            "mcc": round(float(sim.diag().mean()), 4),
+            "mcc_shuffled": round(float(sim.roll(1, dims=1).diag().mean()), 4),
+            "caption_r1": round(float((sim.argmax(1) == torch.arange(len(wavs))).float().mean()), 4),
+            "judge": accuracy(judged),
+        }
+    return out

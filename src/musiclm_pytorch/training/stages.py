@@ -62,10 +62,15 @@ def tokenize_corpus(
     max_clips: int | None = None,
     max_val_clips: int | None = None,
     num_workers: int = 1,
+    reuse: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Tokenize ``data/{train,val}.jsonl`` into ``out/{split}.pt`` (the first ``max_clips`` training and
-    ``max_val_clips`` validation rows; ``num_workers`` processes decode audio while this one tokenizes)."""
+    ``max_val_clips`` validation rows; ``num_workers`` processes decode audio while this one tokenizes).
+
+    ``reuse``: an earlier tokens folder. Each of the three token kinds (MuLaN conditioning ids, semantic
+    ids, codec codes) whose component has the same identity (weights hash) there is copied for the
+    clips it holds instead of recomputed: retokenizing for a new codec then costs the codec alone."""
     if semantic.sample_rate != codec.sample_rate:
         raise ValueError(f"semantic tokenizer rate {semantic.sample_rate} != codec rate {codec.sample_rate}")
     ratio = codec.frame_rate / semantic.frame_rate
@@ -86,29 +91,65 @@ def tokenize_corpus(
         rows = rows[:limit] if limit else rows
         ds = CaptionedAudioDataset(rows, ClipOptions(sample_rate=codec.sample_rate, crop_seconds=None, min_seconds=1.0))
         loader = DataLoader(ds, batch_size=None, num_workers=num_workers, collate_fn=_as_is)
-        items, skipped = [], SkipStats()
-        for item in tqdm(loader, total=len(ds), desc=f"tokenizing {split}", disable=not progress):
+        old, reusable = _reusable(reuse, split, ids, len(ds))
+        items, skipped, reused = [], SkipStats(), dict.fromkeys(reusable, 0)
+        for index, item in enumerate(tqdm(loader, total=len(ds), desc=f"tokenizing {split}", disable=not progress)):
             if not isinstance(item, dict):
                 skipped.update([item])
                 continue
-            wav = item["wav"]
-            sem = semantic(wav[None])[0]
-            codes = codec.encode(wav[None, None])[0]
+            wav, source = item["wav"], (item["tags"] or {}).get("source", item["path"])
+            prior = old.get(str(item["path"]), old.get(index, {}))
+            for key in reusable:
+                reused[key] += key in prior
+            sem = prior["semantic"] if "semantic" in prior else semantic(wav[None])[0]
+            codes = prior["codes"] if "codes" in prior else codec.encode(wav[None, None])[0]
+            cond = (prior["cond_ids"] if "cond_ids" in prior else
+                    conditioner.get_cond_ids(wavs=wav[None].to(torch.float32), windowed=True)[0])  # fmt: skip
             frames = min(len(sem), codes.shape[-1] // int(round(ratio)))
             items.append({
-                "cond_ids": conditioner.get_cond_ids(wavs=wav[None].to(torch.float32), windowed=True)[0].short(),
+                "cond_ids": cond.short(),
                 "semantic": sem[:frames].short(),
                 "codes": codes[:, : frames * int(round(ratio))].short(),
-                "source": (item["tags"] or {}).get("source", item["path"]),
+                "source": source,
+                "path": str(item["path"]),
             })  # fmt: skip
         atomic_torch_save({"identity": ids, "ratio": int(round(ratio)), "items": items,
                            "semantic_vocab": semantic.vocab_size, "codebook_size": codec.codebook_size,
                            "num_quantizers": codec.num_quantizers, "cond_vocab": conditioner.codebook_size,
                            "num_cond": conditioner.num_quantizers}, out_dir / f"{split}.pt")  # fmt: skip
         summary["splits"][split] = len(items)
+        if reused:
+            summary.setdefault("reused", {})[split] = reused
         summary.setdefault("skipped", {})[split] = skipped.report()
     (out_dir / "tokens.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+_TOKEN_KINDS = {"conditioner": "cond_ids", "semantic": "semantic", "codec": "codes"}
+
+
+def _reusable(
+    folder: str | None, split: str, ids: dict[str, Any], rows: int
+) -> tuple[dict[Any, dict[str, Any]], list[str]]:
+    """Items of an earlier ``folder/{split}.pt`` by audio path, keeping only the token kinds whose
+    component identity equals ``ids``; and the names of those kinds. Files written before items
+    recorded their path are matched by position, only when they hold exactly ``rows`` items (the
+    same rows, none skipped)."""
+    if folder is None:
+        return {}, []
+    path = Path(folder) / f"{split}.pt"
+    if not Path(folder).is_dir():
+        raise FileNotFoundError(f"tokens folder to reuse {folder!r} not found")
+    if not path.is_file():
+        return {}, []
+    data = torch.load(path, weights_only=False)
+    kinds = [kind for part, kind in _TOKEN_KINDS.items() if data.get("identity", {}).get(part) == ids[part]]
+    if all("path" in it for it in data["items"]):
+        return {it["path"]: {k: it[k] for k in kinds} for it in data["items"]}, kinds
+    if len(data["items"]) != rows:
+        raise ValueError(f"{path} records no audio paths and holds {len(data['items'])} items for {rows} rows: "
+                         "its ids cannot be matched to the clips; tokenize without --reuse")  # fmt: skip
+    return {i: {k: it[k] for k in kinds} for i, it in enumerate(data["items"])}, kinds
 
 
 @dataclass
