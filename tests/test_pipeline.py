@@ -103,5 +103,15 @@ def test_model_folder_refuses_a_stage_trained_on_other_tokenizers(parts, tmp_pat
     assert load_musiclm(tmp_path).ratio == 2  # the tokenizers it was trained on: accepted
     other = SoundStream(strides=(4, 8, 10), channels=4, dim=8, num_quantizers=4, codebook_size=8, kmeans_init=False)
     save(other, tmp_path / BUNDLE_FILES["codec"])  # same shapes, other weights
-    with pytest.raises(ValueError, match=r"semantic_lm.safetensors in .*: codec .* differs from the one this stage"):
+    # the semantic LM does not read codec codes: the coarse LM is the first to refuse
+    with pytest.raises(ValueError, match=r"coarse_lm.safetensors in .*: codec .* differs from the one this stage"):
+        load_musiclm(tmp_path)
+    # retrained coarse and fine stages on the new codec: the old semantic LM stays valid
+    for key in ("coarse_lm", "fine_lm"):
+        save(parts[key], tmp_path / BUNDLE_FILES[key], extra={"identity": {**trained_with, "codec": identity(other)}})
+    assert load_musiclm(tmp_path).codec is not None
+    other_semantic = parts["semantic_tokenizer"].__class__(vocab_size=8)
+    other_semantic.centers.add_(1.0)  # same shapes, other weights
+    save(other_semantic, tmp_path / BUNDLE_FILES["semantic_tokenizer"])
+    with pytest.raises(ValueError, match=r"semantic_lm.safetensors in .*: semantic .* differs"):
         load_musiclm(tmp_path)

@@ -274,14 +274,17 @@ def load_musiclm(folder: str | Path, *, lm_precision: str = "float32") -> MusicL
     if missing:
         raise FileNotFoundError(f"model folder {str(folder)!r} lacks {missing}")
     parts: dict[str, Any] = {k: load(folder / f).eval() for k, f in BUNDLE_FILES.items() if (folder / f).is_file()}
+    # a stage trained on other tokenizers is refused (only those it reads: STAGE_INPUTS); each hashed once
     trained_with = {name: read_header(folder / BUNDLE_FILES[name])["extra"].get("identity")
                     for name in ("semantic_lm", "coarse_lm", "fine_lm") if name in parts}  # fmt: skip
-    if any(trained_with.values()):  # a stage trained on other tokenizers is refused; each hashed once
+    if any(trained_with.values()):
+        from .training.stages import stage_identity
+
         actual = {"conditioner": identity(parts["conditioner"]), "semantic": identity(parts["semantic_tokenizer"]),
                   "codec": identity(parts["codec"])}  # fmt: skip
         for name, expected in trained_with.items():
             try:
-                check_identity(expected or {}, **actual)
+                check_identity(stage_identity(name.removesuffix("_lm"), expected or {}), **actual)
             except ValueError as e:
                 raise ValueError(f"{BUNDLE_FILES[name]} in {str(folder)!r}: {e}") from e
     sem_vocab, codebook = parts["semantic_tokenizer"].vocab_size, parts["codec"].codebook_size

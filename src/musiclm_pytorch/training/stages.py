@@ -126,6 +126,17 @@ def tokenize_corpus(
 
 
 _TOKEN_KINDS = {"conditioner": "cond_ids", "semantic": "semantic", "codec": "codes"}
+# the components whose tokens each stage reads: a semantic LM stays valid when only the codec changes
+STAGE_INPUTS = {
+    "semantic": ("conditioner", "semantic"),
+    "coarse": ("conditioner", "semantic", "codec"),
+    "fine": ("conditioner", "codec"),
+}
+
+
+def stage_identity(stage: str, identity: dict[str, Any]) -> dict[str, Any]:
+    """The part of a tokens file's ``identity`` that ``stage`` depends on (``STAGE_INPUTS``)."""
+    return {k: v for k, v in identity.items() if k in STAGE_INPUTS[stage]}
 
 
 def _reusable(
@@ -335,7 +346,8 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
             log.write({"step": step, **{k: v for k, v in report.items() if isinstance(v, float)}})
             lm_ddp.train()
         if main and (step % cfg.checkpoint_every == 0 or step == cfg.max_steps):
-            extra = {"step": step, "stage": cfg.stage, "identity": train["identity"], "config": asdict(cfg)}
+            extra = {"step": step, "stage": cfg.stage, "identity": stage_identity(cfg.stage, train["identity"]),
+                     "config": asdict(cfg)}  # fmt: skip
             save(model, model_path, extra=extra)
             if ema is not None:
                 save(ema.model, out / f"{cfg.stage}_ema.safetensors", extra={**extra, "ema_decay": ema.decay})
@@ -430,7 +442,8 @@ def evaluate_checkpoint(checkpoint: str, tokens: str, *, items: int = 256, batch
     if not val_path.is_file():
         raise FileNotFoundError(f"no tokens at {str(val_path)!r}: run `musiclm data tokenize` first")
     val = torch.load(val_path, weights_only=False)
-    if extra.get("identity") and extra["identity"] != val["identity"]:
+    needed = stage_identity(extra["stage"], val["identity"])
+    if extra.get("identity") and stage_identity(extra["stage"], extra["identity"]) != needed:
         raise ValueError(
             f"{checkpoint!r} was trained on tokens of {extra['identity']}, {tokens!r} holds {val['identity']}"
         )
@@ -449,4 +462,4 @@ def main_from_args(config_path: str | None, overrides: dict[str, Any]) -> dict[s
     return train_stage(load_config(StageTrainConfig, config_path, overrides))
 
 
-__all__ = ["StageTrainConfig", "check_identity", "identity", "tokenize_corpus", "train_stage"]
+__all__ = ["STAGE_INPUTS", "StageTrainConfig", "check_identity", "identity", "tokenize_corpus", "train_stage"]
