@@ -120,3 +120,31 @@ def test_eval_codec_beside_classic_codecs(tmp_path, capsys):
     assert report["codec"]["per_levels"]["4"]["si_snr_db"] < report["classic"][1]["si_snr_db"]
     assert main(["eval", "codec", "--data", str(folder), "--classic", "aac:1"]) == 2
     assert "unknown classic codec 'aac'" in capsys.readouterr().err
+
+
+def test_eval_codec_fidelity_with_mulan(tmp_path, capsys, tiny_mulan):
+    import torch
+
+    from musiclm_pytorch import save
+    from musiclm_pytorch.codec import MDCTCodec
+
+    folder = tmp_path / "music"
+    folder.mkdir()
+    t = np.arange(2 * 16000) / 16000
+    for i, (f0, caption) in enumerate(((220.0, "slow calm piano"), (330.0, "fast drums"), (440.0, "a flute"))):
+        sf.write(folder / f"clip{i}.wav", (0.3 * np.sin(2 * np.pi * f0 * t)).astype(np.float32), 16000)
+        (folder / f"clip{i}.json").write_text(json.dumps({"caption": caption, "tags": {"drums": i == 1}}))
+    torch.manual_seed(0)
+    codec = MDCTCodec(hop=32, dim=8, width=16, depth=1, num_quantizers=3, codebook_size=16)
+    argv = ["eval", "codec", "--checkpoint", str(save(codec, tmp_path / "codec.safetensors")), "--data", str(folder),
+            "--seconds", "1", "--classic", "--levels", "1", "3", "--mulan", str(save(tiny_mulan, tmp_path / "m.st")),
+            "--out", str(tmp_path / "ce")]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "ce" / "codec_eval.json").read_text())
+    assert set(report["codec"]["per_levels"]) == {"1", "3"}
+    fidelity = report["fidelity"]
+    assert fidelity["clips"] == 3 and set(fidelity) >= {"original", "codec_q1", "codec_q3"}
+    assert fidelity["original"]["judge"]["drums"]["n"] == 3
+    capsys.readouterr()
+    assert main(["eval", "codec", "--data", str(folder), "--classic", "--mulan", str(tmp_path / "m.st")]) == 2
+    assert "--mulan measures what survives a codec" in capsys.readouterr().err

@@ -337,7 +337,8 @@ def _cmd_eval_codec(args: argparse.Namespace) -> int:
         name, _, level = spec.partition(":")
         report["classic"].append(evaluate_classic(wavs, sample_rate, name, float(level or 1.0)))
     if codec is not None:
-        report["codec"] = {"checkpoint": args.checkpoint or args.pretrained, **evaluate_codec(codec, wavs)}
+        report["codec"] = {"checkpoint": args.checkpoint or args.pretrained,
+                           **evaluate_codec(codec, wavs, levels=args.levels)}  # fmt: skip
     if args.mulan:
         from .checkpoint import load
         from .evaluation.codec_eval import evaluate_fidelity
@@ -351,7 +352,8 @@ def _cmd_eval_codec(args: argparse.Namespace) -> int:
         mulan: Any = load(args.mulan).eval()
         n = min(len(good), args.fidelity_clips)
         report["fidelity"] = evaluate_fidelity(codec, [it["wav"] for it, _ in good[:n]], texts[:n],
-                                               [it["tags"] for it, _ in good[:n]], mulan=mulan)  # fmt: skip
+                                               [it["tags"] for it, _ in good[:n]], mulan=mulan,
+                                               levels=args.levels)  # fmt: skip
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "codec_eval.json").write_text(json.dumps(report, indent=2))
@@ -507,6 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     ec.add_argument("--data", required=True, help="corpus folder (its val.jsonl), JSONL manifest or audio folder")
     ec.add_argument("--seconds", type=float, default=10.0, help="centre crop of each clip")
     ec.add_argument("--max-clips", type=int, default=32)
+    ec.add_argument("--levels", type=int, nargs="+", help="numbers of levels to decode with (default 1, Q/2, Q)")
     ec.add_argument("--sample-rate", type=int, default=16000, help="rate when no codec is given")
     ec.add_argument(
         "--classic",
