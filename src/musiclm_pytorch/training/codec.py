@@ -149,10 +149,15 @@ def spectrogram_png(codec: SoundStream | MDCTCodec, wav: torch.Tensor, path: Pat
     recon = codec.decode(codec.encode(wav.reshape(1, 1, -1)))[0, 0, : wav.shape[-1]]
     coarse = codec.decode(codec.encode(wav.reshape(1, 1, -1))[:, : max(1, codec.num_quantizers // 2)])[0, 0]
     fig, axes = plt.subplots(3, 1, figsize=(9, 7), sharex=True)
-    for ax, x, title in zip(axes, (wav, recon, coarse[: wav.shape[-1]]), ("original", "all levels", "half the levels")):
-        mel = librosa.feature.melspectrogram(y=x.numpy(), sr=codec.sample_rate, n_mels=80)
-        ax.imshow(librosa.power_to_db(mel, ref=1.0), origin="lower", aspect="auto", vmin=-80, vmax=0)
+    mels = [librosa.feature.melspectrogram(y=x.numpy(), sr=codec.sample_rate, n_mels=80)
+            for x in (wav, recon, coarse[: wav.shape[-1]])]  # fmt: skip
+    peak = float(mels[0].max()) or 1.0  # dB relative to the original's loudest bin, the same for all three
+    levels = (f"all {codec.num_quantizers} levels", f"first {max(1, codec.num_quantizers // 2)} levels")
+    for ax, mel, title in zip(axes, mels, ("original", *levels)):
+        ax.imshow(librosa.power_to_db(mel, ref=peak), origin="lower", aspect="auto", vmin=-80, vmax=0)
         ax.set_title(title)
+        ax.set_ylabel("mel band")
+    axes[-1].set_xlabel("frame (hop 512)")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
