@@ -1,9 +1,12 @@
 """What every codec class shares: the ``Codec`` interface's rates and sizes, the bitrate, and the
-checks of waveforms and codes (one error message for each mistake, whichever codec it is)."""
+checks of waveforms and codes (one error message for each mistake, whichever codec it is); and, for
+our own codecs (an encoder, a residual VQ ``self.rvq``, a decoder), ``encode`` / ``decode`` /
+``forward`` written once (:class:`RVQCodec`)."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -60,3 +63,41 @@ class CodecBase:
                 f"codes must be in [0, {self.codebook_size}), got [{int(codes.min())}, {int(codes.max())}]"
             )
         return codes.long()
+
+
+class RVQCodec(CodecBase):
+    """Mixin for an ``nn.Module`` codec with ``self.rvq`` (vector-quantize-pytorch ``ResidualVQ``), whose
+    subclass defines ``_latents(wav) -> [B, T, D]`` and ``_synthesize(latents [B, T, D]) -> [B, 1, S]``."""
+
+    rvq: Any
+    training: bool
+
+    def _latents(self, wav: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _synthesize(self, latents: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def encode(self, wav: Tensor, *, num_quantizers: int | None = None) -> Tensor:
+        """``wav [B, 1, S] -> codes [B, Q, T]`` (``T = ceil(S / hop)``)."""
+        was_training = self.training
+        self.eval()  # type: ignore[attr-defined]
+        _, indices, _ = self.rvq(self._latents(wav))
+        self.train(was_training)  # type: ignore[attr-defined]
+        codes = indices.transpose(1, 2)
+        return codes[:, :num_quantizers] if num_quantizers else codes
+
+    @torch.no_grad()
+    def decode(self, codes: Tensor) -> Tensor:
+        """``codes [B, Q', T] -> wav [B, 1, T * hop]``; ``Q' <= num_quantizers`` uses the first levels."""
+        indices = self._check_codes(codes).transpose(1, 2)
+        if indices.shape[-1] < self.num_quantizers:  # -1 marks dropped levels: they contribute nothing
+            indices = F.pad(indices, (0, self.num_quantizers - indices.shape[-1]), value=-1)
+        return self._synthesize(self.rvq.get_output_from_indices(indices))
+
+    def forward(self, wav: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(reconstruction [B, 1, S_padded], codes [B, Q, T], commitment loss)``; quantizer dropout
+        applies in training."""
+        quantized, indices, commit = self.rvq(self._latents(wav))
+        return self._synthesize(quantized), indices.transpose(1, 2), commit.sum()

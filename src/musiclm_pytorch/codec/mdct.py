@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..checkpoint import Component
-from .base import CodecBase
+from .base import RVQCodec
 
 
 def mdct_basis(hop: int, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -108,7 +108,7 @@ def _gain_features(x: Tensor) -> tuple[Tensor, Tensor]:
     return rms, torch.cat([x / rms, torch.log(rms) / 5], dim=-1)
 
 
-class MDCTCodec(CodecBase, Component):
+class MDCTCodec(RVQCodec, Component):
     """Neural transform codec with the ``Codec`` interface (see :mod:`musiclm_pytorch.codec`).
 
     Args:
@@ -174,31 +174,6 @@ class MDCTCodec(CodecBase, Component):
         _, feats = _gain_features(latents)
         frames = frames + rms * self.decoder(feats)
         return self.mdct.synthesis(frames)[:, None]
-
-    # ---- Codec interface -----------------------------------------------------------------------
-    @torch.no_grad()
-    def encode(self, wav: Tensor, *, num_quantizers: int | None = None) -> Tensor:
-        """``wav [B, 1, S] -> codes [B, Q, T]`` (``T = ceil(S / hop)``)."""
-        was_training = self.training
-        self.eval()
-        _, indices, _ = self.rvq(self._latents(wav))
-        self.train(was_training)
-        codes = indices.transpose(1, 2)
-        return codes[:, :num_quantizers] if num_quantizers else codes
-
-    @torch.no_grad()
-    def decode(self, codes: Tensor) -> Tensor:
-        """``codes [B, Q', T] -> wav [B, 1, T * hop]``; ``Q' <= num_quantizers`` uses the first levels."""
-        indices = self._check_codes(codes).transpose(1, 2)
-        if indices.shape[-1] < self.num_quantizers:  # -1 marks dropped levels: they contribute nothing
-            indices = F.pad(indices, (0, self.num_quantizers - indices.shape[-1]), value=-1)
-        return self._synthesize(self.rvq.get_output_from_indices(indices))
-
-    def forward(self, wav: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(reconstruction [B, 1, S_padded], codes [B, Q, T], commitment loss)``; quantizer dropout
-        applies in training."""
-        quantized, indices, commit = self.rvq(self._latents(wav))
-        return self._synthesize(quantized), indices.transpose(1, 2), commit.sum()
 
     # ---- initialisation from data ----------------------------------------------------------------
     @torch.no_grad()

@@ -22,12 +22,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..checkpoint import Component
-from .base import CodecBase
+from .base import RVQCodec
 
 
 class CausalConv1d(nn.Conv1d):
@@ -82,7 +81,7 @@ def _decoder(channels: int, strides: Sequence[int], dim: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class SoundStream(CodecBase, Component):
+class SoundStream(RVQCodec, Component):
     """Neural audio codec with the ``Codec`` interface (see :mod:`musiclm_pytorch.codec`).
 
     Args:
@@ -138,29 +137,5 @@ class SoundStream(CodecBase, Component):
     def _latents(self, wav: Tensor) -> Tensor:
         return self.encoder(self._prepare(wav)).transpose(1, 2)  # [B, T, D]
 
-    @torch.no_grad()
-    def encode(self, wav: Tensor, *, num_quantizers: int | None = None) -> Tensor:
-        """``wav [B, 1, S] -> codes [B, Q, T]`` (``T = ceil(S / hop)``)."""
-        was_training = self.training
-        self.eval()
-        _, indices, _ = self.rvq(self._latents(wav))
-        self.train(was_training)
-        codes = indices.transpose(1, 2)
-        return codes[:, :num_quantizers] if num_quantizers else codes
-
-    @torch.no_grad()
-    def decode(self, codes: Tensor) -> Tensor:
-        """``codes [B, Q', T] -> wav [B, 1, T * hop]``; ``Q' <= num_quantizers`` uses the first levels."""
-        indices = self._check_codes(codes).transpose(1, 2)
-        if indices.shape[-1] < self.num_quantizers:  # -1 marks dropped levels: they contribute nothing
-            indices = F.pad(indices, (0, self.num_quantizers - indices.shape[-1]), value=-1)
-        latents = self.rvq.get_output_from_indices(indices)  # [B, T, D]
-        return self.decoder(latents.transpose(1, 2))
-
-    # ---- training ------------------------------------------------------------------------------
-    def forward(self, wav: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(reconstruction [B, 1, S_padded], codes [B, Q, T], commitment loss)``; quantizer dropout
-        applies in training."""
-        quantized, indices, commit = self.rvq(self._latents(wav))
-        recon = self.decoder(quantized.transpose(1, 2))
-        return recon, indices.transpose(1, 2), commit.sum()
+    def _synthesize(self, latents: Tensor) -> Tensor:
+        return self.decoder(latents.transpose(1, 2))  # [B, 1, T * hop]
