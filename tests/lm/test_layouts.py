@@ -18,6 +18,9 @@ def test_coarse_round_trip_offsets_and_mask():
     assert torch.equal(layout.unflatten(tokens[:, 2:]), codes)
     allowed = layout.allowed(2)
     assert allowed.shape == (6, 22) and allowed[1, 14:18].all() and allowed[1].sum() == 4 and not allowed[1, 10]
+    assert layout.groups == [10, 4, 4, 4]  # the id ranges: semantic, then each level (offsets 10, 14, 18)
+    assert FineLayout(codebook_size=4, num_coarse=2, num_fine=3).groups == [4] * 5
+    assert SemanticLayout(semantic_vocab=10).groups == [10]
 
 
 def test_fine_round_trip_and_errors():

@@ -15,17 +15,18 @@ def _lm(**kw) -> TokenLM:
     return TokenLM(**args).eval()
 
 
-def test_cached_decoding_equals_full_forward():
-    lm = _lm()
+@pytest.mark.parametrize("groups", [None, [10, 20, 20]])
+def test_cached_decoding_equals_full_forward(groups):
+    lm = _lm(token_groups=groups)
     tokens = torch.randint(0, 50, (2, 12))
     cond = torch.randint(0, 8, (2, 3))
     full = lm(tokens, cond)  # [B, N, V]: position i predicts tokens[:, i]
     cache = lm.new_cache(2)
-    x = torch.cat([lm.prefix(cond, 2), lm.token_emb(tokens[:, :4])], dim=1)  # prefill: prefix + 4 tokens
+    x = torch.cat([lm.prefix(cond, 2), lm.embed(tokens[:, :4])], dim=1)  # prefill: prefix + 4 tokens
     logits = [lm._run(x, 0, cache)[:, -5:]]
     cache.length = x.shape[1]
     for i in range(4, 11):  # then one token at a time
-        logits.append(lm._run(lm.token_emb(tokens[:, i : i + 1]), cache.length, cache))
+        logits.append(lm._run(lm.embed(tokens[:, i : i + 1]), cache.length, cache))
         cache.length += 1
     cached = torch.cat(logits, dim=1)
     torch.testing.assert_close(cached, full, atol=1e-5, rtol=1e-5)
@@ -140,3 +141,18 @@ def test_eos_ends_a_row_and_stops_when_all_have_ended():
     assert out.shape == (2, 10) and (out[:, 2:] == 7).all() and len(calls) == 3  # prefill + 2 steps
     with pytest.raises(ValueError, match=r"eos_id must be in \[0, 50\), got 50"):
         lm.generate(steps=2, cond_ids=cond, eos_id=50)
+
+
+def test_token_groups_add_one_learned_embedding_per_id_range(tmp_path):
+    lm = _lm(token_groups=[10, 20, 20])
+    assert lm.group_of.tolist() == [0] * 10 + [1] * 20 + [2] * 20
+    ids = torch.tensor([[0, 9, 10, 29, 30, 49]])
+    expected = lm.token_emb(ids) + lm.group_emb.weight[torch.tensor([[0, 0, 1, 1, 2, 2]])]
+    torch.testing.assert_close(lm.embed(ids), expected)
+    assert _lm().group_emb is None and torch.equal(_lm().embed(ids), _lm().token_emb(ids))
+    loaded = load(save(lm, tmp_path / "lm.safetensors")).eval()
+    assert loaded.config["token_groups"] == [10, 20, 20]
+    torch.testing.assert_close(loaded(ids), lm(ids))
+    assert "token_groups" not in _lm().config  # checkpoints without groups keep their old config
+    with pytest.raises(ValueError, match=r"token_groups \[10, 20\] must be positive sizes summing to vocab_size=50"):
+        _lm(token_groups=[10, 20])

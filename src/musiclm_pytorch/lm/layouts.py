@@ -39,6 +39,11 @@ class SemanticLayout:
     def vocab_size(self) -> int:
         return self.semantic_vocab
 
+    @property
+    def groups(self) -> list[int]:
+        """Sizes of the id ranges of the vocabulary (``TokenLM(token_groups=...)``)."""
+        return [self.semantic_vocab]
+
     def flatten(self, semantic: Tensor) -> tuple[Tensor, Tensor]:
         """``semantic [B, T] -> (tokens [B, T], loss_mask [B, T])``."""
         _check_ids("semantic ids", semantic, self.semantic_vocab)
@@ -60,6 +65,11 @@ class CoarseLayout:
 
     def offsets(self) -> Tensor:
         return self.semantic_vocab + torch.arange(self.num_coarse) * self.codebook_size
+
+    @property
+    def groups(self) -> list[int]:
+        """Semantic ids, then each coarse level."""
+        return [self.semantic_vocab] + [self.codebook_size] * self.num_coarse
 
     def flatten(self, semantic: Tensor, codes: Tensor) -> tuple[Tensor, Tensor]:
         """``semantic [B, Ts]``, ``codes [B, Qc, Ta] -> (tokens [B, Ts + Qc*Ta], loss_mask)``."""
@@ -109,6 +119,11 @@ class FineLayout:
 
     def offsets(self) -> Tensor:
         return torch.arange(self.levels) * self.codebook_size
+
+    @property
+    def groups(self) -> list[int]:
+        """One range per codec level."""
+        return [self.codebook_size] * self.levels
 
     def flatten(self, codes: Tensor) -> tuple[Tensor, Tensor]:
         """``codes [B, Qc + Qf, T] -> (tokens [B, (Qc + Qf) * T], loss_mask on the fine levels)``."""

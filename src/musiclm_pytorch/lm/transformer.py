@@ -16,6 +16,7 @@ Shape letters: B batch, N tokens, Q conditioning tokens, D model dim, H heads, V
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -141,6 +142,10 @@ class TokenLM(Component):
         cond_vocab: ids per conditioning level (the quantizer's codebook size).
         cond_drop_prob: probability of replacing an example's condition by the null one in training.
         max_seq_len: longest token sequence (prefix excluded) for the KV cache.
+        token_groups: sizes of the consecutive id ranges that make up the vocabulary (a stage's layout:
+            semantic ids, then each codec level); every id's input embedding adds its range's learned
+            embedding, so the model knows a token's level from the first step instead of learning it
+            separately for each of thousands of ids. ``None``: one range, no group embedding.
     """
 
     component_name = "token_lm"
@@ -159,20 +164,32 @@ class TokenLM(Component):
         cond_vocab: int = 1024,
         cond_drop_prob: float = 0.1,
         max_seq_len: int = 2048,
+        token_groups: Sequence[int] | None = None,
     ):
         super().__init__()
         ff_hidden = ff_hidden or 4 * dim
+        groups = list(token_groups) if token_groups else None
         self.save_config(
             vocab_size=vocab_size, dim=dim, depth=depth, heads=heads, dim_head=dim_head, ff_hidden=ff_hidden,
             dropout=dropout, num_cond=num_cond, cond_vocab=cond_vocab, cond_drop_prob=cond_drop_prob,
-            max_seq_len=max_seq_len,
+            max_seq_len=max_seq_len, **({"token_groups": groups} if groups else {}),
         )  # fmt: skip
+        if groups and (sum(groups) != vocab_size or min(groups) < 1):
+            raise ValueError(f"token_groups {groups} must be positive sizes summing to vocab_size={vocab_size}")
         if not 0.0 <= cond_drop_prob < 1.0:
             raise ValueError(f"cond_drop_prob must be in [0, 1), got {cond_drop_prob}")
         self.vocab_size, self.num_cond, self.cond_vocab = vocab_size, num_cond, cond_vocab
         self.cond_drop_prob, self.max_seq_len = cond_drop_prob, max_seq_len
         self.depth, self.heads, self.dim_head = depth, heads, dim_head
         self.token_emb = nn.Embedding(vocab_size, dim)
+        self.group_emb = nn.Embedding(len(groups), dim) if groups and len(groups) > 1 else None
+        self.register_buffer(
+            "group_of",
+            torch.repeat_interleave(
+                torch.arange(len(groups or [0])), torch.tensor(groups or [vocab_size]), output_size=vocab_size
+            ),
+            persistent=False,
+        )  # fmt: skip
         self.start = nn.Parameter(torch.randn(dim) * 0.02)  # predicts the first token when there is no prefix
         self.cond_emb = nn.Embedding(max(1, num_cond * cond_vocab), dim)
         self.null_cond = nn.Parameter(torch.randn(max(1, num_cond), dim) * 0.02)
@@ -183,6 +200,12 @@ class TokenLM(Component):
         self.to_logits = nn.Linear(dim, vocab_size, bias=False)
 
     cond_offsets: Tensor
+    group_of: Tensor
+
+    def embed(self, tokens: Tensor) -> Tensor:
+        """Input embeddings ``[B, N, D]`` of ids ``[B, N]``: the id's own plus its group's."""
+        x = self.token_emb(tokens)
+        return x if self.group_emb is None else x + self.group_emb(self.group_of[tokens])
 
     # ---- inputs ------------------------------------------------------------------------------
     def prefix(self, cond_ids: Tensor | None, batch: int, *, drop: Tensor | None = None) -> Tensor:
@@ -241,7 +264,7 @@ class TokenLM(Component):
         b, n = tokens.shape
         if drop is None and self.training and self.cond_drop_prob > 0 and cond_ids is not None:
             drop = torch.rand(b, device=tokens.device) < self.cond_drop_prob
-        x = torch.cat([self.prefix(cond_ids, b, drop=drop), self.token_emb(tokens[:, :-1])], dim=1)
+        x = torch.cat([self.prefix(cond_ids, b, drop=drop), self.embed(tokens[:, :-1])], dim=1)
         logits = self._run(x, 0, None)
         return logits[:, -n:]
 
@@ -317,7 +340,7 @@ class TokenLM(Component):
         cache = self.new_cache(rows)
         x = prefix
         if n0:
-            x = torch.cat([x, self.token_emb(torch.cat([out, out]) if guided else out)], dim=1)
+            x = torch.cat([x, self.embed(torch.cat([out, out]) if guided else out)], dim=1)
         logits = self._run(x, 0, cache)[:, -1]
         cache.length = x.shape[1]
         if eos_id is not None and not 0 <= eos_id < self.vocab_size:
@@ -341,7 +364,7 @@ class TokenLM(Component):
                 out = F.pad(out, (0, steps - 1 - i), value=eos_id)
                 break
             step_in = torch.cat([nxt, nxt]) if guided else nxt
-            logits = self._run(self.token_emb(step_in)[:, None], cache.length, cache)[:, -1]
+            logits = self._run(self.embed(step_in[:, None]), cache.length, cache)[:, -1]
             cache.length += 1
         self.train(was_training)
         return out

@@ -180,6 +180,7 @@ class StageTrainConfig:
     warmup_steps: int = 100
     max_steps: int = 2000
     cond_drop_prob: float = 0.1
+    level_embeddings: bool = True  # TokenLM token_groups: each id also gets its codec level's embedding
     grad_clip: float = 1.0
     mixed_precision: str = "no"  # "no" or "bf16"
     ema_decay: float | None = None  # e.g. 0.999
@@ -282,7 +283,8 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
     else:
         lm = TokenLM(vocab_size=layout.vocab_size, dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, dim_head=cfg.dim_head,
                      dropout=cfg.dropout, num_cond=train["num_cond"], cond_vocab=train["cond_vocab"],
-                     cond_drop_prob=cfg.cond_drop_prob, max_seq_len=seq_len)  # fmt: skip
+                     cond_drop_prob=cfg.cond_drop_prob, max_seq_len=seq_len,
+                     token_groups=layout.groups if cfg.level_embeddings else None)  # fmt: skip
     opt = torch.optim.AdamW(lm.parameters(), lr=cfg.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: warmup_cosine(s, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps)
