@@ -110,6 +110,7 @@ def test_each_stage_trains_and_resumes(tokens, tmp_path, stage):
     assert [r["loss"] for r in ref_records if "loss" in r] == [r["loss"] for r in records if "loss" in r][:6]
     lm = load(tmp_path / f"{stage}.safetensors", expected=TokenLM)
     assert lm.num_cond == 2
+    assert (lm.group_emb is not None) == (stage == "fine")  # level embeddings: the fine stage's default
     from musiclm_pytorch.checkpoint import read_header
 
     ident = read_header(tmp_path / f"{stage}.safetensors")["extra"]["identity"]
@@ -240,3 +241,13 @@ def test_each_stage_overfits_one_batch(tokens, stage):
         loss().backward()
         opt.step()
     assert loss().item() < first / 5
+
+
+def test_level_embeddings_can_be_turned_on_for_the_coarse_stage(tokens, tmp_path):
+    out, _, _ = tokens
+    cfg = StageTrainConfig(stage="coarse", tokens=str(out), out=str(tmp_path), dim=32, depth=1, heads=2, dim_head=16,
+                           num_coarse=2, crop_seconds=1.0, batch_size=4, max_steps=1, warmup_steps=1, eval_every=100,
+                           progress=False, level_embeddings=True)  # fmt: skip
+    train_stage(cfg)
+    lm = load(tmp_path / "coarse.safetensors", expected=TokenLM)
+    assert lm.config["token_groups"] == [8, 8, 8]  # 8 semantic ids, then 2 coarse levels of 8 codes

@@ -134,6 +134,10 @@ STAGE_INPUTS = {
 }
 
 
+def _level_embeddings(cfg: StageTrainConfig) -> bool:
+    return cfg.level_embeddings if cfg.level_embeddings is not None else cfg.stage == "fine"
+
+
 def stage_identity(stage: str, identity: dict[str, Any]) -> dict[str, Any]:
     """The part of a tokens file's ``identity`` that ``stage`` depends on (``STAGE_INPUTS``)."""
     return {k: v for k, v in identity.items() if k in STAGE_INPUTS[stage]}
@@ -180,7 +184,10 @@ class StageTrainConfig:
     warmup_steps: int = 100
     max_steps: int = 2000
     cond_drop_prob: float = 0.1
-    level_embeddings: bool = True  # TokenLM token_groups: each id also gets its codec level's embedding
+    # TokenLM token_groups (each id also gets its codec level's embedding). None: the fine stage only,
+    # by measurement on MDCT codes (benchmarks/RESULTS.md): fine 8.37 -> 6.79 val loss at 300 steps,
+    # coarse 5.52 without against 6.3 with, at 450 steps (one seed each)
+    level_embeddings: bool | None = None
     grad_clip: float = 1.0
     mixed_precision: str = "no"  # "no" or "bf16"
     ema_decay: float | None = None  # e.g. 0.999
@@ -284,7 +291,7 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
         lm = TokenLM(vocab_size=layout.vocab_size, dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, dim_head=cfg.dim_head,
                      dropout=cfg.dropout, num_cond=train["num_cond"], cond_vocab=train["cond_vocab"],
                      cond_drop_prob=cfg.cond_drop_prob, max_seq_len=seq_len,
-                     token_groups=layout.groups if cfg.level_embeddings else None)  # fmt: skip
+                     token_groups=layout.groups if _level_embeddings(cfg) else None)  # fmt: skip
     opt = torch.optim.AdamW(lm.parameters(), lr=cfg.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: warmup_cosine(s, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps)
