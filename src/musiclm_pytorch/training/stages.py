@@ -186,7 +186,7 @@ class StageTrainConfig:
     cond_drop_prob: float = 0.1
     # TokenLM token_groups (each id also gets its codec level's embedding). None: the fine stage only,
     # by measurement on MDCT codes (benchmarks/RESULTS.md): fine 8.37 -> 6.79 val loss at 300 steps,
-    # coarse 5.52 without against 6.3 with, at 450 steps (one seed each)
+    # coarse 5.52 without against 6.08 with, at 450 steps (one seed each)
     level_embeddings: bool | None = None
     grad_clip: float = 1.0
     mixed_precision: str = "no"  # "no" or "bf16"
