@@ -65,6 +65,21 @@ class CodecBase:
         return codes.long()
 
 
+def residual_vq(
+    *, dim: int, num_quantizers: int, codebook_size: int, ema_decay: float, kmeans_init: bool,
+    dead_code_threshold: float, quantizer_dropout: bool, commitment_weight: float,
+) -> Any:  # fmt: skip
+    """Our codecs' residual VQ (vector-quantize-pytorch): EMA codebooks, k-means init on the first batch
+    (unless fitted before), dead-code replacement, quantizer dropout (any prefix of levels decodes)."""
+    from vector_quantize_pytorch import ResidualVQ
+
+    return ResidualVQ(
+        dim=dim, num_quantizers=num_quantizers, codebook_size=codebook_size, decay=ema_decay,
+        kmeans_init=kmeans_init, kmeans_iters=10, threshold_ema_dead_code=dead_code_threshold,
+        quantize_dropout=quantizer_dropout, commitment_weight=commitment_weight,
+    )  # fmt: skip
+
+
 class RVQCodec(CodecBase):
     """Mixin for an ``nn.Module`` codec with ``self.rvq`` (vector-quantize-pytorch ``ResidualVQ``), whose
     subclass defines ``_latents(wav) -> [B, T, D]`` and ``_synthesize(latents [B, T, D]) -> [B, 1, S]``."""

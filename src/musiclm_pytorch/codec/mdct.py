@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..checkpoint import Component
-from .base import RVQCodec
+from .base import RVQCodec, residual_vq
 
 
 def mdct_basis(hop: int, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -138,8 +138,6 @@ class MDCTCodec(RVQCodec, Component):
         commitment_weight: float = 1.0,
     ):
         super().__init__()
-        from vector_quantize_pytorch import ResidualVQ
-
         self.save_config(
             sample_rate=sample_rate, hop=hop, dim=dim, width=width, depth=depth, num_quantizers=num_quantizers,
             codebook_size=codebook_size, quantizer_dropout=quantizer_dropout, ema_decay=ema_decay,
@@ -154,10 +152,10 @@ class MDCTCodec(RVQCodec, Component):
         self.unproject = nn.Linear(dim, hop, bias=False)  # latent -> frame; fit_init: their transpose
         self.encoder = _residual_net(hop + 1, width, depth, dim)
         self.decoder = _residual_net(dim + 1, width, depth, hop)
-        self.rvq = ResidualVQ(
-            dim=dim, num_quantizers=num_quantizers, codebook_size=codebook_size, decay=ema_decay,
-            kmeans_init=True, kmeans_iters=10, threshold_ema_dead_code=dead_code_threshold,
-            quantize_dropout=quantizer_dropout, commitment_weight=commitment_weight,
+        self.rvq = residual_vq(
+            dim=dim, num_quantizers=num_quantizers, codebook_size=codebook_size, ema_decay=ema_decay,
+            kmeans_init=True, dead_code_threshold=dead_code_threshold, quantizer_dropout=quantizer_dropout,
+            commitment_weight=commitment_weight,
         )  # fmt: skip
 
     # ---- the two networks ------------------------------------------------------------------------

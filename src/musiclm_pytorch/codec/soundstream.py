@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..checkpoint import Component
-from .base import RVQCodec
+from .base import RVQCodec, residual_vq
 
 
 class CausalConv1d(nn.Conv1d):
@@ -114,8 +114,6 @@ class SoundStream(RVQCodec, Component):
         commitment_weight: float = 1.0,
     ):
         super().__init__()
-        from vector_quantize_pytorch import ResidualVQ
-
         self.save_config(
             sample_rate=sample_rate, strides=list(strides), channels=channels, dim=dim, num_quantizers=num_quantizers,
             codebook_size=codebook_size, quantizer_dropout=quantizer_dropout, ema_decay=ema_decay,
@@ -128,10 +126,10 @@ class SoundStream(RVQCodec, Component):
         self._num_quantizers, self._codebook_size = num_quantizers, codebook_size
         self.encoder = _encoder(channels, strides, dim)
         self.decoder = _decoder(channels, strides, dim)
-        self.rvq = ResidualVQ(
-            dim=dim, num_quantizers=num_quantizers, codebook_size=codebook_size, decay=ema_decay,
-            kmeans_init=kmeans_init, kmeans_iters=10, threshold_ema_dead_code=dead_code_threshold,
-            quantize_dropout=quantizer_dropout, commitment_weight=commitment_weight,
+        self.rvq = residual_vq(
+            dim=dim, num_quantizers=num_quantizers, codebook_size=codebook_size, ema_decay=ema_decay,
+            kmeans_init=kmeans_init, dead_code_threshold=dead_code_threshold, quantizer_dropout=quantizer_dropout,
+            commitment_weight=commitment_weight,
         )  # fmt: skip
 
     def _latents(self, wav: Tensor) -> Tensor:
