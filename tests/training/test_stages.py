@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -251,3 +252,6 @@ def test_level_embeddings_can_be_turned_on_for_the_coarse_stage(tokens, tmp_path
     train_stage(cfg)
     lm = load(tmp_path / "coarse.safetensors", expected=TokenLM)
     assert lm.config["token_groups"] == [8, 8, 8]  # 8 semantic ids, then 2 coarse levels of 8 codes
+    with pytest.raises(ValueError, match="trained with level embeddings; resume it with --level-embeddings"):
+        train_stage(dataclasses.replace(cfg, max_steps=2, level_embeddings=False))
+    train_stage(dataclasses.replace(cfg, max_steps=2, level_embeddings=None))  # None: what the checkpoint has

@@ -184,7 +184,8 @@ class StageTrainConfig:
     warmup_steps: int = 100
     max_steps: int = 2000
     cond_drop_prob: float = 0.1
-    # TokenLM token_groups (each id also gets its codec level's embedding). None: the fine stage only,
+    # TokenLM token_groups (each id also gets its codec level's embedding). None: the fine stage only
+    # (a resumed run: what its checkpoint has),
     # by measurement on MDCT codes (benchmarks/RESULTS.md): fine 8.37 -> 6.79 val loss at 300 steps,
     # coarse 5.52 without against 6.08 with, at 450 steps (one seed each)
     level_embeddings: bool | None = None
@@ -287,6 +288,12 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     if resume:
         lm = load(model_path, expected=TokenLM)
+        has_levels = lm.group_emb is not None
+        if cfg.level_embeddings is not None and cfg.level_embeddings != has_levels and len(layout.groups) > 1:
+            raise ValueError(
+                f"{model_path} was trained {'with' if has_levels else 'without'} level embeddings; resume it "
+                f"with {'--level-embeddings' if has_levels else '--no-level-embeddings'} (or neither)"
+            )
     else:
         lm = TokenLM(vocab_size=layout.vocab_size, dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, dim_head=cfg.dim_head,
                      dropout=cfg.dropout, num_cond=train["num_cond"], cond_vocab=train["cond_vocab"],
