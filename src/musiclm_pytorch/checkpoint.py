@@ -33,6 +33,8 @@ __all__ = [
     "read_header",
     "identity",
     "check_identity",
+    "STAGE_INPUTS",
+    "stage_identity",
     "FORMAT_VERSION",
 ]
 
@@ -254,6 +256,19 @@ def identity(component: Component) -> dict[str, str]:
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
     return {"component": component.component_name, "hash": h.hexdigest()[:16]}
+
+
+# the components whose tokens each stage LM reads: a semantic LM stays valid when only the codec changes
+STAGE_INPUTS = {
+    "semantic": ("conditioner", "semantic"),
+    "coarse": ("conditioner", "semantic", "codec"),
+    "fine": ("conditioner", "codec"),
+}
+
+
+def stage_identity(stage: str, identity: dict[str, Any]) -> dict[str, Any]:
+    """The part of a tokens file's ``identity`` that ``stage`` depends on (``STAGE_INPUTS``)."""
+    return {k: v for k, v in identity.items() if k in STAGE_INPUTS[stage]}
 
 
 def check_identity(expected: dict[str, dict[str, str]], **components: Component | dict[str, str]) -> None:

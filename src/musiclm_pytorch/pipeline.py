@@ -265,7 +265,7 @@ def load_musiclm(folder: str | Path, *, lm_precision: str = "float32") -> MusicL
     number of coarse levels is read from the coarse LM's vocabulary). ``lm_precision`` sets the stage
     LMs' decoding precision: ``bfloat16``, or ``int8`` weights with bf16 activations
     (:meth:`TokenLM.quantize_int8`), both faster than ``float32`` on CPU (benchmarks/RESULTS.md)."""
-    from .checkpoint import check_identity, identity, load, read_header
+    from .checkpoint import check_identity, identity, load, read_header, stage_identity
 
     if lm_precision not in LM_PRECISIONS:
         raise ValueError(f"lm_precision must be one of {LM_PRECISIONS}, got {lm_precision!r}")
@@ -278,8 +278,6 @@ def load_musiclm(folder: str | Path, *, lm_precision: str = "float32") -> MusicL
     trained_with = {name: read_header(folder / BUNDLE_FILES[name])["extra"].get("identity")
                     for name in ("semantic_lm", "coarse_lm", "fine_lm") if name in parts}  # fmt: skip
     if any(trained_with.values()):
-        from .training.stages import stage_identity
-
         actual = {"conditioner": identity(parts["conditioner"]), "semantic": identity(parts["semantic_tokenizer"]),
                   "codec": identity(parts["codec"])}  # fmt: skip
         for name, expected in trained_with.items():

@@ -30,7 +30,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..checkpoint import check_identity, identity, load, save
+from ..checkpoint import STAGE_INPUTS, check_identity, identity, load, save, stage_identity
 from ..data.datasets import CaptionedAudioDataset, ClipOptions, SkipStats, manifest_rows
 from ..lm.layouts import CoarseLayout, FineLayout, SemanticLayout
 from ..lm.transformer import TokenLM
@@ -126,21 +126,10 @@ def tokenize_corpus(
 
 
 _TOKEN_KINDS = {"conditioner": "cond_ids", "semantic": "semantic", "codec": "codes"}
-# the components whose tokens each stage reads: a semantic LM stays valid when only the codec changes
-STAGE_INPUTS = {
-    "semantic": ("conditioner", "semantic"),
-    "coarse": ("conditioner", "semantic", "codec"),
-    "fine": ("conditioner", "codec"),
-}
 
 
 def _level_embeddings(cfg: StageTrainConfig) -> bool:
     return cfg.level_embeddings if cfg.level_embeddings is not None else cfg.stage == "fine"
-
-
-def stage_identity(stage: str, identity: dict[str, Any]) -> dict[str, Any]:
-    """The part of a tokens file's ``identity`` that ``stage`` depends on (``STAGE_INPUTS``)."""
-    return {k: v for k, v in identity.items() if k in STAGE_INPUTS[stage]}
 
 
 def _reusable(
