@@ -118,11 +118,11 @@ def evaluate_codec(
         codec.eval()
     levels = levels or sorted({1, max(1, codec.num_quantizers // 2), codec.num_quantizers})
     out: dict[str, Any] = {"clips": len(wavs), "per_levels": {}}
+    all_codes = [codec.encode(wav.reshape(1, 1, -1)) for wav in wavs]  # once: each level count decodes a prefix
     for q in levels:
         snrs, maes = [], []
-        for wav in wavs:
-            codes = codec.encode(wav.reshape(1, 1, -1))[:, :q]
-            recon = codec.decode(codes)[0, 0, : wav.shape[-1]]
+        for wav, codes in zip(wavs, all_codes):
+            recon = codec.decode(codes[:, :q])[0, 0, : wav.shape[-1]]
             snr, mae, _ = _score(recon.float().numpy(), wav.numpy(), codec.sample_rate, max_lag)
             snrs.append(snr)
             maes.append(mae)
@@ -165,16 +165,14 @@ def evaluate_fidelity(
     n = min(w.shape[-1] for w in wavs)
     batch = torch.stack([w[:n] for w in wavs])[:, None]  # [B, 1, S] at the codec's rate
     versions = {"original": batch}
+    codes = [codec.encode(b[None]) for b in batch]  # once: each level count decodes a prefix
     for q in levels:
-        decoded = torch.cat([codec.decode(codec.encode(b[None])[:, :q]) for b in batch])
-        versions[f"codec_q{q}"] = decoded[..., :n]
+        versions[f"codec_q{q}"] = torch.cat([codec.decode(c[:, :q]) for c in codes])[..., :n]
     out: dict[str, Any] = {"clips": len(wavs), "seconds": round(n / codec.sample_rate, 3),
                            "chance_r1": round(1 / len(wavs), 4)}  # fmt: skip
     for name, audio in versions.items():
         clips = audio[:, 0].float()  # the judge listens at the codec's rate, MuLaN at its own
-        heard = clips if codec.sample_rate == mulan.sample_rate else torch.stack(
-            [torch.from_numpy(resample(w.numpy(), codec.sample_rate, mulan.sample_rate)) for w in clips]
-        )  # fmt: skip
+        heard = torch.from_numpy(resample(clips, codec.sample_rate, mulan.sample_rate))  # [B, S] in one call
         sim = mulan.get_audio_latents(heard) @ text_latents.T  # [B, B]: clip i against caption j
         judged = [score(judge.predict(w.numpy(), codec.sample_rate), t) for w, t in zip(clips, tags)]
         out[name] = {

@@ -146,8 +146,9 @@ def spectrogram_png(codec: SoundStream | MDCTCodec, wav: torch.Tensor, path: Pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    recon = codec.decode(codec.encode(wav.reshape(1, 1, -1)))[0, 0, : wav.shape[-1]]
-    coarse = codec.decode(codec.encode(wav.reshape(1, 1, -1))[:, : max(1, codec.num_quantizers // 2)])[0, 0]
+    codes = codec.encode(wav.reshape(1, 1, -1))
+    recon = codec.decode(codes)[0, 0, : wav.shape[-1]]
+    coarse = codec.decode(codes[:, : max(1, codec.num_quantizers // 2)])[0, 0]
     fig, axes = plt.subplots(3, 1, figsize=(9, 7), sharex=True)
     mels = [librosa.feature.melspectrogram(y=x.numpy(), sr=codec.sample_rate, n_mels=80)
             for x in (wav, recon, coarse[: wav.shape[-1]])]  # fmt: skip
