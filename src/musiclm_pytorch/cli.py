@@ -109,6 +109,13 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_merge(args: argparse.Namespace) -> int:
+    from .data.merge import merge_corpora
+
+    print(json.dumps(merge_corpora(args.out, args.base, args.extra), indent=2))
+    return 0
+
+
 def _cmd_data_check(args: argparse.Namespace) -> int:
     """Decode every row of a manifest or folder and report what a trainer would skip."""
     from pathlib import Path
@@ -454,6 +461,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tok.add_argument("--quiet", action="store_true")
     tok.set_defaults(func=_cmd_data_tokenize)
+    merge = data.add_parser(
+        "merge", help="join corpora for training; BASE's validation split is kept and its sources never trained on"
+    )
+    merge.add_argument("out", help="output folder (manifests only; no audio is copied)")
+    merge.add_argument("base", help="corpus whose val.jsonl stays the validation split")
+    merge.add_argument("extra", nargs="+", help="corpora whose training rows are added")
+    merge.set_defaults(func=_cmd_data_merge)
     check = data.add_parser("check", help="decode every row of a manifest or folder; report bad rows")
     check.add_argument("source", help="a JSONL manifest or an audio folder with sidecar captions")
     check.add_argument("--sample-rate", type=int, default=16000)
