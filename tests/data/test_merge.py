@@ -40,6 +40,8 @@ def test_merge_keeps_base_val_and_drops_held_out_sources(tmp_path, monkeypatch):
     assert [r["tags"]["source"] for r in train] == ["gen-1", "bach-7", "gen-100", "bach-7"]
     assert [r["id"] for r in train] == ["train-0", "train-1", "extra/train-0", "train-2"]  # collisions renamed
     assert [r["id"] for r in val] == ["val-2", "val-3"]  # extra's val rows (held-out wordings) are not trained on
+    raw = json.loads((tmp_path / "merged" / "train.jsonl").read_text().splitlines()[2])
+    assert set(raw) == {"id", "path", "caption", "captions", "tags", "split"}  # the row as written, nothing added
     assert json.loads((tmp_path / "merged" / "merge.json").read_text()) == summary
 
 

@@ -32,7 +32,8 @@ def _corpus_rows(folder: Path, split: str) -> list[dict[str, Any]]:
     if bad:
         raise ValueError(f"{manifest}: {len(bad)} unusable rows (first: {bad[0].source}: {bad[0].reason}); "
                          "run `musiclm data check` on it")  # fmt: skip
-    return [{**r, "path": str((folder / r["path"]).resolve())} for r in rows]
+    # manifest_rows adds "key" (the path as written); the merged rows are the originals with absolute paths
+    return [{**{k: v for k, v in r.items() if k != "key"}, "path": str(Path(r["path"]).resolve())} for r in rows]
 
 
 def _source(row: dict[str, Any]) -> str | None:
