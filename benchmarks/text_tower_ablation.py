@@ -11,8 +11,11 @@ zero-shot tagging with the prompt ensembles, exactly as ``musiclm eval mulan`` d
         --data /work/data/synth10k --train-clips 4000 --val-clips 1000 --steps 600 --out benchmarks/text_tower.json
 
 Arms: ``minilm`` (frozen MiniLM-L6, mean-pooled, + a new linear projection; features cached per
-caption), ``scratch`` (the ``small-scratch`` preset's text tower: dim 256, depth 4, WordPiece ids, +
-a linear projection). The MuLaN's own trained projection is reported too (``trained_projection``).
+caption), ``minilm-mlp`` (the same features through a two-layer head, 384 -> 1024 -> 128),
+``minilm-tokens`` (MiniLM's token states, frozen and cached, through a trainable 2-layer transformer,
+dim 256, mean-pooled), ``scratch`` (the ``small-scratch`` preset's text tower: dim 256, depth 4,
+WordPiece ids). Each ends in a linear projection to the joint space. The MuLaN's own trained
+projection is reported too (``trained_projection``).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from musiclm_pytorch.evaluation.mulan_eval import ZERO_SHOT_ATTRIBUTES, embed_ro
 from musiclm_pytorch.mulan.losses import SoftmaxContrastiveLoss
 from musiclm_pytorch.mulan.model import MuLaN
 from musiclm_pytorch.mulan.text_tower import PretrainedTextTransformer, TextTransformer
+from musiclm_pytorch.mulan.transformer import Transformer
 from musiclm_pytorch.presets import MULAN_PRESETS
 from musiclm_pytorch.training.mulan import positive_key, with_full_caption
 
@@ -55,9 +59,11 @@ def audio_latents(mulan: MuLaN, rows: list[dict[str, Any]], cache: Path) -> tupl
 class MiniLMArm(nn.Module):
     """Frozen MiniLM features (computed once per string) + a trainable linear projection."""
 
-    def __init__(self, dim_latent: int, projection: nn.Linear | None = None):
+    def __init__(self, dim_latent: int, projection: nn.Module | None = None, *, hidden: int = 0):
         super().__init__()
         self.encoder = PretrainedTextTransformer(freeze=True)
+        if projection is None and hidden:  # a two-layer head instead of the linear projection
+            projection = nn.Sequential(nn.Linear(self.encoder.dim, hidden), nn.GELU(), nn.Linear(hidden, dim_latent))
         self.proj = projection if projection is not None else nn.Linear(self.encoder.dim, dim_latent)
         self.store: dict[str, torch.Tensor] = {}
 
@@ -70,6 +76,38 @@ class MiniLMArm(nn.Module):
 
     def forward(self, texts: list[str]) -> torch.Tensor:
         return F.normalize(self.proj(self.features(texts)), dim=-1)
+
+
+class MiniLMTokensArm(nn.Module):
+    """Frozen MiniLM *token* states (computed once per string) + a trainable 2-layer transformer on top,
+    mean-pooled, + a projection: token-level processing learned here, vocabulary from the pretrained model."""
+
+    def __init__(self, dim_latent: int, dim: int = 256, depth: int = 2):
+        super().__init__()
+        self.encoder = PretrainedTextTransformer(freeze=True)
+        self.inp = nn.Linear(self.encoder.dim, dim)
+        self.transformer = Transformer(dim, depth=depth, heads=4, dim_head=64)
+        self.proj = nn.Linear(dim, dim_latent)
+        self.store: dict[str, torch.Tensor] = {}
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        missing = sorted({t for t in texts if t not in self.store})
+        for i in range(0, len(missing), 256):
+            chunk = missing[i : i + 256]
+            ids, mask = self.encoder.tokenize(chunk)
+            with torch.no_grad():
+                hidden = self.encoder.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+            for t, h, m in zip(chunk, hidden, mask):
+                self.store[t] = h[: int(m.sum())].half()
+        states = [self.store[t] for t in texts]
+        n = max(len(h) for h in states)
+        x = torch.zeros(len(states), n, self.encoder.dim)
+        key_mask = torch.zeros(len(states), n, dtype=torch.bool)
+        for i, h in enumerate(states):
+            x[i, : len(h)], key_mask[i, : len(h)] = h.float(), True
+        y = self.transformer(self.inp(x), key_mask=key_mask)
+        m = key_mask[..., None].float()
+        return F.normalize(self.proj((y * m).sum(1) / m.sum(1)), dim=-1)
 
 
 class ScratchArm(nn.Module):
@@ -161,7 +199,12 @@ def main() -> None:
         report["arms"]["trained_projection"] = score(reference, a_val, val_rows)
         print("trained_projection", json.dumps(report["arms"]["trained_projection"]))
     for name in args.arms.split(","):
-        arm: nn.Module = MiniLMArm(mulan.dim_latent) if name == "minilm" else ScratchArm(mulan.dim_latent)
+        arms = {"minilm": lambda: MiniLMArm(mulan.dim_latent), "scratch": lambda: ScratchArm(mulan.dim_latent),
+                "minilm-mlp": lambda: MiniLMArm(mulan.dim_latent, hidden=1024),
+                "minilm-tokens": lambda: MiniLMTokensArm(mulan.dim_latent)}  # fmt: skip
+        if name not in arms:
+            raise ValueError(f"unknown arm {name!r}; choose from {sorted(arms)}")
+        arm: nn.Module = arms[name]()
         print(f"arm {name}: {sum(p.numel() for p in arm.parameters() if p.requires_grad):,} trainable parameters")
         fit = train_arm(arm, a_train, train_rows, steps=args.steps, batch=args.batch_size, lr=args.lr, seed=args.seed)
         report["arms"][name] = {**fit, **score(arm, a_val, val_rows)}

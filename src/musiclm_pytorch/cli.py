@@ -4,8 +4,10 @@ Subcommands:
     generate    music from text with a trained model folder (none ships yet)
     demo        train a tiny MuLaN on synthetic captioned tones and report retrieval (no data, no download)
     data synth  render a synthetic captioned music corpus (FluidSynth + General MIDI soundfonts)
+    data merge  join corpora for training; the base's validation split and its compositions stay held out
     data check  decode every row of a manifest or folder and report what a trainer would skip
     train mulan train MuLaN on a corpus (Accelerate; resumes from its output folder)
+    train mulan-text  fit MuLaN's text side (or a new text tower) to its frozen audio side
     train semantic-tokenizer  fit k-means semantic tokens over 25 Hz musical features
     data tokenize  MuLaN cond ids + semantic ids + codec codes for every clip, once
     train stage  train the semantic / coarse / fine LM on tokenized data (resumable)
@@ -194,6 +196,18 @@ def _cmd_train_mulan(args: argparse.Namespace) -> int:
     from .training.mulan import MuLaNTrainConfig, main_from_args
 
     overrides = {f.name: getattr(args, f.name, None) for f in fields(MuLaNTrainConfig)}
+    report = main_from_args(args.config, overrides)
+    if report:
+        print(json.dumps({k: report[k] for k in ("text_to_audio", "audio_to_text", "zero_shot")}, indent=2))
+    return 0
+
+
+def _cmd_train_mulan_text(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from .training.mulan_text import TextAlignConfig, main_from_args
+
+    overrides = {f.name: getattr(args, f.name, None) for f in fields(TextAlignConfig)}
     report = main_from_args(args.config, overrides)
     if report:
         print(json.dumps({k: report[k] for k in ("text_to_audio", "audio_to_text", "zero_shot")}, indent=2))
@@ -477,10 +491,17 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a component").add_subparsers(dest="train_command", required=True)
     from .training.codec import CodecTrainConfig
     from .training.mulan import MuLaNTrainConfig
+    from .training.mulan_text import TextAlignConfig
     from .training.stages import StageTrainConfig
 
     for name, cls, func, help_text in (
         ("mulan", MuLaNTrainConfig, _cmd_train_mulan, "train MuLaN contrastively (resumes from --out)"),
+        (
+            "mulan-text",
+            TextAlignConfig,
+            _cmd_train_mulan_text,
+            "fit MuLaN's text side (or a new text tower) to its frozen audio side (resumes from --out)",
+        ),
         ("codec", CodecTrainConfig, _cmd_train_codec, "train a codec, MDCT or SoundStream (resumes from --out)"),
         ("stage", StageTrainConfig, _cmd_train_stage, "train a stage LM (semantic, coarse, fine) on tokenized data"),
     ):

@@ -120,6 +120,17 @@ class MuLaN(Component):
         feats = self.text(texts, raw_texts=raw_texts, truncate=truncate)
         return F.normalize(self.text_to_latents(feats), dim=-1)
 
+    def with_text_tower(self, text_transformer: TextTower) -> MuLaN:
+        """A MuLaN sharing this one's audio tower, audio projection and temperature, with another text
+        tower and a fresh text projection (``training.mulan_text`` then fits them to the audio side)."""
+        cfg = dict(self._config)
+        cfg["text_transformer"] = text_transformer
+        new = MuLaN(**cfg)
+        new.audio = self.audio
+        new.audio_to_latents = self.audio_to_latents
+        new.contrast.load_state_dict(self.contrast.state_dict())
+        return new
+
     # ---- training --------------------------------------------------------------------------
     def forward(
         self,

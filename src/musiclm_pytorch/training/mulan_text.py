@@ -1,0 +1,216 @@
+"""Fit MuLaN's text side to a trained, frozen audio side: ``musiclm train mulan-text --mulan CKPT --data corpus/``.
+
+The audio tower is the expensive half of MuLaN; the text side can be retrained, or replaced, against it
+for a small fraction of the cost. The audio latents of the training clips are computed once, whole
+clips the way evaluation embeds them, and cached in ``OUT/audio_latents.pt`` (keyed by the rows and
+the audio side's weights); after that a step costs only the text side. What it is for:
+
+- a better text side for a trained audio tower: on the synthetic corpus, a text transformer trained
+  from scratch maps held-out caption wordings onto the stage-3 audio space better than the frozen
+  MiniLM's linear projection that was trained jointly with it (benchmarks/RESULTS.md, "Which text
+  tower");
+- swapping the text tower of a trained MuLaN (``text_tower``) without touching the audio latents that
+  the conditioning quantizer and the stage LMs were built on.
+
+``text_tower``: ``None`` continues training the MuLaN's own text tower and projection; ``"minilm"``
+puts a fresh projection on the frozen shipped MiniLM; ``"scratch"`` a fresh transformer (dim 256,
+depth 4, WordPiece ids, the ``small-scratch`` preset's). The loss is MuLaN's own contrastive loss
+(multi-positive by default) with its temperature trained too; AdamW, warm-up + cosine, gradient
+clipping. Every ``eval_every`` steps: retrieval and zero-shot tagging on the held-out clips (their
+audio latents cached the same way); every ``checkpoint_every`` steps, atomically: ``mulan.safetensors``
+(the whole MuLaN, audio side unchanged) and ``train_state.pt``. Rerunning the command resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..checkpoint import identity, load, save
+from ..evaluation.mulan_eval import embed_rows, evaluate_mulan
+from ..mulan.model import MuLaN
+from ..mulan.text_tower import PretrainedTextTransformer, TextTransformer
+from ..presets import MULAN_PRESETS
+from .common import JsonLog, atomic_torch_save, load_config, plot_curves, rng_state, set_rng_state, warmup_cosine
+from .mulan import TextCache, _rows, positive_key, with_full_caption
+
+TEXT_TOWERS = ("minilm", "scratch")
+
+
+@dataclass
+class TextAlignConfig:
+    """Everything a text-side run needs. Unknown keys in a config file are rejected."""
+
+    mulan: str = ""  # a trained MuLaN checkpoint: its audio side is kept frozen
+    data: str = ""  # a corpus folder (train.jsonl / val.jsonl) or a manifest
+    val_data: str | None = None  # default: DATA/val.jsonl when DATA is a corpus folder
+    out: str = "runs/mulan_text"
+    text_tower: str | None = None  # None: keep the MuLaN's; "minilm" or "scratch": a fresh one
+    max_clips: int | None = None  # the first N training rows (their audio latents are embedded once)
+    batch_size: int = 128
+    lr: float = 5e-4
+    weight_decay: float = 0.05
+    warmup_steps: int = 100
+    max_steps: int = 2000
+    grad_clip: float = 1.0
+    multi_positive: bool = True
+    full_captions: bool = True
+    eval_every: int = 500
+    eval_clips: int = 1000
+    checkpoint_every: int = 200
+    log_every: int = 10
+    seed: int = 0
+    threads: int = 2
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.mulan:
+            raise ValueError("mulan is required: the trained MuLaN checkpoint whose audio side is kept")
+        if not self.data:
+            raise ValueError("data is required: a corpus folder or a JSONL manifest")
+        if self.text_tower is not None and self.text_tower not in TEXT_TOWERS:
+            raise ValueError(f"text_tower must be one of {TEXT_TOWERS} or None, got {self.text_tower!r}")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2 for a contrastive loss, got {self.batch_size}")
+
+
+def new_text_tower(kind: str) -> TextTransformer | PretrainedTextTransformer:
+    if kind == "minilm":
+        return PretrainedTextTransformer(freeze=True, max_seq_len=128)
+    spec = dict(MULAN_PRESETS["small-scratch"]["text"])
+    spec.pop("kind")
+    return TextTransformer(**spec)
+
+
+def audio_side_hash(mulan: MuLaN) -> str:
+    h = hashlib.sha256(identity(mulan.audio)["hash"].encode())
+    for v in mulan.audio_to_latents.state_dict().values():
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def cached_audio_latents(
+    mulan: MuLaN, rows: list[dict[str, Any]], path: Path, *, progress: bool
+) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+    """Whole-clip audio latents of ``rows`` (skipped rows dropped), computed once per audio side and row list."""
+    key = {"audio": audio_side_hash(mulan), "rows": [r["path"] for r in rows]}
+    if path.is_file():
+        saved = torch.load(path, weights_only=False)
+        if saved["key"] == key:
+            return saved["latents"], [rows[i] for i in saved["kept"]]
+    latents, kept, stats = embed_rows(mulan, rows, progress=progress)
+    index = {id(r): i for i, r in enumerate(rows)}
+    atomic_torch_save({"key": key, "latents": latents, "kept": [index[id(r)] for r in kept]}, path)
+    if stats.total:
+        print(f"{path.name}: {stats.report()}")
+    return latents, kept
+
+
+def align_text(cfg: TextAlignConfig) -> dict[str, Any]:
+    """Run (or resume) a text-side fit; returns the last validation report (empty without validation data)."""
+    torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, skipped = _rows(cfg.data)
+    rows = rows[: cfg.max_clips] if cfg.max_clips else rows
+    if cfg.full_captions:
+        rows = [with_full_caption(r) for r in rows]
+    val_path = cfg.val_data or (str(Path(cfg.data) / "val.jsonl") if (Path(cfg.data) / "val.jsonl").is_file() else None)
+    val_rows = _rows(val_path)[0][: cfg.eval_clips] if val_path else []
+    state_path, model_path = out / "train_state.pt", out / "mulan.safetensors"
+    resume = state_path.is_file() and model_path.is_file()
+    torch.manual_seed(cfg.seed)
+    mulan = load(model_path if resume else cfg.mulan, expected=MuLaN)
+    if cfg.text_tower and not resume:
+        mulan = mulan.with_text_tower(new_text_tower(cfg.text_tower))
+    mulan.audio.requires_grad_(False)
+    mulan.audio_to_latents.requires_grad_(False)
+    mulan.eval()  # the audio side only embeds; the text side is switched to train mode below
+    a_train, rows = cached_audio_latents(mulan, rows, out / "audio_latents.pt", progress=cfg.progress)
+    val = (
+        cached_audio_latents(mulan, val_rows, out / "val_audio_latents.pt", progress=cfg.progress) if val_rows else None
+    )
+    params = [p for p in mulan.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}], lr=cfg.lr,
+    )  # fmt: skip
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: warmup_cosine(s, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps)
+    )
+    step, rng = 0, random.Random(cfg.seed)
+    if resume:
+        state = torch.load(state_path, weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step = state["step"]
+        rng.setstate(state["sampler"])
+        set_rng_state(state["rng"])
+        print(f"resuming from step {step}")
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    log = JsonLog(out / "log.jsonl", resume_step=step if resume else None)
+    frozen = isinstance(mulan.text, PretrainedTextTransformer) and mulan.text.freeze
+    cache = TextCache() if frozen else None
+    report: dict[str, Any] = {}
+    bar = tqdm(total=cfg.max_steps, initial=step, desc="mulan text", disable=not cfg.progress)
+    mulan.text.train()
+    t_last = time.perf_counter()
+    while step < cfg.max_steps:
+        idx = rng.sample(range(len(rows)), min(cfg.batch_size, len(rows)))
+        captions = [rng.choice(rows[i]["captions"]) for i in idx]
+        if cache is not None:
+            text = F.normalize(mulan.text_to_latents(cache(mulan, captions)), dim=-1)
+        else:
+            text = mulan.get_text_latents(raw_texts=captions)
+        keys = None
+        if cfg.multi_positive:
+            keys = torch.tensor([positive_key(rows[i].get("tags") or {}, c) for i, c in zip(idx, captions)])
+        loss = mulan.contrast(a_train[idx], text, keys=keys)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        bar.update()
+        if step % cfg.log_every == 0 or step == cfg.max_steps:
+            now = time.perf_counter()
+            record = {"step": step, "loss": round(loss.item(), 5), "lr": scheduler.get_last_lr()[0],
+                      "temperature": round(mulan.contrast.temperature.item(), 5),  # type: ignore[operator]
+                      "steps_per_s": round(min(cfg.log_every, step) / (now - t_last), 2)}  # fmt: skip
+            t_last = now
+            bar.set_postfix(loss=f"{record['loss']:.3f}")
+            log.write(record)
+        if val is not None and (step % cfg.eval_every == 0 or step == cfg.max_steps):
+            report = evaluate_mulan(mulan, val[1], audio=val)
+            mulan.text.train()
+            flat = {"step": step, "val_t2a_R@1": report["text_to_audio"]["R@1"],
+                    "val_t2a_R@10": report["text_to_audio"]["R@10"], "val_a2t_R@1": report["audio_to_text"]["R@1"],
+                    **{f"zs_{k}": v["accuracy"] for k, v in report["zero_shot"].items()}}  # fmt: skip
+            log.write(flat)
+            (out / f"eval_step{step}.json").write_text(json.dumps(report, indent=2))
+            print(json.dumps(flat))
+        if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
+            save(mulan, model_path, extra={"step": step, "audio_side_of": str(cfg.mulan)})
+            atomic_torch_save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
+                               "sampler": rng.getstate(), "rng": rng_state(), "config": asdict(cfg)},
+                              state_path)  # fmt: skip
+            plot_curves(log, out / "curves.png", keys=["loss", "temperature", "val_t2a_R@1", "zs_family"],
+                        title="MuLaN text side")  # fmt: skip
+    bar.close()
+    print(f"text side done at step {step}; data: {skipped.report()}")
+    return report
+
+
+def main_from_args(config_path: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    return align_text(load_config(TextAlignConfig, config_path, overrides))
