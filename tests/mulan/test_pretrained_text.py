@@ -74,3 +74,33 @@ def test_builtin_minilm_is_offline_and_meaningful():
         e = F.normalize(text(raw_texts=["a solo piano piece", "gentle piano music", "heavy metal with loud drums"]))
     sims = e @ e.t()
     assert sims[0, 1] > sims[0, 2] + 0.1
+
+
+def test_adapter_over_token_states_trains_and_caches_exactly(tiny_bert_dir, tmp_path):
+    torch.manual_seed(0)
+    text = PretrainedTextTransformer(tiny_bert_dir, freeze=True, adapter_depth=2, adapter_dim=16, adapter_heads=2)
+    assert text.dim == 16 and text.encoder_dim == 32
+    mulan = MuLaN(audio_transformer=_audio(), text_transformer=text)
+    captions = ["calm piano", "a sad violin song with slow drums and bass"]
+    mulan(torch.randn(2, 16000), raw_texts=captions).backward()
+    assert all(p.grad is None for p in text.encoder.parameters())  # the encoder stays frozen
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in text.adapter.parameters())
+    mulan.eval()
+    plain = mulan.get_text_latents(raw_texts=captions)
+    assert torch.allclose(mulan.get_text_latents(raw_texts=captions[:1]), plain[:1], atol=1e-5)  # padding is masked
+    text.cache_states()
+    cached = mulan.get_text_latents(raw_texts=captions)
+    assert set(text._states) == set(captions)
+    assert torch.allclose(mulan.get_text_latents(raw_texts=captions[::-1]), cached.flip(0), atol=1e-6)
+    assert torch.allclose(cached, plain, atol=1e-5)  # the cache changes nothing but the cost
+    save(mulan, tmp_path / "m.safetensors")
+    again = load(tmp_path / "m.safetensors", expected=MuLaN).eval()
+    assert isinstance(again.text, PretrainedTextTransformer) and again.text.adapter_depth == 2
+    assert torch.allclose(again.get_text_latents(raw_texts=captions), plain, atol=1e-5)
+
+
+def test_adapter_and_cache_errors(tiny_bert_dir):
+    with pytest.raises(ValueError, match="multiple of"):
+        PretrainedTextTransformer(tiny_bert_dir, adapter_depth=1, adapter_dim=30, adapter_heads=4)
+    with pytest.raises(ValueError, match="cache_states needs a frozen encoder"):
+        PretrainedTextTransformer(tiny_bert_dir, freeze=False).cache_states()

@@ -103,3 +103,19 @@ def test_full_caption_joins_the_training_captions():
     assert with_full_caption(row)["captions"] == ["calm piano", "calm piano in C major, slow, no drums"]
     assert with_full_caption(with_full_caption(row)) == with_full_caption(row)  # never twice
     assert with_full_caption({"captions": ["x"]}) == {"captions": ["x"]}  # corpora without one
+
+
+def test_joint_training_with_a_text_adapter(tiny_corpus, tiny_bert_dir, tmp_path):
+    from musiclm_pytorch import build_mulan, save
+    from musiclm_pytorch.mulan import PretrainedTextTransformer
+
+    torch.manual_seed(0)
+    text = PretrainedTextTransformer(tiny_bert_dir, freeze=True, adapter_depth=1, adapter_dim=16, adapter_heads=2)
+    init = build_mulan("tiny").with_text_tower(text)
+    save(init, tmp_path / "init.safetensors")
+    train_mulan(_cfg(tiny_corpus, tmp_path / "run", init_checkpoint=str(tmp_path / "init.safetensors"), max_steps=3,
+                     eval_every=100, queue_size=0))  # fmt: skip
+    after = load(tmp_path / "run" / "mulan.safetensors", expected=MuLaN)
+    assert not torch.equal(after.text.adapter_in.weight, init.text.adapter_in.weight)  # the adapter trained
+    for (name, a), b in zip(after.text.encoder.state_dict().items(), init.text.encoder.state_dict().values()):
+        assert torch.equal(a, b), name  # the encoder did not

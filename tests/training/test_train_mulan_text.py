@@ -77,11 +77,14 @@ def test_crash_resumes_on_the_same_curve_without_re_embedding(tiny_ckpt, tiny_co
         assert got[step] == pytest.approx(want[step], abs=1e-5), step
 
 
-def test_a_new_text_tower_on_the_same_audio_side(tiny_ckpt, tiny_corpus, tmp_path):
-    out = tmp_path / "minilm"
-    align_text(_cfg(tiny_ckpt, tiny_corpus, out, text_tower="minilm", max_steps=4, eval_every=4, lr=1e-3))
+@pytest.mark.parametrize("tower", ["minilm", "minilm-adapter"])
+def test_a_new_text_tower_on_the_same_audio_side(tiny_ckpt, tiny_corpus, tmp_path, tower):
+    out = tmp_path / tower
+    align_text(_cfg(tiny_ckpt, tiny_corpus, out, text_tower=tower, max_steps=4, eval_every=4, lr=1e-3))
     mulan = load(out / "mulan.safetensors", expected=MuLaN)
     assert isinstance(mulan.text, PretrainedTextTransformer) and mulan.text.freeze
+    assert mulan.text.adapter_depth == (2 if tower == "minilm-adapter" else 0)
+    assert len(_losses(out)) == 4
     before = load(tiny_ckpt, expected=MuLaN).eval()
     wav = torch.randn(1, 16000)
     with torch.no_grad():  # audio latents are the old model's, so the conditioning built on them still holds

@@ -232,6 +232,15 @@ class PretrainedTextTransformer(Component):
         freeze: keep the encoder's weights fixed (and in eval mode) while MuLaN trains.
         pooling: ``"mean"`` over real tokens (sentence-transformers style) or ``"cls"``.
         max_seq_len: longest accepted token sequence (capped by the encoder's positions).
+        adapter_depth: when > 0, a trainable transformer (``adapter_dim`` wide, ``adapter_heads``
+            heads) over the encoder's *token* states, mean-pooled, replaces pooling the encoder's
+            output directly: token-level processing learned for music captions on top of the
+            pretrained vocabulary (on the synthetic corpus it maps held-out wordings far better than
+            a projection of the frozen pooled output; benchmarks/RESULTS.md, "Which text tower").
+            ``dim`` is then ``adapter_dim``.
+
+    With a frozen encoder, :meth:`cache_states` keeps its token states per string, so training the
+    adapter (or the projection) runs the encoder once per distinct caption.
     """
 
     component_name = "pretrained_text_transformer"
@@ -243,11 +252,18 @@ class PretrainedTextTransformer(Component):
         freeze: bool = True,
         pooling: str = "mean",
         max_seq_len: int = 256,
+        adapter_depth: int = 0,
+        adapter_dim: int = 256,
+        adapter_heads: int = 4,
     ):
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
 
-        self.save_config(path=str(path), freeze=freeze, pooling=pooling, max_seq_len=max_seq_len)
+        self.save_config(path=str(path), freeze=freeze, pooling=pooling, max_seq_len=max_seq_len,
+                         adapter_depth=adapter_depth, adapter_dim=adapter_dim, adapter_heads=adapter_heads)  # fmt: skip
+        if adapter_depth < 0 or (adapter_depth and adapter_dim % adapter_heads):
+            raise ValueError(f"adapter_depth must be >= 0 and adapter_dim ({adapter_dim}) a multiple of "
+                             f"adapter_heads ({adapter_heads})")  # fmt: skip
         if pooling not in ("mean", "cls"):
             raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
         folder = resolve_model_path(path)
@@ -255,7 +271,14 @@ class PretrainedTextTransformer(Component):
             raise FileNotFoundError(f"pretrained text model folder {str(folder)!r} not found")
         self.encoder = AutoModel.from_pretrained(str(folder), local_files_only=True)
         self.hf_tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-        self.dim: int = self.encoder.config.hidden_size
+        self.encoder_dim: int = self.encoder.config.hidden_size
+        self.dim: int = adapter_dim if adapter_depth else self.encoder_dim
+        self.adapter_depth = adapter_depth
+        if adapter_depth:
+            self.adapter_in = nn.Linear(self.encoder_dim, adapter_dim)
+            self.adapter = Transformer(adapter_dim, depth=adapter_depth, heads=adapter_heads,
+                                       dim_head=adapter_dim // adapter_heads)  # fmt: skip
+        self._states: dict[str, Tensor] | None = None
         self.pooling = pooling
         self.freeze = freeze
         limit = getattr(self.encoder.config, "max_position_embeddings", max_seq_len)
@@ -272,6 +295,31 @@ class PretrainedTextTransformer(Component):
         if self.freeze:
             self.encoder.eval()  # a frozen encoder keeps dropout off
         return self
+
+    def cache_states(self, enabled: bool = True) -> None:
+        """Keep the frozen encoder's token states per string (float32, about 40 kB per caption)."""
+        if enabled and not self.freeze:
+            raise ValueError("cache_states needs a frozen encoder (freeze=True): a trained one changes its states")
+        self._states = {} if enabled else None
+
+    def _cached_states(self, texts: list[str], truncate: bool) -> tuple[Tensor, Tensor]:
+        assert self._states is not None
+        missing = sorted({t for t in texts if t not in self._states})
+        for i in range(0, len(missing), 256):
+            chunk = missing[i : i + 256]
+            ids, mask = self.tokenize(chunk, truncate=truncate)
+            device = next(self.encoder.parameters()).device
+            with torch.no_grad():
+                hidden = self.encoder(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+            for text, h, m in zip(chunk, hidden, mask):
+                self._states[text] = h[: int(m.sum())].float()
+        states = [self._states[t] for t in texts]
+        n = max(len(h) for h in states)
+        hidden = states[0].new_zeros(len(states), n, self.encoder_dim)
+        mask = torch.zeros(len(states), n, dtype=torch.long, device=hidden.device)
+        for row, h in enumerate(states):
+            hidden[row, : len(h)], mask[row, : len(h)] = h, 1
+        return hidden, mask
 
     def tokenize(self, raw_texts: list[str], *, truncate: bool = False) -> tuple[Tensor, Tensor]:
         texts = _check_raw_texts(raw_texts)
@@ -294,18 +342,25 @@ class PretrainedTextTransformer(Component):
         if (x is None) == (raw_texts is None):
             raise ValueError("pass exactly one of texts (token ids) or raw_texts")
         device = next(self.encoder.parameters()).device
-        if raw_texts is not None:
-            x, mask = self.tokenize(raw_texts, truncate=truncate)
-        assert x is not None
-        if x.ndim != 2 or x.dtype not in (torch.long, torch.int32):
-            raise ValueError(f"texts must be [B, N] integer token ids, got shape {tuple(x.shape)}, dtype {x.dtype}")
-        if x.shape[1] > self.max_seq_len:
-            raise ValueError(f"texts has {x.shape[1]} tokens per row, more than max_seq_len={self.max_seq_len}")
-        if mask is None:
-            mask = x != self.pad_id
-        x, mask = x.to(device).long(), mask.to(device).long()
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
-            hidden = self.encoder(input_ids=x, attention_mask=mask).last_hidden_state  # [B, N, H]
+        if raw_texts is not None and self._states is not None:
+            hidden, mask = self._cached_states(_check_raw_texts(raw_texts), truncate)
+        else:
+            if raw_texts is not None:
+                x, mask = self.tokenize(raw_texts, truncate=truncate)
+            assert x is not None
+            if x.ndim != 2 or x.dtype not in (torch.long, torch.int32):
+                raise ValueError(f"texts must be [B, N] integer token ids, got shape {tuple(x.shape)}, dtype {x.dtype}")
+            if x.shape[1] > self.max_seq_len:
+                raise ValueError(f"texts has {x.shape[1]} tokens per row, more than max_seq_len={self.max_seq_len}")
+            if mask is None:
+                mask = x != self.pad_id
+            x, mask = x.to(device).long(), mask.to(device).long()
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
+                hidden = self.encoder(input_ids=x, attention_mask=mask).last_hidden_state  # [B, N, H]
+        if self.adapter_depth:
+            hidden = self.adapter(self.adapter_in(hidden), key_mask=mask.bool())
+            m = mask[..., None].to(hidden.dtype)
+            return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
         if self.pooling == "cls":
             return hidden[:, 0]
         m = mask[..., None].to(hidden.dtype)

@@ -220,6 +220,11 @@ def train_mulan(cfg: MuLaNTrainConfig) -> dict[str, Any]:
     else:
         mulan = build_mulan(cfg.preset, loss=cfg.loss)
     frozen_text = isinstance(mulan.text, PretrainedTextTransformer) and mulan.text.freeze
+    if frozen_text and mulan.text.adapter_depth:
+        # the adapter over the encoder's token states trains: cache the states, not the pooled output
+        frozen_text = False
+        if cfg.text_cache:
+            mulan.text.cache_states()  # type: ignore[operator]
     params = [p for p in mulan.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]

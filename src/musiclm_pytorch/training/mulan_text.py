@@ -5,20 +5,23 @@ for a small fraction of the cost. The audio latents of the training clips are co
 clips the way evaluation embeds them, and cached in ``OUT/audio_latents.pt`` (keyed by the rows and
 the audio side's weights); after that a step costs only the text side. What it is for:
 
-- a better text side for a trained audio tower: on the synthetic corpus, a text transformer trained
-  from scratch maps held-out caption wordings onto the stage-3 audio space better than the frozen
-  MiniLM's linear projection that was trained jointly with it (benchmarks/RESULTS.md, "Which text
-  tower");
+- a better text side for a trained audio tower: on the synthetic corpus, a small transformer over
+  the frozen MiniLM's token states maps held-out caption wordings onto a trained audio space far
+  better than the linear projection of MiniLM's pooled output trained jointly with it
+  (benchmarks/RESULTS.md, "Which text tower");
 - swapping the text tower of a trained MuLaN (``text_tower``) without touching the audio latents that
   the conditioning quantizer and the stage LMs were built on.
 
-``text_tower``: ``None`` continues training the MuLaN's own text tower and projection; ``"minilm"``
-puts a fresh projection on the frozen shipped MiniLM; ``"scratch"`` a fresh transformer (dim 256,
-depth 4, WordPiece ids, the ``small-scratch`` preset's). The loss is MuLaN's own contrastive loss
-(multi-positive by default) with its temperature trained too; AdamW, warm-up + cosine, gradient
-clipping. Every ``eval_every`` steps: retrieval and zero-shot tagging on the held-out clips (their
-audio latents cached the same way); every ``checkpoint_every`` steps, atomically: ``mulan.safetensors``
-(the whole MuLaN, audio side unchanged) and ``train_state.pt``. Rerunning the command resumes.
+``text_tower``: ``None`` continues training the MuLaN's own text tower and projection;
+``"minilm-adapter"`` (the best measured) puts a fresh 2-layer transformer (dim 256) over the frozen
+shipped MiniLM's token states; ``"minilm"`` a fresh projection on its pooled output; ``"scratch"`` a
+fresh transformer (dim 256, depth 4, WordPiece ids, the ``small-scratch`` preset's).
+
+The loss is MuLaN's own contrastive loss (multi-positive by default), its temperature trained too;
+AdamW, warm-up + cosine, gradient clipping. Every ``eval_every`` steps: retrieval and zero-shot
+tagging on the held-out clips (their audio latents cached the same way). Every ``checkpoint_every``
+steps, atomically: ``mulan.safetensors`` (the whole MuLaN, audio side unchanged) and
+``train_state.pt``. Rerunning the command resumes.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from ..presets import MULAN_PRESETS
 from .common import JsonLog, atomic_torch_save, load_config, plot_curves, rng_state, set_rng_state, warmup_cosine
 from .mulan import TextCache, _rows, positive_key, with_full_caption
 
-TEXT_TOWERS = ("minilm", "scratch")
+TEXT_TOWERS = ("minilm-adapter", "minilm", "scratch")
 
 
 @dataclass
@@ -84,6 +87,8 @@ class TextAlignConfig:
 
 
 def new_text_tower(kind: str) -> TextTransformer | PretrainedTextTransformer:
+    if kind == "minilm-adapter":
+        return PretrainedTextTransformer(freeze=True, max_seq_len=128, adapter_depth=2, adapter_dim=256)
     if kind == "minilm":
         return PretrainedTextTransformer(freeze=True, max_seq_len=128)
     spec = dict(MULAN_PRESETS["small-scratch"]["text"])
@@ -159,7 +164,9 @@ def align_text(cfg: TextAlignConfig) -> dict[str, Any]:
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     log = JsonLog(out / "log.jsonl", resume_step=step if resume else None)
     frozen = isinstance(mulan.text, PretrainedTextTransformer) and mulan.text.freeze
-    cache = TextCache() if frozen else None
+    cache = TextCache() if frozen and not mulan.text.adapter_depth else None
+    if frozen and cache is None:
+        mulan.text.cache_states()  # type: ignore[operator]  # the adapter trains: cache the encoder's states
     report: dict[str, Any] = {}
     bar = tqdm(total=cfg.max_steps, initial=step, desc="mulan text", disable=not cfg.progress)
     mulan.text.train()
