@@ -190,7 +190,15 @@ def _hard_negative_latents(
     return latents.float(), mask.to(latents.device)
 
 
-def _val_rows(cfg: MuLaNTrainConfig) -> list[dict[str, Any]]:
+def eval_record(step: int, report: dict[str, Any]) -> dict[str, Any]:
+    """One log line from a validation report: retrieval R@1 / R@10 and zero-shot accuracy per attribute."""
+    t2a, a2t = report["text_to_audio"], report["audio_to_text"]
+    return {"step": step, "val_t2a_R@1": t2a["R@1"], "val_t2a_R@10": t2a["R@10"], "val_a2t_R@1": a2t["R@1"],
+            **{f"zs_{k}": v["accuracy"] for k, v in report["zero_shot"].items()}}  # fmt: skip
+
+
+def _val_rows(cfg: Any) -> list[dict[str, Any]]:
+    """``cfg.eval_clips`` rows of ``cfg.val_data``, or of DATA/val.jsonl when ``cfg.data`` is a corpus folder."""
     path = cfg.val_data or (str(Path(cfg.data) / "val.jsonl") if (Path(cfg.data) / "val.jsonl").is_file() else None)
     if path is None:
         return []
@@ -318,10 +326,7 @@ def train_mulan(cfg: MuLaNTrainConfig) -> dict[str, Any]:
                 log.write(record)
         if val_rows and (step % cfg.eval_every == 0 or step == cfg.max_steps) and accelerator.is_main_process:
             report = evaluate_mulan(ema.model if ema is not None else model, val_rows)
-            flat = {"step": step, "val_t2a_R@1": report["text_to_audio"]["R@1"],
-                    "val_t2a_R@10": report["text_to_audio"]["R@10"],
-                    "val_a2t_R@1": report["audio_to_text"]["R@1"],
-                    **{f"zs_{k}": v["accuracy"] for k, v in report["zero_shot"].items()}}  # fmt: skip
+            flat = eval_record(step, report)
             log.write(flat)
             (out / f"eval_step{step}.json").write_text(json.dumps(report, indent=2))
             accelerator.print(json.dumps(flat))

@@ -44,7 +44,7 @@ from ..mulan.model import MuLaN
 from ..mulan.text_tower import PretrainedTextTransformer, TextTransformer
 from ..presets import MULAN_PRESETS
 from .common import JsonLog, atomic_torch_save, load_config, plot_curves, rng_state, set_rng_state, warmup_cosine
-from .mulan import TextCache, _rows, positive_key, with_full_caption
+from .mulan import TextCache, _rows, _val_rows, eval_record, positive_key, with_full_caption
 
 TEXT_TOWERS = ("minilm-adapter", "minilm", "scratch")
 
@@ -57,7 +57,7 @@ class TextAlignConfig:
     data: str = ""  # a corpus folder (train.jsonl / val.jsonl) or a manifest
     val_data: str | None = None  # default: DATA/val.jsonl when DATA is a corpus folder
     out: str = "runs/mulan_text"
-    text_tower: str | None = None  # None: keep the MuLaN's; "minilm" or "scratch": a fresh one
+    text_tower: str | None = None  # None: keep the MuLaN's; one of TEXT_TOWERS: a fresh one
     max_clips: int | None = None  # the first N training rows (their audio latents are embedded once)
     batch_size: int = 128
     lr: float = 5e-4
@@ -129,8 +129,7 @@ def align_text(cfg: TextAlignConfig) -> dict[str, Any]:
     rows = rows[: cfg.max_clips] if cfg.max_clips else rows
     if cfg.full_captions:
         rows = [with_full_caption(r) for r in rows]
-    val_path = cfg.val_data or (str(Path(cfg.data) / "val.jsonl") if (Path(cfg.data) / "val.jsonl").is_file() else None)
-    val_rows = _rows(val_path)[0][: cfg.eval_clips] if val_path else []
+    val_rows = _val_rows(cfg)
     state_path, model_path = out / "train_state.pt", out / "mulan.safetensors"
     resume = state_path.is_file() and model_path.is_file()
     torch.manual_seed(cfg.seed)
@@ -201,9 +200,7 @@ def align_text(cfg: TextAlignConfig) -> dict[str, Any]:
         if val is not None and (step % cfg.eval_every == 0 or step == cfg.max_steps):
             report = evaluate_mulan(mulan, val[1], audio=val)
             mulan.text.train()
-            flat = {"step": step, "val_t2a_R@1": report["text_to_audio"]["R@1"],
-                    "val_t2a_R@10": report["text_to_audio"]["R@10"], "val_a2t_R@1": report["audio_to_text"]["R@1"],
-                    **{f"zs_{k}": v["accuracy"] for k, v in report["zero_shot"].items()}}  # fmt: skip
+            flat = eval_record(step, report)
             log.write(flat)
             (out / f"eval_step{step}.json").write_text(json.dumps(report, indent=2))
             print(json.dumps(flat))
