@@ -115,3 +115,14 @@ def test_model_folder_refuses_a_stage_trained_on_other_tokenizers(parts, tmp_pat
     save(other_semantic, tmp_path / BUNDLE_FILES["semantic_tokenizer"])
     with pytest.raises(ValueError, match=r"semantic_lm.safetensors in .*: semantic .* differs"):
         load_musiclm(tmp_path)
+
+
+def test_batched_resample_equals_row_by_row():
+    from musiclm_pytorch.audio import resample
+    from musiclm_pytorch.pipeline import _resample
+
+    wavs = torch.randn(3, 1, 2400)
+    batched = _resample(wavs, 24000, 16000)
+    rows = torch.stack([torch.from_numpy(resample(w[0], 24000, 16000)) for w in wavs])
+    assert batched.shape == (3, 1, 1600) and torch.equal(batched[:, 0], rows)
+    assert _resample(wavs, 16000, 16000) is wavs

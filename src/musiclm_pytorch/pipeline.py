@@ -244,7 +244,9 @@ def _resample(wavs: Tensor, orig: int, target: int) -> Tensor:
         return wavs
     from .audio import resample
 
-    return torch.stack([torch.from_numpy(resample(w, orig, target)) for w in wavs])
+    flat = wavs.reshape(-1, wavs.shape[-1])  # one soxr call for the whole batch (rows as channels)
+    out = torch.from_numpy(resample(flat, orig, target))
+    return out.reshape(*wavs.shape[:-1], out.shape[-1]).to(wavs.device)
 
 
 BUNDLE_FILES = {
