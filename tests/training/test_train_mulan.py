@@ -119,3 +119,19 @@ def test_joint_training_with_a_text_adapter(tiny_corpus, tiny_bert_dir, tmp_path
     assert not torch.equal(after.text.adapter_in.weight, init.text.adapter_in.weight)  # the adapter trained
     for (name, a), b in zip(after.text.encoder.state_dict().items(), init.text.encoder.state_dict().values()):
         assert torch.equal(a, b), name  # the encoder did not
+
+
+def test_hard_negative_captions_do_not_grow_the_state_cache(tiny_corpus, tiny_bert_dir):
+    from musiclm_pytorch import build_mulan
+    from musiclm_pytorch.mulan import PretrainedTextTransformer
+    from musiclm_pytorch.training.mulan import _hard_negative_latents
+
+    text = PretrainedTextTransformer(tiny_bert_dir, freeze=True, adapter_depth=1, adapter_dim=16, adapter_heads=2)
+    mulan = build_mulan("tiny").with_text_tower(text)
+    text.cache_states()
+    rows = [json.loads(line) for line in (tiny_corpus / "train.jsonl").read_text().splitlines()][:4]
+    captions = [r["captions"][0] for r in rows]
+    mulan.get_text_latents(raw_texts=captions)
+    latents, mask = _hard_negative_latents(mulan, captions, [r["tags"] for r in rows], seed=0, step=0)
+    assert latents.shape == (4, mulan.dim_latent) and mask.all()
+    assert set(text._states) == set(captions)  # seen once each, the perturbed captions were not kept

@@ -16,7 +16,9 @@ Both return pooled features ``[B, dim]``. Text longer than ``max_seq_len`` token
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -301,6 +303,16 @@ class PretrainedTextTransformer(Component):
         if enabled and not self.freeze:
             raise ValueError("cache_states needs a frozen encoder (freeze=True): a trained one changes its states")
         self._states = {} if enabled else None
+
+    @contextlib.contextmanager
+    def uncached(self) -> Iterator[None]:
+        """Within it, texts bypass the state cache: for strings seen once (e.g. hard negative captions),
+        which would otherwise grow the cache by one entry each."""
+        saved, self._states = self._states, None
+        try:
+            yield
+        finally:
+            self._states = saved
 
     def _cached_states(self, texts: list[str], truncate: bool) -> tuple[Tensor, Tensor]:
         assert self._states is not None

@@ -22,6 +22,7 @@ gathers latents across ranks with gradients, so every rank sees the global batch
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import random
@@ -181,12 +182,14 @@ def _hard_negative_latents(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Latents of each caption with one attribute changed (``[B, D]``) and which rows have one (``[B]``).
     The changes are drawn from a generator seeded by (seed, step), so a resumed run draws the same.
-    They bypass the text cache (a new string each time); a frozen text tower runs without grad itself."""
+    They bypass the text caches (a new string each time); a frozen text tower runs without grad itself."""
     rng = random.Random(seed * 1_000_003 + step)
     perturbed = [perturb_caption(c, t, rng) if t and "mode" in t else None for c, t in zip(captions, tags)]
     mask = torch.tensor([p is not None for p in perturbed])
     texts = [p if p is not None else c for p, c in zip(perturbed, captions)]
-    latents = model.get_text_latents(raw_texts=texts)
+    text = model.text
+    with text.uncached() if isinstance(text, PretrainedTextTransformer) else contextlib.nullcontext():
+        latents = model.get_text_latents(raw_texts=texts)
     return latents.float(), mask.to(latents.device)
 
 
