@@ -88,9 +88,9 @@ def test_adapter_over_token_states_trains_and_caches_exactly(tiny_bert_dir, tmp_
     mulan.eval()
     plain = mulan.get_text_latents(raw_texts=captions)
     assert torch.allclose(mulan.get_text_latents(raw_texts=captions[:1]), plain[:1], atol=1e-5)  # padding is masked
-    text.cache_states()
+    text.cache()
     cached = mulan.get_text_latents(raw_texts=captions)
-    assert set(text._states) == set(captions)
+    assert set(text._cache) == set(captions)
     assert torch.allclose(mulan.get_text_latents(raw_texts=captions[::-1]), cached.flip(0), atol=1e-6)
     assert torch.allclose(cached, plain, atol=1e-5)  # the cache changes nothing but the cost
     save(mulan, tmp_path / "m.safetensors")
@@ -99,8 +99,25 @@ def test_adapter_over_token_states_trains_and_caches_exactly(tiny_bert_dir, tmp_
     assert torch.allclose(again.get_text_latents(raw_texts=captions), plain, atol=1e-5)
 
 
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_cache_without_adapter_keeps_pooled_output_exactly(tiny_bert_dir, pooling):
+    text = PretrainedTextTransformer(tiny_bert_dir, freeze=True, pooling=pooling)
+    captions = ["calm piano", "a sad violin song with slow drums and bass", "calm piano"]
+    with torch.no_grad():
+        plain = text(raw_texts=captions)
+    text.cache()
+    cached = text(raw_texts=captions)
+    assert set(text._cache) == set(captions) and text._cache["calm piano"].shape == (text.encoder_dim,)
+    assert torch.allclose(cached, plain, atol=1e-6)  # pooled once, equal to recomputing
+    with text.uncached():
+        text(raw_texts=["a new string"])
+    assert "a new string" not in text._cache
+    text.cache(False)
+    assert text._cache is None
+
+
 def test_adapter_and_cache_errors(tiny_bert_dir):
     with pytest.raises(ValueError, match="multiple of"):
         PretrainedTextTransformer(tiny_bert_dir, adapter_depth=1, adapter_dim=30, adapter_heads=4)
-    with pytest.raises(ValueError, match="cache_states needs a frozen encoder"):
-        PretrainedTextTransformer(tiny_bert_dir, freeze=False).cache_states()
+    with pytest.raises(ValueError, match="cache needs a frozen encoder"):
+        PretrainedTextTransformer(tiny_bert_dir, freeze=False).cache()

@@ -128,10 +128,10 @@ def test_hard_negative_captions_do_not_grow_the_state_cache(tiny_corpus, tiny_be
 
     text = PretrainedTextTransformer(tiny_bert_dir, freeze=True, adapter_depth=1, adapter_dim=16, adapter_heads=2)
     mulan = build_mulan("tiny").with_text_tower(text)
-    text.cache_states()
+    text.cache()
     rows = [json.loads(line) for line in (tiny_corpus / "train.jsonl").read_text().splitlines()][:4]
     captions = [r["captions"][0] for r in rows]
     mulan.get_text_latents(raw_texts=captions)
     latents, mask = _hard_negative_latents(mulan, captions, [r["tags"] for r in rows], seed=0, step=0)
     assert latents.shape == (4, mulan.dim_latent) and mask.all()
-    assert set(text._states) == set(captions)  # seen once each, the perturbed captions were not kept
+    assert set(text._cache) == set(captions)  # seen once each, the perturbed captions were not kept

@@ -241,8 +241,9 @@ class PretrainedTextTransformer(Component):
             a projection of the frozen pooled output; benchmarks/RESULTS.md, "Which text tower").
             ``dim`` is then ``adapter_dim``.
 
-    With a frozen encoder, :meth:`cache_states` keeps its token states per string, so training the
-    adapter (or the projection) runs the encoder once per distinct caption.
+    With a frozen encoder, :meth:`cache` keeps, per string, whatever after the encoder is fixed: the
+    pooled output without an adapter (about 1.5 kB a caption), the token states with one (about 40
+    kB), so training the adapter or MuLaN's projection runs the encoder once per distinct caption.
     """
 
     component_name = "pretrained_text_transformer"
@@ -280,7 +281,7 @@ class PretrainedTextTransformer(Component):
             self.adapter_in = nn.Linear(self.encoder_dim, adapter_dim)
             self.adapter = Transformer(adapter_dim, depth=adapter_depth, heads=adapter_heads,
                                        dim_head=adapter_dim // adapter_heads)  # fmt: skip
-        self._states: dict[str, Tensor] | None = None
+        self._cache: dict[str, Tensor] | None = None
         self.pooling = pooling
         self.freeze = freeze
         limit = getattr(self.encoder.config, "max_position_embeddings", max_seq_len)
@@ -298,40 +299,54 @@ class PretrainedTextTransformer(Component):
             self.encoder.eval()  # a frozen encoder keeps dropout off
         return self
 
-    def cache_states(self, enabled: bool = True) -> None:
-        """Keep the frozen encoder's token states per string (float32, about 40 kB per caption)."""
+    def cache(self, enabled: bool = True) -> None:
+        """Keep the frozen encoder's results per string: the pooled output when nothing after the
+        encoder trains (no adapter), the token states otherwise. Results equal recomputing."""
         if enabled and not self.freeze:
-            raise ValueError("cache_states needs a frozen encoder (freeze=True): a trained one changes its states")
-        self._states = {} if enabled else None
+            raise ValueError("cache needs a frozen encoder (freeze=True): a trained one changes its output")
+        self._cache = {} if enabled else None
 
     @contextlib.contextmanager
     def uncached(self) -> Iterator[None]:
-        """Within it, texts bypass the state cache: for strings seen once (e.g. hard negative captions),
+        """Within it, texts bypass the cache: for strings seen once (e.g. hard negative captions),
         which would otherwise grow the cache by one entry each."""
-        saved, self._states = self._states, None
+        saved, self._cache = self._cache, None
         try:
             yield
         finally:
-            self._states = saved
+            self._cache = saved
 
-    def _cached_states(self, texts: list[str], truncate: bool) -> tuple[Tensor, Tensor]:
-        assert self._states is not None
-        missing = sorted({t for t in texts if t not in self._states})
+    def _cached(self, texts: list[str], truncate: bool) -> Tensor | tuple[Tensor, Tensor]:
+        """Pooled outputs ``[B, dim]`` (no adapter), else padded token states and their mask."""
+        assert self._cache is not None
+        missing = sorted({t for t in texts if t not in self._cache})
+        device = next(self.encoder.parameters()).device
         for i in range(0, len(missing), 256):
             chunk = missing[i : i + 256]
             ids, mask = self.tokenize(chunk, truncate=truncate)
-            device = next(self.encoder.parameters()).device
+            ids, mask = ids.to(device), mask.to(device)
             with torch.no_grad():
-                hidden = self.encoder(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+                hidden = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+                if not self.adapter_depth:
+                    self._cache.update(zip(chunk, self._pool(hidden, mask).float()))
+                    continue
             for text, h, m in zip(chunk, hidden, mask):
-                self._states[text] = h[: int(m.sum())].float()
-        states = [self._states[t] for t in texts]
+                self._cache[text] = h[: int(m.sum())].float()
+        if not self.adapter_depth:
+            return torch.stack([self._cache[t] for t in texts])
+        states = [self._cache[t] for t in texts]
         n = max(len(h) for h in states)
         hidden = states[0].new_zeros(len(states), n, self.encoder_dim)
         mask = torch.zeros(len(states), n, dtype=torch.long, device=hidden.device)
         for row, h in enumerate(states):
             hidden[row, : len(h)], mask[row, : len(h)] = h, 1
         return hidden, mask
+
+    def _pool(self, hidden: Tensor, mask: Tensor) -> Tensor:
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        m = mask[..., None].to(hidden.dtype)
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
 
     def tokenize(self, raw_texts: list[str], *, truncate: bool = False) -> tuple[Tensor, Tensor]:
         texts = _check_raw_texts(raw_texts)
@@ -354,8 +369,11 @@ class PretrainedTextTransformer(Component):
         if (x is None) == (raw_texts is None):
             raise ValueError("pass exactly one of texts (token ids) or raw_texts")
         device = next(self.encoder.parameters()).device
-        if raw_texts is not None and self._states is not None:
-            hidden, mask = self._cached_states(_check_raw_texts(raw_texts), truncate)
+        if raw_texts is not None and self._cache is not None:
+            cached = self._cached(_check_raw_texts(raw_texts), truncate)
+            if isinstance(cached, Tensor):
+                return cached
+            hidden, mask = cached
         else:
             if raw_texts is not None:
                 x, mask = self.tokenize(raw_texts, truncate=truncate)
@@ -373,7 +391,4 @@ class PretrainedTextTransformer(Component):
             hidden = self.adapter(self.adapter_in(hidden), key_mask=mask.bool())
             m = mask[..., None].to(hidden.dtype)
             return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
-        if self.pooling == "cls":
-            return hidden[:, 0]
-        m = mask[..., None].to(hidden.dtype)
-        return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+        return self._pool(hidden, mask)

@@ -13,7 +13,8 @@ gathers latents across ranks with gradients, so every rank sees the global batch
   that clip's audio, so the audio tower must hear exactly that attribute.
 - A feature queue (``queue_size``, MoCo-style) adds detached latents of earlier batches as extra
   negatives: gradient accumulation adds no negatives to a contrastive loss, a queue does.
-- A frozen pretrained text tower's features are cached per caption string (``text_cache``).
+- A frozen pretrained text encoder's output is cached per caption string (``text_cache``; the
+  pooled features, or the token states when a text adapter trains: ``PretrainedTextTransformer.cache``).
 - Every ``eval_every`` steps: retrieval and zero-shot tagging on held-out clips; every
   ``checkpoint_every`` steps: ``mulan.safetensors`` (model + config) and ``train_state.pt``
   (optimizer, scheduler, step, data position, RNG), both written atomically. Rerunning the same
@@ -32,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -140,21 +140,6 @@ def with_full_caption(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-class TextCache:
-    """Frozen text-tower features per caption string (the tower is fixed, so they never change)."""
-
-    def __init__(self) -> None:
-        self.store: dict[str, torch.Tensor] = {}
-
-    def __call__(self, mulan: MuLaN, captions: list[str]) -> torch.Tensor:
-        missing = sorted({c for c in captions if c not in self.store})
-        if missing:
-            with torch.no_grad():
-                feats = mulan.text(raw_texts=missing)
-            self.store.update(zip(missing, feats.float()))
-        return torch.stack([self.store[c] for c in captions])
-
-
 class FeatureQueue:
     def __init__(self, size: int, dim: int):
         self.size = size
@@ -230,12 +215,8 @@ def train_mulan(cfg: MuLaNTrainConfig) -> dict[str, Any]:
         mulan = load(cfg.init_checkpoint, expected=MuLaN)
     else:
         mulan = build_mulan(cfg.preset, loss=cfg.loss)
-    frozen_text = isinstance(mulan.text, PretrainedTextTransformer) and mulan.text.freeze
-    if frozen_text and mulan.text.adapter_depth:
-        # the adapter over the encoder's token states trains: cache the states, not the pooled output
-        frozen_text = False
-        if cfg.text_cache:
-            mulan.text.cache_states()  # type: ignore[operator]
+    if cfg.text_cache and isinstance(mulan.text, PretrainedTextTransformer) and mulan.text.freeze:
+        mulan.text.cache()
     params = [p for p in mulan.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
@@ -262,7 +243,6 @@ def train_mulan(cfg: MuLaNTrainConfig) -> dict[str, Any]:
     opts = ClipOptions(sample_rate=model.sample_rate, crop_seconds=cfg.crop_seconds, crop="random",
                        normalize=cfg.normalize)  # type: ignore[arg-type]  # fmt: skip
     dataset = CaptionedAudioDataset(rows, opts, seed=cfg.seed)
-    cache = TextCache() if (cfg.text_cache and frozen_text) else None
     queue = FeatureQueue(cfg.queue_size, model.dim_latent)
     if resume and "queue" in state:
         queue.load_state_dict(state["queue"])
@@ -295,10 +275,7 @@ def train_mulan(cfg: MuLaNTrainConfig) -> dict[str, Any]:
             keys = torch.tensor([positive_key(t, c) for t, c in zip(batch["tags"], captions)], device=wavs.device)
         with accelerator.autocast():  # the towers in bf16 when asked; the loss below in fp32
             audio_latents = model.get_audio_latents(wavs)
-            if cache is not None:
-                text_latents = F.normalize(model.text_to_latents(cache(model, captions).to(wavs.device)), dim=-1)
-            else:
-                text_latents = model.get_text_latents(raw_texts=captions)
+            text_latents = model.get_text_latents(raw_texts=captions)
         audio_latents, text_latents = audio_latents.float(), text_latents.float()
         hard_text = hard_mask = None
         if cfg.hard_negatives:

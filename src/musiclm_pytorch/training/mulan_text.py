@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..checkpoint import identity, load, save
@@ -44,7 +43,7 @@ from ..mulan.model import MuLaN
 from ..mulan.text_tower import PretrainedTextTransformer, TextTransformer
 from ..presets import MULAN_PRESETS
 from .common import JsonLog, atomic_torch_save, load_config, plot_curves, rng_state, set_rng_state, warmup_cosine
-from .mulan import TextCache, _rows, _val_rows, eval_record, positive_key, with_full_caption
+from .mulan import _rows, _val_rows, eval_record, positive_key, with_full_caption
 
 TEXT_TOWERS = ("minilm-adapter", "minilm", "scratch")
 
@@ -162,10 +161,8 @@ def align_text(cfg: TextAlignConfig) -> dict[str, Any]:
         print(f"resuming from step {step}")
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     log = JsonLog(out / "log.jsonl", resume_step=step if resume else None)
-    frozen = isinstance(mulan.text, PretrainedTextTransformer) and mulan.text.freeze
-    cache = TextCache() if frozen and not mulan.text.adapter_depth else None
-    if frozen and cache is None:
-        mulan.text.cache_states()  # type: ignore[operator]  # the adapter trains: cache the encoder's states
+    if isinstance(mulan.text, PretrainedTextTransformer) and mulan.text.freeze:
+        mulan.text.cache()  # the encoder runs once per distinct caption
     report: dict[str, Any] = {}
     bar = tqdm(total=cfg.max_steps, initial=step, desc="mulan text", disable=not cfg.progress)
     mulan.text.train()
@@ -173,10 +170,7 @@ def align_text(cfg: TextAlignConfig) -> dict[str, Any]:
     while step < cfg.max_steps:
         idx = rng.sample(range(len(rows)), min(cfg.batch_size, len(rows)))
         captions = [rng.choice(rows[i]["captions"]) for i in idx]
-        if cache is not None:
-            text = F.normalize(mulan.text_to_latents(cache(mulan, captions)), dim=-1)
-        else:
-            text = mulan.get_text_latents(raw_texts=captions)
+        text = mulan.get_text_latents(raw_texts=captions)
         keys = None
         if cfg.multi_positive:
             keys = torch.tensor([positive_key(rows[i].get("tags") or {}, c) for i, c in zip(idx, captions)])
