@@ -100,3 +100,23 @@ def test_perturbed_captions_change_one_stated_attribute():
         out = perturb_caption("Bright acoustic piano in B major", piano, random.Random(seed))
         assert out is not None and "acoustic synth" not in out and "Bright acoustic guitar" not in out
     assert perturb_caption("some music", tags, random.Random(0)) is None
+
+
+def test_swap_instrument_names_the_confusable_instrument_or_its_family():
+    import random
+
+    from musiclm_pytorch.data.captions import swap_instrument
+
+    kalimba = {"family": "ethnic", "instrument": "kalimba"}
+    rng = random.Random(0)
+    assert swap_instrument("A kalimba in D minor", kalimba, "marimba", rng) == "A marimba in D minor"
+    # no name stated: the family word changes to one of the new family's
+    out = swap_instrument("Calm folk instrument music", kalimba, "marimba", rng)
+    assert out in ("Calm mallet percussion music", "Calm tuned percussion music")
+    # "an"/"a" follow the new word; nothing to swap gives None
+    assert swap_instrument("An oboe solo", {"family": "reed", "instrument": "oboe"}, "violin", rng) == "A violin solo"
+    assert swap_instrument("Slow music in D minor", kalimba, "marimba", rng) is None
+    with pytest.raises(ValueError, match="own family 'ethnic'"):
+        swap_instrument("A kalimba", kalimba, "banjo", rng)
+    with pytest.raises(ValueError, match="'kazoo' is not a lead instrument"):
+        swap_instrument("A kalimba", kalimba, "kazoo", rng)

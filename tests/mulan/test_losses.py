@@ -138,6 +138,29 @@ def test_hard_negative_caption_matches_numpy_and_is_per_row():
         loss_fn(a, t, hard_text=h[:2])
 
 
+@pytest.mark.parametrize("cls", [SoftmaxContrastiveLoss, SigmoidContrastiveLoss])
+def test_several_hard_negatives_per_row(cls):
+    a, t = _latents(4)
+    h1, h2 = F.normalize(a + 0.1 * t, dim=-1), F.normalize(a - 0.2 * t, dim=-1)
+    loss_fn = cls().double()
+    both = loss_fn(a, t, hard_text=torch.stack([h1, h2], dim=1))
+    assert loss_fn(a, t, hard_text=h1[:, None]).item() == pytest.approx(loss_fn(a, t, hard_text=h1).item(), rel=1e-12)
+    assert both.item() > loss_fn(a, t, hard_text=h1).item()  # the second negative adds to the loss
+    # a masked second negative is none at all
+    mask = torch.tensor([[True, False]] * 4)
+    masked = loss_fn(a, t, hard_text=torch.stack([h1, h2], dim=1), hard_mask=mask)
+    assert masked.item() == pytest.approx(loss_fn(a, t, hard_text=h1).item(), rel=1e-12)
+    if cls is SoftmaxContrastiveLoss:  # against numpy: two extra columns per audio row
+        s = 1 / 0.07
+        logits = s * a.numpy() @ t.numpy().T
+        extra = [s * (a.numpy() * h.numpy()).sum(1, keepdims=True) for h in (h1, h2)]
+        a2t = np.concatenate([logits, *extra], axis=1)
+        ref = -(np.diag(_np_log_softmax(a2t)[:, :4]).mean() + np.diag(_np_log_softmax(logits.T)).mean()) / 2
+        assert both.item() == pytest.approx(ref, rel=1e-7)
+    with pytest.raises(ValueError, match="one flag per hard negative"):
+        loss_fn(a, t, hard_text=torch.stack([h1, h2], dim=1), hard_mask=torch.ones(4, dtype=torch.bool))
+
+
 @pytest.mark.parametrize("cls", [SoftmaxContrastiveLoss, DecoupledContrastiveLoss, SigmoidContrastiveLoss])
 def test_hard_negatives_push_the_audio_away_from_them(cls):
     a, t = _latents(4)

@@ -28,7 +28,7 @@ def _losses(out) -> dict[int, float]:
 
 
 def test_tiny_run_writes_everything(tiny_corpus, tmp_path):
-    report = train_mulan(_cfg(tiny_corpus, tmp_path, hard_negatives=True))
+    report = train_mulan(_cfg(tiny_corpus, tmp_path, hard_negatives=True, mined_negatives=True))
     assert set(_losses(tmp_path)) == set(range(1, 9))
     assert report["clips"] > 0 and "R@10" in report["text_to_audio"] and "family" in report["zero_shot"]
     assert isinstance(load(tmp_path / "mulan.safetensors"), MuLaN)
@@ -135,3 +135,26 @@ def test_hard_negative_captions_do_not_grow_the_state_cache(tiny_corpus, tiny_be
     latents, mask = _hard_negative_latents(mulan, captions, [r["tags"] for r in rows], seed=0, step=0)
     assert latents.shape == (4, mulan.dim_latent) and mask.all()
     assert set(text._cache) == set(captions)  # seen once each, the perturbed captions were not kept
+
+
+def test_mined_negatives_swap_in_the_instrument_the_audio_matches_best():
+    from musiclm_pytorch import build_mulan
+    from musiclm_pytorch.training.mulan import INSTRUMENT_PROMPT, _mined_negative_latents
+
+    torch.manual_seed(0)
+    mulan = build_mulan("tiny").eval()
+    kalimba = {"family": "ethnic", "instrument": "kalimba"}
+    captions = ["A calm kalimba in D minor", "A calm kalimba in D minor", "Slow music", "A calm kalimba"]
+    with torch.no_grad():
+        marimba, banjo, cello = mulan.get_text_latents(
+            raw_texts=[INSTRUMENT_PROMPT.format(n) for n in ("marimba", "banjo", "cello")]
+        )
+        # row 1 sounds most like banjo (own family, never a negative), then cello
+        audio = torch.stack([marimba, banjo + 0.5 * cello, marimba, marimba])
+        latents, mask = _mined_negative_latents(mulan, audio, captions, [kalimba, kalimba, kalimba, None], 0, 0)
+        expect = mulan.get_text_latents(raw_texts=["A calm marimba in D minor"])[0]
+    assert mask.tolist() == [True, True, False, False]  # no instrument stated / no tags: none
+    assert torch.allclose(latents[0], expect, atol=1e-5)
+    sims = audio[1] @ torch.stack([marimba, banjo, cello]).t()
+    assert sims[1] > sims[2]  # banjo matched best, yet the swap went to another family
+    assert not torch.allclose(latents[1], mulan.get_text_latents(raw_texts=["A calm banjo in D minor"])[0], atol=1e-3)

@@ -198,6 +198,26 @@ def perturb_caption(text: str, tags: dict[str, Any], rng: random.Random) -> str 
     return None
 
 
+def swap_instrument(text: str, tags: dict[str, Any], new_instrument: str, rng: random.Random) -> str | None:
+    """``text`` with the clip's lead instrument changed to ``new_instrument`` (a lead instrument of
+    another family, ``tags.LEAD_PROGRAMS``): its name where ``text`` names it, else its family word
+    (to one of the new family's); ``None`` when ``text`` states neither. For hard negatives chosen by
+    the model's own confusions (``training.mulan``, ``mined_negatives``)."""
+    from .tags import LEAD_PROGRAMS
+
+    new_family = next((f for f, progs in LEAD_PROGRAMS.items() if new_instrument in progs.values()), None)
+    if new_family is None:
+        names = sorted(n for progs in LEAD_PROGRAMS.values() for n in progs.values())
+        raise ValueError(f"new_instrument {new_instrument!r} is not a lead instrument; expected one of {names}")
+    if new_family == tags["family"]:
+        raise ValueError(f"new_instrument {new_instrument!r} is of the clip's own family {new_family!r}")
+    out = _swap_words(text, [tags["instrument"]], [new_instrument], rng)
+    if out is None:
+        own = INSTRUMENT_WORDS.get(tags["family"], [])
+        out = _swap_words(text, own, INSTRUMENT_WORDS[new_family], rng, protect=tags["instrument"])
+    return None if out is None else _articles(out)
+
+
 def attribute_prompt_sets(attribute: str) -> dict[str, list[str]]:
     """Zero-shot prompt ensembles (CLIP-style), several prompts per value of ``attribute``: every
     synonym of the value in a few generic frames; for mode and tonic every key that has it (the way

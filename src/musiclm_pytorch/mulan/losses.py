@@ -104,10 +104,10 @@ class _ContrastiveLoss(nn.Module):
     each other (e.g. two clips with the same attributes, or the same caption), so they are positives,
     not negatives. Without keys, only the diagonal is positive.
 
-    ``hard_text [B, D]`` (optional): one hard negative caption per row, e.g. the row's own caption with
-    one attribute changed (``data.captions.perturb_caption``). It is a negative for its own audio
-    only (in the audio -> text direction), since it may well describe another clip of the batch;
-    ``hard_mask [B]`` (bool) marks the rows that have one.
+    ``hard_text [B, D]`` or ``[B, K, D]`` (optional): one (or K) hard negative captions per row, e.g.
+    the row's own caption with one attribute changed (``data.captions.perturb_caption``). Each is a
+    negative for its own audio only (in the audio -> text direction), since it may well describe
+    another clip of the batch; ``hard_mask [B]`` / ``[B, K]`` (bool) marks the ones that exist.
     """
 
     def forward(
@@ -125,11 +125,16 @@ class _ContrastiveLoss(nn.Module):
             raise ValueError(f"keys must be [B] = [{audio.shape[0]}], got shape {tuple(keys.shape)}")
         hard_sim = None
         if hard_text is not None:
-            if hard_text.shape != audio.shape:
-                raise ValueError(f"hard_text must be [B, D] = {tuple(audio.shape)}, got {tuple(hard_text.shape)}")
-            hard_sim = (audio * hard_text).sum(-1)
+            if hard_text.shape[:1] + hard_text.shape[-1:] != audio.shape or hard_text.ndim not in (2, 3):
+                raise ValueError(f"hard_text must be [B, D] or [B, K, D] with [B, D] = {tuple(audio.shape)}, "
+                                 f"got {tuple(hard_text.shape)}")  # fmt: skip
+            hard_text = hard_text if hard_text.ndim == 3 else hard_text[:, None]
+            hard_sim = (audio[:, None] * hard_text).sum(-1)  # [B, K]
             if hard_mask is not None:
-                hard_sim = hard_sim.masked_fill(~hard_mask.to(hard_sim.device), float("-inf"))
+                if hard_mask.numel() != hard_sim.numel():
+                    raise ValueError(f"hard_mask must have one flag per hard negative {tuple(hard_sim.shape)}, "
+                                     f"got {tuple(hard_mask.shape)}")  # fmt: skip
+                hard_sim = hard_sim.masked_fill(~hard_mask.reshape(hard_sim.shape).to(hard_sim.device), float("-inf"))
         audio_all, offset = gather_with_grad(audio)
         text_all, _ = gather_with_grad(text)
         _check_global_batch(audio_all.shape[0])
@@ -183,9 +188,9 @@ class SoftmaxContrastiveLoss(_ContrastiveLoss):
         a2t = s * audio @ text_all.t()  # local audio rows vs every text
         t2a = s * text @ audio_all.t()
         a2t_pos = pos
-        if hard_sim is not None:  # one more column per audio row: its own hard negative caption
-            a2t = torch.cat([a2t, (s * hard_sim)[:, None]], dim=1)
-            a2t_pos = torch.cat([pos, torch.zeros_like(pos[:, :1])], dim=1)
+        if hard_sim is not None:  # K more columns per audio row: its own hard negative captions
+            a2t = torch.cat([a2t, s * hard_sim], dim=1)
+            a2t_pos = torch.cat([pos, torch.zeros_like(pos[:, :1]).expand(-1, hard_sim.shape[1])], dim=1)
         return (self._row_loss(a2t, a2t_pos).mean() + self._row_loss(t2a, pos).mean()) / 2
 
 
@@ -218,7 +223,7 @@ class SigmoidContrastiveLoss(_ContrastiveLoss):
         if hard_sim is not None:
             valid = torch.isfinite(hard_sim)
             hard = self.logit_scale.exp() * hard_sim.masked_fill(~valid, 0.0) + self.logit_bias
-            loss = loss - F.logsigmoid(-hard) * valid
+            loss = loss - (F.logsigmoid(-hard) * valid).sum(dim=1)
         return loss.mean()
 
 

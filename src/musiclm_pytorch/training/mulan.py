@@ -11,6 +11,9 @@ gathers latents across ranks with gradients, so every rank sees the global batch
 - Hard negative captions (``hard_negatives``): each clip's caption with one stated attribute changed
   (mode, key, tempo, drums, instrument; ``data.captions.perturb_caption``) is an extra negative for
   that clip's audio, so the audio tower must hear exactly that attribute.
+- Mined negative captions (``mined_negatives``): each caption also with its instrument swapped to the
+  other-family instrument whose prompt the clip's audio matches best at that step (the model's own
+  likeliest confusion, e.g. kalimba -> marimba), a second hard negative for that clip's audio.
 - A feature queue (``queue_size``, MoCo-style) adds detached latents of earlier batches as extra
   negatives: gradient accumulation adds no negatives to a contrastive loss, a queue does.
 - A frozen pretrained text encoder's output is cached per caption string (``text_cache``; the
@@ -37,8 +40,9 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..checkpoint import load, save
-from ..data.captions import perturb_caption
+from ..data.captions import perturb_caption, swap_instrument
 from ..data.datasets import CaptionedAudioDataset, ClipOptions, SkipStats, collate, folder_rows, manifest_rows
+from ..data.tags import LEAD_PROGRAMS
 from ..evaluation.mulan_eval import evaluate_mulan
 from ..mulan.losses import Negatives
 from ..mulan.model import MuLaN
@@ -82,6 +86,7 @@ class MuLaNTrainConfig:
     multi_positive: bool = True
     full_captions: bool = True  # also train on each row's ``full_caption`` (every attribute stated)
     hard_negatives: bool = False  # each caption with one attribute changed, as a negative for its audio
+    mined_negatives: bool = False  # and its instrument swapped to the one the model confuses it with most
     queue_size: int = 0
     ema_decay: float | None = None  # e.g. 0.999: validate and also save an EMA of the weights
     text_cache: bool = True
@@ -176,6 +181,40 @@ def _hard_negative_latents(
     with text.uncached() if isinstance(text, PretrainedTextTransformer) else contextlib.nullcontext():
         latents = model.get_text_latents(raw_texts=texts)
     return latents.float(), mask.to(latents.device)
+
+
+INSTRUMENT_PROMPT = "a piece played on {}"
+
+
+def _mined_negative_latents(
+    model: MuLaN,
+    audio_latents: torch.Tensor,
+    captions: list[str],
+    tags: list[dict[str, Any] | None],
+    seed: int,
+    step: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per caption, a hard negative from the model's own confusions: the clip's instrument swapped
+    to the lead instrument of another family whose prompt (``INSTRUMENT_PROMPT``) its audio matches
+    best right now (``data.captions.swap_instrument``). Latents ``[B, D]`` and which rows have one
+    ``[B]`` (rows without tags, or whose caption states no instrument, have none)."""
+    names = [(family, name) for family, progs in LEAD_PROGRAMS.items() for name in progs.values()]
+    with torch.no_grad():  # a fixed set of strings: the text cache keeps them
+        prompts = model.get_text_latents(raw_texts=[INSTRUMENT_PROMPT.format(n) for _, n in names]).float()
+    sims = audio_latents.detach().float() @ prompts.t()  # [B, instruments]
+    rng = random.Random(seed * 1_000_003 + step + 500_009)
+    texts, mask = [], []
+    for row, (caption, t) in enumerate(zip(captions, tags)):
+        swapped = None
+        if t and t.get("family") in LEAD_PROGRAMS and t.get("instrument"):
+            own = torch.tensor([family == t["family"] for family, _ in names], device=sims.device)
+            swapped = swap_instrument(caption, t, names[int(sims[row].masked_fill(own, -torch.inf).argmax())][1], rng)
+        texts.append(swapped if swapped is not None else caption)
+        mask.append(swapped is not None)
+    text = model.text
+    with text.uncached() if isinstance(text, PretrainedTextTransformer) else contextlib.nullcontext():
+        latents = model.get_text_latents(raw_texts=texts)
+    return latents.float(), torch.tensor(mask, device=latents.device)
 
 
 def eval_record(step: int, report: dict[str, Any]) -> dict[str, Any]:
@@ -277,9 +316,13 @@ def train_mulan(cfg: MuLaNTrainConfig) -> dict[str, Any]:
             audio_latents = model.get_audio_latents(wavs)
             text_latents = model.get_text_latents(raw_texts=captions)
         audio_latents, text_latents = audio_latents.float(), text_latents.float()
-        hard_text = hard_mask = None
+        hard = []
         if cfg.hard_negatives:
-            hard_text, hard_mask = _hard_negative_latents(model, captions, batch["tags"], cfg.seed, step)
+            hard.append(_hard_negative_latents(model, captions, batch["tags"], cfg.seed, step))
+        if cfg.mined_negatives:
+            hard.append(_mined_negative_latents(model, audio_latents, captions, batch["tags"], cfg.seed, step))
+        hard_text = torch.stack([h[0] for h in hard], dim=1) if hard else None  # [B, K, D]
+        hard_mask = torch.stack([h[1] for h in hard], dim=1) if hard else None
         loss = model.contrast(audio_latents, text_latents, keys=keys, extra=queue.negatives(), hard_text=hard_text,
                               hard_mask=hard_mask)  # fmt: skip
         optimizer.zero_grad(set_to_none=True)
