@@ -157,6 +157,11 @@ def test_several_hard_negatives_per_row(cls):
         a2t = np.concatenate([logits, *extra], axis=1)
         ref = -(np.diag(_np_log_softmax(a2t)[:, :4]).mean() + np.diag(_np_log_softmax(logits.T)).mean()) / 2
         assert both.item() == pytest.approx(ref, rel=1e-7)
+    # missing negatives give finite gradients everywhere, the temperature's included
+    a = a.clone().requires_grad_(True)
+    loss_fn(a, t, hard_text=torch.stack([h1, h2], dim=1), hard_mask=mask).backward()
+    grads = [a.grad, *(p.grad for p in loss_fn.parameters())]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
     with pytest.raises(ValueError, match="one flag per hard negative"):
         loss_fn(a, t, hard_text=torch.stack([h1, h2], dim=1), hard_mask=torch.ones(4, dtype=torch.bool))
 

@@ -158,3 +158,13 @@ def test_mined_negatives_swap_in_the_instrument_the_audio_matches_best():
     sims = audio[1] @ torch.stack([marimba, banjo, cello]).t()
     assert sims[1] > sims[2]  # banjo matched best, yet the swap went to another family
     assert not torch.allclose(latents[1], mulan.get_text_latents(raw_texts=["A calm banjo in D minor"])[0], atol=1e-3)
+
+
+def test_a_non_finite_loss_or_gradient_stops_the_run_before_the_update():
+    from musiclm_pytorch.training.common import check_finite
+
+    check_finite(torch.tensor(1.5), 0)
+    with pytest.raises(FloatingPointError, match="loss is nan at step 5"):
+        check_finite(torch.tensor(float("nan")), 4)
+    with pytest.raises(FloatingPointError, match="gradient norm is inf at step 1"):
+        check_finite(torch.tensor(float("inf")), 0, "gradient norm")

@@ -189,7 +189,8 @@ class SoftmaxContrastiveLoss(_ContrastiveLoss):
         t2a = s * text @ audio_all.t()
         a2t_pos = pos
         if hard_sim is not None:  # K more columns per audio row: its own hard negative captions
-            a2t = torch.cat([a2t, s * hard_sim], dim=1)
+            valid = torch.isfinite(hard_sim)  # missing ones are -inf: scaled as 0 so no grad is 0 * inf = NaN
+            a2t = torch.cat([a2t, (s * hard_sim.masked_fill(~valid, 0.0)).masked_fill(~valid, float("-inf"))], dim=1)
             a2t_pos = torch.cat([pos, torch.zeros_like(pos[:, :1]).expand(-1, hard_sim.shape[1])], dim=1)
         return (self._row_loss(a2t, a2t_pos).mean() + self._row_loss(t2a, pos).mean()) / 2
 

@@ -115,6 +115,14 @@ class EMA:
                 weights[n].copy_(state["weights"][n])
 
 
+def check_finite(value: torch.Tensor, step: int, what: str = "loss") -> None:
+    """Stop a run whose loss (or gradient norm) is NaN or infinite before the step writes it into the
+    weights: the last checkpoint stays the last good one."""
+    if not torch.isfinite(value.detach()).all():
+        raise FloatingPointError(f"{what} is {value.item()} at step {step + 1}: stopped before the update; the "
+                                 "last checkpoint is untouched (lower lr, check the data, or bf16 off)")  # fmt: skip
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -53,6 +53,7 @@ from .common import (
     EpochCursor,
     JsonLog,
     atomic_torch_save,
+    check_finite,
     load_config,
     make_accelerator,
     plot_curves,
@@ -326,9 +327,10 @@ def train_mulan(cfg: MuLaNTrainConfig) -> dict[str, Any]:
         loss = model.contrast(audio_latents, text_latents, keys=keys, extra=queue.negatives(), hard_text=hard_text,
                               hard_mask=hard_mask)  # fmt: skip
         optimizer.zero_grad(set_to_none=True)
+        check_finite(loss, step)
         accelerator.backward(loss)
         if cfg.grad_clip:
-            accelerator.clip_grad_norm_(mulan.parameters(), cfg.grad_clip)
+            check_finite(accelerator.clip_grad_norm_(mulan.parameters(), cfg.grad_clip), step, "gradient norm")
         optimizer.step()
         scheduler.step()
         if ema is not None:

@@ -42,7 +42,16 @@ from ..evaluation.mulan_eval import embed_rows, evaluate_mulan
 from ..mulan.model import MuLaN
 from ..mulan.text_tower import PretrainedTextTransformer, TextTransformer
 from ..presets import MULAN_PRESETS
-from .common import JsonLog, atomic_torch_save, load_config, plot_curves, rng_state, set_rng_state, warmup_cosine
+from .common import (
+    JsonLog,
+    atomic_torch_save,
+    check_finite,
+    load_config,
+    plot_curves,
+    rng_state,
+    set_rng_state,
+    warmup_cosine,
+)
 from .mulan import _rows, _val_rows, eval_record, positive_key, with_full_caption
 
 TEXT_TOWERS = ("minilm-adapter", "minilm", "scratch")
@@ -175,10 +184,11 @@ def align_text(cfg: TextAlignConfig) -> dict[str, Any]:
         if cfg.multi_positive:
             keys = torch.tensor([positive_key(rows[i].get("tags") or {}, c) for i, c in zip(idx, captions)])
         loss = mulan.contrast(a_train[idx], text, keys=keys)
+        check_finite(loss, step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            check_finite(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip), step, "gradient norm")
         optimizer.step()
         scheduler.step()
         step += 1
