@@ -168,6 +168,14 @@ class FeatureQueue:
         return Negatives(self.audio, self.text, self.keys) if self.size and len(self.keys) else None
 
 
+def _uncached_text_latents(model: MuLaN, texts: list[str]) -> torch.Tensor:
+    """Text latents (float32, with grad where the text side trains) of strings seen once, such as
+    hard negative captions: they bypass the text cache, which would otherwise grow by one entry each."""
+    text = model.text
+    with text.uncached() if isinstance(text, PretrainedTextTransformer) else contextlib.nullcontext():
+        return model.get_text_latents(raw_texts=texts).float()
+
+
 def _hard_negative_latents(
     model: MuLaN, captions: list[str], tags: list[dict[str, Any] | None], seed: int, step: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,10 +186,8 @@ def _hard_negative_latents(
     perturbed = [perturb_caption(c, t, rng) if t and "mode" in t else None for c, t in zip(captions, tags)]
     mask = torch.tensor([p is not None for p in perturbed])
     texts = [p if p is not None else c for p, c in zip(perturbed, captions)]
-    text = model.text
-    with text.uncached() if isinstance(text, PretrainedTextTransformer) else contextlib.nullcontext():
-        latents = model.get_text_latents(raw_texts=texts)
-    return latents.float(), mask.to(latents.device)
+    latents = _uncached_text_latents(model, texts)
+    return latents, mask.to(latents.device)
 
 
 INSTRUMENT_PROMPT = "a piece played on {}"
@@ -212,10 +218,8 @@ def _mined_negative_latents(
             swapped = swap_instrument(caption, t, names[int(sims[row].masked_fill(own, -torch.inf).argmax())][1], rng)
         texts.append(swapped if swapped is not None else caption)
         mask.append(swapped is not None)
-    text = model.text
-    with text.uncached() if isinstance(text, PretrainedTextTransformer) else contextlib.nullcontext():
-        latents = model.get_text_latents(raw_texts=texts)
-    return latents.float(), torch.tensor(mask, device=latents.device)
+    latents = _uncached_text_latents(model, texts)
+    return latents, torch.tensor(mask, device=latents.device)
 
 
 def eval_record(step: int, report: dict[str, Any]) -> dict[str, Any]:
