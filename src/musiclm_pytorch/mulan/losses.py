@@ -123,18 +123,20 @@ class _ContrastiveLoss(nn.Module):
         _check_pair(audio, text)
         if keys is not None and keys.shape != (audio.shape[0],):
             raise ValueError(f"keys must be [B] = [{audio.shape[0]}], got shape {tuple(keys.shape)}")
-        hard_sim = None
+        hard = None
         if hard_text is not None:
             if hard_text.shape[:1] + hard_text.shape[-1:] != audio.shape or hard_text.ndim not in (2, 3):
                 raise ValueError(f"hard_text must be [B, D] or [B, K, D] with [B, D] = {tuple(audio.shape)}, "
                                  f"got {tuple(hard_text.shape)}")  # fmt: skip
             hard_text = hard_text if hard_text.ndim == 3 else hard_text[:, None]
             hard_sim = (audio[:, None] * hard_text).sum(-1)  # [B, K]
+            valid = torch.ones_like(hard_sim, dtype=torch.bool)
             if hard_mask is not None:
                 if hard_mask.numel() != hard_sim.numel():
                     raise ValueError(f"hard_mask must have one flag per hard negative {tuple(hard_sim.shape)}, "
                                      f"got {tuple(hard_mask.shape)}")  # fmt: skip
-                hard_sim = hard_sim.masked_fill(~hard_mask.reshape(hard_sim.shape).to(hard_sim.device), float("-inf"))
+                valid = hard_mask.reshape(hard_sim.shape).to(hard_sim.device, torch.bool)
+            hard = (hard_sim, valid)
         audio_all, offset = gather_with_grad(audio)
         text_all, _ = gather_with_grad(text)
         _check_global_batch(audio_all.shape[0])
@@ -150,10 +152,16 @@ class _ContrastiveLoss(nn.Module):
             extra_pos = local_keys[:, None] == extra.keys.to(local_keys.device)[None, :]
             extra_pos &= local_keys[:, None] >= 0
             pos = torch.cat([pos, extra_pos], dim=1)
-        return self.local_loss(audio, text, audio_all, text_all, pos, hard_sim)
+        return self.local_loss(audio, text, audio_all, text_all, pos, hard)
 
     def local_loss(
-        self, audio: Tensor, text: Tensor, audio_all: Tensor, text_all: Tensor, pos: Tensor, hard_sim: Tensor | None
+        self,
+        audio: Tensor,
+        text: Tensor,
+        audio_all: Tensor,
+        text_all: Tensor,
+        pos: Tensor,
+        hard: tuple[Tensor, Tensor] | None,
     ) -> Tensor:
         raise NotImplementedError
 
@@ -182,15 +190,21 @@ class SoftmaxContrastiveLoss(_ContrastiveLoss):
         return torch.logsumexp(logits, dim=1) - torch.logsumexp(logits.masked_fill(~pos, float("-inf")), dim=1)
 
     def local_loss(
-        self, audio: Tensor, text: Tensor, audio_all: Tensor, text_all: Tensor, pos: Tensor, hard_sim: Tensor | None
+        self,
+        audio: Tensor,
+        text: Tensor,
+        audio_all: Tensor,
+        text_all: Tensor,
+        pos: Tensor,
+        hard: tuple[Tensor, Tensor] | None,
     ) -> Tensor:
         s = self.scale()
         a2t = s * audio @ text_all.t()  # local audio rows vs every text
         t2a = s * text @ audio_all.t()
         a2t_pos = pos
-        if hard_sim is not None:  # K more columns per audio row: its own hard negative captions
-            valid = torch.isfinite(hard_sim)  # missing ones are -inf: scaled as 0 so no grad is 0 * inf = NaN
-            a2t = torch.cat([a2t, (s * hard_sim.masked_fill(~valid, 0.0)).masked_fill(~valid, float("-inf"))], dim=1)
+        if hard is not None:  # K more columns per audio row: its own hard negative captions
+            hard_sim, valid = hard  # missing ones become -inf logits after scaling (no 0 * inf in the grad)
+            a2t = torch.cat([a2t, (s * hard_sim).masked_fill(~valid, float("-inf"))], dim=1)
             a2t_pos = torch.cat([pos, torch.zeros_like(pos[:, :1]).expand(-1, hard_sim.shape[1])], dim=1)
         return (self._row_loss(a2t, a2t_pos).mean() + self._row_loss(t2a, pos).mean()) / 2
 
@@ -216,15 +230,21 @@ class SigmoidContrastiveLoss(_ContrastiveLoss):
         return 1.0 / self.logit_scale.exp()
 
     def local_loss(
-        self, audio: Tensor, text: Tensor, audio_all: Tensor, text_all: Tensor, pos: Tensor, hard_sim: Tensor | None
+        self,
+        audio: Tensor,
+        text: Tensor,
+        audio_all: Tensor,
+        text_all: Tensor,
+        pos: Tensor,
+        hard: tuple[Tensor, Tensor] | None,
     ) -> Tensor:
         logits = self.logit_scale.exp() * audio @ text_all.t() + self.logit_bias
         signs = pos.to(logits.dtype) * 2 - 1
         loss = -F.logsigmoid(signs * logits).sum(dim=1)
-        if hard_sim is not None:
-            valid = torch.isfinite(hard_sim)
-            hard = self.logit_scale.exp() * hard_sim.masked_fill(~valid, 0.0) + self.logit_bias
-            loss = loss - (F.logsigmoid(-hard) * valid).sum(dim=1)
+        if hard is not None:
+            hard_sim, valid = hard
+            hard_logits = self.logit_scale.exp() * hard_sim + self.logit_bias
+            loss = loss - (F.logsigmoid(-hard_logits) * valid).sum(dim=1)
         return loss.mean()
 
 
