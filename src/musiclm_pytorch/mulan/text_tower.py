@@ -343,10 +343,7 @@ class PretrainedTextTransformer(Component):
         return hidden, mask
 
     def _pool(self, hidden: Tensor, mask: Tensor) -> Tensor:
-        if self.pooling == "cls":
-            return hidden[:, 0]
-        m = mask[..., None].to(hidden.dtype)
-        return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+        return hidden[:, 0] if self.pooling == "cls" else _mean_pool(hidden, mask)
 
     def tokenize(self, raw_texts: list[str], *, truncate: bool = False) -> tuple[Tensor, Tensor]:
         texts = _check_raw_texts(raw_texts)
@@ -388,7 +385,11 @@ class PretrainedTextTransformer(Component):
             with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
                 hidden = self.encoder(input_ids=x, attention_mask=mask).last_hidden_state  # [B, N, H]
         if self.adapter_depth:
-            hidden = self.adapter(self.adapter_in(hidden), key_mask=mask.bool())
-            m = mask[..., None].to(hidden.dtype)
-            return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+            return _mean_pool(self.adapter(self.adapter_in(hidden), key_mask=mask.bool()), mask)
         return self._pool(hidden, mask)
+
+
+def _mean_pool(hidden: Tensor, mask: Tensor) -> Tensor:
+    """Mean over the real tokens (``mask`` 1) of ``hidden [B, N, H]``."""
+    m = mask[..., None].to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)

@@ -208,14 +208,15 @@ def _mined_negative_latents(
     names = [(family, name) for family, progs in LEAD_PROGRAMS.items() for name in progs.values()]
     with torch.no_grad():  # a fixed set of strings: the text cache keeps them
         prompts = model.get_text_latents(raw_texts=[INSTRUMENT_PROMPT.format(n) for _, n in names]).float()
-    sims = audio_latents.detach().float() @ prompts.t()  # [B, instruments]
+    families = [family for family, _ in names]
+    own = torch.tensor([[family == (t or {}).get("family") for family in families] for t in tags])
+    best = (audio_latents.detach().float() @ prompts.t()).masked_fill(own.to(prompts.device), -torch.inf).argmax(1)
     rng = random.Random(seed * 1_000_003 + step + 500_009)
     texts, mask = [], []
     for row, (caption, t) in enumerate(zip(captions, tags)):
         swapped = None
         if t and t.get("family") in LEAD_PROGRAMS and t.get("instrument"):
-            own = torch.tensor([family == t["family"] for family, _ in names], device=sims.device)
-            swapped = swap_instrument(caption, t, names[int(sims[row].masked_fill(own, -torch.inf).argmax())][1], rng)
+            swapped = swap_instrument(caption, t, names[int(best[row])][1], rng)
         texts.append(swapped if swapped is not None else caption)
         mask.append(swapped is not None)
     latents = _uncached_text_latents(model, texts)
@@ -330,8 +331,8 @@ def train_mulan(cfg: MuLaNTrainConfig) -> dict[str, Any]:
         hard_mask = torch.stack([h[1] for h in hard], dim=1) if hard else None
         loss = model.contrast(audio_latents, text_latents, keys=keys, extra=queue.negatives(), hard_text=hard_text,
                               hard_mask=hard_mask)  # fmt: skip
-        optimizer.zero_grad(set_to_none=True)
         check_finite(loss, step)
+        optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         if cfg.grad_clip:
             check_finite(accelerator.clip_grad_norm_(mulan.parameters(), cfg.grad_clip), step, "gradient norm")
