@@ -36,14 +36,10 @@ def _cached(path: Path) -> tuple[np.ndarray, list[str]]:
 
 
 def _tags(data: Path) -> dict[str, dict[str, Any]]:
-    out = {}
-    for split in ("train", "val"):
-        manifest = data / f"{split}.jsonl"
-        for line in manifest.read_text().splitlines() if manifest.is_file() else []:
-            row = json.loads(line)
-            path = Path(row["path"])
-            out[str(path if path.is_absolute() else data / path)] = row["tags"]
-    return out
+    from musiclm_pytorch.data.datasets import manifest_rows
+
+    manifests = [data / f"{split}.jsonl" for split in ("train", "val") if (data / f"{split}.jsonl").is_file()]
+    return {row["path"]: row["tags"] for m in manifests for row in manifest_rows(m)[0] if row.get("tags")}
 
 
 def probe(run: Path, data: Path, *, c: float = 10.0) -> dict[str, Any]:
