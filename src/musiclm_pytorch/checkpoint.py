@@ -46,9 +46,11 @@ _NESTED = "__component__"
 _BUILTIN_MODULES = {
     "soundstream": "musiclm_pytorch.codec.soundstream",
     "mdct_codec": "musiclm_pytorch.codec.mdct",
+    "spectral_codec": "musiclm_pytorch.codec.spectral",
     "pretrained_codec": "musiclm_pytorch.codec.pretrained",
     "semantic_tokenizer": "musiclm_pytorch.semantic.tokenizer",
     "token_lm": "musiclm_pytorch.lm.transformer",
+    "masked_acoustic_lm": "musiclm_pytorch.lm.masked",
     "mulan_embed_quantizer": "musiclm_pytorch.conditioning",
     "mulan": "musiclm_pytorch.mulan.model",
     "audio_spectrogram_transformer": "musiclm_pytorch.mulan.audio_tower",
@@ -263,6 +265,7 @@ STAGE_INPUTS = {
     "semantic": ("conditioner", "semantic"),
     "coarse": ("conditioner", "semantic", "codec"),
     "fine": ("conditioner", "codec"),
+    "acoustic": ("mulan", "semantic", "codec"),  # continuous MuLaN latents, not the conditioner's ids
 }
 
 

@@ -266,6 +266,29 @@ def _cmd_train_semantic(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_spectral_codec(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from .checkpoint import save
+    from .codec import SpectralCodec
+    from .data.datasets import CaptionedAudioDataset, ClipOptions, manifest_rows
+
+    torch.set_num_threads(args.threads)
+    rows, bad = manifest_rows(Path(args.data) / "train.jsonl", require_caption=False)
+    codec = SpectralCodec(sample_rate=args.sample_rate, hop=args.hop, dim=args.dim, num_quantizers=args.num_quantizers,
+                          codebook_size=args.codebook_size, gl_iters=args.gl_iters)  # fmt: skip
+    ds = CaptionedAudioDataset(rows[: args.max_clips], ClipOptions(sample_rate=args.sample_rate, crop_seconds=None))
+    wavs = [item["wav"] for item in (ds[i] for i in range(len(ds))) if isinstance(item, dict)]
+    if not wavs:
+        raise ValueError(f"no readable clips in {args.data!r} ({len(bad)} bad rows)")
+    report = codec.fit(wavs, max_frames=args.max_frames, seed=args.seed, progress=not args.quiet)
+    save(codec, args.out)
+    print(json.dumps({"out": args.out, "clips": len(wavs), **report}, indent=2))
+    return 0
+
+
 def _cmd_data_tokenize(args: argparse.Namespace) -> int:
     from .checkpoint import load
     from .training.stages import tokenize_corpus
@@ -378,6 +401,38 @@ def _cmd_eval_codec(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "codec_eval.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _cmd_eval_acoustic(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from .checkpoint import load
+    from .data.datasets import manifest_rows
+    from .evaluation.acoustic_oracle import acoustic_oracle
+
+    torch.set_num_threads(args.threads)
+    val_path = Path(args.tokens) / "val.pt"
+    if not val_path.is_file():
+        raise FileNotFoundError(f"no tokens at {str(val_path)!r}: run `musiclm data tokenize` first")
+    items = torch.load(val_path, weights_only=False)["items"][: args.clips]
+    rows, _ = manifest_rows(Path(args.data), require_caption=False)
+    by_path = {str(Path(r["path"]).resolve()): r for r in rows}
+    missing = [it["path"] for it in items if str(Path(it["path"]).resolve()) not in by_path]
+    if missing:
+        raise ValueError(f"{len(missing)} token items have no row in {args.data!r} (first: {missing[0]!r}); pass the "
+                         "manifest the tokens were made from")  # fmt: skip
+    matched = [by_path[str(Path(it["path"]).resolve())] for it in items]
+    texts = [r.get("full_caption") or r["caption"] for r in matched]
+    report = acoustic_oracle(stage=load(args.stage), codec=load(args.codec), mulan=load(args.mulan), items=items,
+                             texts=texts, tags=[r["tags"] for r in matched], cfg_scale=args.cfg_scale,
+                             steps=tuple(args.steps), temperature=args.temperature, seed=args.seed)  # fmt: skip
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "acoustic_oracle.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
     return 0
 
@@ -519,6 +574,22 @@ def build_parser() -> argparse.ArgumentParser:
     tsem.add_argument("--crop-seconds", type=float, default=10.0)
     tsem.set_defaults(func=_cmd_train_semantic)
 
+    tsc = train.add_parser("spectral-codec", help="fit the log-magnitude codec (PCA + residual k-means, no training)")
+    tsc.add_argument("--data", required=True, help="corpus folder with train.jsonl")
+    tsc.add_argument("--out", default="spectral_codec.safetensors")
+    tsc.add_argument("--sample-rate", type=int, default=16000)
+    tsc.add_argument("--hop", type=int, default=320)
+    tsc.add_argument("--dim", type=int, default=128)
+    tsc.add_argument("--num-quantizers", type=int, default=16)
+    tsc.add_argument("--codebook-size", type=int, default=1024)
+    tsc.add_argument("--gl-iters", type=int, default=32)
+    tsc.add_argument("--max-clips", type=int, default=600)
+    tsc.add_argument("--max-frames", type=int, default=200_000)
+    tsc.add_argument("--seed", type=int, default=0)
+    tsc.add_argument("--threads", type=int, default=2)
+    tsc.add_argument("--quiet", action="store_true")
+    tsc.set_defaults(func=_cmd_train_spectral_codec)
+
     tc = train.add_parser("conditioning", help="fit the MuLaN conditioning RVQ on all training clips")
     tc.add_argument("--mulan", required=True, help="trained MuLaN checkpoint")
     tc.add_argument("--data", required=True, help="corpus folder with train.jsonl and val.jsonl")
@@ -538,6 +609,20 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--out", default="mulan_eval")
     em.add_argument("--quiet", action="store_true")
     em.set_defaults(func=_cmd_eval_mulan)
+    eo = ev.add_parser("acoustic", help="acoustic oracle: true semantic ids + caption conditioning -> audio, judged")
+    eo.add_argument("--stage", required=True, help="acoustic stage checkpoint (train stage --stage acoustic)")
+    eo.add_argument("--codec", required=True)
+    eo.add_argument("--mulan", required=True, help="the MuLaN whose latents the stage was trained on")
+    eo.add_argument("--tokens", required=True, help="tokens folder whose val.pt holds the held-out clips")
+    eo.add_argument("--data", required=True, help="the manifest of those clips (captions and tags)")
+    eo.add_argument("--clips", type=int, default=300)
+    eo.add_argument("--cfg-scale", type=float, default=3.0)
+    eo.add_argument("--steps", type=int, nargs="+", default=[8, 1], help="unmasking rounds per level")
+    eo.add_argument("--temperature", type=float, default=1.0)
+    eo.add_argument("--seed", type=int, default=0)
+    eo.add_argument("--threads", type=int, default=2)
+    eo.add_argument("--out", default="acoustic_oracle")
+    eo.set_defaults(func=_cmd_eval_acoustic)
     ec = ev.add_parser("codec", help="SI-SNR / log-mel distance / bitrate of a codec beside Opus, Vorbis, MP3")
     ec.add_argument("--checkpoint", help="our codec checkpoint (MDCTCodec or SoundStream .safetensors)")
     ec.add_argument("--pretrained", help="a local transformers EnCodec or DAC folder")

@@ -68,11 +68,14 @@ def test_tokenize_reuses_the_ids_of_unchanged_components(tokens, tiny_corpus, tm
         raise AssertionError("an unchanged component was run again")
 
     monkeypatch.setattr(type(sem), "forward", recomputed)  # same weights: ids are copied, never recomputed
-    monkeypatch.setattr(type(cond), "get_cond_ids", recomputed)
+    monkeypatch.setattr(type(cond.mulan), "get_audio_latents", recomputed)
     summary = tokenize_corpus(conditioner=cond, semantic=sem, codec=other, data=str(tiny_corpus),
                               out=str(tmp_path / "t"), reuse=str(out), progress=False)  # fmt: skip
     monkeypatch.undo()
-    assert summary["reused"] == {"train": {"cond_ids": 18, "semantic": 18}, "val": {"cond_ids": 6, "semantic": 6}}
+    assert summary["reused"] == {
+        "train": {"cond_ids": 18, "mulan": 18, "semantic": 18},
+        "val": {"cond_ids": 6, "mulan": 6, "semantic": 6},
+    }
     before = torch.load(out / "train.pt", weights_only=False)["items"]
     after = torch.load(tmp_path / "t" / "train.pt", weights_only=False)
     assert after["identity"]["codec"] != torch.load(out / "train.pt", weights_only=False)["identity"]["codec"]
@@ -143,7 +146,7 @@ def test_stage_ema_and_bf16(tokens, tmp_path):
 
 
 def test_stage_config_errors(tmp_path):
-    with pytest.raises(ValueError, match="stage must be semantic, coarse or fine"):
+    with pytest.raises(ValueError, match="stage must be semantic, coarse, fine or acoustic"):
         StageTrainConfig(stage="medium", tokens="x")
     with pytest.raises(ValueError, match="mixed_precision must be 'no' or 'bf16'"):
         StageTrainConfig(tokens="x", mixed_precision="fp16")
@@ -255,3 +258,53 @@ def test_level_embeddings_can_be_turned_on_for_the_coarse_stage(tokens, tmp_path
     with pytest.raises(ValueError, match="trained with level embeddings; resume it with --level-embeddings"):
         train_stage(dataclasses.replace(cfg, max_steps=2, level_embeddings=False))
     train_stage(dataclasses.replace(cfg, max_steps=2, level_embeddings=None))  # None: what the checkpoint has
+
+
+def test_acoustic_stage_trains_evaluates_and_resumes_on_the_same_curve(tokens, tmp_path, monkeypatch):
+    """The masked acoustic stage through the stage trainer: its validation reports the conditioning's
+    share; a run killed after its step-4 checkpoint resumes with exactly the losses of an unbroken run."""
+    from musiclm_pytorch.lm import MaskedAcousticLM
+    from musiclm_pytorch.training import stages
+
+    out, _, _ = tokens
+    cfg = dict(stage="acoustic", tokens=str(out), out=str(tmp_path / "a"), dim=32, depth=1, heads=2, dim_head=16,
+               crop_seconds=1.0, batch_size=4, max_steps=8, warmup_steps=1, log_every=1, eval_every=8,
+               checkpoint_every=2, cond_noise=0.1, threads=1, progress=False)  # fmt: skip
+    report = train_stage(StageTrainConfig(**cfg))
+    for key in ("val_loss", "val_loss_shuffled_cond", "val_loss_null_cond", "val_level1_from_blank",
+                "val_level1_from_blank_shuffled_cond", "val_level1_from_blank_null_cond"):  # fmt: skip
+        assert report[key] > 0
+    lm = load(tmp_path / "a" / "acoustic.safetensors", expected=MaskedAcousticLM)
+    assert lm.num_quantizers == 4 and lm.ratio == 2 and lm.cond_noise == 0.1
+
+    real_check = stages.check_finite
+
+    def killed(value, step, what="loss"):
+        if step == 4:  # computing step 5, after the step-4 checkpoint
+            raise KeyboardInterrupt
+        real_check(value, step, what)
+
+    monkeypatch.setattr(stages, "check_finite", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train_stage(StageTrainConfig(**{**cfg, "out": str(tmp_path / "b")}))
+    monkeypatch.undo()
+    train_stage(StageTrainConfig(**{**cfg, "out": str(tmp_path / "b")}))
+
+    def losses(folder: str) -> dict[int, float]:
+        lines = (tmp_path / folder / "log.jsonl").read_text().splitlines()
+        return {r["step"]: r["loss"] for r in map(json.loads, lines) if "loss" in r}
+
+    unbroken, resumed = losses("a"), losses("b")
+    assert list(resumed) == list(range(1, 9)) and resumed == unbroken  # steps 5-8 included, bitwise
+
+
+def test_acoustic_stage_needs_mulan_latents(tokens, tmp_path):
+    from musiclm_pytorch.training.common import atomic_torch_save
+
+    out, _, _ = tokens
+    for split in ("train", "val"):
+        data = torch.load(out / f"{split}.pt", weights_only=False)
+        data["items"] = [{k: v for k, v in it.items() if k != "mulan"} for it in data["items"]]
+        atomic_torch_save(data, tmp_path / f"{split}.pt")
+    with pytest.raises(ValueError, match="holds no MuLaN latents"):
+        train_stage(StageTrainConfig(stage="acoustic", tokens=str(tmp_path), out=str(tmp_path / "run"), progress=False))

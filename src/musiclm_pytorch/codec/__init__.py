@@ -8,6 +8,7 @@ from torch import Tensor
 from .mdct import MDCTCodec
 from .pretrained import PretrainedCodec
 from .soundstream import SoundStream
+from .spectral import SpectralCodec
 
 
 @runtime_checkable
@@ -31,4 +32,4 @@ class Codec(Protocol):
     def decode(self, codes: Tensor) -> Tensor: ...
 
 
-__all__ = ["Codec", "MDCTCodec", "PretrainedCodec", "SoundStream"]
+__all__ = ["Codec", "MDCTCodec", "PretrainedCodec", "SoundStream", "SpectralCodec"]

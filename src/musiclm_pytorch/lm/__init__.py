@@ -1,5 +1,7 @@
-"""Stage language models: one decoder-only transformer with a KV cache and classifier-free guidance."""
+"""Stage language models: the decoder-only token LM (KV cache, classifier-free guidance) of the paper's
+stages, and the parallel frame-aligned masked acoustic stage."""
 
+from .masked import MaskedAcousticLM
 from .transformer import KVCache, SamplingConfig, TokenLM, filter_logits, sample
 
-__all__ = ["TokenLM", "KVCache", "SamplingConfig", "filter_logits", "sample"]
+__all__ = ["TokenLM", "MaskedAcousticLM", "KVCache", "SamplingConfig", "filter_logits", "sample"]

@@ -49,9 +49,9 @@ class KVCache:
 
 
 class _Attention(nn.Module):
-    def __init__(self, dim: int, heads: int, dim_head: int, dropout: float):
+    def __init__(self, dim: int, heads: int, dim_head: int, dropout: float, causal: bool = True):
         super().__init__()
-        self.heads, self.dropout = heads, dropout
+        self.heads, self.dropout, self.causal = heads, dropout, causal
         self.norm = nn.LayerNorm(dim)
         self.to_qkv = nn.Linear(dim, 3 * heads * dim_head, bias=False)
         self.to_out = nn.Linear(heads * dim_head, dim, bias=False)
@@ -66,7 +66,7 @@ class _Attention(nn.Module):
         n, total = q.shape[-2], k.shape[-2]
         if start == 0:
             out = F.scaled_dot_product_attention(
-                q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+                q, k, v, is_causal=self.causal, dropout_p=self.dropout if self.training else 0.0
             )
         elif n == 1:  # one new query (a decoding step) sees every cached key: no mask to build
             out = F.scaled_dot_product_attention(q, k, v)
@@ -90,9 +90,9 @@ class _SwiGLU(nn.Module):
 
 
 class _Block(nn.Module):
-    def __init__(self, dim: int, heads: int, dim_head: int, ff_hidden: int, dropout: float):
+    def __init__(self, dim: int, heads: int, dim_head: int, ff_hidden: int, dropout: float, causal: bool = True):
         super().__init__()
-        self.attn = _Attention(dim, heads, dim_head, dropout)
+        self.attn = _Attention(dim, heads, dim_head, dropout, causal)
         self.ff = _SwiGLU(dim, ff_hidden, dropout)
         self.drop = nn.Dropout(dropout)
 

@@ -30,14 +30,17 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..audio import resample
 from ..checkpoint import STAGE_INPUTS, check_identity, identity, load, save, stage_identity
 from ..data.datasets import CaptionedAudioDataset, ClipOptions, SkipStats, manifest_rows
 from ..lm.layouts import CoarseLayout, FineLayout, SemanticLayout
+from ..lm.masked import MaskedAcousticLM
 from ..lm.transformer import TokenLM
 from .common import (
     EMA,
     JsonLog,
     atomic_torch_save,
+    check_finite,
     load_config,
     make_accelerator,
     plot_curves,
@@ -63,6 +66,7 @@ def tokenize_corpus(
     max_val_clips: int | None = None,
     num_workers: int = 1,
     reuse: str | None = None,
+    batch_size: int = 16,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Tokenize ``data/{train,val}.jsonl`` into ``out/{split}.pt`` (the first ``max_clips`` training and
@@ -80,7 +84,12 @@ def tokenize_corpus(
         )
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ids = {"conditioner": identity(conditioner), "semantic": identity(semantic), "codec": identity(codec)}
+    ids = {
+        "conditioner": identity(conditioner),
+        "semantic": identity(semantic),
+        "codec": identity(codec),
+        "mulan": identity(conditioner.mulan),
+    }
     summary: dict[str, Any] = {"identity": ids, "splits": {}}
     for split in ("train", "val"):
         path = Path(data) / f"{split}.jsonl"
@@ -93,30 +102,27 @@ def tokenize_corpus(
         loader = DataLoader(ds, batch_size=None, num_workers=num_workers, collate_fn=_as_is)
         old, reusable = _reusable(reuse, split, ids, len(ds))
         items, skipped, reused = [], SkipStats(), dict.fromkeys(reusable, 0)
+        pending: list[dict[str, Any]] = []
         for index, item in enumerate(tqdm(loader, total=len(ds), desc=f"tokenizing {split}", disable=not progress)):
             if not isinstance(item, dict):
                 skipped.update([item])
                 continue
-            wav, source = item["wav"], (item["tags"] or {}).get("source", item["path"])
             prior = old.get(str(item["path"]), old.get(index, {}))
             for key in reusable:
                 reused[key] += key in prior
-            sem = prior["semantic"] if "semantic" in prior else semantic(wav[None])[0]
-            codes = prior["codes"] if "codes" in prior else codec.encode(wav[None, None])[0]
-            cond = (prior["cond_ids"] if "cond_ids" in prior else
-                    conditioner.get_cond_ids(wavs=wav[None].to(torch.float32), windowed=True)[0])  # fmt: skip
-            frames = min(len(sem), codes.shape[-1] // int(round(ratio)))
-            items.append({
-                "cond_ids": cond.short(),
-                "semantic": sem[:frames].short(),
-                "codes": codes[:, : frames * int(round(ratio))].short(),
-                "source": source,
-                "path": str(item["path"]),
-            })  # fmt: skip
+            pending.append({**item, "index": index, "prior": prior})
+            if len(pending) == batch_size:
+                items += _tokenize_clips(pending, semantic=semantic, codec=codec, conditioner=conditioner,
+                                         ratio=int(round(ratio)))  # fmt: skip
+                pending = []
+        items += _tokenize_clips(pending, semantic=semantic, codec=codec, conditioner=conditioner,
+                                 ratio=int(round(ratio)))  # fmt: skip
+        items.sort(key=lambda it: it.pop("index"))
         atomic_torch_save({"identity": ids, "ratio": int(round(ratio)), "items": items,
                            "semantic_vocab": semantic.vocab_size, "codebook_size": codec.codebook_size,
                            "num_quantizers": codec.num_quantizers, "cond_vocab": conditioner.codebook_size,
-                           "num_cond": conditioner.num_quantizers}, out_dir / f"{split}.pt")  # fmt: skip
+                           "num_cond": conditioner.num_quantizers, "semantic_rate": semantic.frame_rate},
+                          out_dir / f"{split}.pt")  # fmt: skip
         summary["splits"][split] = len(items)
         if reused:
             summary.setdefault("reused", {})[split] = reused
@@ -125,7 +131,57 @@ def tokenize_corpus(
     return summary
 
 
-_TOKEN_KINDS = {"conditioner": "cond_ids", "semantic": "semantic", "codec": "codes"}
+_TOKEN_KINDS = {"conditioner": ("cond_ids", "mulan"), "semantic": ("semantic",), "codec": ("codes",)}
+
+
+_KEYS = ("semantic", "codes", "cond_ids", "mulan")
+
+
+@torch.no_grad()
+def _tokenize_clips(clips: list[dict[str, Any]], *, semantic: Any, codec: Any, conditioner: Any,
+                    ratio: int) -> list[dict[str, Any]]:  # fmt: skip
+    """Token items of ``clips`` (dataset items with their row ``index`` and the ``prior`` ids an earlier
+    tokens folder holds for them). Clips of equal length run through each tokenizer as one batch: the
+    semantic features cost several times less per clip in batches than one by one."""
+    out = []
+    for group in _equal_length_groups(clips):
+        todo = [i for i, it in enumerate(group) if not all(k in it["prior"] for k in _KEYS)]
+        fresh: dict[int, dict[str, Tensor]] = {i: {} for i in todo}
+        if todo:
+            wavs = torch.stack([group[i]["wav"] for i in todo]).float()
+            if any("semantic" not in group[i]["prior"] for i in todo):
+                for j, ids in zip(todo, semantic(wavs)):
+                    fresh[j]["semantic"] = ids
+            if any("codes" not in group[i]["prior"] for i in todo):
+                for j, codes in zip(todo, codec.encode(wavs[:, None])):
+                    fresh[j]["codes"] = codes
+            if any(k not in group[i]["prior"] for i in todo for k in ("mulan", "cond_ids")):
+                # MuLaN listens at its own rate (a 24 kHz codec's audio would otherwise be heard slowed)
+                heard = torch.from_numpy(resample(wavs, codec.sample_rate, conditioner.mulan.sample_rate))
+                latents = conditioner.mulan.get_audio_latents(heard, windowed=True)
+                for j, latent, ids in zip(todo, latents, conditioner.quantize(latents)[0]):
+                    fresh[j].update(mulan=latent, cond_ids=ids)
+        for i, it in enumerate(group):
+            got = {**it["prior"], **fresh.get(i, {})}
+            frames = min(len(got["semantic"]), got["codes"].shape[-1] // ratio)
+            out.append({
+                "cond_ids": got["cond_ids"].short(),
+                "mulan": got["mulan"].half(),
+                "semantic": got["semantic"][:frames].short(),
+                "codes": got["codes"][:, : frames * ratio].short(),
+                "source": (it["tags"] or {}).get("source", it["path"]),
+                "path": str(it["path"]),
+                "index": it["index"],
+            })  # fmt: skip
+    return out
+
+
+def _equal_length_groups(items: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """``items`` (each with a 1-D ``wav``) grouped by length, in order of first appearance."""
+    groups: dict[int, list[dict[str, Any]]] = {}
+    for it in items:
+        groups.setdefault(it["wav"].shape[-1], []).append(it)
+    return list(groups.values())
 
 
 def _level_embeddings(cfg: StageTrainConfig) -> bool:
@@ -147,13 +203,13 @@ def _reusable(
     if not path.is_file():
         return {}, []
     data = torch.load(path, weights_only=False)
-    kinds = [kind for part, kind in _TOKEN_KINDS.items() if data.get("identity", {}).get(part) == ids[part]]
-    if all("path" in it for it in data["items"]):
-        return {it["path"]: {k: it[k] for k in kinds} for it in data["items"]}, kinds
+    kinds = [k for part, keys in _TOKEN_KINDS.items() if data.get("identity", {}).get(part) == ids[part] for k in keys]
+    if all("path" in it for it in data["items"]):  # older files lack the "mulan" latents: those are recomputed
+        return {it["path"]: {k: it[k] for k in kinds if k in it} for it in data["items"]}, kinds
     if len(data["items"]) != rows:
         raise ValueError(f"{path} records no audio paths and holds {len(data['items'])} items for {rows} rows: "
                          "its ids cannot be matched to the clips; tokenize without --reuse")  # fmt: skip
-    return {i: {k: it[k] for k in kinds} for i, it in enumerate(data["items"])}, kinds
+    return {i: {k: it[k] for k in kinds if k in it} for i, it in enumerate(data["items"])}, kinds
 
 
 @dataclass
@@ -173,6 +229,8 @@ class StageTrainConfig:
     warmup_steps: int = 100
     max_steps: int = 2000
     cond_drop_prob: float = 0.1
+    # acoustic stage: largest std of the Gaussian noise on its (unit) MuLaN conditioning in training
+    cond_noise: float = 0.0
     # TokenLM token_groups (each id also gets its codec level's embedding). None: the fine stage only
     # (a resumed run: what its checkpoint has),
     # by measurement on MDCT codes (benchmarks/RESULTS.md): fine 8.37 -> 6.79 val loss at 300 steps,
@@ -190,23 +248,26 @@ class StageTrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.stage not in ("semantic", "coarse", "fine"):
-            raise ValueError(f"stage must be semantic, coarse or fine, got {self.stage!r}")
+        if self.stage not in ("semantic", "coarse", "fine", "acoustic"):
+            raise ValueError(f"stage must be semantic, coarse, fine or acoustic, got {self.stage!r}")
         if not self.tokens:
             raise ValueError("tokens is required: the folder written by `musiclm data tokenize`")
         if self.mixed_precision not in ("no", "bf16"):
             raise ValueError(f"mixed_precision must be 'no' or 'bf16', got {self.mixed_precision!r}")
 
 
-PAPER_CROPS = {"semantic": 30.0, "coarse": 10.0, "fine": 3.0}
-FRAME_RATE = 25  # semantic frames per second: crops are counted in them
+PAPER_CROPS = {"semantic": 30.0, "coarse": 10.0, "fine": 3.0, "acoustic": 10.0}  # acoustic: SoundStorm's stage
 
 
-def _crop_frames(cfg: StageTrainConfig, items: list[dict[str, Any]]) -> int:
-    """Semantic frames (25 Hz) per crop: ``crop_seconds`` (default the paper's for the stage), shrunk to
-    the shortest clip (documented)."""
-    frames = max(1, int((cfg.crop_seconds or PAPER_CROPS[cfg.stage]) * FRAME_RATE))
-    return min(frames, min(len(it["semantic"]) for it in items))
+def _crop_frames(cfg: StageTrainConfig, meta: dict[str, Any]) -> int:
+    """Semantic frames per crop: ``crop_seconds`` (default the paper's for the stage) at the tokens' semantic
+    rate (files written before it was recorded: 25 Hz), shrunk to the shortest clip (documented)."""
+    frames = max(1, int((cfg.crop_seconds or PAPER_CROPS[cfg.stage]) * _semantic_rate(meta)))
+    return min(frames, min(len(it["semantic"]) for it in meta["items"]))
+
+
+def _semantic_rate(meta: dict[str, Any]) -> float:
+    return float(meta.get("semantic_rate", 25.0))
 
 
 def _layout(cfg: StageTrainConfig, meta: dict[str, Any]) -> SemanticLayout | CoarseLayout | FineLayout:
@@ -266,24 +327,42 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
     accelerator = make_accelerator(cfg.mixed_precision, kwargs_handlers=[ddp])
     train = torch.load(root / "train.pt", weights_only=False)
     val = torch.load(root / "val.pt", weights_only=False) if (root / "val.pt").is_file() else None
-    layout = _layout(cfg, train)
+    layout = _layout(cfg, train) if cfg.stage != "acoustic" else None
     ratio = train["ratio"]
-    frames = _crop_frames(cfg, train["items"])
+    frames = _crop_frames(cfg, train)
     seq_len = {"semantic": frames, "coarse": frames + frames * ratio * getattr(layout, "num_coarse", 0),
-               "fine": frames * ratio * getattr(layout, "levels", 0)}[cfg.stage]  # fmt: skip
+               "fine": frames * ratio * getattr(layout, "levels", 0),
+               "acoustic": frames * ratio}[cfg.stage]  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     model_path, state_path = out / f"{cfg.stage}.safetensors", out / "train_state.pt"
     resume = model_path.is_file() and state_path.is_file()
     torch.manual_seed(cfg.seed)
-    if resume:
+    lm: TokenLM | MaskedAcousticLM
+    if resume and cfg.stage == "acoustic":
+        lm = load(model_path, expected=MaskedAcousticLM)
+    elif resume:
         lm = load(model_path, expected=TokenLM)
         has_levels = lm.group_emb is not None
-        if cfg.level_embeddings is not None and cfg.level_embeddings != has_levels and len(layout.groups) > 1:
+        if (
+            cfg.level_embeddings is not None
+            and cfg.level_embeddings != has_levels
+            and len(getattr(layout, "groups", [])) > 1
+        ):
             raise ValueError(
                 f"{model_path} was trained {'with' if has_levels else 'without'} level embeddings; resume it "
                 f"with {'--level-embeddings' if has_levels else '--no-level-embeddings'} (or neither)"
             )
+    elif cfg.stage == "acoustic":
+        if "mulan" not in train["items"][0]:
+            raise ValueError(f"{root} holds no MuLaN latents (tokenized before they were stored): the acoustic stage "
+                             "conditions on them; run `musiclm data tokenize --reuse` into a new folder")  # fmt: skip
+        lm = MaskedAcousticLM(semantic_vocab=train["semantic_vocab"], codebook_size=train["codebook_size"],
+                              num_quantizers=train["num_quantizers"], ratio=ratio,
+                              cond_dim=train["items"][0]["mulan"].shape[-1], dim=cfg.dim, depth=cfg.depth,
+                              heads=cfg.heads, dim_head=cfg.dim_head, dropout=cfg.dropout,
+                              cond_drop_prob=cfg.cond_drop_prob, cond_noise=cfg.cond_noise)  # fmt: skip
     else:
+        assert layout is not None
         lm = TokenLM(vocab_size=layout.vocab_size, dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, dim_head=cfg.dim_head,
                      dropout=cfg.dropout, num_cond=train["num_cond"], cond_vocab=train["cond_vocab"],
                      cond_drop_prob=cfg.cond_drop_prob, max_seq_len=seq_len,
@@ -306,7 +385,15 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
     log = JsonLog(out / "log.jsonl", resume_step=step if resume else None)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     lm_ddp, opt = accelerator.prepare(lm, opt)
-    model: TokenLM = accelerator.unwrap_model(lm_ddp)
+    model: TokenLM | MaskedAcousticLM = accelerator.unwrap_model(lm_ddp)
+
+    def evaluate(m: Any) -> dict[str, Any]:
+        assert val is not None
+        if cfg.stage == "acoustic":
+            return evaluate_acoustic(m, val["items"], cfg, ratio, frames)
+        assert layout is not None
+        return evaluate_stage(m, val["items"], cfg, layout, ratio, frames, num_levels, _semantic_rate(train))
+
     if ema is not None:
         ema.model.to(accelerator.device)
     num_levels = train["num_quantizers"]
@@ -319,16 +406,27 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
     while step < cfg.max_steps:
         rng = random.Random((cfg.seed * 1_000_003 + step) * 1_009 + accelerator.process_index)
         batch_items = [items[rng.randrange(len(items))] for _ in range(cfg.batch_size)]
-        tokens, mask, cond = (
-            t.to(accelerator.device) for t in _batch(batch_items, layout, ratio, frames, rng, num_levels)
-        )
-        with accelerator.autocast():
-            logits = lm_ddp(tokens, cond)
-        loss = F.cross_entropy(logits[mask].float(), tokens[mask])
+        if layout is None:  # the acoustic stage: its own masking and loss
+            sem, codes, latents = (t.to(accelerator.device) for t in _acoustic_batch(batch_items, ratio, frames, rng))
+            gen = torch.Generator().manual_seed(rng.randrange(2**62))
+            assert isinstance(model, MaskedAcousticLM)
+            inputs, target, truth = model.training_inputs(sem, codes, latents, generator=gen)
+            with accelerator.autocast():
+                logits = lm_ddp(**inputs)  # through the wrapper: DDP syncs gradients of its forward
+            loss = F.cross_entropy(logits[target].float(), truth[target].long())
+            mask = torch.ones_like(codes[:, 0], dtype=torch.bool)  # frames seen, for the throughput figure
+        else:
+            tokens, mask, cond = (
+                t.to(accelerator.device) for t in _batch(batch_items, layout, ratio, frames, rng, num_levels)
+            )
+            with accelerator.autocast():
+                logits = lm_ddp(tokens, cond)
+            loss = F.cross_entropy(logits[mask].float(), tokens[mask])
+        check_finite(loss, step)
         opt.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         if cfg.grad_clip:
-            accelerator.clip_grad_norm_(lm_ddp.parameters(), cfg.grad_clip)
+            check_finite(accelerator.clip_grad_norm_(lm_ddp.parameters(), cfg.grad_clip), step, "gradient norm")
         opt.step()
         sched.step()
         if ema is not None:
@@ -346,8 +444,7 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
                 log.write(record)
         if val is not None and main and (step % cfg.eval_every == 0 or step == cfg.max_steps):
             with accelerator.autocast():
-                report = evaluate_stage(ema.model if ema is not None else model, val["items"], cfg, layout, ratio,
-                                        frames, num_levels)  # fmt: skip
+                report = evaluate(ema.model if ema is not None else model)
             log.write({"step": step, **{k: v for k, v in report.items() if isinstance(v, float)}})
             lm_ddp.train()
         if main and (step % cfg.checkpoint_every == 0 or step == cfg.max_steps):
@@ -359,10 +456,62 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
             state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step, "rng": rng_state(),
                      "config": asdict(cfg), **({"ema": ema.state_dict()} if ema is not None else {})}  # fmt: skip
             atomic_torch_save(state, state_path)
-            plot_curves(log, out / "curves.png", keys=["loss", "val_loss", "val_loss_shuffled_cond"], title=cfg.stage)
+            keys = ["loss", "val_loss", "val_loss_shuffled_cond"]
+            if cfg.stage == "acoustic":
+                keys += [
+                    "val_level1_from_blank",
+                    "val_level1_from_blank_shuffled_cond",
+                    "val_level1_from_blank_null_cond",
+                ]
+            plot_curves(log, out / "curves.png", keys=keys, title=cfg.stage)
     bar.close()
     accelerator.wait_for_everyone()
     return report
+
+
+def _acoustic_batch(items: list[dict[str, Any]], ratio: int, frames: int,
+                    rng: random.Random) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+    """``(semantic [B, frames], codes [B, Q, frames * ratio], MuLaN latents [B, C])`` of random crops."""
+    crops = [_crop(it, frames, ratio, rng) for it in items]
+    n = min(len(sem) for sem, _ in crops)
+    return (torch.stack([sem[:n] for sem, _ in crops]), torch.stack([c[:, : n * ratio] for _, c in crops]),
+            torch.stack([it["mulan"].float() for it in items]))  # fmt: skip
+
+
+@torch.no_grad()
+def evaluate_acoustic(lm: MaskedAcousticLM, items: list[dict[str, Any]], cfg: StageTrainConfig, ratio: int,
+                      frames: int) -> dict[str, Any]:  # fmt: skip
+    """Validation of the acoustic stage with the clips' own conditioning, another clip's (shuffled) and
+    none (null): the masked loss on fixed masks, and the loss of the first level with every frame
+    masked (what the first round of generation faces, where only the conditioning and the semantic
+    ids can say what the music is: the conditioning must matter there, shuffled and null higher)."""
+    lm.eval()
+    rng = random.Random(1234)
+    chosen = items[: max(cfg.eval_items, 2)]
+    device = lm.null_cond.device
+    sums: dict[str, float] = {}
+    count, frame_count = 0, 0
+    for start in range(0, len(chosen), cfg.batch_size):
+        part = chosen[start : start + cfg.batch_size]
+        if len(part) < 2:
+            break
+        sem, codes, latents = (t.to(device) for t in _acoustic_batch(part, ratio, frames, rng))
+        seed = rng.randrange(2**62)
+        blank = torch.full_like(codes, lm.mask_id)
+        zero = torch.zeros(len(part), dtype=torch.long, device=device)
+        for name, cond in (("", latents), ("_shuffled_cond", latents.roll(1, 0)), ("_null_cond", None)):
+            inputs, target, truth = lm.training_inputs(sem, codes, cond, generator=torch.Generator().manual_seed(seed))
+            ce = F.cross_entropy(lm(**inputs)[target].float(), truth[target].long(), reduction="sum")
+            sums[f"val_loss{name}"] = sums.get(f"val_loss{name}", 0.0) + ce.item()
+            first = F.cross_entropy(lm(sem, blank, cond, zero).flatten(0, 1).float(), codes[:, 0].flatten().long(),
+                                    reduction="sum")  # fmt: skip
+            sums[f"val_level1_from_blank{name}"] = sums.get(f"val_level1_from_blank{name}", 0.0) + first.item()
+        count += int(target.sum())
+        frame_count += codes.shape[0] * codes.shape[-1]
+    report: dict[str, Any] = {
+        k: round(v / (count if k.startswith("val_loss") else frame_count), 5) for k, v in sums.items()
+    }
+    return {**report, "val_clips": len(chosen)}
 
 
 @torch.no_grad()
@@ -374,6 +523,7 @@ def evaluate_stage(
     ratio: int,
     frames: int,
     num_levels: int,
+    semantic_rate: float = 25.0,
 ) -> dict[str, Any]:
     """Validation loss and accuracy with the true conditioning, and with conditioning shuffled
     across the batch (conditioning must matter: the shuffled loss should be higher).
@@ -392,7 +542,7 @@ def evaluate_stage(
     bounds = [*range(0, len(chosen), cfg.batch_size), len(chosen)]
     if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:  # shuffling needs two clips: a last lone clip joins
         del bounds[-2]  # the batch before it
-    seconds = frames / FRAME_RATE
+    seconds = frames / semantic_rate
     for start, end in zip(bounds, bounds[1:]):
         part = chosen[start:end]
         tokens, mask, cond = (t.to(device) for t in _batch(part, layout, ratio, frames, rng, num_levels))
@@ -457,10 +607,10 @@ def evaluate_checkpoint(checkpoint: str, tokens: str, *, items: int = 256, batch
                            num_coarse=trained.get("num_coarse", 3),
                            crop_seconds=crop_seconds or trained.get("crop_seconds"))  # fmt: skip
     layout = _layout(cfg, val)
-    frames = _crop_frames(cfg, val["items"])
+    frames = _crop_frames(cfg, val)
     lm = load(checkpoint, expected=TokenLM)
-    return {"stage": cfg.stage, "crop_seconds": frames / FRAME_RATE, **evaluate_stage(lm, val["items"], cfg, layout,
-            val["ratio"], frames, val["num_quantizers"])}  # fmt: skip
+    return {"stage": cfg.stage, "crop_seconds": frames / _semantic_rate(val), **evaluate_stage(lm, val["items"], cfg,
+            layout, val["ratio"], frames, val["num_quantizers"], _semantic_rate(val))}  # fmt: skip
 
 
 def main_from_args(config_path: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
