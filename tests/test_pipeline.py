@@ -75,7 +75,9 @@ def test_bundle_folder_and_generate_cli(parts, tmp_path, capsys):
     with pytest.raises(ValueError, match="lm_precision must be one of"):
         load_musiclm(tmp_path, lm_precision="fp8")
     (tmp_path / BUNDLE_FILES["codec"]).unlink()
-    assert main(argv) == 2 and "lacks ['codec.safetensors']" in capsys.readouterr().err
+    assert main(argv) == 2 and "missing ['codec.safetensors']" in capsys.readouterr().err
+    assert main([*argv[:3], str(tmp_path / "nowhere"), *argv[4:]]) == 2
+    assert "does not exist" in capsys.readouterr().err
 
 
 def test_long_generation_and_story_mode(parts):
@@ -99,7 +101,8 @@ def test_model_folder_refuses_a_stage_trained_on_other_tokenizers(parts, tmp_pat
     trained_with = {"conditioner": identity(parts["conditioner"]), "semantic": identity(parts["semantic_tokenizer"]),
                     "codec": identity(parts["codec"])}  # fmt: skip
     for key, name in BUNDLE_FILES.items():
-        save(parts[key], tmp_path / name, extra={"identity": trained_with} if key.endswith("_lm") else None)
+        if key in parts:
+            save(parts[key], tmp_path / name, extra={"identity": trained_with} if key.endswith("_lm") else None)
     assert load_musiclm(tmp_path).ratio == 2  # the tokenizers it was trained on: accepted
     other = SoundStream(strides=(4, 8, 10), channels=4, dim=8, num_quantizers=4, codebook_size=8, kmeans_init=False)
     save(other, tmp_path / BUNDLE_FILES["codec"])  # same shapes, other weights
@@ -126,3 +129,45 @@ def test_batched_resample_equals_row_by_row():
     rows = torch.stack([torch.from_numpy(resample(w[0], 24000, 16000)) for w in wavs])
     assert batched.shape == (3, 1, 1600) and torch.equal(batched[:, 0], rows)
     assert _resample(wavs, 16000, 16000) is wavs
+
+
+@pytest.fixture(scope="module")
+def acoustic_parts(parts):
+    from musiclm_pytorch.lm import MaskedAcousticLM
+
+    acoustic = MaskedAcousticLM(semantic_vocab=8, codebook_size=8, num_quantizers=4, cond_dim=128, dim=32, depth=1,
+                                heads=2, dim_head=16).eval()  # fmt: skip
+    return {k: v for k, v in parts.items() if k not in ("coarse_lm", "fine_lm", "num_coarse")} | {
+        "acoustic_lm": acoustic
+    }
+
+
+def test_masked_acoustic_stage_in_the_pipeline(acoustic_parts, tmp_path):
+    from musiclm_pytorch import save
+    from musiclm_pytorch.pipeline import BUNDLE_FILES, load_musiclm
+
+    mlm = MusicLM(**acoustic_parts)
+    assert mlm.max_seconds() == 2.0  # the semantic LM's 50 ids at 25 Hz
+    out = mlm.generate(["calm piano", "loud drums"], seconds=1.0, num_candidates=2, cfg_scale=2.0,
+                       generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert out.wavs.shape == (2, 16000) and out.codes.shape == (2, 4, 50) and out.scores.shape == (2, 2)
+    story = mlm.generate_long([("calm piano", 1.6), ("loud drums", 1.6)], window_seconds=2.0, stride_seconds=1.0,
+                              generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert story.shape == (51200,)
+    for key, name in BUNDLE_FILES.items():
+        if key in acoustic_parts:
+            save(acoustic_parts[key], tmp_path / name)
+    assert load_musiclm(tmp_path).acoustic_lm is not None
+    save(acoustic_parts["semantic_lm"], tmp_path / BUNDLE_FILES["coarse_lm"])  # two acoustic paths: ambiguous
+    with pytest.raises(FileNotFoundError, match="one acoustic stage"):
+        load_musiclm(tmp_path)
+
+
+def test_acoustic_stage_contracts(acoustic_parts, parts):
+    from musiclm_pytorch.lm import MaskedAcousticLM
+
+    wrong = MaskedAcousticLM(semantic_vocab=9, codebook_size=8, num_quantizers=4, cond_dim=128, dim=32, depth=1)
+    with pytest.raises(ValueError, match="acoustic_lm.semantic_vocab=9 does not match semantic_tokenizer.vocab_size=8"):
+        MusicLM(**{**acoustic_parts, "acoustic_lm": wrong})
+    with pytest.raises(ValueError, match="either coarse_lm"):
+        MusicLM(**{**acoustic_parts, "coarse_lm": parts["coarse_lm"]})

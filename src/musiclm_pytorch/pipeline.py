@@ -1,4 +1,8 @@
-"""MusicLM: text -> MuLaN tokens -> semantic ids -> coarse codes -> fine codes -> audio, reranked by MuLaN.
+"""MusicLM: text -> MuLaN tokens -> semantic ids -> codec codes -> audio, reranked by MuLaN.
+
+Two acoustic paths: the paper's coarse + fine token LMs (``coarse_lm``, ``fine_lm``), or one parallel
+frame-aligned masked stage (``acoustic_lm``, :class:`~musiclm_pytorch.lm.MaskedAcousticLM`) that reads
+the text's continuous MuLaN embedding and makes every codec level in a few forwards.
 
 A plain class holding its components. Construction checks that their contracts agree (vocabularies,
 rates, quantizer splits) and raises ``ValueError`` naming both sides. ``generate`` samples
@@ -21,6 +25,7 @@ from torch import Tensor
 from .codec import Codec
 from .conditioning import MuLaNEmbedQuantizer
 from .lm.layouts import CoarseLayout, FineLayout, SemanticLayout
+from .lm.masked import MaskedAcousticLM
 from .lm.transformer import SamplingConfig, TokenLM
 from .semantic import SemanticTokenizer
 
@@ -40,6 +45,7 @@ class MusicLM:
     semantic_tokenizer: ``vocab_size``, ``sample_rate``, ``frame_rate``.
     codec: a ``Codec``.
     semantic_lm, coarse_lm, fine_lm: the stage LMs (``fine_lm=None`` decodes the coarse levels only).
+    acoustic_lm: the masked acoustic stage, instead of ``coarse_lm`` and ``fine_lm``.
     num_coarse: codec levels modelled by the coarse stage.
     """
 
@@ -50,23 +56,37 @@ class MusicLM:
         semantic_tokenizer: SemanticTokenizer,
         codec: Codec,
         semantic_lm: TokenLM,
-        coarse_lm: TokenLM,
+        coarse_lm: TokenLM | None = None,
         fine_lm: TokenLM | None = None,
+        acoustic_lm: MaskedAcousticLM | None = None,
         num_coarse: int = 3,
     ):
         self.conditioner, self.semantic_tokenizer, self.codec = conditioner, semantic_tokenizer, codec
-        self.semantic_lm, self.coarse_lm, self.fine_lm = semantic_lm, coarse_lm, fine_lm
+        self.semantic_lm, self.coarse_lm, self.fine_lm, self.acoustic_lm = semantic_lm, coarse_lm, fine_lm, acoustic_lm
+        if (coarse_lm is None) == (acoustic_lm is None):
+            raise ValueError("give either coarse_lm (+ fine_lm), the paper's acoustic stages, or acoustic_lm")
+        if acoustic_lm is not None and fine_lm is not None:
+            raise ValueError("acoustic_lm makes every codec level: fine_lm goes with coarse_lm only")
         sv, cb, nq = semantic_tokenizer.vocab_size, codec.codebook_size, codec.num_quantizers
         self.semantic_layout = SemanticLayout(sv)
         self.coarse_layout = CoarseLayout(sv, cb, num_coarse)
         self.fine_layout = FineLayout(cb, num_coarse, nq - num_coarse) if fine_lm is not None else None
         self._check("semantic_lm.vocab_size", semantic_lm.vocab_size, "semantic_tokenizer.vocab_size", sv)
-        self._check(
-            "coarse_lm.vocab_size",
-            coarse_lm.vocab_size,
-            f"semantic vocab + {num_coarse} x codebook",
-            self.coarse_layout.vocab_size,
-        )
+        if coarse_lm is not None:
+            self._check(
+                "coarse_lm.vocab_size",
+                coarse_lm.vocab_size,
+                f"semantic vocab + {num_coarse} x codebook",
+                self.coarse_layout.vocab_size,
+            )
+        if acoustic_lm is not None:
+            self._check("acoustic_lm.semantic_vocab", acoustic_lm.semantic_vocab, "semantic_tokenizer.vocab_size", sv)
+            self._check("acoustic_lm.codebook_size", acoustic_lm.codebook_size, "codec.codebook_size", cb)
+            if acoustic_lm.num_quantizers > nq:
+                raise ValueError(
+                    f"acoustic_lm.num_quantizers={acoustic_lm.num_quantizers} exceeds codec.num_quantizers={nq}"
+                )
+            self._check("acoustic_lm.cond_dim", acoustic_lm.cond_dim, "MuLaN dim_latent", conditioner.mulan.dim_latent)
         if fine_lm is not None and self.fine_layout is not None:
             self._check(
                 "fine_lm.vocab_size", fine_lm.vocab_size, "codec levels x codebook", self.fine_layout.vocab_size
@@ -86,6 +106,8 @@ class MusicLM:
                 f"{semantic_tokenizer.frame_rate}"
             )
         self.ratio = int(round(ratio))
+        if acoustic_lm is not None:
+            self._check("acoustic_lm.ratio", acoustic_lm.ratio, "codec / semantic frame rate", self.ratio)
 
     @staticmethod
     def _check(a_name: str, a: object, b_name: str, b: object) -> None:
@@ -99,6 +121,8 @@ class MusicLM:
     def max_seconds(self) -> float:
         """The longest clip one pass can make: limited by the semantic and coarse LMs' sequence lengths."""
         frames_sem = self.semantic_lm.max_seq_len
+        if self.coarse_lm is None:  # the masked acoustic stage has no cache to bound its length
+            return frames_sem / self.semantic_tokenizer.frame_rate
         frames_coarse = self.coarse_lm.max_seq_len // (1 + self.ratio * self.coarse_layout.num_coarse)
         return min(frames_sem, frames_coarse) / self.semantic_tokenizer.frame_rate
 
@@ -112,9 +136,11 @@ class MusicLM:
         temperatures: tuple[float, float, float] = (1.0, 0.95, 0.4),
         cfg_scale: float = 3.0,
         top_k: int = 0,
+        acoustic_steps: tuple[int, ...] = (8, 1),
         generator: torch.Generator | None = None,
     ) -> GenerationResult:
-        """Music for each text. Paper temperatures: semantic 1.0, coarse 0.95, fine 0.4."""
+        """Music for each text. Paper temperatures: semantic 1.0, coarse 0.95, fine 0.4 (with ``acoustic_lm``
+        the second is its sampling temperature; ``acoustic_steps`` its unmasking rounds per level)."""
         if not texts:
             raise ValueError("texts is empty")
         if seconds <= 0 or seconds > self.max_seconds():
@@ -130,15 +156,23 @@ class MusicLM:
             sampling=SamplingConfig(temperatures[0], top_k, 1.0, cfg_scale),
             generator=generator,
         )
-        acoustic_frames = frames * self.ratio
-        coarse_tokens = self.coarse_lm.generate(
-            steps=acoustic_frames * self.coarse_layout.num_coarse, cond_ids=cond, prime=semantic,
-            sampling=SamplingConfig(temperatures[1], top_k, 1.0, cfg_scale), generator=generator,
-            allowed=self.coarse_layout.allowed(acoustic_frames),
-        )  # fmt: skip
-        codes = self.coarse_layout.unflatten(coarse_tokens[:, frames:])  # [B*N, Qc, T']
-        if self.fine_lm is not None and self.fine_layout is not None:
-            codes = self._fine(codes, cond, SamplingConfig(temperatures[2], top_k, 1.0, cfg_scale), generator)
+        if self.acoustic_lm is not None:
+            latents = self.conditioner.mulan.get_text_latents(raw_texts=texts).repeat_interleave(n, dim=0)
+            codes = self.acoustic_lm.generate(
+                semantic, latents, steps=acoustic_steps, cfg_scale=cfg_scale, temperature=temperatures[1],
+                top_k=top_k, generator=generator,
+            )  # fmt: skip
+        else:
+            assert self.coarse_lm is not None
+            acoustic_frames = frames * self.ratio
+            coarse_tokens = self.coarse_lm.generate(
+                steps=acoustic_frames * self.coarse_layout.num_coarse, cond_ids=cond, prime=semantic,
+                sampling=SamplingConfig(temperatures[1], top_k, 1.0, cfg_scale), generator=generator,
+                allowed=self.coarse_layout.allowed(acoustic_frames),
+            )  # fmt: skip
+            codes = self.coarse_layout.unflatten(coarse_tokens[:, frames:])  # [B*N, Qc, T']
+            if self.fine_lm is not None and self.fine_layout is not None:
+                codes = self._fine(codes, cond, SamplingConfig(temperatures[2], top_k, 1.0, cfg_scale), generator)
         wavs = self.codec.decode(codes)[:, 0]  # [B*N, S]
         wavs = wavs[:, : int(seconds * self.sample_rate)]
         scores = self.rerank_scores(wavs, texts, n)
@@ -186,6 +220,11 @@ class MusicLM:
             new = self.semantic_lm.generate(steps=steps, cond_ids=conds[int(owner[start])][None], prime=prime,
                                             sampling=sampling[0], generator=generator)  # fmt: skip
             semantic = torch.cat([semantic, new[:, -steps:]], dim=1)
+        if self.acoustic_lm is not None:
+            latents = self.conditioner.mulan.get_text_latents(raw_texts=[t for t, _ in segments])
+            codes = self._acoustic_long(semantic, latents, owner, win_f, overlap_f, sampling[1], generator)
+            return self.codec.decode(codes)[0, 0, : int(total / rate * self.sample_rate)]
+        assert self.coarse_lm is not None
         nc, r = self.coarse_layout.num_coarse, self.ratio
         acoustic = torch.zeros(1, 0, dtype=torch.long)  # flattened coarse tokens, offsets included
         done = 0  # semantic frames whose acoustic frames exist
@@ -204,6 +243,28 @@ class MusicLM:
             # the fine levels depend on the coarse ones; the first segment's text conditions them
             codes = self._fine(codes, conds[:1], sampling[2], generator)
         return self.codec.decode(codes)[0, 0, : int(total / rate * self.sample_rate)]
+
+    def _acoustic_long(
+        self, semantic: Tensor, latents: Tensor, owner: Tensor, win_f: int, overlap_f: int, sampling: SamplingConfig,
+        generator: torch.Generator | None,
+    ) -> Tensor:  # fmt: skip
+        """Every codec level window by window: each window sees its semantic ids and, as a prompt, the
+        codes of its overlap with the windows before; the text of the segment it starts in conditions it."""
+        assert self.acoustic_lm is not None
+        r, total = self.ratio, semantic.shape[1]
+        codes = torch.zeros(1, self.acoustic_lm.num_quantizers, 0, dtype=torch.long)
+        done = 0
+        while done < total:
+            w0 = max(0, done - overlap_f)
+            w1 = min(total, w0 + win_f)
+            new = self.acoustic_lm.generate(
+                semantic[:, w0:w1], latents[int(owner[done])][None], prompt=codes[..., w0 * r : done * r],
+                cfg_scale=sampling.cfg_scale, temperature=sampling.temperature, top_k=sampling.top_k,
+                generator=generator,
+            )  # fmt: skip
+            codes = torch.cat([codes, new[..., (done - w0) * r :].cpu()], dim=-1)
+            done = w1
+        return codes
 
     def _fine(
         self, coarse: Tensor, cond: Tensor, sampling: SamplingConfig, generator: torch.Generator | None
@@ -254,9 +315,11 @@ BUNDLE_FILES = {
     "semantic_tokenizer": "semantic_tokenizer.safetensors",
     "codec": "codec.safetensors",
     "semantic_lm": "semantic_lm.safetensors",
-    "coarse_lm": "coarse_lm.safetensors",
-    "fine_lm": "fine_lm.safetensors",  # optional
+    "coarse_lm": "coarse_lm.safetensors",  # the paper's acoustic stages: coarse_lm (+ fine_lm) ...
+    "fine_lm": "fine_lm.safetensors",
+    "acoustic_lm": "acoustic_lm.safetensors",  # ... or the masked acoustic stage
 }
+REQUIRED_FILES = ("conditioner", "semantic_tokenizer", "codec", "semantic_lm")
 
 
 LM_PRECISIONS = ("float32", "bfloat16", "int8")
@@ -272,30 +335,46 @@ def load_musiclm(folder: str | Path, *, lm_precision: str = "float32") -> MusicL
     if lm_precision not in LM_PRECISIONS:
         raise ValueError(f"lm_precision must be one of {LM_PRECISIONS}, got {lm_precision!r}")
     folder = Path(folder)
-    missing = [f for k, f in BUNDLE_FILES.items() if k != "fine_lm" and not (folder / f).is_file()]
-    if missing:
-        raise FileNotFoundError(f"model folder {str(folder)!r} lacks {missing}")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"model folder {str(folder)!r} does not exist")
+    missing = [BUNDLE_FILES[k] for k in REQUIRED_FILES if not (folder / BUNDLE_FILES[k]).is_file()]
+    acoustic = [BUNDLE_FILES[k] for k in ("coarse_lm", "acoustic_lm") if (folder / BUNDLE_FILES[k]).is_file()]
+    if missing or len(acoustic) != 1:
+        raise FileNotFoundError(
+            f"model folder {str(folder)!r} needs {[BUNDLE_FILES[k] for k in REQUIRED_FILES]} and one acoustic stage: "
+            f"{BUNDLE_FILES['acoustic_lm']} or {BUNDLE_FILES['coarse_lm']} (+ optional {BUNDLE_FILES['fine_lm']}); "
+            f"missing {missing}, acoustic stages found {acoustic}"
+        )
     parts: dict[str, Any] = {k: load(folder / f).eval() for k, f in BUNDLE_FILES.items() if (folder / f).is_file()}
     # a stage trained on other tokenizers is refused (only those it reads: STAGE_INPUTS); each hashed once
     trained_with = {name: read_header(folder / BUNDLE_FILES[name])["extra"].get("identity")
-                    for name in ("semantic_lm", "coarse_lm", "fine_lm") if name in parts}  # fmt: skip
+                    for name in ("semantic_lm", "coarse_lm", "fine_lm", "acoustic_lm") if name in parts}  # fmt: skip
     if any(trained_with.values()):
         actual = {"conditioner": identity(parts["conditioner"]), "semantic": identity(parts["semantic_tokenizer"]),
-                  "codec": identity(parts["codec"])}  # fmt: skip
+                  "codec": identity(parts["codec"]), "mulan": identity(parts["conditioner"].mulan)}  # fmt: skip
         for name, expected in trained_with.items():
             try:
                 check_identity(stage_identity(name.removesuffix("_lm"), expected or {}), **actual)
             except ValueError as e:
                 raise ValueError(f"{BUNDLE_FILES[name]} in {str(folder)!r}: {e}") from e
     sem_vocab, codebook = parts["semantic_tokenizer"].vocab_size, parts["codec"].codebook_size
+    if "acoustic_lm" in parts:
+        if lm_precision == "bfloat16":
+            parts["acoustic_lm"].to(torch.bfloat16)
+        parts["semantic_lm"] = _with_precision(parts["semantic_lm"], lm_precision)
+        return MusicLM(**parts)
     num_coarse, rest = divmod(parts["coarse_lm"].vocab_size - sem_vocab, codebook)
     if rest:
         raise ValueError(
             f"coarse_lm.vocab_size={parts['coarse_lm'].vocab_size} is not semantic vocab {sem_vocab} + k x {codebook}"
         )
     for name in ("semantic_lm", "coarse_lm", "fine_lm"):
-        if name in parts and lm_precision == "int8":
-            parts[name].quantize_int8()
-        elif name in parts and lm_precision == "bfloat16":
-            parts[name].to(torch.bfloat16)
+        if name in parts:
+            parts[name] = _with_precision(parts[name], lm_precision)
     return MusicLM(num_coarse=num_coarse, **parts)
+
+
+def _with_precision(lm: TokenLM, lm_precision: str) -> TokenLM:
+    if lm_precision == "int8":
+        return lm.quantize_int8()
+    return lm.to(torch.bfloat16) if lm_precision == "bfloat16" else lm
