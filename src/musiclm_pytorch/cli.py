@@ -426,10 +426,15 @@ def _cmd_eval_acoustic(args: argparse.Namespace) -> int:
         raise ValueError(f"{len(missing)} token items have no row in {args.data!r} (first: {missing[0]!r}); pass the "
                          "manifest the tokens were made from")  # fmt: skip
     matched = [by_path[str(Path(it["path"]).resolve())] for it in items]
+    bank = None
+    if args.knn:
+        train_items = torch.load(Path(args.tokens) / "train.pt", weights_only=False)["items"]
+        bank = torch.stack([it["mulan"].float() for it in train_items])
     texts = [r.get("full_caption") or r["caption"] for r in matched]
     report = acoustic_oracle(stage=load(args.stage), codec=load(args.codec), mulan=load(args.mulan), items=items,
                              texts=texts, tags=[r["tags"] for r in matched], cfg_scale=args.cfg_scale,
-                             steps=tuple(args.steps), temperature=args.temperature, seed=args.seed)  # fmt: skip
+                             steps=tuple(args.steps), temperature=args.temperature, seed=args.seed, bank=bank,
+                             knn=args.knn or 8)  # fmt: skip
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "acoustic_oracle.json").write_text(json.dumps(report, indent=2))
@@ -620,6 +625,8 @@ def build_parser() -> argparse.ArgumentParser:
     eo.add_argument("--steps", type=int, nargs="+", default=[8, 1], help="unmasking rounds per level")
     eo.add_argument("--temperature", type=float, default=1.0)
     eo.add_argument("--seed", type=int, default=0)
+    eo.add_argument("--knn", type=int, default=0, help="also condition on the mean audio latent of the K training "
+                    "clips nearest the caption (tokens/train.pt); 0: off")  # fmt: skip
     eo.add_argument("--threads", type=int, default=2)
     eo.add_argument("--out", default="acoustic_oracle")
     eo.set_defaults(func=_cmd_eval_acoustic)

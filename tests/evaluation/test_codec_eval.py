@@ -99,6 +99,8 @@ def test_fidelity_is_unchanged_by_a_lossless_codec_and_collapses_through_a_silen
     assert same["codec_q2"] == same["original"] and same["codec_q1"] == same["original"]
     assert set(same["original"]["judge"]) == {"key", "key_tonic", "key_or_relative", "drums", "family"}
     assert same["original"]["judge"]["drums"]["n"] == 2
+    assert same["original"]["drum_flips"]["n"] == 1  # one clip is tagged drumless
+    assert set(same["original"]["mulan_zero_shot"]) <= {"family", "drums", "tempo_class", "mode", "tonic"}
     gone = evaluate_fidelity(_FakeCodec(silent=True), wavs, texts, tags, mulan=tiny_mulan, levels=[2])
     # silence gives every clip one embedding: each caption scores the same against every clip
     assert gone["codec_q2"]["caption_r1"] == pytest.approx(1 / 3, abs=1e-4)

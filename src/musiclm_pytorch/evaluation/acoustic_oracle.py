@@ -10,6 +10,9 @@ consistency, the independent judge per attribute, drum flips, MuLaN zero-shot ta
 - ``from_audio``: conditioning from the clip's own audio (what training used; the gap to
   ``from_text`` is the train/generate mismatch);
 - ``null``: no conditioning (the floor: what the semantic ids alone give);
+- ``from_text_knn`` (with a ``bank`` of training clips' audio latents): the mean audio latent of the
+  ``knn`` training clips nearest the caption's text latent, a retrieval prior from text to the audio
+  side of the space that the stage was trained on (unCLIP's prior, without training one);
 - ``caption_swap``: the caption with its instrument swapped to one of another family: how often the
   judge hears the *caption's* family (against the ceiling's rate of hearing the clip's own family).
 
@@ -44,11 +47,20 @@ def _swapped(texts: list[str], tags: list[dict[str, Any]], seed: int) -> tuple[l
     return out_texts, out_tags
 
 
+def knn_prior(text: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Tensor:
+    """``text [B, C]`` latents -> the normalised mean of the ``k`` rows of ``bank [N, C]`` (audio latents
+    of training clips) nearest each, by cosine."""
+    import torch.nn.functional as F
+
+    nearest = (text @ bank.T).topk(min(k, len(bank)), dim=-1).indices  # [B, k]
+    return F.normalize(bank[nearest].mean(1), dim=-1)
+
+
 @torch.no_grad()
 def acoustic_oracle(
     *, stage: Any, codec: Any, mulan: Any, items: list[dict[str, Any]], texts: list[str], tags: list[dict[str, Any]],
     cfg_scale: float = 3.0, steps: tuple[int, ...] = (8, 1), temperature: float = 1.0, batch_size: int = 16,
-    seed: int = 0, judge: Any = None,
+    seed: int = 0, judge: Any = None, bank: torch.Tensor | None = None, knn: int = 8,
 ) -> dict[str, Any]:  # fmt: skip
     """Scores of the versions in the module docstring for token ``items`` (``semantic``, ``codes``,
     ``mulan``) with their ``texts`` and ``tags``; all clips are cut to the shortest."""
@@ -81,6 +93,8 @@ def acoustic_oracle(
     versions["from_text"] = render(text_latents(texts))
     versions["from_audio"] = render(own)
     versions["null"] = render(None)
+    if bank is not None:
+        versions["from_text_knn"] = render(knn_prior(text_latents(texts), bank, knn))
     report: dict[str, Any] = {"clips": len(items), "seconds": round(frames * stage.ratio / codec.frame_rate, 3),
                               "cfg_scale": cfg_scale, "steps": list(steps), "temperature": temperature}  # fmt: skip
     report.update(score_versions(versions, texts, tags, sample_rate=codec.sample_rate, mulan=mulan, judge=judge))
