@@ -269,13 +269,15 @@ def test_acoustic_stage_trains_evaluates_and_resumes_on_the_same_curve(tokens, t
     out, _, _ = tokens
     cfg = dict(stage="acoustic", tokens=str(out), out=str(tmp_path / "a"), dim=32, depth=1, heads=2, dim_head=16,
                crop_seconds=1.0, batch_size=4, max_steps=8, warmup_steps=1, log_every=1, eval_every=8,
-               checkpoint_every=2, cond_noise=0.1, threads=1, progress=False)  # fmt: skip
+               checkpoint_every=2, cond_noise=0.1, acoustic_levels=3, threads=1, progress=False)  # fmt: skip
     report = train_stage(StageTrainConfig(**cfg))
     for key in ("val_loss", "val_loss_shuffled_cond", "val_loss_null_cond", "val_level1_from_blank",
                 "val_level1_from_blank_shuffled_cond", "val_level1_from_blank_null_cond"):  # fmt: skip
         assert report[key] > 0
     lm = load(tmp_path / "a" / "acoustic.safetensors", expected=MaskedAcousticLM)
-    assert lm.num_quantizers == 4 and lm.ratio == 2 and lm.cond_noise == 0.1
+    assert lm.num_quantizers == 3 and lm.ratio == 2 and lm.cond_noise == 0.1  # the first 3 of the codec's 4 levels
+    with pytest.raises(ValueError, match="acoustic_levels=5 must be in \\[1, 4\\]"):
+        train_stage(StageTrainConfig(**{**cfg, "out": str(tmp_path / "c"), "acoustic_levels": 5}))
 
     real_check = stages.check_finite
 

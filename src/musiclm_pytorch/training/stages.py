@@ -231,6 +231,8 @@ class StageTrainConfig:
     cond_drop_prob: float = 0.1
     # acoustic stage: largest std of the Gaussian noise on its (unit) MuLaN conditioning in training
     cond_noise: float = 0.0
+    # acoustic stage: the first codec levels it makes (None: all the tokens hold)
+    acoustic_levels: int | None = None
     # TokenLM token_groups (each id also gets its codec level's embedding). None: the fine stage only
     # (a resumed run: what its checkpoint has),
     # by measurement on MDCT codes (benchmarks/RESULTS.md): fine 8.37 -> 6.79 val loss at 300 steps,
@@ -356,8 +358,11 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
         if "mulan" not in train["items"][0]:
             raise ValueError(f"{root} holds no MuLaN latents (tokenized before they were stored): the acoustic stage "
                              "conditions on them; run `musiclm data tokenize --reuse` into a new folder")  # fmt: skip
+        if not 1 <= (cfg.acoustic_levels or 1) <= train["num_quantizers"]:
+            raise ValueError(f"acoustic_levels={cfg.acoustic_levels} must be in [1, {train['num_quantizers']}] (the "
+                             f"codec levels {root} holds)")  # fmt: skip
         lm = MaskedAcousticLM(semantic_vocab=train["semantic_vocab"], codebook_size=train["codebook_size"],
-                              num_quantizers=train["num_quantizers"], ratio=ratio,
+                              num_quantizers=cfg.acoustic_levels or train["num_quantizers"], ratio=ratio,
                               cond_dim=train["items"][0]["mulan"].shape[-1], dim=cfg.dim, depth=cfg.depth,
                               heads=cfg.heads, dim_head=cfg.dim_head, dropout=cfg.dropout,
                               cond_drop_prob=cfg.cond_drop_prob, cond_noise=cfg.cond_noise)  # fmt: skip
@@ -407,7 +412,8 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
         rng = random.Random((cfg.seed * 1_000_003 + step) * 1_009 + accelerator.process_index)
         batch_items = [items[rng.randrange(len(items))] for _ in range(cfg.batch_size)]
         if layout is None:  # the acoustic stage: its own masking and loss
-            sem, codes, latents = (t.to(accelerator.device) for t in _acoustic_batch(batch_items, ratio, frames, rng))
+            sem, codes, latents = (t.to(accelerator.device) for t in _acoustic_batch(batch_items, ratio, frames, rng,
+                                                                                     model.num_quantizers))  # fmt: skip
             gen = torch.Generator().manual_seed(rng.randrange(2**62))
             assert isinstance(model, MaskedAcousticLM)
             inputs, target, truth = model.training_inputs(sem, codes, latents, generator=gen)
@@ -469,12 +475,12 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
     return report
 
 
-def _acoustic_batch(items: list[dict[str, Any]], ratio: int, frames: int,
-                    rng: random.Random) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
-    """``(semantic [B, frames], codes [B, Q, frames * ratio], MuLaN latents [B, C])`` of random crops."""
+def _acoustic_batch(items: list[dict[str, Any]], ratio: int, frames: int, rng: random.Random,
+                    levels: int) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+    """``(semantic [B, frames], codes [B, levels, frames * ratio], MuLaN latents [B, C])`` of random crops."""
     crops = [_crop(it, frames, ratio, rng) for it in items]
     n = min(len(sem) for sem, _ in crops)
-    return (torch.stack([sem[:n] for sem, _ in crops]), torch.stack([c[:, : n * ratio] for _, c in crops]),
+    return (torch.stack([sem[:n] for sem, _ in crops]), torch.stack([c[:levels, : n * ratio] for _, c in crops]),
             torch.stack([it["mulan"].float() for it in items]))  # fmt: skip
 
 
@@ -495,7 +501,7 @@ def evaluate_acoustic(lm: MaskedAcousticLM, items: list[dict[str, Any]], cfg: St
         part = chosen[start : start + cfg.batch_size]
         if len(part) < 2:
             break
-        sem, codes, latents = (t.to(device) for t in _acoustic_batch(part, ratio, frames, rng))
+        sem, codes, latents = (t.to(device) for t in _acoustic_batch(part, ratio, frames, rng, lm.num_quantizers))
         seed = rng.randrange(2**62)
         blank = torch.full_like(codes, lm.mask_id)
         zero = torch.zeros(len(part), dtype=torch.long, device=device)
