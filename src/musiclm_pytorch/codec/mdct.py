@@ -19,9 +19,12 @@ to keep; the waveform and its phase come back exactly from the inverse transform
 - Decoder: the transposed projection plus a causal residual network (zero-initialised) whose output
   is scaled by the frame's level, then the inverse MDCT (overlap-add).
 
-Length rule: ``encode`` right-pads to a multiple of ``hop`` (as SoundStream); ``decode`` returns
-``T * hop`` samples. The last half frame (``hop`` samples) has only one frame's overlap, so its
-aliasing is not cancelled: a streaming decoder emits it with the next frame.
+Length rule: ``encode`` right-pads ``S`` samples to a multiple of ``hop`` (as SoundStream) and makes
+``T = ceil(S / hop) + 1`` frames: the extra last frame covers the last real hop a second time, so its
+aliasing cancels like everywhere else. ``decode`` of ``T`` frames returns the ``(T - 1) * hop`` samples
+that two frames cover, and nothing uncancelled: ``decode(encode(wav))`` has the padded length of
+``wav``. Frame ``t`` completes samples ``[(t - 1) * hop, t * hop)``: a streaming decoder emits one hop
+per frame.
 
 Shape letters: B batch, S samples, T frames, N = hop coefficients, Q quantizers, D latent dim.
 """
@@ -49,7 +52,12 @@ def mdct_basis(hop: int, dtype: torch.dtype = torch.float32) -> Tensor:
 
 
 class MDCT(nn.Module):
-    """``analysis(wav [B, S]) -> [B, S / hop, hop]`` and ``synthesis`` back (exact but the last hop)."""
+    """``analysis(wav [B, S]) -> [B, S / hop + 1, hop]`` and ``synthesis`` back to ``[B, S]``, exactly.
+
+    Every sample lies in two frames (time-domain aliasing cancellation needs both): the analysis
+    zero-pads one hop on each side, so the first and last real hops are covered twice, and the
+    synthesis returns only the samples its frames cover twice (``(T - 1) * hop`` of them).
+    """
 
     basis: Tensor
 
@@ -59,20 +67,23 @@ class MDCT(nn.Module):
         self.register_buffer("basis", mdct_basis(hop), persistent=False)
 
     def analysis(self, wav: Tensor) -> Tensor:
+        """``wav [B, S]`` (``S`` a multiple of ``hop``) ``-> coeffs [B, S / hop + 1, N]``."""
         if wav.shape[-1] % self.hop:
             raise ValueError(f"MDCT input length {wav.shape[-1]} is not a multiple of the hop {self.hop}")
         x = F.pad(wav, (self.hop, self.hop))
-        frames = x.unfold(-1, 2 * self.hop, self.hop)[..., :-1, :]  # [B, T, 2N]
+        frames = x.unfold(-1, 2 * self.hop, self.hop)  # [B, T, 2N], frame t over [(t - 1) * N, (t + 1) * N)
         return frames @ self.basis
 
     def synthesis(self, coeffs: Tensor) -> Tensor:
+        """``coeffs [B, T, N] -> wav [B, (T - 1) * N]``: the overlap-add of the frames, without the half
+        frames at either end that only one frame covers (their aliasing has no partner to cancel it)."""
         frames = coeffs @ self.basis.T  # [B, T, 2N]
         b, t, _ = frames.shape
         out = F.fold(
             frames.transpose(1, 2), output_size=(1, (t + 1) * self.hop), kernel_size=(1, 2 * self.hop),
             stride=(1, self.hop),
         )  # fmt: skip
-        return out.reshape(b, -1)[:, self.hop :]
+        return out.reshape(b, -1)[:, self.hop : t * self.hop]
 
 
 class CausalBlock(nn.Module):
@@ -110,6 +121,10 @@ def _gain_features(x: Tensor) -> tuple[Tensor, Tensor]:
 
 class MDCTCodec(RVQCodec, Component):
     """Neural transform codec with the ``Codec`` interface (see :mod:`musiclm_pytorch.codec`).
+
+    ``encode(wav [B, 1, S]) -> codes [B, Q, ceil(S / hop) + 1]`` and ``decode(codes [B, Q', T]) -> wav
+    [B, 1, (T - 1) * hop]``: one frame more than hops, so that every decoded sample is exact (the module's
+    length rule).
 
     Args:
         sample_rate: audio rate.
@@ -166,7 +181,7 @@ class MDCTCodec(RVQCodec, Component):
         return self.project(frames) + rms * self.encoder(feats)
 
     def _synthesize(self, latents: Tensor) -> Tensor:
-        """``[B, T, D] -> wav [B, 1, T * hop]``."""
+        """``[B, T, D] -> wav [B, 1, (T - 1) * hop]`` (see the module's length rule)."""
         frames = self.unproject(latents)
         rms, _ = _gain_features(frames)
         _, feats = _gain_features(latents)
