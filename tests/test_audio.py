@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import stat
+
 import librosa
 import numpy as np
 import pytest
@@ -38,6 +41,19 @@ def test_round_trip_each_format(tmp_path, ext):
     # lossy codecs add delay/padding; length within 0.1 s and the pitch is intact
     assert abs(len(wav) - len(x)) < 1600
     assert abs(_peak_hz(wav.numpy(), sr) - 440.0) < 2.0
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_saved_audio_gets_the_mode_new_files_get(tmp_path, umask):
+    """Written through a temporary file and a rename, yet as readable as a file ``open`` makes (mkstemp's
+    0o600 would survive the rename)."""
+    old = os.umask(umask)
+    try:
+        path = save_audio(tmp_path / "gen" / "00.wav", _tone(440.0, 16000), 16000)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+    assert [p.name for p in path.parent.iterdir()] == ["00.wav"]
 
 
 def test_multichannel_to_mono_and_resample(tmp_path):

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import pytest
 import torch
@@ -116,3 +118,40 @@ def test_load_imports_the_defining_module(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["SoundStream", "SemanticTokenizer"]
+
+
+@pytest.fixture(params=[0o022, 0o077, 0o002])
+def umask(request):
+    """Run the test under each umask (restored after): the mode must follow it, not be fixed."""
+    old = os.umask(request.param)
+    yield request.param
+    os.umask(old)
+
+
+def test_saved_files_get_the_mode_new_files_get(tmp_path, umask):
+    """mkstemp creates 0o600 files and a rename keeps the mode: checkpoints and training state must come
+    out as ``open`` would make them, 0o666 less the umask."""
+    from musiclm_pytorch.training.common import atomic_torch_save
+
+    model = AudioSpectrogramTransformer(dim=32, depth=1, heads=2, dim_head=16)
+    paths = [save(model, tmp_path / "ast.safetensors"), atomic_torch_save({"step": 3}, tmp_path / "state.pt")]
+    for path in paths:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, f"{path.name}: {oct(path.stat().st_mode)}"
+    save(model, paths[0])  # overwriting an existing file keeps the rule
+    assert stat.S_IMODE(paths[0].stat().st_mode) == 0o666 & ~umask
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ast.safetensors", "state.pt"]
+
+
+def test_atomic_path_removes_its_file_when_the_writer_fails(tmp_path):
+    from musiclm_pytorch.checkpoint import atomic_path
+
+    target = tmp_path / "sub" / "out.bin"
+    with pytest.raises(RuntimeError, match="writer failed"), atomic_path(target) as tmp:
+        assert tmp.parent == target.parent and tmp.exists()
+        tmp.write_bytes(b"half")
+        raise RuntimeError("writer failed")
+    assert list(target.parent.iterdir()) == []
+    with atomic_path(target, suffix=".wav") as tmp:
+        assert tmp.name.endswith(".wav")
+        tmp.write_bytes(b"whole")
+    assert target.read_bytes() == b"whole" and list(target.parent.iterdir()) == [target]

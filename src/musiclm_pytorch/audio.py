@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,8 @@ import soundfile as sf
 import soxr
 import torch
 from torch import Tensor, nn
+
+from .checkpoint import atomic_path
 
 __all__ = [
     "AudioLoadError",
@@ -143,16 +144,9 @@ def save_audio(path: str | os.PathLike, wav: Tensor | np.ndarray, sample_rate: i
     x = wav.detach().cpu().float().numpy() if isinstance(wav, Tensor) else np.asarray(wav, dtype=np.float32)
     if x.ndim not in (1, 2):
         raise ValueError(f"wav must be [S] or [C, S], got shape {tuple(x.shape)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     fmt = path.suffix.lstrip(".").upper() or "WAV"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=path.suffix) as tmp:
         sf.write(tmp, x.T if x.ndim == 2 else x, sample_rate, format=fmt)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

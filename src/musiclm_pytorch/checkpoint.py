@@ -4,7 +4,9 @@ A checkpoint is a ``.safetensors`` file whose metadata holds ``format_version``,
 (the registered name of the class) and ``config`` (JSON of the constructor arguments, nested
 components included). ``load(path)`` rebuilds the model from that config with no architecture
 arguments, then loads the weights strictly. Files are written to a temporary name in the same
-folder and renamed, so a killed writer never leaves a half file under the real name.
+folder and renamed, so a killed writer never leaves a half file under the real name
+(:func:`atomic_path`, which the other writers of the package use too); the file gets the mode any
+new file gets (``0o666`` less the umask), not a temporary file's ``0o600``.
 
 A class joins the format by subclassing :class:`Component`, giving ``component_name`` and
 recording its constructor arguments with ``self.save_config(...)``.
@@ -12,11 +14,14 @@ recording its constructor arguments with ``self.save_config(...)``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import json
 import os
-import tempfile
+import secrets
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -31,6 +36,7 @@ __all__ = [
     "save",
     "load",
     "read_header",
+    "atomic_path",
     "identity",
     "check_identity",
     "STAGE_INPUTS",
@@ -165,23 +171,52 @@ def save(model: Component, path: str | os.PathLike, *, extra: dict[str, Any] | N
     """Write ``model`` (weights + config) to ``path`` atomically. Returns the path."""
     if not isinstance(model, Component):
         raise TypeError(f"save() needs a Component, got {type(model).__name__}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {
         "format_version": str(FORMAT_VERSION),
         "component": model.component_name,
         "config": json.dumps(model.config),
         "extra": json.dumps(extra or {}),
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(_state_dict_for_save(model), str(tmp), metadata=metadata)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, suffix: str = ".tmp") -> Iterator[Path]:
+    """A new empty file beside ``path`` to write to, renamed onto ``path`` when the block ends and
+    removed if it raises: a killed or failing writer never leaves a half file under the real name.
+
+    The file is created as ``open`` creates files (mode ``0o666`` less the process umask), so the
+    result is as readable as any other file of the user's; ``tempfile.mkstemp``'s ``0o600`` would
+    survive the rename. A writer that replaces the file instead of writing into it (safetensors 0.8
+    puts a new file of mode ``0o600`` there) gets that mode put back.
+
+    Args:
+        path: the final file; its folder is created if missing.
+        suffix: the temporary name's ending (some writers pick the format from it, e.g. ``".wav"``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}{suffix}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the kernel applies the umask
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(f"no free temporary name beside {str(path)!r} after 100 tries")
     try:
-        save_file(_state_dict_for_save(model), tmp, metadata=metadata)
+        mode = stat.S_IMODE(tmp.stat().st_mode)  # read back rather than os.umask(): that call sets it
+        yield tmp
+        if stat.S_IMODE(tmp.stat().st_mode) != mode:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+        if tmp.exists():
+            tmp.unlink()
 
 
 def read_header(path: str | os.PathLike) -> dict[str, Any]:

@@ -11,13 +11,14 @@ import json
 import math
 import os
 import random
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 import torch
+
+from ..checkpoint import atomic_path
 
 C = TypeVar("C")
 
@@ -125,15 +126,8 @@ def check_finite(value: torch.Tensor, step: int, what: str = "loss") -> None:
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
