@@ -19,17 +19,29 @@ Subcommands:
     eval judge-fit  calibrate the judge on rendered clips and report its own accuracy
     similarity  MuLaN cosine similarity between audio files and captions, from a checkpoint
     info        print a checkpoint's component and config
+
+Start-up: this module imports nothing heavy (no torch, numpy, safetensors); each command imports what
+it uses, and the ``train`` flags come from their config dataclasses only when a ``train`` command is
+parsed, so ``musiclm --help`` and ``musiclm info`` stay fast. Add new imports inside the handlers.
+
+``--debug`` (before the command) shows the full traceback of an error that otherwise prints one line.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import struct
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from .data.render import SynthUnavailableError
+# ``generate`` limits: the candidates of every text are sampled as one batch and all reranked by MuLaN;
+# longer music is pipeline.generate_long's job (windows with an overlap), not one longer sample.
+MAX_CANDIDATES = 16
+MAX_SECONDS = 60.0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -59,8 +71,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_generate_bounds(args: argparse.Namespace) -> None:
+    """Refuse ``--candidates`` outside ``1..MAX_CANDIDATES`` and ``--seconds`` outside ``(0, MAX_SECONDS]``
+    before any model loads."""
+    if not 1 <= args.candidates <= MAX_CANDIDATES:
+        raise ValueError(f"--candidates must be between 1 and {MAX_CANDIDATES}, got {args.candidates}")
+    if not 0 < args.seconds <= MAX_SECONDS:  # also refuses nan
+        raise ValueError(f"--seconds must be > 0 and <= {MAX_SECONDS:g}, got {args.seconds:g}")
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    _check_generate_bounds(args)
 
     import torch
 
@@ -442,10 +463,62 @@ def _cmd_eval_acoustic(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_info(args: argparse.Namespace) -> int:
-    from .checkpoint import read_header
+# safetensors refuses headers larger than this (its MAX_HEADER_SIZE)
+_MAX_HEADER_BYTES = 100_000_000
 
-    print(json.dumps(read_header(args.checkpoint), indent=2))
+
+def read_checkpoint_header(path: str | Path) -> dict[str, Any]:
+    """``checkpoint.read_header`` without torch or safetensors: what ``musiclm info`` prints.
+
+    A safetensors file starts with the header's length (8 bytes, little-endian) and the header, JSON
+    whose ``"__metadata__"`` holds our strings: ``format_version``, ``component``, ``config`` (JSON)
+    and ``extra`` (JSON). ``checkpoint.read_header`` imports torch (about 2 s), too slow for a command
+    that only reads a few hundred bytes. Unlike ``load``, any ``format_version`` is shown, not refused.
+
+    Raises:
+        ValueError: the file is missing, not a safetensors file, or not one of our checkpoints; the
+            message names the file and the reason, as ``CheckpointError``'s does.
+    """
+    path = Path(path)
+
+    def bad(reason: str) -> ValueError:
+        return ValueError(f"bad checkpoint {str(path)!r}: {reason}")
+
+    if not path.is_file():
+        raise bad("no such file")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        prefix = f.read(8)
+        if len(prefix) < 8:
+            raise bad(f"not a readable safetensors file ({size} bytes, shorter than the 8-byte header length)")
+        (length,) = struct.unpack("<Q", prefix)
+        if length > min(size - 8, _MAX_HEADER_BYTES):
+            raise bad(f"not a readable safetensors file (header length {length} but the file has {size} bytes)")
+        raw = f.read(length)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise bad(f"not a readable safetensors file (header is not JSON: {e})") from e
+    meta = header.get("__metadata__") or {} if isinstance(header, dict) else {}
+    missing = {"format_version", "component", "config"} - set(meta)
+    if missing:
+        raise bad(f"metadata lacks {sorted(missing)}; not a musiclm_pytorch checkpoint")
+    try:
+        config = json.loads(meta["config"])
+        extra = json.loads(meta.get("extra", "{}"))
+    except json.JSONDecodeError as e:
+        raise bad(f"config is not valid JSON ({e})") from e
+    version = meta["format_version"]
+    return {
+        "format_version": int(version) if version.isdigit() else version,
+        "component": meta["component"],
+        "config": config,
+        "extra": extra,
+    }
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    print(json.dumps(read_checkpoint_header(args.checkpoint), indent=2))
     return 0
 
 
@@ -468,8 +541,46 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type) -> None:
             parser.add_argument(flag, dest=field.name, type=typ, default=None, help=f"default: {field.default!r}")
 
 
+class _ConfigFlagsParser(argparse.ArgumentParser):
+    """A subcommand parser whose ``--config`` and ``--flags`` come from a config dataclass, added when the
+    parser is first used (parsing, usage, help): the dataclasses live in the training modules, which
+    import torch, and building the whole parser for ``musiclm --help`` must not.
+
+    Args:
+        config: ``"module:ClassName"``, the module relative to this package; ``None``: a plain parser.
+    """
+
+    def __init__(self, *args: Any, config: str | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._config = config
+
+    def _add_config_flags(self) -> None:
+        if self._config is None:
+            return
+        module, _, name = self._config.partition(":")
+        self._config = None
+        cls = getattr(importlib.import_module(module, __package__), name)
+        self.add_argument("--config", help=f"JSON file of {cls.__name__} keys (unknown keys are rejected)")
+        add_config_flags(self, cls)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self._add_config_flags()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self._add_config_flags()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self._add_config_flags()
+        return super().format_help()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="musiclm", description="MusicLM (text to music) in PyTorch")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback of an error (without it: one line)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="train a tiny MuLaN on synthetic tones (about 20 s on 2 CPU threads)")
@@ -483,8 +594,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="music from text with a trained model folder")
     gen.add_argument("texts", nargs="+")
     gen.add_argument("--model-dir", help="folder with the component checkpoints (see pipeline.BUNDLE_FILES)")
-    gen.add_argument("--seconds", type=float, default=5.0)
-    gen.add_argument("--candidates", type=int, default=4, help="samples per text, reranked by MuLaN")
+    gen.add_argument("--seconds", type=float, default=5.0, help=f"length of each sample, at most {MAX_SECONDS:g}")
+    gen.add_argument(
+        "--candidates", type=int, default=4, help=f"samples per text, reranked by MuLaN (1 to {MAX_CANDIDATES})"
+    )
     gen.add_argument("--cfg-scale", type=float, default=3.0)
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--threads", type=int, default=2)
@@ -548,26 +661,20 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--min-seconds", type=float, default=1.0)
     check.set_defaults(func=_cmd_data_check)
 
-    train = sub.add_parser("train", help="train a component").add_subparsers(dest="train_command", required=True)
-    from .training.codec import CodecTrainConfig
-    from .training.mulan import MuLaNTrainConfig
-    from .training.mulan_text import TextAlignConfig
-    from .training.stages import StageTrainConfig
-
-    for name, cls, func, help_text in (
-        ("mulan", MuLaNTrainConfig, _cmd_train_mulan, "train MuLaN contrastively (resumes from --out)"),
-        (
-            "mulan-text",
-            TextAlignConfig,
-            _cmd_train_mulan_text,
-            "fit MuLaN's text side (or a new text tower) to its frozen audio side (resumes from --out)",
-        ),
-        ("codec", CodecTrainConfig, _cmd_train_codec, "train a codec, MDCT or SoundStream (resumes from --out)"),
-        ("stage", StageTrainConfig, _cmd_train_stage, "train a stage LM (semantic, coarse, fine) on tokenized data"),
-    ):
-        p = train.add_parser(name, help=help_text)
-        p.add_argument("--config", help=f"JSON file of {cls.__name__} keys (unknown keys are rejected)")
-        add_config_flags(p, cls)
+    train = sub.add_parser("train", help="train a component").add_subparsers(
+        dest="train_command", required=True, parser_class=_ConfigFlagsParser
+    )
+    for name, config, func, help_text in (
+        ("mulan", ".training.mulan:MuLaNTrainConfig", _cmd_train_mulan,
+         "train MuLaN contrastively (resumes from --out)"),
+        ("mulan-text", ".training.mulan_text:TextAlignConfig", _cmd_train_mulan_text,
+         "fit MuLaN's text side (or a new text tower) to its frozen audio side (resumes from --out)"),
+        ("codec", ".training.codec:CodecTrainConfig", _cmd_train_codec,
+         "train a codec, MDCT or SoundStream (resumes from --out)"),
+        ("stage", ".training.stages:StageTrainConfig", _cmd_train_stage,
+         "train a stage LM (semantic, coarse, fine) on tokenized data"),
+    ):  # fmt: skip
+        p = train.add_parser(name, help=help_text, config=config)
         p.set_defaults(func=func)
 
     tsem = train.add_parser("semantic-tokenizer", help="fit the k-means semantic tokenizer on a corpus")
@@ -696,12 +803,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_user_error(error: Exception) -> bool:
+    """Errors the user fixes (a bad value, a missing file, a missing synthesizer): one line, no traceback."""
+    from .data.render import SynthUnavailableError  # here, not at the top: it imports numpy
+
+    return isinstance(error, (ValueError, FileNotFoundError, SynthUnavailableError))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``musiclm`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status (2: a user error,
+    reported on one line of stderr, or in full with ``--debug``)."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ValueError, FileNotFoundError, SynthUnavailableError) as e:  # user errors: one line, no traceback
-        print(f"musiclm {args.command}: error: {e}", file=sys.stderr)
+    except Exception as e:
+        if not _is_user_error(e):
+            raise
+        if args.debug:
+            import traceback
+
+            traceback.print_exc()
+        else:
+            print(f"musiclm {args.command}: error: {e}", file=sys.stderr)
         return 2
 
 
