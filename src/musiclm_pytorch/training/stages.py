@@ -412,10 +412,10 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
         rng = random.Random((cfg.seed * 1_000_003 + step) * 1_009 + accelerator.process_index)
         batch_items = [items[rng.randrange(len(items))] for _ in range(cfg.batch_size)]
         if layout is None:  # the acoustic stage: its own masking and loss
-            sem, codes, latents = (t.to(accelerator.device) for t in _acoustic_batch(batch_items, ratio, frames, rng,
-                                                                                     model.num_quantizers))  # fmt: skip
-            gen = torch.Generator().manual_seed(rng.randrange(2**62))
             assert isinstance(model, MaskedAcousticLM)
+            batch = _acoustic_batch(batch_items, ratio, frames, rng, model.num_quantizers)
+            sem, codes, latents = (t.to(accelerator.device) for t in batch)
+            gen = torch.Generator().manual_seed(rng.randrange(2**62))
             inputs, target, truth = model.training_inputs(sem, codes, latents, generator=gen)
             with accelerator.autocast():
                 logits = lm_ddp(**inputs)  # through the wrapper: DDP syncs gradients of its forward
