@@ -57,6 +57,7 @@ _BUILTIN_MODULES = {
     "semantic_tokenizer": "musiclm_pytorch.semantic.tokenizer",
     "token_lm": "musiclm_pytorch.lm.transformer",
     "masked_acoustic_lm": "musiclm_pytorch.lm.masked",
+    "latent_acoustic_lm": "musiclm_pytorch.lm.regression",
     "mulan_embed_quantizer": "musiclm_pytorch.conditioning",
     "mulan": "musiclm_pytorch.mulan.model",
     "audio_spectrogram_transformer": "musiclm_pytorch.mulan.audio_tower",
@@ -301,6 +302,7 @@ STAGE_INPUTS = {
     "coarse": ("conditioner", "semantic", "codec"),
     "fine": ("conditioner", "codec"),
     "acoustic": ("mulan", "semantic", "codec"),  # continuous MuLaN latents, not the conditioner's ids
+    "latent": ("mulan", "semantic", "codec"),
 }
 
 

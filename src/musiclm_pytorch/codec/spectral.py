@@ -175,7 +175,19 @@ class SpectralCodec(CodecBase, Component):
     def decode(self, codes: Tensor) -> Tensor:
         """``codes [B, Q', T] -> wav [B, 1, T * hop]``; ``Q' <= num_quantizers`` uses the first levels."""
         self._check_fitted()
-        return self.synthesize(self.latents_from_codes(codes) @ self.basis.T + self.mean)
+        return self.decode_latents(self.latents_from_codes(codes))
+
+    @property
+    def latent_dim(self) -> int:
+        return self.basis.shape[1]
+
+    @torch.no_grad()
+    def decode_latents(self, latents: Tensor) -> Tensor:
+        """``latents [B, T, D]`` (principal-component coordinates, quantized or not) ``-> wav [B, 1, T * hop]``."""
+        self._check_fitted()
+        if latents.ndim != 3 or latents.shape[-1] != self.latent_dim:
+            raise ValueError(f"latents must be [B, T, {self.latent_dim}], got shape {tuple(latents.shape)}")
+        return self.synthesize(latents.float() @ self.basis.T + self.mean)
 
     # ---- fitting ------------------------------------------------------------------------------------
     @torch.no_grad()

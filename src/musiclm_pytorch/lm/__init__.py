@@ -2,6 +2,7 @@
 stages, and the parallel frame-aligned masked acoustic stage."""
 
 from .masked import MaskedAcousticLM
+from .regression import LatentAcousticLM
 from .transformer import KVCache, SamplingConfig, TokenLM, filter_logits, sample
 
-__all__ = ["TokenLM", "MaskedAcousticLM", "KVCache", "SamplingConfig", "filter_logits", "sample"]
+__all__ = ["TokenLM", "MaskedAcousticLM", "LatentAcousticLM", "KVCache", "SamplingConfig", "filter_logits", "sample"]

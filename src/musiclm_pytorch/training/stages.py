@@ -35,6 +35,7 @@ from ..checkpoint import STAGE_INPUTS, check_identity, identity, load, save, sta
 from ..data.datasets import CaptionedAudioDataset, ClipOptions, SkipStats, manifest_rows
 from ..lm.layouts import CoarseLayout, FineLayout, SemanticLayout
 from ..lm.masked import MaskedAcousticLM
+from ..lm.regression import LatentAcousticLM
 from ..lm.transformer import TokenLM
 from .common import (
     EMA,
@@ -233,6 +234,8 @@ class StageTrainConfig:
     cond_noise: float = 0.0
     # acoustic stage: the first codec levels it makes (None: all the tokens hold)
     acoustic_levels: int | None = None
+    # latent stage: the SpectralCodec checkpoint whose latents it regresses (the one the tokens were made with)
+    codec: str = ""
     # TokenLM token_groups (each id also gets its codec level's embedding). None: the fine stage only
     # (a resumed run: what its checkpoint has),
     # by measurement on MDCT codes (benchmarks/RESULTS.md): fine 8.37 -> 6.79 val loss at 300 steps,
@@ -250,15 +253,19 @@ class StageTrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.stage not in ("semantic", "coarse", "fine", "acoustic"):
-            raise ValueError(f"stage must be semantic, coarse, fine or acoustic, got {self.stage!r}")
+        if self.stage not in ("semantic", "coarse", "fine", "acoustic", "latent"):
+            raise ValueError(f"stage must be semantic, coarse, fine, acoustic or latent, got {self.stage!r}")
+        if self.stage == "latent" and not self.codec:
+            raise ValueError("the latent stage needs --codec: the SpectralCodec whose latents it learns")
         if not self.tokens:
             raise ValueError("tokens is required: the folder written by `musiclm data tokenize`")
         if self.mixed_precision not in ("no", "bf16"):
             raise ValueError(f"mixed_precision must be 'no' or 'bf16', got {self.mixed_precision!r}")
 
 
-PAPER_CROPS = {"semantic": 30.0, "coarse": 10.0, "fine": 3.0, "acoustic": 10.0}  # acoustic: SoundStorm's stage
+# acoustic (SoundStorm-like) and latent: our stages, 10 s as the paper's coarse stage
+PAPER_CROPS = {"semantic": 30.0, "coarse": 10.0, "fine": 3.0, "acoustic": 10.0, "latent": 10.0}
+ACOUSTIC = ("acoustic", "latent")  # the frame-aligned stages (MuLaN latents, every codec level)
 
 
 def _crop_frames(cfg: StageTrainConfig, meta: dict[str, Any]) -> int:
@@ -329,19 +336,25 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
     accelerator = make_accelerator(cfg.mixed_precision, kwargs_handlers=[ddp])
     train = torch.load(root / "train.pt", weights_only=False)
     val = torch.load(root / "val.pt", weights_only=False) if (root / "val.pt").is_file() else None
-    layout = _layout(cfg, train) if cfg.stage != "acoustic" else None
+    layout = _layout(cfg, train) if cfg.stage not in ACOUSTIC else None
     ratio = train["ratio"]
     frames = _crop_frames(cfg, train)
     seq_len = {"semantic": frames, "coarse": frames + frames * ratio * getattr(layout, "num_coarse", 0),
                "fine": frames * ratio * getattr(layout, "levels", 0),
-               "acoustic": frames * ratio}[cfg.stage]  # fmt: skip
+               "acoustic": frames * ratio, "latent": frames * ratio}[cfg.stage]  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     model_path, state_path = out / f"{cfg.stage}.safetensors", out / "train_state.pt"
     resume = model_path.is_file() and state_path.is_file()
     torch.manual_seed(cfg.seed)
-    lm: TokenLM | MaskedAcousticLM
+    lm: TokenLM | MaskedAcousticLM | LatentAcousticLM
+    codec = _latent_codec(cfg, train) if cfg.stage == "latent" else None
+    if cfg.stage in ACOUSTIC and "mulan" not in train["items"][0]:
+        raise ValueError(f"{root} holds no MuLaN latents (tokenized before they were stored): the {cfg.stage} stage "
+                         "conditions on them; run `musiclm data tokenize --reuse` into a new folder")  # fmt: skip
     if resume and cfg.stage == "acoustic":
         lm = load(model_path, expected=MaskedAcousticLM)
+    elif resume and cfg.stage == "latent":
+        lm = load(model_path, expected=LatentAcousticLM)
     elif resume:
         lm = load(model_path, expected=TokenLM)
         has_levels = lm.group_emb is not None
@@ -354,10 +367,13 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
                 f"{model_path} was trained {'with' if has_levels else 'without'} level embeddings; resume it "
                 f"with {'--level-embeddings' if has_levels else '--no-level-embeddings'} (or neither)"
             )
+    elif cfg.stage == "latent":
+        assert codec is not None
+        lm = LatentAcousticLM(semantic_vocab=train["semantic_vocab"], latent_dim=codec.latent_dim, ratio=ratio,
+                              cond_dim=train["items"][0]["mulan"].shape[-1], dim=cfg.dim, depth=cfg.depth,
+                              heads=cfg.heads, dim_head=cfg.dim_head, dropout=cfg.dropout,
+                              cond_drop_prob=cfg.cond_drop_prob, cond_noise=cfg.cond_noise)  # fmt: skip
     elif cfg.stage == "acoustic":
-        if "mulan" not in train["items"][0]:
-            raise ValueError(f"{root} holds no MuLaN latents (tokenized before they were stored): the acoustic stage "
-                             "conditions on them; run `musiclm data tokenize --reuse` into a new folder")  # fmt: skip
         if not 1 <= (cfg.acoustic_levels or 1) <= train["num_quantizers"]:
             raise ValueError(f"acoustic_levels={cfg.acoustic_levels} must be in [1, {train['num_quantizers']}] (the "
                              f"codec levels {root} holds)")  # fmt: skip
@@ -390,12 +406,14 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
     log = JsonLog(out / "log.jsonl", resume_step=step if resume else None)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     lm_ddp, opt = accelerator.prepare(lm, opt)
-    model: TokenLM | MaskedAcousticLM = accelerator.unwrap_model(lm_ddp)
+    model: TokenLM | MaskedAcousticLM | LatentAcousticLM = accelerator.unwrap_model(lm_ddp)
 
     def evaluate(m: Any) -> dict[str, Any]:
         assert val is not None
         if cfg.stage == "acoustic":
             return evaluate_acoustic(m, val["items"], cfg, ratio, frames)
+        if cfg.stage == "latent":
+            return evaluate_latent(m, codec, val["items"], cfg, ratio, frames)
         assert layout is not None
         return evaluate_stage(m, val["items"], cfg, layout, ratio, frames, num_levels, _semantic_rate(train))
 
@@ -411,7 +429,17 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
     while step < cfg.max_steps:
         rng = random.Random((cfg.seed * 1_000_003 + step) * 1_009 + accelerator.process_index)
         batch_items = [items[rng.randrange(len(items))] for _ in range(cfg.batch_size)]
-        if layout is None:  # the acoustic stage: its own masking and loss
+        if isinstance(model, LatentAcousticLM):  # regression on the codec's latents
+            assert codec is not None
+            batch = _acoustic_batch(batch_items, ratio, frames, rng, codec.num_quantizers)
+            sem, codes, latents = (t.to(accelerator.device) for t in batch)
+            target = codec.latents_from_codes(codes)
+            cond, drop = model.training_inputs(latents, generator=torch.Generator().manual_seed(rng.randrange(2**62)))
+            with accelerator.autocast():
+                pred = lm_ddp(sem, cond, frames=target.shape[1], drop=drop)
+            loss = F.l1_loss(pred.float(), target)
+            mask = torch.ones_like(codes[:, 0], dtype=torch.bool)
+        elif layout is None:  # the masked acoustic stage: its own masking and loss
             assert isinstance(model, MaskedAcousticLM)
             batch = _acoustic_batch(batch_items, ratio, frames, rng, model.num_quantizers)
             sem, codes, latents = (t.to(accelerator.device) for t in batch)
@@ -463,6 +491,8 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
                      "config": asdict(cfg), **({"ema": ema.state_dict()} if ema is not None else {})}  # fmt: skip
             atomic_torch_save(state, state_path)
             keys = ["loss", "val_loss", "val_loss_shuffled_cond"]
+            if cfg.stage == "latent":
+                keys += ["val_loss_null_cond"]
             if cfg.stage == "acoustic":
                 keys += [
                     "val_level1_from_blank",
@@ -518,6 +548,41 @@ def evaluate_acoustic(lm: MaskedAcousticLM, items: list[dict[str, Any]], cfg: St
         k: round(v / (count if k.startswith("val_loss") else frame_count), 5) for k, v in sums.items()
     }
     return {**report, "val_clips": len(chosen)}
+
+
+def _latent_codec(cfg: StageTrainConfig, train: dict[str, Any]) -> Any:
+    """The SpectralCodec of ``cfg.codec``, checked to be the one the tokens were made with."""
+    from ..codec import SpectralCodec
+
+    codec = load(cfg.codec, expected=SpectralCodec).eval()
+    made_with = train["identity"].get("codec")
+    if made_with != identity(codec):
+        raise ValueError(f"--codec {cfg.codec!r} is {identity(codec)}, but the tokens were made with {made_with}")
+    return codec
+
+
+@torch.no_grad()
+def evaluate_latent(lm: LatentAcousticLM, codec: Any, items: list[dict[str, Any]], cfg: StageTrainConfig, ratio: int,
+                    frames: int) -> dict[str, Any]:  # fmt: skip
+    """Validation L1 of the latent stage with the clips' own conditioning, another clip's (shuffled) and
+    none (null): the conditioning matters when the shuffled and null losses are higher."""
+    lm.eval()
+    rng = random.Random(1234)
+    chosen = items[: max(cfg.eval_items, 2)]
+    device = lm.null_cond.device
+    sums: dict[str, float] = {}
+    batches = 0
+    for start in range(0, len(chosen), cfg.batch_size):
+        part = chosen[start : start + cfg.batch_size]
+        if len(part) < 2:
+            break
+        sem, codes, latents = (t.to(device) for t in _acoustic_batch(part, ratio, frames, rng, codec.num_quantizers))
+        target = codec.latents_from_codes(codes)
+        for name, cond in (("", latents), ("_shuffled_cond", latents.roll(1, 0)), ("_null_cond", None)):
+            err = F.l1_loss(lm(sem, cond, frames=target.shape[1]).float(), target).item()
+            sums[f"val_loss{name}"] = sums.get(f"val_loss{name}", 0.0) + err
+        batches += 1
+    return {**{k: round(v / batches, 5) for k, v in sums.items()}, "val_clips": len(chosen)}
 
 
 @torch.no_grad()

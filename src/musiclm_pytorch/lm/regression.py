@@ -1,0 +1,152 @@
+"""A frame-aligned regression acoustic stage: semantic ids + MuLaN embedding -> the codec's latents.
+
+Why it exists beside the token stages (benchmarks/RESULTS.md, "An acoustic stage that reads its
+conditioning"): a token stage learns from one 1,024-way choice per frame and level, and on CPU
+budgets neither the paper's coarse stage nor the masked stage (:mod:`.masked`) learned to read the
+MuLaN conditioning (true and shuffled conditioning gave the same loss after hundreds of steps). A
+magnitude codec (:class:`~musiclm_pytorch.codec.SpectralCodec`) has a continuous latent per frame
+that its decoder renders directly: the principal components of the log-magnitude spectrum. This
+stage predicts that latent with an L1 loss, a dense signal on every dimension of every frame, from
+the same inputs as the masked stage (each 50 Hz frame reads the 25 Hz semantic id that covers it,
+and the clip's continuous MuLaN embedding through a zero-initialised projection, with noise and
+dropout in training). One bidirectional forward makes 10 s; classifier-free guidance extrapolates
+the conditioned prediction away from the null one, ``null + s * (cond - null)``, in one batched
+forward (as diffusion models guide their noise estimates).
+
+It predicts the conditional *mean* spectrum: the variety of a piece comes from the semantic stage,
+which samples; the spectra are smoother than real ones. Its codes, where tokens are wanted, are the
+codec's quantization of the prediction (``SpectralCodec.quantize_latents``).
+
+Shape letters: B batch, T codec frames, Ts semantic frames, D model dim, L latent dim, C conditioning dim.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..checkpoint import Component
+from ..mulan.transformer import RotaryEmbedding
+from .transformer import _Block
+
+
+class LatentAcousticLM(Component):
+    """Bidirectional transformer regressing the codec latent of every frame (module docstring).
+
+    Args:
+        semantic_vocab: semantic ids.
+        latent_dim: the codec's latent size (``SpectralCodec.dim``).
+        ratio: codec frames per semantic frame (50 Hz / 25 Hz = 2).
+        cond_dim: size of the conditioning embedding (MuLaN: 128).
+        dim, depth, heads, dim_head, ff_hidden, dropout: transformer sizes.
+        cond_drop_prob: probability of the null condition per training example (guidance).
+        cond_noise: largest per-dimension std of the Gaussian noise added to the (unit) conditioning in
+            training, drawn uniformly per example; 0 disables.
+    """
+
+    component_name = "latent_acoustic_lm"
+
+    def __init__(
+        self, *, semantic_vocab: int, latent_dim: int, ratio: int = 2, cond_dim: int = 128, dim: int = 256,
+        depth: int = 6, heads: int = 4, dim_head: int = 64, ff_hidden: int | None = None, dropout: float = 0.1,
+        cond_drop_prob: float = 0.1, cond_noise: float = 0.0,
+    ):  # fmt: skip
+        super().__init__()
+        ff_hidden = ff_hidden or 4 * dim
+        self.save_config(
+            semantic_vocab=semantic_vocab, latent_dim=latent_dim, ratio=ratio, cond_dim=cond_dim, dim=dim, depth=depth,
+            heads=heads, dim_head=dim_head, ff_hidden=ff_hidden, dropout=dropout, cond_drop_prob=cond_drop_prob,
+            cond_noise=cond_noise,
+        )  # fmt: skip
+        if not 0.0 <= cond_drop_prob < 1.0 or cond_noise < 0 or ratio < 1:
+            raise ValueError(f"need 0 <= cond_drop_prob < 1, cond_noise >= 0, ratio >= 1; got {cond_drop_prob}, "
+                             f"{cond_noise}, {ratio}")  # fmt: skip
+        self.semantic_vocab, self.latent_dim, self.ratio, self.cond_dim = semantic_vocab, latent_dim, ratio, cond_dim
+        self.cond_drop_prob, self.cond_noise = cond_drop_prob, cond_noise
+        self.semantic_emb = nn.Embedding(semantic_vocab, dim)
+        self.phase_emb = nn.Embedding(ratio, dim)  # which of the ``ratio`` frames under one semantic id
+        self.cond_proj = nn.Linear(cond_dim, dim)
+        nn.init.zeros_(self.cond_proj.weight)
+        nn.init.zeros_(self.cond_proj.bias)
+        self.null_cond = nn.Parameter(torch.zeros(dim))
+        self.rotary = RotaryEmbedding(dim_head, num_axes=1)
+        self.blocks = nn.ModuleList(
+            _Block(dim, heads, dim_head, ff_hidden, dropout, causal=False) for _ in range(depth)
+        )
+        self.norm = nn.LayerNorm(dim)
+        self.to_latent = nn.Linear(dim, latent_dim)
+
+    def condition(self, cond: Tensor | None, batch: int, *, drop: Tensor | None = None) -> Tensor:
+        """``[B, D]``: the projected conditioning, or the null vector for ``cond=None`` / dropped rows."""
+        null = self.null_cond.expand(batch, -1)
+        if cond is None:
+            return null
+        c = self.cond_proj(cond.to(self.null_cond.dtype))
+        return c if drop is None else torch.where(drop[:, None], null, c)
+
+    def forward(self, semantic: Tensor, cond: Tensor | None, *, frames: int | None = None,
+                drop: Tensor | None = None) -> Tensor:  # fmt: skip
+        """Latents ``[B, T, L]`` (``T = frames`` or ``Ts * ratio``) for ``semantic [B, Ts]`` and ``cond
+        [B, C]`` (``None``: null)."""
+        if semantic.ndim != 2 or semantic.shape[1] == 0:
+            raise ValueError(f"semantic must be [B, Ts >= 1], got shape {tuple(semantic.shape)}")
+        if int(semantic.min()) < 0 or int(semantic.max()) >= self.semantic_vocab:
+            raise ValueError(f"semantic ids must be in [0, {self.semantic_vocab}), got "
+                             f"[{int(semantic.min())}, {int(semantic.max())}]")  # fmt: skip
+        b, ts = semantic.shape
+        t = frames or ts * self.ratio
+        if t > ts * self.ratio:
+            raise ValueError(f"frames={t} exceed the {ts} semantic ids x ratio {self.ratio}")
+        if cond is not None and cond.shape != (b, self.cond_dim):
+            raise ValueError(f"cond must be [B={b}, {self.cond_dim}], got shape {tuple(cond.shape)}")
+        sem = semantic.long().repeat_interleave(self.ratio, dim=1)[:, :t]
+        phase = torch.arange(t, device=semantic.device) % self.ratio
+        x = self.semantic_emb(sem) + self.phase_emb(phase)[None] + self.condition(cond, b, drop=drop)[:, None]
+        rotary = self.rotary(torch.arange(t, device=x.device)[None, :, None])
+        for layer, block in enumerate(self.blocks):
+            x = block(x, rotary, None, layer)
+        return self.to_latent(self.norm(x))
+
+    def noisy(self, cond: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """``cond`` plus Gaussian noise of a per-row std in ``[0, cond_noise]``, re-normalised."""
+        if self.cond_noise <= 0:
+            return cond
+        scale = torch.rand(cond.shape[0], 1, generator=generator).to(cond) * self.cond_noise
+        return F.normalize(cond + scale * torch.randn(cond.shape, generator=generator).to(cond), dim=-1)
+
+    def training_inputs(self, cond: Tensor | None, *, generator: torch.Generator | None = None
+                        ) -> tuple[Tensor | None, Tensor | None]:  # fmt: skip
+        """``(cond, drop)`` for a training forward: noise and dropout in training mode, as given otherwise."""
+        if cond is None or not self.training:
+            return cond, None
+        drop = (torch.rand(cond.shape[0], generator=generator) < self.cond_drop_prob).to(cond.device)
+        return self.noisy(cond, generator), drop
+
+    def loss(self, semantic: Tensor, latents: Tensor, cond: Tensor | None, *,
+             generator: torch.Generator | None = None) -> Tensor:  # fmt: skip
+        """Mean absolute error of the predicted latents against ``latents [B, T, L]``."""
+        cond, drop = self.training_inputs(cond, generator=generator)
+        return F.l1_loss(self(semantic, cond, frames=latents.shape[1], drop=drop).float(), latents.float())
+
+    @torch.no_grad()
+    def generate(self, semantic: Tensor, cond: Tensor | None = None, *, frames: int | None = None,
+                 cfg_scale: float = 1.0) -> Tensor:  # fmt: skip
+        """Latents ``[B, T, L]``; with ``cfg_scale != 1`` the conditioned and null rows run in one batched
+        forward and the prediction is ``null + cfg_scale * (cond - null)``."""
+        was_training = self.training
+        self.eval()
+        semantic = semantic.to(self.null_cond.device)
+        if cond is None or cfg_scale == 1.0:
+            out = self(semantic, None if cond is None else cond.to(semantic.device), frames=frames)
+        else:
+            b = semantic.shape[0]
+            drop = torch.arange(2 * b, device=semantic.device) >= b
+            both = self(torch.cat([semantic, semantic]), torch.cat([cond, cond]).to(semantic.device), frames=frames,
+                        drop=drop)  # fmt: skip
+            out = both[b:] + cfg_scale * (both[:b] - both[b:])
+        self.train(was_training)
+        return out
+
+
+__all__ = ["LatentAcousticLM"]
