@@ -171,3 +171,26 @@ def test_acoustic_stage_contracts(acoustic_parts, parts):
         MusicLM(**{**acoustic_parts, "acoustic_lm": wrong})
     with pytest.raises(ValueError, match="either coarse_lm"):
         MusicLM(**{**acoustic_parts, "coarse_lm": parts["coarse_lm"]})
+
+
+def test_latent_acoustic_stage_in_the_pipeline(acoustic_parts):
+    from musiclm_pytorch.codec import SpectralCodec
+    from musiclm_pytorch.lm import LatentAcousticLM
+
+    t = torch.arange(16000) / 16000
+    codec = SpectralCodec(dim=16, num_quantizers=2, codebook_size=8, gl_iters=2)
+    codec.fit([torch.sin(2 * torch.pi * f * t) * 0.3 for f in (220, 330, 440, 550)], kmeans_iters=2)
+    stage = LatentAcousticLM(semantic_vocab=8, latent_dim=16, cond_dim=128, dim=32, depth=1, heads=2, dim_head=16)
+    parts = {**acoustic_parts, "codec": codec, "acoustic_lm": stage.eval()}
+    mlm = MusicLM(**parts)
+    out = mlm.generate(["calm piano", "loud drums"], seconds=1.0, num_candidates=2, cfg_scale=2.0,
+                       generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert out.wavs.shape == (2, 16000) and out.codes.shape == (2, 2, 50) and int(out.codes.max()) < 8
+    story = mlm.generate_long([("calm piano", 1.6), ("loud drums", 1.6)], window_seconds=2.0, stride_seconds=1.0,
+                              generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert story.shape == (51200,)
+    with pytest.raises(ValueError, match="has no decode_latents"):
+        MusicLM(**{**parts, "codec": acoustic_parts["codec"]})
+    with pytest.raises(ValueError, match="acoustic_lm.latent_dim=16 does not match codec.latent_dim=8"):
+        small = SpectralCodec(dim=8, num_quantizers=2, codebook_size=8)
+        MusicLM(**{**parts, "codec": small})

@@ -26,6 +26,7 @@ from .codec import Codec
 from .conditioning import MuLaNEmbedQuantizer
 from .lm.layouts import CoarseLayout, FineLayout, SemanticLayout
 from .lm.masked import MaskedAcousticLM
+from .lm.regression import LatentAcousticLM
 from .lm.transformer import SamplingConfig, TokenLM
 from .semantic import SemanticTokenizer
 
@@ -45,7 +46,8 @@ class MusicLM:
     semantic_tokenizer: ``vocab_size``, ``sample_rate``, ``frame_rate``.
     codec: a ``Codec``.
     semantic_lm, coarse_lm, fine_lm: the stage LMs (``fine_lm=None`` decodes the coarse levels only).
-    acoustic_lm: the masked acoustic stage, instead of ``coarse_lm`` and ``fine_lm``.
+    acoustic_lm: a frame-aligned acoustic stage instead of ``coarse_lm`` and ``fine_lm``: the masked
+        token stage, or the latent stage (which needs a codec with ``decode_latents``, the SpectralCodec).
     num_coarse: codec levels modelled by the coarse stage.
     """
 
@@ -58,7 +60,7 @@ class MusicLM:
         semantic_lm: TokenLM,
         coarse_lm: TokenLM | None = None,
         fine_lm: TokenLM | None = None,
-        acoustic_lm: MaskedAcousticLM | None = None,
+        acoustic_lm: MaskedAcousticLM | LatentAcousticLM | None = None,
         num_coarse: int = 3,
     ):
         self.conditioner, self.semantic_tokenizer, self.codec = conditioner, semantic_tokenizer, codec
@@ -81,6 +83,13 @@ class MusicLM:
             )
         if acoustic_lm is not None:
             self._check("acoustic_lm.semantic_vocab", acoustic_lm.semantic_vocab, "semantic_tokenizer.vocab_size", sv)
+        if isinstance(acoustic_lm, LatentAcousticLM):
+            if not hasattr(codec, "decode_latents"):
+                raise ValueError(f"acoustic_lm is a LatentAcousticLM but codec {type(codec).__name__} has no "
+                                 "decode_latents (use the SpectralCodec it was trained on)")  # fmt: skip
+            latent_dim = getattr(codec, "latent_dim", None)
+            self._check("acoustic_lm.latent_dim", acoustic_lm.latent_dim, "codec.latent_dim", latent_dim)
+        elif acoustic_lm is not None:
             self._check("acoustic_lm.codebook_size", acoustic_lm.codebook_size, "codec.codebook_size", cb)
             if acoustic_lm.num_quantizers > nq:
                 raise ValueError(
@@ -156,7 +165,13 @@ class MusicLM:
             sampling=SamplingConfig(temperatures[0], top_k, 1.0, cfg_scale),
             generator=generator,
         )
-        if self.acoustic_lm is not None:
+        wavs: Tensor | None = None
+        if isinstance(self.acoustic_lm, LatentAcousticLM):
+            latents = self.conditioner.mulan.get_text_latents(raw_texts=texts).repeat_interleave(n, dim=0)
+            predicted = self.acoustic_lm.generate(semantic, latents, cfg_scale=cfg_scale)
+            wavs = self.codec.decode_latents(predicted)[:, 0]  # type: ignore[attr-defined]
+            codes = self.codec.quantize_latents(predicted)  # type: ignore[attr-defined]
+        elif self.acoustic_lm is not None:
             latents = self.conditioner.mulan.get_text_latents(raw_texts=texts).repeat_interleave(n, dim=0)
             codes = self.acoustic_lm.generate(
                 semantic, latents, steps=acoustic_steps, cfg_scale=cfg_scale, temperature=temperatures[1],
@@ -173,7 +188,8 @@ class MusicLM:
             codes = self.coarse_layout.unflatten(coarse_tokens[:, frames:])  # [B*N, Qc, T']
             if self.fine_lm is not None and self.fine_layout is not None:
                 codes = self._fine(codes, cond, SamplingConfig(temperatures[2], top_k, 1.0, cfg_scale), generator)
-        wavs = self.codec.decode(codes)[:, 0]  # [B*N, S]
+        if wavs is None:
+            wavs = self.codec.decode(codes)[:, 0]  # [B*N, S]
         wavs = wavs[:, : int(seconds * self.sample_rate)]
         scores = self.rerank_scores(wavs, texts, n)
         chosen = scores.argmax(dim=1)
@@ -220,6 +236,10 @@ class MusicLM:
             new = self.semantic_lm.generate(steps=steps, cond_ids=conds[int(owner[start])][None], prime=prime,
                                             sampling=sampling[0], generator=generator)  # fmt: skip
             semantic = torch.cat([semantic, new[:, -steps:]], dim=1)
+        if isinstance(self.acoustic_lm, LatentAcousticLM):
+            latents = self.conditioner.mulan.get_text_latents(raw_texts=[t for t, _ in segments])
+            predicted = self._latent_long(semantic, latents, owner, win_f, overlap_f, cfg_scale)
+            return self.codec.decode_latents(predicted)[0, 0, : int(total / rate * self.sample_rate)]  # type: ignore[attr-defined]
         if self.acoustic_lm is not None:
             latents = self.conditioner.mulan.get_text_latents(raw_texts=[t for t, _ in segments])
             codes = self._acoustic_long(semantic, latents, owner, win_f, overlap_f, sampling[1], generator)
@@ -244,13 +264,31 @@ class MusicLM:
             codes = self._fine(codes, conds[:1], sampling[2], generator)
         return self.codec.decode(codes)[0, 0, : int(total / rate * self.sample_rate)]
 
+    def _latent_long(
+        self, semantic: Tensor, latents: Tensor, owner: Tensor, win_f: int, overlap_f: int, cfg_scale: float
+    ) -> Tensor:
+        """The latent stage window by window (it takes no prompt): each window after the first starts half
+        an overlap before the frames it adds, so they are made with that much of the music before them as
+        context; the text of the segment a window starts in conditions it."""
+        assert isinstance(self.acoustic_lm, LatentAcousticLM)
+        r, total = self.ratio, semantic.shape[1]
+        parts: list[Tensor] = []
+        done = 0  # semantic frames whose latents are kept
+        while done < total:
+            w0 = max(0, done - overlap_f // 2) if done else 0
+            w1 = min(total, w0 + win_f)
+            made = self.acoustic_lm.generate(semantic[:, w0:w1], latents[int(owner[done])][None], cfg_scale=cfg_scale)
+            parts.append(made[:, (done - w0) * r :].cpu())
+            done = w1
+        return torch.cat(parts, dim=1)
+
     def _acoustic_long(
         self, semantic: Tensor, latents: Tensor, owner: Tensor, win_f: int, overlap_f: int, sampling: SamplingConfig,
         generator: torch.Generator | None,
     ) -> Tensor:  # fmt: skip
         """Every codec level window by window: each window sees its semantic ids and, as a prompt, the
         codes of its overlap with the windows before; the text of the segment it starts in conditions it."""
-        assert self.acoustic_lm is not None
+        assert isinstance(self.acoustic_lm, MaskedAcousticLM)
         r, total = self.ratio, semantic.shape[1]
         codes = torch.zeros(1, self.acoustic_lm.num_quantizers, 0, dtype=torch.long)
         done = 0

@@ -310,3 +310,64 @@ def test_acoustic_stage_needs_mulan_latents(tokens, tmp_path):
         atomic_torch_save(data, tmp_path / f"{split}.pt")
     with pytest.raises(ValueError, match="holds no MuLaN latents"):
         train_stage(StageTrainConfig(stage="acoustic", tokens=str(tmp_path), out=str(tmp_path / "run"), progress=False))
+
+
+@pytest.fixture(scope="module")
+def spectral_tokens(tokens, tiny_corpus, tmp_path_factory):
+    """The tiny corpus tokenized with a small fitted SpectralCodec (for the latent stage)."""
+    import soundfile as sf
+
+    from musiclm_pytorch.codec import SpectralCodec
+
+    _, _, (cond, sem, _) = tokens
+    rows = [json.loads(line) for line in (tiny_corpus / "train.jsonl").read_text().splitlines()][:6]
+    codec = SpectralCodec(dim=16, num_quantizers=3, codebook_size=16, gl_iters=4)
+    codec.fit([torch.from_numpy(sf.read(tiny_corpus / r["path"], dtype="float32")[0]) for r in rows], kmeans_iters=3)
+    out = tmp_path_factory.mktemp("spectral_tokens")
+    codec.save(out / "codec.safetensors")
+    tokenize_corpus(conditioner=cond, semantic=sem, codec=codec, data=str(tiny_corpus), out=str(out), progress=False)
+    return out
+
+
+def test_latent_stage_trains_evaluates_and_resumes_on_the_same_curve(spectral_tokens, tmp_path, monkeypatch):
+    from musiclm_pytorch.lm import LatentAcousticLM
+    from musiclm_pytorch.training import stages
+
+    cfg = dict(stage="latent", tokens=str(spectral_tokens), codec=str(spectral_tokens / "codec.safetensors"),
+               out=str(tmp_path / "a"), dim=32, depth=1, heads=2, dim_head=16, crop_seconds=1.0, batch_size=4,
+               max_steps=8, warmup_steps=1, log_every=1, eval_every=8, checkpoint_every=2, cond_noise=0.1, threads=1,
+               progress=False)  # fmt: skip
+    report = train_stage(StageTrainConfig(**cfg))
+    assert all(report[k] > 0 for k in ("val_loss", "val_loss_shuffled_cond", "val_loss_null_cond"))
+    assert load(tmp_path / "a" / "latent.safetensors", expected=LatentAcousticLM).latent_dim == 16
+    real_check = stages.check_finite
+
+    def killed(value, step, what="loss"):
+        if step == 4:
+            raise KeyboardInterrupt
+        real_check(value, step, what)
+
+    monkeypatch.setattr(stages, "check_finite", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train_stage(StageTrainConfig(**{**cfg, "out": str(tmp_path / "b")}))
+    monkeypatch.undo()
+    train_stage(StageTrainConfig(**{**cfg, "out": str(tmp_path / "b")}))
+
+    def losses(folder: str) -> dict[int, float]:
+        lines = (tmp_path / folder / "log.jsonl").read_text().splitlines()
+        return {r["step"]: r["loss"] for r in map(json.loads, lines) if "loss" in r}
+
+    assert list(losses("b")) == list(range(1, 9)) and losses("b") == losses("a")
+    with pytest.raises(ValueError, match="needs --codec"):
+        StageTrainConfig(stage="latent", tokens="x")
+
+
+def test_latent_stage_refuses_another_codec(spectral_tokens, tmp_path):
+    from musiclm_pytorch.codec import SpectralCodec
+
+    other = SpectralCodec(dim=16, num_quantizers=3, codebook_size=16)
+    other.fitted.fill_(True)
+    other.save(tmp_path / "other.safetensors")
+    with pytest.raises(ValueError, match="but the tokens were made with"):
+        train_stage(StageTrainConfig(stage="latent", tokens=str(spectral_tokens), out=str(tmp_path / "run"),
+                                     codec=str(tmp_path / "other.safetensors"), progress=False))  # fmt: skip

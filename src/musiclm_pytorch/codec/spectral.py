@@ -156,9 +156,13 @@ class SpectralCodec(CodecBase, Component):
     def encode(self, wav: Tensor, *, num_quantizers: int | None = None) -> Tensor:
         """``wav [B, 1, S] -> codes [B, Q, T]``."""
         self._check_fitted()
-        latents = (self.log_magnitude(wav) - self.mean) @ self.basis  # [B, T, D]
+        return self.quantize_latents((self.log_magnitude(wav) - self.mean) @ self.basis, num_quantizers=num_quantizers)
+
+    @torch.no_grad()
+    def quantize_latents(self, latents: Tensor, *, num_quantizers: int | None = None) -> Tensor:
+        """``latents [B, T, D] -> codes [B, Q, T]`` by the residual codebooks."""
         b, t, d = latents.shape
-        residual = latents.reshape(-1, d)
+        residual = latents.reshape(-1, d).float()
         codes = []
         for codebook in self.codebooks[: num_quantizers or self.num_quantizers]:
             idx, _ = _nearest(residual, codebook)

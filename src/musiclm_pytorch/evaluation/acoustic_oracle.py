@@ -1,7 +1,8 @@
 """The acoustic oracle: does the acoustic stage make what the text asks, given the true semantic ids?
 
 For held-out clips, the stage receives the clips' *true* semantic ids (the semantic stage's job is
-taken as done) and a conditioning, generates every codec level, and the codec decodes; the audio is
+taken as done) and a conditioning, generates every codec level (or, the latent stage, the codec's
+continuous latents), and the codec decodes; the audio is
 scored by :func:`~musiclm_pytorch.evaluation.codec_eval.score_versions` (MuLaN caption R@1 and cycle
 consistency, the independent judge per attribute, drum flips, MuLaN zero-shot tags) beside:
 
@@ -72,7 +73,9 @@ def acoustic_oracle(
     codec.eval()
     frames = min(len(it["semantic"]) for it in items)
     semantic = torch.stack([it["semantic"][:frames].long() for it in items])
-    codes = torch.stack([it["codes"][: stage.num_quantizers, : frames * stage.ratio].long() for it in items])
+    latent_stage = hasattr(stage, "latent_dim")  # LatentAcousticLM: regresses the codec's latents of every level
+    levels = codec.num_quantizers if latent_stage else stage.num_quantizers
+    codes = torch.stack([it["codes"][:levels, : frames * stage.ratio].long() for it in items])
     own = torch.stack([it["mulan"].float() for it in items])
     swap_texts, swap_tags = _swapped(texts, tags, seed)
 
@@ -84,6 +87,10 @@ def acoustic_oracle(
         out = []
         for i in range(0, len(items), batch_size):
             part = None if cond is None else cond[i : i + batch_size]
+            if latent_stage:
+                out.append(codec.decode_latents(stage.generate(semantic[i : i + batch_size], part,
+                                                               cfg_scale=cfg_scale)))  # fmt: skip
+                continue
             made = stage.generate(semantic[i : i + batch_size], part, steps=steps, cfg_scale=cfg_scale,
                                   temperature=temperature, generator=gen)  # fmt: skip
             out.append(codec.decode(made))

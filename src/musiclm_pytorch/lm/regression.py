@@ -9,7 +9,8 @@ that its decoder renders directly: the principal components of the log-magnitude
 stage predicts that latent with an L1 loss, a dense signal on every dimension of every frame, from
 the same inputs as the masked stage (each 50 Hz frame reads the 25 Hz semantic id that covers it,
 and the clip's continuous MuLaN embedding through a zero-initialised projection, with noise and
-dropout in training). One bidirectional forward makes 10 s; classifier-free guidance extrapolates
+dropout in training), plus direct linear paths from the conditioning and from each semantic id to
+the output, which the transformer refines. One bidirectional forward makes 10 s; classifier-free guidance extrapolates
 the conditioned prediction away from the null one, ``null + s * (cond - null)``, in one batched
 forward (as diffusion models guide their noise estimates).
 
@@ -76,6 +77,14 @@ class LatentAcousticLM(Component):
         )
         self.norm = nn.LayerNorm(dim)
         self.to_latent = nn.Linear(dim, latent_dim)
+        # direct linear paths from the conditioning and from each semantic id to the output (zero-initialised):
+        # a linear map from the MuLaN embedding already predicts much of a clip's mean spectrum (RESULTS.md),
+        # and through these it is learned in tens of steps instead of through the whole transformer
+        self.cond_to_latent = nn.Linear(cond_dim, latent_dim)
+        self.null_latent = nn.Parameter(torch.zeros(latent_dim))
+        self.semantic_to_latent = nn.Embedding(semantic_vocab, latent_dim)
+        for p in (self.cond_to_latent.weight, self.cond_to_latent.bias, self.semantic_to_latent.weight):
+            nn.init.zeros_(p)
 
     def condition(self, cond: Tensor | None, batch: int, *, drop: Tensor | None = None) -> Tensor:
         """``[B, D]``: the projected conditioning, or the null vector for ``cond=None`` / dropped rows."""
@@ -106,7 +115,11 @@ class LatentAcousticLM(Component):
         rotary = self.rotary(torch.arange(t, device=x.device)[None, :, None])
         for layer, block in enumerate(self.blocks):
             x = block(x, rotary, None, layer)
-        return self.to_latent(self.norm(x))
+        direct = self.null_latent.expand(b, -1)
+        if cond is not None:
+            c = self.cond_to_latent(cond.to(self.null_latent.dtype))
+            direct = c if drop is None else torch.where(drop[:, None], direct, c)
+        return self.to_latent(self.norm(x)) + direct[:, None] + self.semantic_to_latent(sem)
 
     def noisy(self, cond: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """``cond`` plus Gaussian noise of a per-row std in ``[0, cond_noise]``, re-normalised."""
