@@ -10,7 +10,9 @@ stage predicts that latent with an L1 loss, a dense signal on every dimension of
 the same inputs as the masked stage (each 50 Hz frame reads the 25 Hz semantic id that covers it,
 and the clip's continuous MuLaN embedding through a zero-initialised projection, with noise and
 dropout in training), plus direct linear paths from the conditioning and from each semantic id to
-the output, which the transformer refines. One bidirectional forward makes 10 s; classifier-free guidance extrapolates
+the output, fitted in closed form before training (:meth:`LatentAcousticLM.fit_direct`: Adam, whose
+steps are bounded by the learning rate, would take thousands of steps to grow those weights), which
+the transformer then refines. One bidirectional forward makes 10 s; classifier-free guidance extrapolates
 the conditioned prediction away from the null one, ``null + s * (cond - null)``, in one batched
 forward (as diffusion models guide their noise estimates).
 
@@ -22,6 +24,8 @@ Shape letters: B batch, T codec frames, Ts semantic frames, D model dim, L laten
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -120,6 +124,41 @@ class LatentAcousticLM(Component):
             c = self.cond_to_latent(cond.to(self.null_latent.dtype))
             direct = c if drop is None else torch.where(drop[:, None], direct, c)
         return self.to_latent(self.norm(x)) + direct[:, None] + self.semantic_to_latent(sem)
+
+    @torch.no_grad()
+    def fit_direct(self, clips: Iterable[tuple[Tensor, Tensor, Tensor]]) -> dict[str, float]:
+        """Set the direct paths in closed form before training (as the codecs fit their quantizers): the
+        conditioning path to the least-squares map from a clip's conditioning to its mean latent, the null
+        latent to the mean over clips, and each semantic id's path to the mean residual of the frames it
+        covers. ``clips`` yields ``(semantic [Ts], latents [T, L], cond [C])`` and is read twice (pass a
+        list). Returns the frame L1 of the direct paths alone: conditioning only, and with the ids."""
+        clips = list(clips)
+        if len(clips) < 2:
+            raise ValueError(f"fit_direct needs at least 2 clips, got {len(clips)}")
+        cond = torch.stack([c.float() for _, _, c in clips])  # [N, C]
+        means = torch.stack([lat.float().mean(0) for _, lat, _ in clips])  # [N, L]
+        x = torch.cat([cond, torch.ones(len(cond), 1)], dim=1)
+        w = torch.linalg.lstsq(x.double(), means.double()).solution.float()  # [C + 1, L]
+        self.cond_to_latent.weight.copy_(w[:-1].T)
+        self.cond_to_latent.bias.copy_(w[-1])
+        self.null_latent.copy_(means.mean(0))
+        sums = torch.zeros(self.semantic_vocab, self.latent_dim)
+        counts = torch.zeros(self.semantic_vocab)
+        l1_cond, l1_both, frames = 0.0, 0.0, 0
+        predicted = x @ w
+        for (sem, lat, _), pred in zip(clips, predicted):
+            ids = sem.long().repeat_interleave(self.ratio)[: len(lat)]
+            resid = lat.float() - pred
+            sums.index_add_(0, ids, resid)
+            counts += torch.bincount(ids, minlength=self.semantic_vocab).float()
+            l1_cond += float(resid.abs().sum()) / self.latent_dim
+            frames += len(lat)
+        table = sums / counts.clamp(min=1)[:, None]
+        self.semantic_to_latent.weight.copy_(table)
+        for (sem, lat, _), pred in zip(clips, predicted):
+            ids = sem.long().repeat_interleave(self.ratio)[: len(lat)]
+            l1_both += float((lat.float() - pred - table[ids]).abs().sum()) / self.latent_dim
+        return {"fit_l1_conditioning_only": l1_cond / frames, "fit_l1_with_semantic_ids": l1_both / frames}
 
     def noisy(self, cond: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """``cond`` plus Gaussian noise of a per-row std in ``[0, cond_noise]``, re-normalised."""

@@ -373,6 +373,11 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
                               cond_dim=train["items"][0]["mulan"].shape[-1], dim=cfg.dim, depth=cfg.depth,
                               heads=cfg.heads, dim_head=cfg.dim_head, dropout=cfg.dropout,
                               cond_drop_prob=cfg.cond_drop_prob, cond_noise=cfg.cond_noise)  # fmt: skip
+        fit_report = lm.fit_direct(
+            (it["semantic"], codec.latents_from_codes(it["codes"][None].long())[0], it["mulan"])
+            for it in train["items"]
+        )
+        (out / "fit_direct.json").write_text(json.dumps(fit_report, indent=2))
     elif cfg.stage == "acoustic":
         if not 1 <= (cfg.acoustic_levels or 1) <= train["num_quantizers"]:
             raise ValueError(f"acoustic_levels={cfg.acoustic_levels} must be in [1, {train['num_quantizers']}] (the "
