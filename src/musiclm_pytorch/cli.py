@@ -455,7 +455,7 @@ def _cmd_eval_acoustic(args: argparse.Namespace) -> int:
     report = acoustic_oracle(stage=load(args.stage), codec=load(args.codec), mulan=load(args.mulan), items=items,
                              texts=texts, tags=[r["tags"] for r in matched], cfg_scale=args.cfg_scale,
                              steps=tuple(args.steps), temperature=args.temperature, seed=args.seed, bank=bank,
-                             knn=args.knn or 8)  # fmt: skip
+                             knn=args.knn or 8, other_scales=tuple(args.other_scales))  # fmt: skip
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "acoustic_oracle.json").write_text(json.dumps(report, indent=2))
@@ -729,6 +729,8 @@ def build_parser() -> argparse.ArgumentParser:
     eo.add_argument("--data", required=True, help="the manifest of those clips (captions and tags)")
     eo.add_argument("--clips", type=int, default=300)
     eo.add_argument("--cfg-scale", type=float, default=3.0)
+    eo.add_argument("--other-scales", type=float, nargs="*", default=[], help="also generate from text at these "
+                    "guidance scales (a sweep)")  # fmt: skip
     eo.add_argument("--steps", type=int, nargs="+", default=[8, 1], help="unmasking rounds per level")
     eo.add_argument("--temperature", type=float, default=1.0)
     eo.add_argument("--seed", type=int, default=0)

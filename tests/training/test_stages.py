@@ -371,3 +371,27 @@ def test_latent_stage_refuses_another_codec(spectral_tokens, tmp_path):
     with pytest.raises(ValueError, match="but the tokens were made with"):
         train_stage(StageTrainConfig(stage="latent", tokens=str(spectral_tokens), out=str(tmp_path / "run"),
                                      codec=str(tmp_path / "other.safetensors"), progress=False))  # fmt: skip
+
+
+def test_eval_acoustic_cli_on_a_latent_stage(tokens, spectral_tokens, tiny_corpus, tmp_path, capsys):
+    """`musiclm eval acoustic`: the oracle's versions from the CLI, matched to the manifest by path."""
+    from musiclm_pytorch.cli import main
+
+    _, _, (cond, _, _) = tokens
+    cond.mulan.save(tmp_path / "mulan.safetensors")
+    codec = str(spectral_tokens / "codec.safetensors")
+    train_stage(StageTrainConfig(stage="latent", tokens=str(spectral_tokens), codec=codec, out=str(tmp_path / "run"),
+                                 dim=32, depth=1, heads=2, dim_head=16, crop_seconds=1.0, batch_size=4, max_steps=1,
+                                 eval_every=100, threads=1, progress=False))  # fmt: skip
+    argv = ["eval", "acoustic", "--stage", str(tmp_path / "run" / "latent.safetensors"), "--codec", codec,
+            "--mulan", str(tmp_path / "mulan.safetensors"), "--tokens", str(spectral_tokens), "--data",
+            str(tiny_corpus / "val.jsonl"), "--clips", "4", "--knn", "2", "--other-scales", "1", "--threads", "1",
+            "--out", str(tmp_path / "oracle")]  # fmt: skip
+    capsys.readouterr()
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "oracle" / "acoustic_oracle.json").read_text())
+    assert report["clips"] == 4 and report["seconds"] == 3.0
+    for name in ("codec_ceiling", "from_text", "from_text_cfg1", "from_audio", "null", "from_text_knn"):
+        assert 0.0 <= report[name]["caption_r1"] <= 1.0 and "family" in report[name]["judge"]
+    assert "caption_swap" in report
+    assert main([*argv[:-2], "--data", str(tmp_path / "empty.jsonl")]) == 2  # no manifest there: one-line error

@@ -7,7 +7,8 @@ scored by :func:`~musiclm_pytorch.evaluation.codec_eval.score_versions` (MuLaN c
 consistency, the independent judge per attribute, drum flips, MuLaN zero-shot tags) beside:
 
 - ``codec_ceiling``: the clips' own codes decoded (the most any acoustic stage can reach here);
-- ``from_text``: conditioning from the clip's caption text (what generation uses);
+- ``from_text``: conditioning from the clip's caption text (what generation uses), and
+  ``from_text_cfg{s}`` at each other guidance scale of ``other_scales``;
 - ``from_audio``: conditioning from the clip's own audio (what training used; the gap to
   ``from_text`` is the train/generate mismatch);
 - ``null``: no conditioning (the floor: what the semantic ids alone give);
@@ -62,6 +63,7 @@ def acoustic_oracle(
     *, stage: Any, codec: Any, mulan: Any, items: list[dict[str, Any]], texts: list[str], tags: list[dict[str, Any]],
     cfg_scale: float = 3.0, steps: tuple[int, ...] = (8, 1), temperature: float = 1.0, batch_size: int = 16,
     seed: int = 0, judge: Any = None, bank: torch.Tensor | None = None, knn: int = 8,
+    other_scales: tuple[float, ...] = (),
 ) -> dict[str, Any]:  # fmt: skip
     """Scores of the versions in the module docstring for token ``items`` (``semantic``, ``codes``,
     ``mulan``) with their ``texts`` and ``tags``; all clips are cut to the shortest."""
@@ -82,22 +84,24 @@ def acoustic_oracle(
     def text_latents(strings: list[str]) -> torch.Tensor:
         return torch.cat([mulan.get_text_latents(raw_texts=strings[i : i + 64]) for i in range(0, len(strings), 64)])
 
-    def render(cond: torch.Tensor | None) -> torch.Tensor:
+    def render(cond: torch.Tensor | None, scale: float = cfg_scale) -> torch.Tensor:
         gen = torch.Generator().manual_seed(seed)
         out = []
         for i in range(0, len(items), batch_size):
             part = None if cond is None else cond[i : i + batch_size]
             if latent_stage:
                 out.append(codec.decode_latents(stage.generate(semantic[i : i + batch_size], part,
-                                                               cfg_scale=cfg_scale)))  # fmt: skip
+                                                               cfg_scale=scale)))  # fmt: skip
                 continue
-            made = stage.generate(semantic[i : i + batch_size], part, steps=steps, cfg_scale=cfg_scale,
+            made = stage.generate(semantic[i : i + batch_size], part, steps=steps, cfg_scale=scale,
                                   temperature=temperature, generator=gen)  # fmt: skip
             out.append(codec.decode(made))
         return torch.cat(out)
 
     versions = {"codec_ceiling": torch.cat([codec.decode(c) for c in codes.split(batch_size)])}
     versions["from_text"] = render(text_latents(texts))
+    for scale in other_scales:  # the guidance sweep, from text
+        versions[f"from_text_cfg{scale:g}"] = render(text_latents(texts), scale)
     versions["from_audio"] = render(own)
     versions["null"] = render(None)
     if bank is not None:

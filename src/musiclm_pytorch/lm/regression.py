@@ -87,7 +87,9 @@ class LatentAcousticLM(Component):
         self.cond_to_latent = nn.Linear(cond_dim, latent_dim)
         self.null_latent = nn.Parameter(torch.zeros(latent_dim))
         self.semantic_to_latent = nn.Embedding(semantic_vocab, latent_dim)
-        for p in (self.cond_to_latent.weight, self.cond_to_latent.bias, self.semantic_to_latent.weight):
+        # and the transformer's own output starts at zero, so training starts from the direct paths' fit
+        for p in (self.cond_to_latent.weight, self.cond_to_latent.bias, self.semantic_to_latent.weight,
+                  self.to_latent.weight, self.to_latent.bias):  # fmt: skip
             nn.init.zeros_(p)
 
     def condition(self, cond: Tensor | None, batch: int, *, drop: Tensor | None = None) -> Tensor:
