@@ -260,11 +260,35 @@ def test_level_embeddings_can_be_turned_on_for_the_coarse_stage(tokens, tmp_path
     train_stage(dataclasses.replace(cfg, max_steps=2, level_embeddings=None))  # None: what the checkpoint has
 
 
+def _assert_resumes_on_the_same_curve(cfg: dict, tmp_path: Path, monkeypatch) -> None:
+    """``cfg`` ran unbroken into ``tmp_path / "a"`` (8 steps, a checkpoint every 2); the same run killed while
+    computing step 5, after its step-4 checkpoint, and rerun must log exactly the same losses (bitwise)."""
+    from musiclm_pytorch.training import stages
+
+    real_check = stages.check_finite
+
+    def killed(value, step, what="loss"):
+        if step == 4:
+            raise KeyboardInterrupt
+        real_check(value, step, what)
+
+    monkeypatch.setattr(stages, "check_finite", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train_stage(StageTrainConfig(**{**cfg, "out": str(tmp_path / "b")}))
+    monkeypatch.undo()
+    train_stage(StageTrainConfig(**{**cfg, "out": str(tmp_path / "b")}))
+
+    def losses(folder: str) -> dict[int, float]:
+        lines = (tmp_path / folder / "log.jsonl").read_text().splitlines()
+        return {r["step"]: r["loss"] for r in map(json.loads, lines) if "loss" in r}
+
+    assert list(losses("b")) == list(range(1, 9)) and losses("b") == losses("a")  # steps 5-8 included
+
+
 def test_acoustic_stage_trains_evaluates_and_resumes_on_the_same_curve(tokens, tmp_path, monkeypatch):
     """The masked acoustic stage through the stage trainer: its validation reports the conditioning's
     share; a run killed after its step-4 checkpoint resumes with exactly the losses of an unbroken run."""
     from musiclm_pytorch.lm import MaskedAcousticLM
-    from musiclm_pytorch.training import stages
 
     out, _, _ = tokens
     cfg = dict(stage="acoustic", tokens=str(out), out=str(tmp_path / "a"), dim=32, depth=1, heads=2, dim_head=16,
@@ -279,25 +303,7 @@ def test_acoustic_stage_trains_evaluates_and_resumes_on_the_same_curve(tokens, t
     with pytest.raises(ValueError, match="acoustic_levels=5 must be in \\[1, 4\\]"):
         train_stage(StageTrainConfig(**{**cfg, "out": str(tmp_path / "c"), "acoustic_levels": 5}))
 
-    real_check = stages.check_finite
-
-    def killed(value, step, what="loss"):
-        if step == 4:  # computing step 5, after the step-4 checkpoint
-            raise KeyboardInterrupt
-        real_check(value, step, what)
-
-    monkeypatch.setattr(stages, "check_finite", killed)
-    with pytest.raises(KeyboardInterrupt):
-        train_stage(StageTrainConfig(**{**cfg, "out": str(tmp_path / "b")}))
-    monkeypatch.undo()
-    train_stage(StageTrainConfig(**{**cfg, "out": str(tmp_path / "b")}))
-
-    def losses(folder: str) -> dict[int, float]:
-        lines = (tmp_path / folder / "log.jsonl").read_text().splitlines()
-        return {r["step"]: r["loss"] for r in map(json.loads, lines) if "loss" in r}
-
-    unbroken, resumed = losses("a"), losses("b")
-    assert list(resumed) == list(range(1, 9)) and resumed == unbroken  # steps 5-8 included, bitwise
+    _assert_resumes_on_the_same_curve(cfg, tmp_path, monkeypatch)
 
 
 def test_acoustic_stage_needs_mulan_latents(tokens, tmp_path):
@@ -331,7 +337,6 @@ def spectral_tokens(tokens, tiny_corpus, tmp_path_factory):
 
 def test_latent_stage_trains_evaluates_and_resumes_on_the_same_curve(spectral_tokens, tmp_path, monkeypatch):
     from musiclm_pytorch.lm import LatentAcousticLM
-    from musiclm_pytorch.training import stages
 
     cfg = dict(stage="latent", tokens=str(spectral_tokens), codec=str(spectral_tokens / "codec.safetensors"),
                out=str(tmp_path / "a"), dim=32, depth=1, heads=2, dim_head=16, crop_seconds=1.0, batch_size=4,
@@ -340,24 +345,7 @@ def test_latent_stage_trains_evaluates_and_resumes_on_the_same_curve(spectral_to
     report = train_stage(StageTrainConfig(**cfg))
     assert all(report[k] > 0 for k in ("val_loss", "val_loss_shuffled_cond", "val_loss_null_cond"))
     assert load(tmp_path / "a" / "latent.safetensors", expected=LatentAcousticLM).latent_dim == 16
-    real_check = stages.check_finite
-
-    def killed(value, step, what="loss"):
-        if step == 4:
-            raise KeyboardInterrupt
-        real_check(value, step, what)
-
-    monkeypatch.setattr(stages, "check_finite", killed)
-    with pytest.raises(KeyboardInterrupt):
-        train_stage(StageTrainConfig(**{**cfg, "out": str(tmp_path / "b")}))
-    monkeypatch.undo()
-    train_stage(StageTrainConfig(**{**cfg, "out": str(tmp_path / "b")}))
-
-    def losses(folder: str) -> dict[int, float]:
-        lines = (tmp_path / folder / "log.jsonl").read_text().splitlines()
-        return {r["step"]: r["loss"] for r in map(json.loads, lines) if "loss" in r}
-
-    assert list(losses("b")) == list(range(1, 9)) and losses("b") == losses("a")
+    _assert_resumes_on_the_same_curve(cfg, tmp_path, monkeypatch)
     with pytest.raises(ValueError, match="needs --codec"):
         StageTrainConfig(stage="latent", tokens="x")
 

@@ -39,12 +39,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..checkpoint import Component
-from ..mulan.transformer import RotaryEmbedding
-from .transformer import _Block, filter_logits
+from .frame_aligned import FrameAlignedStage
+from .transformer import filter_logits
 
 
-class MaskedAcousticLM(Component):
+class MaskedAcousticLM(FrameAlignedStage):
     """Bidirectional masked token model over all codec levels (module docstring).
 
     Args:
@@ -72,26 +71,16 @@ class MaskedAcousticLM(Component):
             cond_dim=cond_dim, dim=dim, depth=depth, heads=heads, dim_head=dim_head, ff_hidden=ff_hidden,
             dropout=dropout, cond_drop_prob=cond_drop_prob, cond_noise=cond_noise, full_mask_prob=full_mask_prob,
         )  # fmt: skip
-        if not (0.0 <= cond_drop_prob < 1.0 and 0.0 <= full_mask_prob <= 1.0) or cond_noise < 0 or ratio < 1:
-            raise ValueError(f"need 0 <= cond_drop_prob < 1, 0 <= full_mask_prob <= 1, cond_noise >= 0, ratio >= 1; "
-                             f"got {cond_drop_prob}, {full_mask_prob}, {cond_noise}, {ratio}")  # fmt: skip
-        self.semantic_vocab, self.codebook_size, self.num_quantizers = semantic_vocab, codebook_size, num_quantizers
-        self.ratio, self.cond_dim = ratio, cond_dim
-        self.cond_drop_prob, self.cond_noise, self.full_mask_prob = cond_drop_prob, cond_noise, full_mask_prob
+        if not 0.0 <= full_mask_prob <= 1.0:
+            raise ValueError(f"need 0 <= full_mask_prob <= 1, got {full_mask_prob}")
+        self._init_trunk(semantic_vocab=semantic_vocab, ratio=ratio, cond_dim=cond_dim, dim=dim, depth=depth,
+                         heads=heads, dim_head=dim_head, ff_hidden=ff_hidden, dropout=dropout,
+                         cond_drop_prob=cond_drop_prob, cond_noise=cond_noise)  # fmt: skip
+        self.codebook_size, self.num_quantizers, self.full_mask_prob = codebook_size, num_quantizers, full_mask_prob
         self.mask_id = codebook_size  # each level's last id
-        self.semantic_emb = nn.Embedding(semantic_vocab, dim)
         self.code_emb = nn.Embedding(num_quantizers * (codebook_size + 1), dim)
         self.register_buffer("code_offsets", torch.arange(num_quantizers) * (codebook_size + 1), persistent=False)
         self.level_emb = nn.Embedding(num_quantizers, dim)
-        self.cond_proj = nn.Linear(cond_dim, dim)
-        nn.init.zeros_(self.cond_proj.weight)
-        nn.init.zeros_(self.cond_proj.bias)
-        self.null_cond = nn.Parameter(torch.zeros(dim))
-        self.rotary = RotaryEmbedding(dim_head, num_axes=1)
-        self.blocks = nn.ModuleList(
-            _Block(dim, heads, dim_head, ff_hidden, dropout, causal=False) for _ in range(depth)
-        )
-        self.norm = nn.LayerNorm(dim)
         self.heads_out = nn.Parameter(torch.randn(num_quantizers, codebook_size, dim) * dim**-0.5)
 
     code_offsets: Tensor
@@ -104,22 +93,12 @@ class MaskedAcousticLM(Component):
         if semantic.ndim != 2 or semantic.shape[0] != b or semantic.shape[1] * self.ratio < t:
             raise ValueError(f"semantic must be [B={b}, Ts >= T / {self.ratio} = {math.ceil(t / self.ratio)}], got "
                              f"shape {tuple(semantic.shape)}")  # fmt: skip
-        if semantic.numel() and (int(semantic.min()) < 0 or int(semantic.max()) >= self.semantic_vocab):
-            raise ValueError(f"semantic ids must be in [0, {self.semantic_vocab}), got "
-                             f"[{int(semantic.min())}, {int(semantic.max())}]")  # fmt: skip
+        self._check_semantic(semantic)
         if int(codes.min()) < 0 or int(codes.max()) > self.mask_id:
             raise ValueError(f"codes must be in [0, {self.codebook_size}] ({self.mask_id} = masked), got "
                              f"[{int(codes.min())}, {int(codes.max())}]")  # fmt: skip
         if cond is not None and cond.shape != (b, self.cond_dim):
             raise ValueError(f"cond must be [B={b}, {self.cond_dim}], got shape {tuple(cond.shape)}")
-
-    def condition(self, cond: Tensor | None, batch: int, *, drop: Tensor | None = None) -> Tensor:
-        """``[B, D]``: the projected conditioning, or the null vector for ``cond=None`` / dropped rows."""
-        null = self.null_cond.expand(batch, -1)
-        if cond is None:
-            return null
-        c = self.cond_proj(cond.to(self.null_cond.dtype))
-        return c if drop is None else torch.where(drop[:, None], null, c)
 
     def forward(self, semantic: Tensor, codes: Tensor, cond: Tensor | None, level: Tensor, *,
                 drop: Tensor | None = None) -> Tensor:  # fmt: skip
@@ -130,20 +109,9 @@ class MaskedAcousticLM(Component):
         sem = semantic.long().repeat_interleave(self.ratio, dim=1)[:, :t]
         x = self.semantic_emb(sem) + self.code_emb(codes.long() + self.code_offsets[None, :, None]).sum(1)
         x = x + (self.level_emb(level) + self.condition(cond, b, drop=drop))[:, None]
-        rotary = self.rotary(torch.arange(t, device=x.device)[None, :, None])
-        for layer, block in enumerate(self.blocks):
-            x = block(x, rotary, None, layer)
-        return torch.einsum("btd,bkd->btk", self.norm(x), self.heads_out[level])
+        return torch.einsum("btd,bkd->btk", self._transform(x), self.heads_out[level])
 
     # ---- training ----------------------------------------------------------------------------------
-    def noisy(self, cond: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """``cond`` plus Gaussian noise of a per-row std in ``[0, cond_noise]``, re-normalised."""
-        if self.cond_noise <= 0:
-            return cond
-        scale = torch.rand(cond.shape[0], 1, generator=generator).to(cond) * self.cond_noise
-        noise = torch.randn(cond.shape, generator=generator).to(cond)
-        return F.normalize(cond + scale * noise, dim=-1)
-
     def training_inputs(
         self, semantic: Tensor, codes: Tensor, cond: Tensor | None, *, generator: torch.Generator | None = None
     ) -> tuple[dict[str, Any], Tensor, Tensor]:

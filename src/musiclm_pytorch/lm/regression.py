@@ -31,12 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..checkpoint import Component
-from ..mulan.transformer import RotaryEmbedding
-from .transformer import _Block
+from .frame_aligned import FrameAlignedStage
 
 
-class LatentAcousticLM(Component):
+class LatentAcousticLM(FrameAlignedStage):
     """Bidirectional transformer regressing the codec latent of every frame (module docstring).
 
     Args:
@@ -64,22 +62,11 @@ class LatentAcousticLM(Component):
             heads=heads, dim_head=dim_head, ff_hidden=ff_hidden, dropout=dropout, cond_drop_prob=cond_drop_prob,
             cond_noise=cond_noise,
         )  # fmt: skip
-        if not 0.0 <= cond_drop_prob < 1.0 or cond_noise < 0 or ratio < 1:
-            raise ValueError(f"need 0 <= cond_drop_prob < 1, cond_noise >= 0, ratio >= 1; got {cond_drop_prob}, "
-                             f"{cond_noise}, {ratio}")  # fmt: skip
-        self.semantic_vocab, self.latent_dim, self.ratio, self.cond_dim = semantic_vocab, latent_dim, ratio, cond_dim
-        self.cond_drop_prob, self.cond_noise = cond_drop_prob, cond_noise
-        self.semantic_emb = nn.Embedding(semantic_vocab, dim)
+        self._init_trunk(semantic_vocab=semantic_vocab, ratio=ratio, cond_dim=cond_dim, dim=dim, depth=depth,
+                         heads=heads, dim_head=dim_head, ff_hidden=ff_hidden, dropout=dropout,
+                         cond_drop_prob=cond_drop_prob, cond_noise=cond_noise)  # fmt: skip
+        self.latent_dim = latent_dim
         self.phase_emb = nn.Embedding(ratio, dim)  # which of the ``ratio`` frames under one semantic id
-        self.cond_proj = nn.Linear(cond_dim, dim)
-        nn.init.zeros_(self.cond_proj.weight)
-        nn.init.zeros_(self.cond_proj.bias)
-        self.null_cond = nn.Parameter(torch.zeros(dim))
-        self.rotary = RotaryEmbedding(dim_head, num_axes=1)
-        self.blocks = nn.ModuleList(
-            _Block(dim, heads, dim_head, ff_hidden, dropout, causal=False) for _ in range(depth)
-        )
-        self.norm = nn.LayerNorm(dim)
         self.to_latent = nn.Linear(dim, latent_dim)
         # direct linear paths from the conditioning and from each semantic id to the output (zero-initialised):
         # a linear map from the MuLaN embedding already predicts much of a clip's mean spectrum (RESULTS.md),
@@ -92,23 +79,13 @@ class LatentAcousticLM(Component):
                   self.to_latent.weight, self.to_latent.bias):  # fmt: skip
             nn.init.zeros_(p)
 
-    def condition(self, cond: Tensor | None, batch: int, *, drop: Tensor | None = None) -> Tensor:
-        """``[B, D]``: the projected conditioning, or the null vector for ``cond=None`` / dropped rows."""
-        null = self.null_cond.expand(batch, -1)
-        if cond is None:
-            return null
-        c = self.cond_proj(cond.to(self.null_cond.dtype))
-        return c if drop is None else torch.where(drop[:, None], null, c)
-
     def forward(self, semantic: Tensor, cond: Tensor | None, *, frames: int | None = None,
                 drop: Tensor | None = None) -> Tensor:  # fmt: skip
         """Latents ``[B, T, L]`` (``T = frames`` or ``Ts * ratio``) for ``semantic [B, Ts]`` and ``cond
         [B, C]`` (``None``: null)."""
         if semantic.ndim != 2 or semantic.shape[1] == 0:
             raise ValueError(f"semantic must be [B, Ts >= 1], got shape {tuple(semantic.shape)}")
-        if int(semantic.min()) < 0 or int(semantic.max()) >= self.semantic_vocab:
-            raise ValueError(f"semantic ids must be in [0, {self.semantic_vocab}), got "
-                             f"[{int(semantic.min())}, {int(semantic.max())}]")  # fmt: skip
+        self._check_semantic(semantic)
         b, ts = semantic.shape
         t = frames or ts * self.ratio
         if t > ts * self.ratio:
@@ -118,14 +95,12 @@ class LatentAcousticLM(Component):
         sem = semantic.long().repeat_interleave(self.ratio, dim=1)[:, :t]
         phase = torch.arange(t, device=semantic.device) % self.ratio
         x = self.semantic_emb(sem) + self.phase_emb(phase)[None] + self.condition(cond, b, drop=drop)[:, None]
-        rotary = self.rotary(torch.arange(t, device=x.device)[None, :, None])
-        for layer, block in enumerate(self.blocks):
-            x = block(x, rotary, None, layer)
+        x = self._transform(x)
         direct = self.null_latent.expand(b, -1)
         if cond is not None:
             c = self.cond_to_latent(cond.to(self.null_latent.dtype))
             direct = c if drop is None else torch.where(drop[:, None], direct, c)
-        return self.to_latent(self.norm(x)) + direct[:, None] + self.semantic_to_latent(sem)
+        return self.to_latent(x) + direct[:, None] + self.semantic_to_latent(sem)
 
     @torch.no_grad()
     def fit_direct(self, clips: Iterable[tuple[Tensor, Tensor, Tensor]]) -> dict[str, float]:
@@ -161,13 +136,6 @@ class LatentAcousticLM(Component):
             ids = sem.long().repeat_interleave(self.ratio)[: len(lat)]
             l1_both += float((lat.float() - pred - table[ids]).abs().sum()) / self.latent_dim
         return {"fit_l1_conditioning_only": l1_cond / frames, "fit_l1_with_semantic_ids": l1_both / frames}
-
-    def noisy(self, cond: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """``cond`` plus Gaussian noise of a per-row std in ``[0, cond_noise]``, re-normalised."""
-        if self.cond_noise <= 0:
-            return cond
-        scale = torch.rand(cond.shape[0], 1, generator=generator).to(cond) * self.cond_noise
-        return F.normalize(cond + scale * torch.randn(cond.shape, generator=generator).to(cond), dim=-1)
 
     def training_inputs(self, cond: Tensor | None, *, generator: torch.Generator | None = None
                         ) -> tuple[Tensor | None, Tensor | None]:  # fmt: skip

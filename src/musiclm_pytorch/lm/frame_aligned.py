@@ -1,0 +1,70 @@
+"""What the frame-aligned acoustic stages share (:mod:`.masked`, :mod:`.regression`): the semantic id
+embedding, the continuous conditioning (a zero-initialised projection of the MuLaN embedding, a learned
+null vector for guidance, Gaussian noise in training) and a bidirectional transformer (RoPE, SDPA)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..checkpoint import Component
+from ..mulan.transformer import RotaryEmbedding
+from .transformer import _Block
+
+
+class FrameAlignedStage(Component):
+    """Base of the frame-aligned stages; a subclass calls :meth:`_init_trunk` in its constructor."""
+
+    semantic_vocab: int
+    ratio: int
+    cond_dim: int
+    cond_drop_prob: float
+    cond_noise: float
+
+    def _init_trunk(
+        self, *, semantic_vocab: int, ratio: int, cond_dim: int, dim: int, depth: int, heads: int, dim_head: int,
+        ff_hidden: int, dropout: float, cond_drop_prob: float, cond_noise: float,
+    ) -> None:  # fmt: skip
+        if not 0.0 <= cond_drop_prob < 1.0 or cond_noise < 0 or ratio < 1:
+            raise ValueError(f"need 0 <= cond_drop_prob < 1, cond_noise >= 0, ratio >= 1; got {cond_drop_prob}, "
+                             f"{cond_noise}, {ratio}")  # fmt: skip
+        self.semantic_vocab, self.ratio, self.cond_dim = semantic_vocab, ratio, cond_dim
+        self.cond_drop_prob, self.cond_noise = cond_drop_prob, cond_noise
+        self.semantic_emb = nn.Embedding(semantic_vocab, dim)
+        self.cond_proj = nn.Linear(cond_dim, dim)  # zero-initialised: the conditioning path starts as a no-op
+        nn.init.zeros_(self.cond_proj.weight)
+        nn.init.zeros_(self.cond_proj.bias)
+        self.null_cond = nn.Parameter(torch.zeros(dim))
+        self.rotary = RotaryEmbedding(dim_head, num_axes=1)
+        self.blocks = nn.ModuleList(
+            _Block(dim, heads, dim_head, ff_hidden, dropout, causal=False) for _ in range(depth)
+        )
+        self.norm = nn.LayerNorm(dim)
+
+    def _check_semantic(self, semantic: Tensor) -> None:
+        if semantic.numel() and (int(semantic.min()) < 0 or int(semantic.max()) >= self.semantic_vocab):
+            raise ValueError(f"semantic ids must be in [0, {self.semantic_vocab}), got "
+                             f"[{int(semantic.min())}, {int(semantic.max())}]")  # fmt: skip
+
+    def condition(self, cond: Tensor | None, batch: int, *, drop: Tensor | None = None) -> Tensor:
+        """``[B, D]``: the projected conditioning, or the null vector for ``cond=None`` / dropped rows."""
+        null = self.null_cond.expand(batch, -1)
+        if cond is None:
+            return null
+        c = self.cond_proj(cond.to(self.null_cond.dtype))
+        return c if drop is None else torch.where(drop[:, None], null, c)
+
+    def noisy(self, cond: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """``cond`` plus Gaussian noise of a per-row std in ``[0, cond_noise]``, re-normalised."""
+        if self.cond_noise <= 0:
+            return cond
+        scale = torch.rand(cond.shape[0], 1, generator=generator).to(cond) * self.cond_noise
+        return F.normalize(cond + scale * torch.randn(cond.shape, generator=generator).to(cond), dim=-1)
+
+    def _transform(self, x: Tensor) -> Tensor:
+        """The bidirectional transformer over frames: ``[B, T, D] -> [B, T, D]`` (normalised)."""
+        rotary = self.rotary(torch.arange(x.shape[1], device=x.device)[None, :, None])
+        for layer, block in enumerate(self.blocks):
+            x = block(x, rotary, None, layer)
+        return self.norm(x)
