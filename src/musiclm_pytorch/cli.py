@@ -455,7 +455,8 @@ def _cmd_eval_acoustic(args: argparse.Namespace) -> int:
     report = acoustic_oracle(stage=load(args.stage), codec=load(args.codec), mulan=load(args.mulan), items=items,
                              texts=texts, tags=[r["tags"] for r in matched], cfg_scale=args.cfg_scale,
                              steps=tuple(args.steps), temperature=args.temperature, seed=args.seed, bank=bank,
-                             knn=args.knn or 8, other_scales=tuple(args.other_scales))  # fmt: skip
+                             knn=args.knn or 8, other_scales=tuple(args.other_scales), out_dir=Path(args.out),
+                             examples=args.examples)  # fmt: skip
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "acoustic_oracle.json").write_text(json.dumps(report, indent=2))
@@ -734,6 +735,7 @@ def build_parser() -> argparse.ArgumentParser:
     eo.add_argument("--steps", type=int, nargs="+", default=[8, 1], help="unmasking rounds per level")
     eo.add_argument("--temperature", type=float, default=1.0)
     eo.add_argument("--seed", type=int, default=0)
+    eo.add_argument("--examples", type=int, default=4, help="clips written as WAVs and drawn in acoustic_oracle.png")
     eo.add_argument("--knn", type=int, default=0, help="also condition on the mean audio latent of the K training "
                     "clips nearest the caption (tokens/train.pt); 0: off")  # fmt: skip
     eo.add_argument("--threads", type=int, default=2)

@@ -382,4 +382,8 @@ def test_eval_acoustic_cli_on_a_latent_stage(tokens, spectral_tokens, tiny_corpu
     for name in ("codec_ceiling", "from_text", "from_text_cfg1", "from_audio", "null", "from_text_knn"):
         assert 0.0 <= report[name]["caption_r1"] <= 1.0 and "family" in report[name]["judge"]
     assert "caption_swap" in report
+    assert (tmp_path / "oracle" / "acoustic_oracle.png").stat().st_size > 10_000  # spectrograms of the examples
+    assert (tmp_path / "oracle" / "clip0_from_text.wav").is_file() and (
+        tmp_path / "oracle" / "clip3_null.wav"
+    ).is_file()
     assert main([*argv[:-2], "--data", str(tmp_path / "empty.jsonl")]) == 2  # no manifest there: one-line error

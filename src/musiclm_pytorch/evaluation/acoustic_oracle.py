@@ -24,8 +24,10 @@ Every generation uses one sample per clip and no reranking.
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..data.captions import swap_instrument
@@ -63,10 +65,12 @@ def acoustic_oracle(
     *, stage: Any, codec: Any, mulan: Any, items: list[dict[str, Any]], texts: list[str], tags: list[dict[str, Any]],
     cfg_scale: float = 3.0, steps: tuple[int, ...] = (8, 1), temperature: float = 1.0, batch_size: int = 16,
     seed: int = 0, judge: Any = None, bank: torch.Tensor | None = None, knn: int = 8,
-    other_scales: tuple[float, ...] = (),
+    other_scales: tuple[float, ...] = (), out_dir: Path | None = None, examples: int = 4,
 ) -> dict[str, Any]:  # fmt: skip
     """Scores of the versions in the module docstring for token ``items`` (``semantic``, ``codes``,
-    ``mulan``) with their ``texts`` and ``tags``; all clips are cut to the shortest."""
+    ``mulan``) with their ``texts`` and ``tags``; all clips are cut to the shortest. With ``out_dir``, the
+    first ``examples`` clips of every version are also written as WAVs and drawn as spectrograms
+    (``acoustic_oracle.png``)."""
     if len(items) < 2 or not len(items) == len(texts) == len(tags):
         raise ValueError(f"need at least 2 items with one text and tags each, got {len(items)} / {len(texts)} / "
                          f"{len(tags)}")  # fmt: skip
@@ -120,4 +124,44 @@ def acoustic_oracle(
                               "ratio_to_ceiling": round(rate / ceiling, 4) if ceiling else None}  # fmt: skip
     for name in versions:
         report[name].pop("judge_predictions", None)
+    if out_dir is not None:
+        from ..audio import save_audio
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        shown = {**versions, "caption_swap": swapped}
+        plot_versions(shown, [texts[i] for i in range(min(examples, len(texts)))], codec.sample_rate,
+                      out_dir / "acoustic_oracle.png", swapped_texts=swap_texts)  # fmt: skip
+        for i in range(min(examples, len(texts))):
+            for name, audio in shown.items():
+                save_audio(out_dir / f"clip{i}_{name}.wav", audio[i], codec.sample_rate)
     return report
+
+
+def plot_versions(versions: dict[str, torch.Tensor], texts: list[str], sample_rate: int, path: Path, *,
+                  swapped_texts: list[str] | None = None) -> Path:  # fmt: skip
+    """Log-mel spectrograms (dB of each clip's peak) of each version of the first ``len(texts)`` clips:
+    one row per clip (its caption as the title), one column per version."""
+    import librosa
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(versions)
+    fig, axes = plt.subplots(len(texts), len(names), figsize=(2.6 * len(names), 2.2 * len(texts)), squeeze=False)
+    for i, text in enumerate(texts):
+        for j, name in enumerate(names):
+            y = versions[name][i].reshape(-1).float().numpy()
+            mel = librosa.feature.melspectrogram(y=y, sr=sample_rate, n_fft=1024, hop_length=256, n_mels=80)
+            axes[i, j].imshow(librosa.power_to_db(mel, ref=np.max, top_db=80), origin="lower", aspect="auto")
+            axes[i, j].set_xticks([])
+            axes[i, j].set_yticks([])
+            title = name if i == 0 else ""
+            if name == "caption_swap" and swapped_texts is not None:
+                title = f"{title}\n{swapped_texts[i][:40]}".strip()
+            axes[i, j].set_title(title, fontsize=7)
+        axes[i, 0].set_ylabel(text[:48], fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
