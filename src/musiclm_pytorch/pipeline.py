@@ -167,12 +167,12 @@ class MusicLM:
         )
         wavs: Tensor | None = None
         if isinstance(self.acoustic_lm, LatentAcousticLM):
-            latents = self.conditioner.mulan.get_text_latents(raw_texts=texts).repeat_interleave(n, dim=0)
+            latents = self._acoustic_condition(texts).repeat_interleave(n, dim=0)
             predicted = self.acoustic_lm.generate(semantic, latents, cfg_scale=cfg_scale)
             wavs = self.codec.decode_latents(predicted)[:, 0]  # type: ignore[attr-defined]
             codes = self.codec.quantize_latents(predicted)  # type: ignore[attr-defined]
         elif self.acoustic_lm is not None:
-            latents = self.conditioner.mulan.get_text_latents(raw_texts=texts).repeat_interleave(n, dim=0)
+            latents = self._acoustic_condition(texts).repeat_interleave(n, dim=0)
             codes = self.acoustic_lm.generate(
                 semantic, latents, steps=acoustic_steps, cfg_scale=cfg_scale, temperature=temperatures[1],
                 top_k=top_k, generator=generator,
@@ -237,11 +237,11 @@ class MusicLM:
                                             sampling=sampling[0], generator=generator)  # fmt: skip
             semantic = torch.cat([semantic, new[:, -steps:]], dim=1)
         if isinstance(self.acoustic_lm, LatentAcousticLM):
-            latents = self.conditioner.mulan.get_text_latents(raw_texts=[t for t, _ in segments])
+            latents = self._acoustic_condition([t for t, _ in segments])
             predicted = self._latent_long(semantic, latents, owner, win_f, overlap_f, cfg_scale)
             return self.codec.decode_latents(predicted)[0, 0, : int(total / rate * self.sample_rate)]  # type: ignore[attr-defined]
         if self.acoustic_lm is not None:
-            latents = self.conditioner.mulan.get_text_latents(raw_texts=[t for t, _ in segments])
+            latents = self._acoustic_condition([t for t, _ in segments])
             codes = self._acoustic_long(semantic, latents, owner, win_f, overlap_f, sampling[1], generator)
             return self.codec.decode(codes)[0, 0, : int(total / rate * self.sample_rate)]
         assert self.coarse_lm is not None
@@ -263,6 +263,12 @@ class MusicLM:
             # the fine levels depend on the coarse ones; the first segment's text conditions them
             codes = self._fine(codes, conds[:1], sampling[2], generator)
         return self.codec.decode(codes)[0, 0, : int(total / rate * self.sample_rate)]
+
+    def _acoustic_condition(self, texts: list[str]) -> Tensor:
+        """The frame-aligned stage's conditioning for ``texts``: the stage's text prior (the mean audio
+        latent of the training clips nearest each text's MuLaN latent) where it keeps one."""
+        assert self.acoustic_lm is not None
+        return self.acoustic_lm.text_prior(self.conditioner.mulan.get_text_latents(raw_texts=texts))
 
     def _latent_long(
         self, semantic: Tensor, latents: Tensor, owner: Tensor, win_f: int, overlap_f: int, cfg_scale: float

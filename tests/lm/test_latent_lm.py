@@ -80,3 +80,18 @@ def test_fit_direct_recovers_an_additive_model_in_closed_form():
     assert (direct - lat).abs().mean() < 0.5 * (lat - lat.mean(0)).abs().mean()  # without a training step
     with pytest.raises(ValueError, match="at least 2 clips"):
         model.fit_direct(clips[:1])
+
+
+def test_text_prior_averages_the_nearest_training_latents():
+    from musiclm_pytorch.evaluation.acoustic_oracle import knn_prior
+
+    model = LatentAcousticLM(semantic_vocab=4, latent_dim=2, cond_dim=4, dim=16, depth=1, heads=1, dim_head=16,
+                             prior_size=10, prior_k=3)  # fmt: skip
+    text = F.normalize(torch.randn(5, 4), dim=-1)
+    assert torch.equal(LatentAcousticLM(semantic_vocab=4, latent_dim=2, cond_dim=4, dim=16, depth=1).text_prior(text),
+                       text)  # no bank: the text latents themselves  # fmt: skip
+    bank = F.normalize(torch.randn(10, 4), dim=-1)
+    model.set_prior_bank(bank)
+    assert torch.allclose(model.text_prior(text), knn_prior(text, bank, 3))
+    with pytest.raises(ValueError, match="prior bank must be \\(10, 4\\)"):
+        model.set_prior_bank(bank[:5])

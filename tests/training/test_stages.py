@@ -344,7 +344,8 @@ def test_latent_stage_trains_evaluates_and_resumes_on_the_same_curve(spectral_to
                progress=False)  # fmt: skip
     report = train_stage(StageTrainConfig(**cfg))
     assert all(report[k] > 0 for k in ("val_loss", "val_loss_shuffled_cond", "val_loss_null_cond"))
-    assert load(tmp_path / "a" / "latent.safetensors", expected=LatentAcousticLM).latent_dim == 16
+    lm = load(tmp_path / "a" / "latent.safetensors", expected=LatentAcousticLM)
+    assert lm.latent_dim == 16 and lm.prior_bank.shape == (18, 128)  # every training clip's MuLaN latent
     _assert_resumes_on_the_same_curve(cfg, tmp_path, monkeypatch)
     with pytest.raises(ValueError, match="needs --codec"):
         StageTrainConfig(stage="latent", tokens="x")

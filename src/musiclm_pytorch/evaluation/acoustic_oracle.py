@@ -84,6 +84,8 @@ def acoustic_oracle(
     codes = torch.stack([it["codes"][:levels, : frames * stage.ratio].long() for it in items])
     own = torch.stack([it["mulan"].float() for it in items])
     swap_texts, swap_tags = _swapped(texts, tags, seed)
+    if bank is None and len(getattr(stage, "prior_bank", ())):  # the stage's own text prior
+        bank, knn = stage.prior_bank, stage.prior_k
 
     def text_latents(strings: list[str]) -> torch.Tensor:
         return torch.cat([mulan.get_text_latents(raw_texts=strings[i : i + 64]) for i in range(0, len(strings), 64)])
@@ -162,6 +164,6 @@ def plot_versions(versions: dict[str, torch.Tensor], texts: list[str], sample_ra
             axes[i, j].set_title(title, fontsize=7)
         axes[i, 0].set_ylabel(text[:48], fontsize=6)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
     return path

@@ -1,6 +1,13 @@
 """What the frame-aligned acoustic stages share (:mod:`.masked`, :mod:`.regression`): the semantic id
 embedding, the continuous conditioning (a zero-initialised projection of the MuLaN embedding, a learned
-null vector for guidance, Gaussian noise in training) and a bidirectional transformer (RoPE, SDPA)."""
+null vector for guidance, Gaussian noise in training), a bidirectional transformer (RoPE, SDPA), and
+the retrieval prior that bridges text to audio conditioning.
+
+The prior (benchmarks/RESULTS.md, "The acoustic oracle on the latent stage"): a stage trained on MuLaN
+*audio* latents did worse than with no conditioning when given a caption's *text* latent, and as
+well as with the clip's own audio latent when given the mean audio latent of the ``prior_k`` training
+clips nearest the text (unCLIP's prior, without training one). The stage keeps those training audio
+latents (``prior_bank``, ``prior_size`` rows) so that generation from text can use them."""
 
 from __future__ import annotations
 
@@ -22,9 +29,12 @@ class FrameAlignedStage(Component):
     cond_drop_prob: float
     cond_noise: float
 
+    prior_bank: Tensor
+
     def _init_trunk(
         self, *, semantic_vocab: int, ratio: int, cond_dim: int, dim: int, depth: int, heads: int, dim_head: int,
-        ff_hidden: int, dropout: float, cond_drop_prob: float, cond_noise: float,
+        ff_hidden: int, dropout: float, cond_drop_prob: float, cond_noise: float, prior_size: int = 0,
+        prior_k: int = 8,
     ) -> None:  # fmt: skip
         if not 0.0 <= cond_drop_prob < 1.0 or cond_noise < 0 or ratio < 1:
             raise ValueError(f"need 0 <= cond_drop_prob < 1, cond_noise >= 0, ratio >= 1; got {cond_drop_prob}, "
@@ -41,6 +51,26 @@ class FrameAlignedStage(Component):
             _Block(dim, heads, dim_head, ff_hidden, dropout, causal=False) for _ in range(depth)
         )
         self.norm = nn.LayerNorm(dim)
+        if prior_size < 0 or prior_k < 1:
+            raise ValueError(f"need prior_size >= 0 and prior_k >= 1, got {prior_size}, {prior_k}")
+        self.prior_k = prior_k
+        self.register_buffer("prior_bank", torch.zeros(prior_size, cond_dim))
+
+    def set_prior_bank(self, latents: Tensor) -> None:
+        """Keep ``latents [prior_size, C]`` (training clips' audio latents) for :meth:`text_prior`."""
+        if latents.shape != self.prior_bank.shape:
+            raise ValueError(f"prior bank must be {tuple(self.prior_bank.shape)} (prior_size x cond_dim), got "
+                             f"{tuple(latents.shape)}")  # fmt: skip
+        self.prior_bank.copy_(F.normalize(latents.float(), dim=-1))
+
+    def text_prior(self, text_latents: Tensor) -> Tensor:
+        """The conditioning for ``text_latents [B, C]``: the normalised mean of the ``prior_k`` bank rows
+        nearest each (cosine), or the text latents themselves when the stage keeps no bank."""
+        if len(self.prior_bank) == 0:
+            return text_latents
+        bank = self.prior_bank.to(text_latents)
+        nearest = (text_latents @ bank.T).topk(min(self.prior_k, len(bank)), dim=-1).indices
+        return F.normalize(bank[nearest].mean(1), dim=-1)
 
     def _check_semantic(self, semantic: Tensor) -> None:
         if semantic.numel() and (int(semantic.min()) < 0 or int(semantic.max()) >= self.semantic_vocab):

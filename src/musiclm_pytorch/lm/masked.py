@@ -55,6 +55,8 @@ class MaskedAcousticLM(FrameAlignedStage):
         cond_drop_prob: probability of the null condition per training example (guidance).
         cond_noise: largest per-dimension std of the Gaussian noise added to the (unit) conditioning in
             training, drawn uniformly per example; 0 disables.
+        prior_size, prior_k: training audio latents kept for the text prior, and how many are averaged
+            (:mod:`.frame_aligned`); 0: generation from text uses the text latent itself.
     """
 
     component_name = "masked_acoustic_lm"
@@ -62,7 +64,8 @@ class MaskedAcousticLM(FrameAlignedStage):
     def __init__(
         self, *, semantic_vocab: int, codebook_size: int, num_quantizers: int, ratio: int = 2, cond_dim: int = 128,
         dim: int = 256, depth: int = 6, heads: int = 4, dim_head: int = 64, ff_hidden: int | None = None,
-        dropout: float = 0.1, cond_drop_prob: float = 0.1, cond_noise: float = 0.0, full_mask_prob: float = 0.2,
+        dropout: float = 0.1, cond_drop_prob: float = 0.1, cond_noise: float = 0.0,
+        prior_size: int = 0, prior_k: int = 8, full_mask_prob: float = 0.2,
     ):  # fmt: skip
         super().__init__()
         ff_hidden = ff_hidden or 4 * dim
@@ -70,12 +73,14 @@ class MaskedAcousticLM(FrameAlignedStage):
             semantic_vocab=semantic_vocab, codebook_size=codebook_size, num_quantizers=num_quantizers, ratio=ratio,
             cond_dim=cond_dim, dim=dim, depth=depth, heads=heads, dim_head=dim_head, ff_hidden=ff_hidden,
             dropout=dropout, cond_drop_prob=cond_drop_prob, cond_noise=cond_noise, full_mask_prob=full_mask_prob,
+            prior_size=prior_size, prior_k=prior_k,
         )  # fmt: skip
         if not 0.0 <= full_mask_prob <= 1.0:
             raise ValueError(f"need 0 <= full_mask_prob <= 1, got {full_mask_prob}")
         self._init_trunk(semantic_vocab=semantic_vocab, ratio=ratio, cond_dim=cond_dim, dim=dim, depth=depth,
                          heads=heads, dim_head=dim_head, ff_hidden=ff_hidden, dropout=dropout,
-                         cond_drop_prob=cond_drop_prob, cond_noise=cond_noise)  # fmt: skip
+                         cond_drop_prob=cond_drop_prob, cond_noise=cond_noise, prior_size=prior_size,
+                         prior_k=prior_k)  # fmt: skip
         self.codebook_size, self.num_quantizers, self.full_mask_prob = codebook_size, num_quantizers, full_mask_prob
         self.mask_id = codebook_size  # each level's last id
         self.code_emb = nn.Embedding(num_quantizers * (codebook_size + 1), dim)

@@ -46,6 +46,8 @@ class LatentAcousticLM(FrameAlignedStage):
         cond_drop_prob: probability of the null condition per training example (guidance).
         cond_noise: largest per-dimension std of the Gaussian noise added to the (unit) conditioning in
             training, drawn uniformly per example; 0 disables.
+        prior_size, prior_k: training audio latents kept for the text prior, and how many are averaged
+            (:mod:`.frame_aligned`); 0: generation from text uses the text latent itself.
     """
 
     component_name = "latent_acoustic_lm"
@@ -54,17 +56,19 @@ class LatentAcousticLM(FrameAlignedStage):
         self, *, semantic_vocab: int, latent_dim: int, ratio: int = 2, cond_dim: int = 128, dim: int = 256,
         depth: int = 6, heads: int = 4, dim_head: int = 64, ff_hidden: int | None = None, dropout: float = 0.1,
         cond_drop_prob: float = 0.1, cond_noise: float = 0.0,
+        prior_size: int = 0, prior_k: int = 8,
     ):  # fmt: skip
         super().__init__()
         ff_hidden = ff_hidden or 4 * dim
         self.save_config(
             semantic_vocab=semantic_vocab, latent_dim=latent_dim, ratio=ratio, cond_dim=cond_dim, dim=dim, depth=depth,
             heads=heads, dim_head=dim_head, ff_hidden=ff_hidden, dropout=dropout, cond_drop_prob=cond_drop_prob,
-            cond_noise=cond_noise,
+            cond_noise=cond_noise, prior_size=prior_size, prior_k=prior_k,
         )  # fmt: skip
         self._init_trunk(semantic_vocab=semantic_vocab, ratio=ratio, cond_dim=cond_dim, dim=dim, depth=depth,
                          heads=heads, dim_head=dim_head, ff_hidden=ff_hidden, dropout=dropout,
-                         cond_drop_prob=cond_drop_prob, cond_noise=cond_noise)  # fmt: skip
+                         cond_drop_prob=cond_drop_prob, cond_noise=cond_noise, prior_size=prior_size,
+                         prior_k=prior_k)  # fmt: skip
         self.latent_dim = latent_dim
         self.phase_emb = nn.Embedding(ratio, dim)  # which of the ``ratio`` frames under one semantic id
         self.to_latent = nn.Linear(dim, latent_dim)

@@ -236,6 +236,9 @@ class StageTrainConfig:
     acoustic_levels: int | None = None
     # latent stage: the SpectralCodec checkpoint whose latents it regresses (the one the tokens were made with)
     codec: str = ""
+    # acoustic and latent stages: training audio latents kept for generation's text prior (0: none; the
+    # first N training clips); by measurement the prior conditions from text as well as the clip's own audio
+    prior_size: int = 4096
     # TokenLM token_groups (each id also gets its codec level's embedding). None: the fine stage only
     # (a resumed run: what its checkpoint has),
     # by measurement on MDCT codes (benchmarks/RESULTS.md): fine 8.37 -> 6.79 val loss at 300 steps,
@@ -372,7 +375,9 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
         lm = LatentAcousticLM(semantic_vocab=train["semantic_vocab"], latent_dim=codec.latent_dim, ratio=ratio,
                               cond_dim=train["items"][0]["mulan"].shape[-1], dim=cfg.dim, depth=cfg.depth,
                               heads=cfg.heads, dim_head=cfg.dim_head, dropout=cfg.dropout,
-                              cond_drop_prob=cfg.cond_drop_prob, cond_noise=cfg.cond_noise)  # fmt: skip
+                              cond_drop_prob=cfg.cond_drop_prob, cond_noise=cfg.cond_noise,
+                              prior_size=min(cfg.prior_size, len(train["items"])))  # fmt: skip
+        lm.set_prior_bank(_prior_bank(train["items"], len(lm.prior_bank)))
         fit_report = lm.fit_direct(
             (it["semantic"], codec.latents_from_codes(it["codes"][None].long())[0], it["mulan"])
             for it in train["items"]
@@ -386,7 +391,9 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
                               num_quantizers=cfg.acoustic_levels or train["num_quantizers"], ratio=ratio,
                               cond_dim=train["items"][0]["mulan"].shape[-1], dim=cfg.dim, depth=cfg.depth,
                               heads=cfg.heads, dim_head=cfg.dim_head, dropout=cfg.dropout,
-                              cond_drop_prob=cfg.cond_drop_prob, cond_noise=cfg.cond_noise)  # fmt: skip
+                              cond_drop_prob=cfg.cond_drop_prob, cond_noise=cfg.cond_noise,
+                              prior_size=min(cfg.prior_size, len(train["items"])))  # fmt: skip
+        lm.set_prior_bank(_prior_bank(train["items"], len(lm.prior_bank)))
     else:
         assert layout is not None
         lm = TokenLM(vocab_size=layout.vocab_size, dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, dim_head=cfg.dim_head,
@@ -553,6 +560,11 @@ def evaluate_acoustic(lm: MaskedAcousticLM, items: list[dict[str, Any]], cfg: St
         k: round(v / (count if k.startswith("val_loss") else frame_count), 5) for k, v in sums.items()
     }
     return {**report, "val_clips": len(chosen)}
+
+
+def _prior_bank(items: list[dict[str, Any]], size: int) -> Tensor:
+    """The MuLaN audio latents of the first ``size`` training clips ``[size, C]`` (the text prior's bank)."""
+    return torch.stack([it["mulan"].float() for it in items[:size]]) if size else torch.zeros(0, 0)
 
 
 def _latent_codec(cfg: StageTrainConfig, train: dict[str, Any]) -> Any:
