@@ -146,7 +146,7 @@ def test_stage_ema_and_bf16(tokens, tmp_path):
 
 
 def test_stage_config_errors(tmp_path):
-    with pytest.raises(ValueError, match="stage must be semantic, coarse, fine or acoustic"):
+    with pytest.raises(ValueError, match="stage must be semantic, coarse, fine, acoustic or latent"):
         StageTrainConfig(stage="medium", tokens="x")
     with pytest.raises(ValueError, match="mixed_precision must be 'no' or 'bf16'"):
         StageTrainConfig(tokens="x", mixed_precision="fp16")

@@ -54,7 +54,8 @@ class FrameAlignedStage(Component):
         if prior_size < 0 or prior_k < 1:
             raise ValueError(f"need prior_size >= 0 and prior_k >= 1, got {prior_size}, {prior_k}")
         self.prior_k = prior_k
-        self.register_buffer("prior_bank", torch.zeros(prior_size, cond_dim))
+        # an empty bank is not saved: checkpoints from before the prior (config without prior_size) still load
+        self.register_buffer("prior_bank", torch.zeros(prior_size, cond_dim), persistent=prior_size > 0)
 
     def set_prior_bank(self, latents: Tensor) -> None:
         """Keep ``latents [prior_size, C]`` (training clips' audio latents) for :meth:`text_prior`."""
