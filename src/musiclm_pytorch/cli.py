@@ -673,7 +673,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("codec", ".training.codec:CodecTrainConfig", _cmd_train_codec,
          "train a codec, MDCT or SoundStream (resumes from --out)"),
         ("stage", ".training.stages:StageTrainConfig", _cmd_train_stage,
-         "train a stage LM (semantic, coarse, fine) on tokenized data"),
+         "train a stage on tokenized data (semantic, coarse, fine; or acoustic, latent)"),
     ):  # fmt: skip
         p = train.add_parser(name, help=help_text, config=config)
         p.set_defaults(func=func)
