@@ -105,13 +105,14 @@ def acoustic_oracle(
         return torch.cat(out)
 
     versions = {"codec_ceiling": torch.cat([codec.decode(c) for c in codes.split(batch_size)])}
-    versions["from_text"] = render(text_latents(texts))
+    text = text_latents(texts)  # once: every version from text starts here
+    versions["from_text"] = render(text)
     for scale in other_scales:  # the guidance sweep, from text
-        versions[f"from_text_cfg{scale:g}"] = render(text_latents(texts), scale)
+        versions[f"from_text_cfg{scale:g}"] = render(text, scale)
     versions["from_audio"] = render(own)
     versions["null"] = render(None)
     if bank is not None:
-        versions["from_text_knn"] = render(knn_prior(text_latents(texts), bank, knn))
+        versions["from_text_knn"] = render(knn_prior(text, bank, knn))
     report: dict[str, Any] = {"clips": len(items), "seconds": round(frames * stage.ratio / codec.frame_rate, 3),
                               "cfg_scale": cfg_scale, "steps": list(steps), "temperature": temperature}  # fmt: skip
     report.update(score_versions(versions, texts, tags, sample_rate=codec.sample_rate, mulan=mulan, judge=judge))

@@ -418,6 +418,8 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
     log = JsonLog(out / "log.jsonl", resume_step=step if resume else None)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     lm_ddp, opt = accelerator.prepare(lm, opt)
+    if codec is not None:  # the latent stage's targets are computed from codes on the training device
+        codec.to(accelerator.device)
     model: TokenLM | MaskedAcousticLM | LatentAcousticLM = accelerator.unwrap_model(lm_ddp)
 
     def evaluate(m: Any) -> dict[str, Any]:
