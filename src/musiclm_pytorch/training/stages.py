@@ -135,7 +135,7 @@ def tokenize_corpus(
 _TOKEN_KINDS = {"conditioner": ("cond_ids", "mulan"), "semantic": ("semantic",), "codec": ("codes",)}
 
 
-_KEYS = ("semantic", "codes", "cond_ids", "mulan")
+_KEYS = tuple(k for keys in _TOKEN_KINDS.values() for k in keys)  # every item key a tokenizer makes
 
 
 @torch.no_grad()
@@ -372,11 +372,7 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
             )
     elif cfg.stage == "latent":
         assert codec is not None
-        lm = LatentAcousticLM(semantic_vocab=train["semantic_vocab"], latent_dim=codec.latent_dim, ratio=ratio,
-                              cond_dim=train["items"][0]["mulan"].shape[-1], dim=cfg.dim, depth=cfg.depth,
-                              heads=cfg.heads, dim_head=cfg.dim_head, dropout=cfg.dropout,
-                              cond_drop_prob=cfg.cond_drop_prob, cond_noise=cfg.cond_noise,
-                              prior_size=min(cfg.prior_size, len(train["items"])))  # fmt: skip
+        lm = LatentAcousticLM(latent_dim=codec.latent_dim, **_frame_aligned_args(cfg, train))
         lm.set_prior_bank(_prior_bank(train["items"], len(lm.prior_bank)))
         fit_report = lm.fit_direct(
             (it["semantic"], codec.latents_from_codes(it["codes"][None].long())[0], it["mulan"])
@@ -387,12 +383,9 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
         if not 1 <= (cfg.acoustic_levels or 1) <= train["num_quantizers"]:
             raise ValueError(f"acoustic_levels={cfg.acoustic_levels} must be in [1, {train['num_quantizers']}] (the "
                              f"codec levels {root} holds)")  # fmt: skip
-        lm = MaskedAcousticLM(semantic_vocab=train["semantic_vocab"], codebook_size=train["codebook_size"],
-                              num_quantizers=cfg.acoustic_levels or train["num_quantizers"], ratio=ratio,
-                              cond_dim=train["items"][0]["mulan"].shape[-1], dim=cfg.dim, depth=cfg.depth,
-                              heads=cfg.heads, dim_head=cfg.dim_head, dropout=cfg.dropout,
-                              cond_drop_prob=cfg.cond_drop_prob, cond_noise=cfg.cond_noise,
-                              prior_size=min(cfg.prior_size, len(train["items"])))  # fmt: skip
+        lm = MaskedAcousticLM(codebook_size=train["codebook_size"],
+                              num_quantizers=cfg.acoustic_levels or train["num_quantizers"],
+                              **_frame_aligned_args(cfg, train))  # fmt: skip
         lm.set_prior_bank(_prior_bank(train["items"], len(lm.prior_bank)))
     else:
         assert layout is not None
@@ -562,6 +555,15 @@ def evaluate_acoustic(lm: MaskedAcousticLM, items: list[dict[str, Any]], cfg: St
         k: round(v / (count if k.startswith("val_loss") else frame_count), 5) for k, v in sums.items()
     }
     return {**report, "val_clips": len(chosen)}
+
+
+def _frame_aligned_args(cfg: StageTrainConfig, train: dict[str, Any]) -> dict[str, Any]:
+    """The constructor arguments both frame-aligned stages take from the config and the tokens."""
+    cond_dim = train["items"][0]["mulan"].shape[-1]
+    return dict(semantic_vocab=train["semantic_vocab"], ratio=train["ratio"], cond_dim=cond_dim, dim=cfg.dim,
+                depth=cfg.depth, heads=cfg.heads, dim_head=cfg.dim_head, dropout=cfg.dropout,
+                cond_drop_prob=cfg.cond_drop_prob, cond_noise=cfg.cond_noise,
+                prior_size=min(cfg.prior_size, len(train["items"])))  # fmt: skip
 
 
 def _prior_bank(items: list[dict[str, Any]], size: int) -> Tensor:
