@@ -57,8 +57,6 @@ def test_bundle_folder_and_generate_cli(parts, tmp_path, capsys):
     from musiclm_pytorch.cli import main
     from musiclm_pytorch.pipeline import BUNDLE_FILES
 
-    assert main(["generate", "calm piano"]) == 2
-    assert "no trained text-to-music model ships yet" in capsys.readouterr().err
     for key, name in BUNDLE_FILES.items():
         if key in parts:
             save(parts[key], tmp_path / name)
@@ -69,6 +67,10 @@ def test_bundle_folder_and_generate_cli(parts, tmp_path, capsys):
     assert len(report["files"]) == 1 and len(report["mulan_scores"][0]) == 2
     assert main([*argv, "--lm-precision", "int8"]) == 0  # int8 stage LMs decode through the same pipeline
     assert len(json.loads(capsys.readouterr().out)["files"]) == 1
+    one = tmp_path / "one.wav"  # one text, one named file; longer than the model's 2 s window: long generation
+    assert main([*argv[:-2], "--seconds", "3", "-o", str(one)]) == 0
+    assert json.loads(capsys.readouterr().out)["files"] == [str(one)] and one.stat().st_size > 3 * 16000 * 2
+    assert main([*argv[:2], "x", *argv[2:-2], "-o", str(one)]) == 2 and "names one WAV file" in capsys.readouterr().err
     from musiclm_pytorch.pipeline import load_musiclm
 
     assert load_musiclm(tmp_path, lm_precision="int8").coarse_lm.quantized
@@ -194,3 +196,42 @@ def test_latent_acoustic_stage_in_the_pipeline(acoustic_parts):
     with pytest.raises(ValueError, match="acoustic_lm.latent_dim=16 does not match codec.latent_dim=8"):
         small = SpectralCodec(dim=8, num_quantizers=2, codebook_size=8)
         MusicLM(**{**parts, "codec": small})
+
+
+def test_retrieval_prior_conditions_every_stage(acoustic_parts, tmp_path):
+    from musiclm_pytorch import save
+    from musiclm_pytorch.checkpoint import identity
+    from musiclm_pytorch.lm import RetrievalPrior
+    from musiclm_pytorch.pipeline import BUNDLE_FILES, load_musiclm
+
+    gen = torch.Generator().manual_seed(0)
+    items = [{"mulan": torch.randn(128, generator=gen), "semantic": torch.full((25,), i % 8)} for i in range(16)]
+    prior = RetrievalPrior.from_items(items, vocab_size=8, k=1, weight=50.0)
+    mlm = MusicLM(**acoustic_parts, prior=prior)
+    texts = ["calm piano", "loud drums"]
+    cond, bias, latent = mlm.text_condition(texts)
+    text = mlm.conditioner.mulan.get_text_latents(raw_texts=texts)
+    nearest = prior.neighbours(text)[:, 0]
+    assert torch.allclose(latent, prior.latents[nearest])  # k = 1: the nearest clip's audio latent itself
+    assert torch.equal(cond, mlm.conditioner.quantize(latent)[0])  # quantized as training quantized audio
+    assert torch.allclose(bias, 50.0 * prior.token_log_prior(text))
+    assert mlm.text_condition(texts, prior_weight=0.0)[1] is None
+    out = mlm.generate(texts, seconds=1.0, generator=torch.Generator().manual_seed(0))
+    # a heavy prior weight: each text's ids are its neighbour's (clip i holds only id i mod 8)
+    assert [set(row.tolist()) for row in out.semantic] == [{int(i) % 8} for i in nearest]
+    free = mlm.generate(texts, seconds=1.0, generator=torch.Generator().manual_seed(0), prior_weight=0.0)
+    assert any(len(set(row.tolist())) > 1 for row in free.semantic)
+    with pytest.raises(ValueError, match="prior.vocab_size=9 does not match semantic_tokenizer.vocab_size=8"):
+        MusicLM(**acoustic_parts, prior=RetrievalPrior.from_items(items, vocab_size=9))
+    # in a model folder, with the identity of what it was built from
+    for key, name in BUNDLE_FILES.items():
+        if key in acoustic_parts:
+            save(acoustic_parts[key], tmp_path / name)
+    mulan_id = identity(acoustic_parts["conditioner"].mulan)
+    semantic_id = identity(acoustic_parts["semantic_tokenizer"])
+    save(prior, tmp_path / BUNDLE_FILES["prior"], extra={"identity": {"mulan": mulan_id, "semantic": semantic_id}})
+    assert load_musiclm(tmp_path).prior is not None
+    save(prior, tmp_path / BUNDLE_FILES["prior"],
+         extra={"identity": {"mulan": {**mulan_id, "hash": "0" * 16}, "semantic": semantic_id}})  # fmt: skip
+    with pytest.raises(ValueError, match="retrieval_prior.safetensors .* mulan .* differs"):
+        load_musiclm(tmp_path)

@@ -58,6 +58,7 @@ _BUILTIN_MODULES = {
     "token_lm": "musiclm_pytorch.lm.transformer",
     "masked_acoustic_lm": "musiclm_pytorch.lm.masked",
     "latent_acoustic_lm": "musiclm_pytorch.lm.regression",
+    "retrieval_prior": "musiclm_pytorch.lm.prior",
     "mulan_embed_quantizer": "musiclm_pytorch.conditioning",
     "mulan": "musiclm_pytorch.mulan.model",
     "audio_spectrogram_transformer": "musiclm_pytorch.mulan.audio_tower",
@@ -303,6 +304,7 @@ STAGE_INPUTS = {
     "fine": ("conditioner", "codec"),
     "acoustic": ("mulan", "semantic", "codec"),  # continuous MuLaN latents, not the conditioner's ids
     "latent": ("mulan", "semantic", "codec"),
+    "prior": ("mulan", "semantic"),  # the retrieval prior: MuLaN audio latents and semantic id counts
 }
 
 

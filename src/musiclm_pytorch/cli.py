@@ -86,21 +86,26 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
     from .audio import save_audio
-    from .pipeline import BUNDLE_FILES, load_musiclm
+    from .pipeline import DEFAULT_MODEL, load_musiclm
 
-    if args.model_dir is None:
-        raise ValueError(
-            "no trained text-to-music model ships yet (see README, Status); pass --model-dir with "
-            + ", ".join(BUNDLE_FILES.values())
-        )
     torch.set_num_threads(args.threads)
-    mlm = load_musiclm(args.model_dir, lm_precision=args.lm_precision)
+    mlm = load_musiclm(args.model_dir or DEFAULT_MODEL, lm_precision=args.lm_precision)
     gen = torch.Generator().manual_seed(args.seed)
-    out = mlm.generate(args.texts, seconds=args.seconds, num_candidates=args.candidates, cfg_scale=args.cfg_scale,
-                       generator=gen)  # fmt: skip
-    folder = Path(args.out)
-    paths = [str(save_audio(folder / f"{i:02d}.wav", w, mlm.sample_rate)) for i, w in enumerate(out.wavs)]
-    print(json.dumps({"files": paths, "texts": args.texts, "mulan_scores": out.scores.tolist()}, indent=2))
+    out = Path(args.out)
+    single_file = out.suffix.lower() == ".wav"
+    if single_file and len(args.texts) != 1:
+        raise ValueError(f"--out {args.out!r} names one WAV file: give one text, or a folder for {len(args.texts)}")
+    weight = args.prior_weight
+    if args.seconds <= mlm.max_seconds():
+        made = mlm.generate(args.texts, seconds=args.seconds, num_candidates=args.candidates, cfg_scale=args.cfg_scale,
+                            generator=gen, prior_weight=weight)  # fmt: skip
+        wavs, scores = list(made.wavs), made.scores.tolist()
+    else:  # longer than one window: the paper's long generation, windows with an overlap (no reranking)
+        wavs = [mlm.generate_long([(t, args.seconds)], cfg_scale=args.cfg_scale, generator=gen) for t in args.texts]
+        scores = mlm.rerank_scores(torch.stack(wavs), args.texts, 1).tolist()
+    paths = [out] if single_file else [out / f"{i:02d}.wav" for i in range(len(wavs))]
+    files = [str(save_audio(p, w, mlm.sample_rate)) for p, w in zip(paths, wavs)]
+    print(json.dumps({"files": files, "texts": args.texts, "mulan_scores": scores}, indent=2))
     return 0
 
 
@@ -204,7 +209,8 @@ def _cmd_eval_guidance(args: argparse.Namespace) -> int:
     model = load_musiclm(args.model, lm_precision=args.lm_precision)
     prompts = load_prompts(args.prompts, args.num_prompts, seed=args.seed)
     report = guidance_sweep(model, prompts, scales=args.scales, seconds=args.seconds, seed=args.seed,
-                            semantic_only=args.semantic_only, progress=not args.quiet)  # fmt: skip
+                            semantic_only=args.semantic_only, progress=not args.quiet,
+                            prior_weight=args.prior_weight)  # fmt: skip
     (out / "guidance_sweep.json").write_text(json.dumps(report, indent=2))
     plot_sweep(report, out / "guidance_sweep.png")
     print(json.dumps(report, indent=2))
@@ -307,6 +313,25 @@ def _cmd_train_spectral_codec(args: argparse.Namespace) -> int:
     report = codec.fit(wavs, max_frames=args.max_frames, seed=args.seed, progress=not args.quiet)
     save(codec, args.out)
     print(json.dumps({"out": args.out, "clips": len(wavs), **report}, indent=2))
+    return 0
+
+
+def _cmd_train_retrieval_prior(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from .checkpoint import save, stage_identity
+    from .lm.prior import RetrievalPrior
+
+    path = Path(args.tokens) / "train.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"no tokens at {str(path)!r}: run `musiclm data tokenize` first")
+    train = torch.load(path, weights_only=False)
+    prior = RetrievalPrior.from_items(train["items"], vocab_size=train["semantic_vocab"], size=args.size, k=args.k,
+                                      smoothing=args.smoothing, weight=args.weight)  # fmt: skip
+    save(prior, args.out, extra={"identity": stage_identity("prior", train["identity"])})
+    print(json.dumps({"out": args.out, "clips": len(prior.latents), **prior.config}, indent=2))
     return 0
 
 
@@ -592,14 +617,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(func=_cmd_demo)
 
-    gen = sub.add_parser("generate", help="music from text with a trained model folder")
+    gen = sub.add_parser("generate", help="music from text (the shipped model, or --model-dir)")
     gen.add_argument("texts", nargs="+")
-    gen.add_argument("--model-dir", help="folder with the component checkpoints (see pipeline.BUNDLE_FILES)")
-    gen.add_argument("--seconds", type=float, default=5.0, help=f"length of each sample, at most {MAX_SECONDS:g}")
+    gen.add_argument(
+        "--model-dir",
+        help="model folder: conditioning, semantic_tokenizer, codec, semantic_lm and acoustic_lm (or coarse_lm + "
+        "fine_lm) .safetensors, optional retrieval_prior.safetensors (default: the model shipped in the package)",
+    )
+    gen.add_argument(
+        "--seconds", type=float, default=10.0,
+        help=f"length of each sample, at most {MAX_SECONDS:g} (beyond the model's window: long generation)",
+    )  # fmt: skip
     gen.add_argument(
         "--candidates", type=int, default=4, help=f"samples per text, reranked by MuLaN (1 to {MAX_CANDIDATES})"
     )
-    gen.add_argument("--cfg-scale", type=float, default=3.0)
+    gen.add_argument("--cfg-scale", type=float, default=1.0, help="classifier-free guidance of the stages")
+    gen.add_argument("--prior-weight", type=float, default=None,
+                     help="retrieval prior weight on the semantic stage (default: the model's)")  # fmt: skip
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--threads", type=int, default=2)
     gen.add_argument(
@@ -608,7 +642,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="float32",
         help="stage LM decoding precision (int8: int8 weights, bf16 activations; fastest on CPU)",
     )
-    gen.add_argument("--out", default="generated")
+    gen.add_argument("-o", "--out", default="generated", help="a folder (one WAV per text) or, for one text, a .wav")
     gen.set_defaults(func=_cmd_generate)
 
     sim = sub.add_parser("similarity", help="MuLaN cosine similarity between audio files and captions")
@@ -703,6 +737,15 @@ def build_parser() -> argparse.ArgumentParser:
     tsc.add_argument("--quiet", action="store_true")
     tsc.set_defaults(func=_cmd_train_spectral_codec)
 
+    trp = train.add_parser("retrieval-prior", help="the text -> training clips bridge of the stages (lm/prior.py)")
+    trp.add_argument("--tokens", required=True, help="tokens folder (`musiclm data tokenize`) of the stages' training")
+    trp.add_argument("--out", default="retrieval_prior.safetensors")
+    trp.add_argument("--size", type=int, default=None, help="training clips kept (default all)")
+    trp.add_argument("--k", type=int, default=8, help="neighbours pooled per text")
+    trp.add_argument("--smoothing", type=float, default=0.1, help="pseudo-count per id and neighbour")
+    trp.add_argument("--weight", type=float, default=1.0, help="default weight on the semantic LM's logits")
+    trp.set_defaults(func=_cmd_train_retrieval_prior)
+
     tc = train.add_parser("conditioning", help="fit the MuLaN conditioning RVQ on all training clips")
     tc.add_argument("--mulan", required=True, help="trained MuLaN checkpoint")
     tc.add_argument("--data", required=True, help="corpus folder with train.jsonl and val.jsonl")
@@ -780,6 +823,12 @@ def build_parser() -> argparse.ArgumentParser:
     eg.add_argument("--seconds", type=float, default=4.0)
     eg.add_argument("--seed", type=int, default=0)
     eg.add_argument("--semantic-only", action="store_true", help="sample the semantic stage alone (fast)")
+    eg.add_argument(
+        "--prior-weight",
+        type=float,
+        default=None,
+        help="the retrieval prior's weight on the semantic logits (default: the model's)",
+    )
     eg.add_argument("--lm-precision", default="int8", choices=["float32", "bfloat16", "int8"])
     eg.add_argument("--threads", type=int, default=2)
     eg.add_argument("--out", default="guidance_eval")

@@ -26,6 +26,7 @@ from .codec import Codec
 from .conditioning import MuLaNEmbedQuantizer
 from .lm.layouts import CoarseLayout, FineLayout, SemanticLayout
 from .lm.masked import MaskedAcousticLM
+from .lm.prior import RetrievalPrior
 from .lm.regression import LatentAcousticLM
 from .lm.transformer import SamplingConfig, TokenLM
 from .semantic import SemanticTokenizer
@@ -49,6 +50,10 @@ class MusicLM:
     acoustic_lm: a frame-aligned acoustic stage instead of ``coarse_lm`` and ``fine_lm``: the masked
         token stage, or the latent stage (which needs a codec with ``decode_latents``, the SpectralCodec).
     num_coarse: codec levels modelled by the coarse stage.
+    prior: a :class:`~musiclm_pytorch.lm.RetrievalPrior` over the stages' training clips. With it, a text
+        conditions every stage through the audio latents of its nearest training clips (the semantic LM
+        through their quantized mean, the frame-aligned stage through the mean itself), and the semantic
+        LM's logits add the neighbours' semantic id distribution weighted by ``prior.weight``.
     """
 
     def __init__(
@@ -62,9 +67,11 @@ class MusicLM:
         fine_lm: TokenLM | None = None,
         acoustic_lm: MaskedAcousticLM | LatentAcousticLM | None = None,
         num_coarse: int = 3,
+        prior: RetrievalPrior | None = None,
     ):
         self.conditioner, self.semantic_tokenizer, self.codec = conditioner, semantic_tokenizer, codec
         self.semantic_lm, self.coarse_lm, self.fine_lm, self.acoustic_lm = semantic_lm, coarse_lm, fine_lm, acoustic_lm
+        self.prior = prior
         if (coarse_lm is None) == (acoustic_lm is None):
             raise ValueError("give either coarse_lm (+ fine_lm), the paper's acoustic stages, or acoustic_lm")
         if acoustic_lm is not None and fine_lm is not None:
@@ -105,6 +112,9 @@ class MusicLM:
                 continue
             self._check(f"{name}.num_cond", lm.num_cond, "conditioner.num_quantizers", conditioner.num_quantizers)
             self._check(f"{name}.cond_vocab", lm.cond_vocab, "conditioner.codebook_size", conditioner.codebook_size)
+        if prior is not None:
+            self._check("prior.vocab_size", prior.vocab_size, "semantic_tokenizer.vocab_size", sv)
+            self._check("prior.cond_dim", prior.cond_dim, "MuLaN dim_latent", conditioner.mulan.dim_latent)
         self._check(
             "semantic_tokenizer.sample_rate", semantic_tokenizer.sample_rate, "codec.sample_rate", codec.sample_rate
         )
@@ -117,6 +127,12 @@ class MusicLM:
         self.ratio = int(round(ratio))
         if acoustic_lm is not None:
             self._check("acoustic_lm.ratio", acoustic_lm.ratio, "codec / semantic frame rate", self.ratio)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path | None = None, *, lm_precision: str = "float32") -> MusicLM:
+        """The model in ``folder`` (component files named in ``BUNDLE_FILES``), or with ``None`` the one
+        that ships in the package (``DEFAULT_MODEL``); no download, ever. See :func:`load_musiclm`."""
+        return load_musiclm(DEFAULT_MODEL if folder is None else folder, lm_precision=lm_precision)
 
     @staticmethod
     def _check(a_name: str, a: object, b_name: str, b: object) -> None:
@@ -147,9 +163,11 @@ class MusicLM:
         top_k: int = 0,
         acoustic_steps: tuple[int, ...] = (8, 1),
         generator: torch.Generator | None = None,
+        prior_weight: float | None = None,
     ) -> GenerationResult:
         """Music for each text. Paper temperatures: semantic 1.0, coarse 0.95, fine 0.4 (with ``acoustic_lm``
-        the second is its sampling temperature; ``acoustic_steps`` its unmasking rounds per level)."""
+        the second is its sampling temperature; ``acoustic_steps`` its unmasking rounds per level).
+        ``prior_weight``: the retrieval prior's weight on the semantic logits (default ``prior.weight``)."""
         if not texts:
             raise ValueError("texts is empty")
         if seconds <= 0 or seconds > self.max_seconds():
@@ -157,22 +175,23 @@ class MusicLM:
         if num_candidates < 1:
             raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
         b, n = len(texts), num_candidates
-        cond = self.conditioner.get_cond_ids(raw_texts=texts).repeat_interleave(n, dim=0)  # [B*N, Q]
+        cond, bias, acoustic_cond = self.text_condition(texts, prior_weight=prior_weight)
+        cond = cond.repeat_interleave(n, dim=0)  # [B*N, Q]
         frames = max(1, int(seconds * self.semantic_tokenizer.frame_rate))
         semantic = self.semantic_lm.generate(
             steps=frames,
             cond_ids=cond,
             sampling=SamplingConfig(temperatures[0], top_k, 1.0, cfg_scale),
             generator=generator,
+            logit_bias=None if bias is None else bias.repeat_interleave(n, dim=0),
         )
         wavs: Tensor | None = None
+        latents = None if acoustic_cond is None else acoustic_cond.repeat_interleave(n, dim=0)  # [B*N, C]
         if isinstance(self.acoustic_lm, LatentAcousticLM):
-            latents = self._acoustic_condition(texts).repeat_interleave(n, dim=0)
             predicted = self.acoustic_lm.generate(semantic, latents, cfg_scale=cfg_scale)
             wavs = self.codec.decode_latents(predicted)[:, 0]  # type: ignore[attr-defined]
             codes = self.codec.quantize_latents(predicted)  # type: ignore[attr-defined]
         elif self.acoustic_lm is not None:
-            latents = self._acoustic_condition(texts).repeat_interleave(n, dim=0)
             codes = self.acoustic_lm.generate(
                 semantic, latents, steps=acoustic_steps, cfg_scale=cfg_scale, temperature=temperatures[1],
                 top_k=top_k, generator=generator,
@@ -223,7 +242,7 @@ class MusicLM:
             raise ValueError(f"need 0 < stride ({stride}) < window ({window}) <= {self.max_seconds():.2f} s")
         rate = self.semantic_tokenizer.frame_rate
         win_f, overlap_f = int(window * rate), int((window - stride) * rate)
-        conds = self.conditioner.get_cond_ids(raw_texts=[t for t, _ in segments])  # [n_segments, Q]
+        conds, bias, acoustic_cond = self.text_condition([t for t, _ in segments])  # [n_segments, Q], ...
         # which segment's text conditions each semantic frame
         owner = torch.cat([torch.full((int(sec * rate),), i) for i, (_, sec) in enumerate(segments)])
         total = len(owner)
@@ -233,16 +252,18 @@ class MusicLM:
             start = semantic.shape[1]
             prime = semantic[:, max(0, start - overlap_f) :] if start else None
             steps = min(total - start, win_f - (prime.shape[1] if prime is not None else 0))
-            new = self.semantic_lm.generate(steps=steps, cond_ids=conds[int(owner[start])][None], prime=prime,
-                                            sampling=sampling[0], generator=generator)  # fmt: skip
+            seg = int(owner[start])
+            new = self.semantic_lm.generate(steps=steps, cond_ids=conds[seg][None], prime=prime, sampling=sampling[0],
+                                            generator=generator,
+                                            logit_bias=None if bias is None else bias[seg][None])  # fmt: skip
             semantic = torch.cat([semantic, new[:, -steps:]], dim=1)
         if isinstance(self.acoustic_lm, LatentAcousticLM):
-            latents = self._acoustic_condition([t for t, _ in segments])
-            predicted = self._latent_long(semantic, latents, owner, win_f, overlap_f, cfg_scale)
+            assert acoustic_cond is not None
+            predicted = self._latent_long(semantic, acoustic_cond, owner, win_f, overlap_f, cfg_scale)
             return self.codec.decode_latents(predicted)[0, 0, : int(total / rate * self.sample_rate)]  # type: ignore[attr-defined]
         if self.acoustic_lm is not None:
-            latents = self._acoustic_condition([t for t, _ in segments])
-            codes = self._acoustic_long(semantic, latents, owner, win_f, overlap_f, sampling[1], generator)
+            assert acoustic_cond is not None
+            codes = self._acoustic_long(semantic, acoustic_cond, owner, win_f, overlap_f, sampling[1], generator)
             return self.codec.decode(codes)[0, 0, : int(total / rate * self.sample_rate)]
         assert self.coarse_lm is not None
         nc, r = self.coarse_layout.num_coarse, self.ratio
@@ -264,11 +285,27 @@ class MusicLM:
             codes = self._fine(codes, conds[:1], sampling[2], generator)
         return self.codec.decode(codes)[0, 0, : int(total / rate * self.sample_rate)]
 
-    def _acoustic_condition(self, texts: list[str]) -> Tensor:
-        """The frame-aligned stage's conditioning for ``texts``: the stage's text prior (the mean audio
-        latent of the training clips nearest each text's MuLaN latent) where it keeps one."""
-        assert self.acoustic_lm is not None
-        return self.acoustic_lm.text_prior(self.conditioner.mulan.get_text_latents(raw_texts=texts))
+    def text_condition(self, texts: list[str], *, prior_weight: float | None = None
+                       ) -> tuple[Tensor, Tensor | None, Tensor | None]:  # fmt: skip
+        """What the stages get for ``texts``: ``(cond_ids [B, Q]`` of the semantic LM, the semantic logit
+        bias ``[B, V]`` or ``None``, the frame-aligned stage's latent ``[B, C]`` or ``None)``.
+
+        With a retrieval prior, all three come from the text's nearest training clips (module
+        docstring of :mod:`.lm.prior`): the ids quantize their mean audio latent, as the semantic LM's
+        training ids quantize a clip's own. Without one, the ids quantize the text latent itself and
+        the frame-aligned stage uses its own text prior (or the text latent)."""
+        text = self.conditioner.mulan.get_text_latents(raw_texts=texts)
+        if self.prior is None:
+            cond = self.conditioner.get_cond_ids(raw_texts=texts)
+            acoustic = self.acoustic_lm.text_prior(text) if self.acoustic_lm is not None else None
+            return cond, None, acoustic
+        latent = self.prior.latent(text)
+        cond, _ = self.conditioner.quantize(latent)
+        weight = self.prior.weight if prior_weight is None else prior_weight
+        if weight < 0:
+            raise ValueError(f"prior_weight must be >= 0, got {weight}")
+        bias = weight * self.prior.token_log_prior(text) if weight > 0 else None
+        return cond, bias, latent if self.acoustic_lm is not None else None
 
     def _latent_long(
         self, semantic: Tensor, latents: Tensor, owner: Tensor, win_f: int, overlap_f: int, cfg_scale: float
@@ -361,12 +398,17 @@ BUNDLE_FILES = {
     "semantic_lm": "semantic_lm.safetensors",
     "coarse_lm": "coarse_lm.safetensors",  # the paper's acoustic stages: coarse_lm (+ fine_lm) ...
     "fine_lm": "fine_lm.safetensors",
-    "acoustic_lm": "acoustic_lm.safetensors",  # ... or the masked acoustic stage
+    "acoustic_lm": "acoustic_lm.safetensors",  # ... or a frame-aligned acoustic stage
+    "prior": "retrieval_prior.safetensors",  # optional: the text -> training clips bridge (lm/prior.py)
 }
 REQUIRED_FILES = ("conditioner", "semantic_tokenizer", "codec", "semantic_lm")
 
 
 LM_PRECISIONS = ("float32", "bfloat16", "int8")
+
+# the model that ships in the package (its model card: README.md there): what ``musiclm generate`` and
+# ``MusicLM.from_pretrained()`` use when no folder is given
+DEFAULT_MODEL = Path(__file__).resolve().parent / "pretrained" / "musiclm_small"
 
 
 def load_musiclm(folder: str | Path, *, lm_precision: str = "float32") -> MusicLM:
@@ -380,7 +422,8 @@ def load_musiclm(folder: str | Path, *, lm_precision: str = "float32") -> MusicL
         raise ValueError(f"lm_precision must be one of {LM_PRECISIONS}, got {lm_precision!r}")
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"model folder {str(folder)!r} does not exist")
+        shipped = " (the shipped model: is this a checkout without it? see README)" if folder == DEFAULT_MODEL else ""
+        raise FileNotFoundError(f"model folder {str(folder)!r} does not exist{shipped}")
     missing = [BUNDLE_FILES[k] for k in REQUIRED_FILES if not (folder / BUNDLE_FILES[k]).is_file()]
     acoustic = [BUNDLE_FILES[k] for k in ("coarse_lm", "acoustic_lm") if (folder / BUNDLE_FILES[k]).is_file()]
     if missing or len(acoustic) != 1:
@@ -391,8 +434,9 @@ def load_musiclm(folder: str | Path, *, lm_precision: str = "float32") -> MusicL
         )
     parts: dict[str, Any] = {k: load(folder / f).eval() for k, f in BUNDLE_FILES.items() if (folder / f).is_file()}
     # a stage trained on other tokenizers is refused (only those it reads: STAGE_INPUTS); each hashed once
+    checked = ("semantic_lm", "coarse_lm", "fine_lm", "acoustic_lm", "prior")
     trained_with = {name: read_header(folder / BUNDLE_FILES[name])["extra"].get("identity")
-                    for name in ("semantic_lm", "coarse_lm", "fine_lm", "acoustic_lm") if name in parts}  # fmt: skip
+                    for name in checked if name in parts}  # fmt: skip
     if any(trained_with.values()):
         actual = {"conditioner": identity(parts["conditioner"]), "semantic": identity(parts["semantic_tokenizer"]),
                   "codec": identity(parts["codec"]), "mulan": identity(parts["conditioner"].mulan)}  # fmt: skip
@@ -402,6 +446,9 @@ def load_musiclm(folder: str | Path, *, lm_precision: str = "float32") -> MusicL
             except ValueError as e:
                 raise ValueError(f"{BUNDLE_FILES[name]} in {str(folder)!r}: {e}") from e
     sem_vocab, codebook = parts["semantic_tokenizer"].vocab_size, parts["codec"].codebook_size
+    if "prior" in parts and ("mulan" not in (trained_with.get("prior") or {})):
+        raise ValueError(f"{BUNDLE_FILES['prior']} in {str(folder)!r} records no identity of the MuLaN it was built "
+                         "with: rebuild it with `musiclm train retrieval-prior`")  # fmt: skip
     if "acoustic_lm" in parts:
         if lm_precision == "bfloat16":
             parts["acoustic_lm"].to(torch.bfloat16)

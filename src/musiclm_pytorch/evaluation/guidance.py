@@ -71,10 +71,12 @@ def guidance_sweep(
     judge: Judge | None = None,
     semantic_only: bool = False,
     progress: bool = True,
+    prior_weight: float | None = None,
 ) -> dict[str, Any]:
     """Generate every prompt at every scale and score the clips (see the module docstring).
     ``semantic_only`` samples the semantic stage alone (paper temperature 1.0) and reports only the
-    semantic measures: fast enough for hundreds of prompts."""
+    semantic measures: fast enough for hundreds of prompts. ``prior_weight``: the retrieval prior's weight
+    on the semantic logits where the model has one (default: the prior's own)."""
     if len(prompts) < 2:
         raise ValueError(f"a guidance sweep needs at least 2 prompts, got {len(prompts)}")
     if not scales:
@@ -82,7 +84,7 @@ def guidance_sweep(
     texts = [p["text"] for p in prompts]
     mulan = model.conditioner.mulan
     if semantic_only:
-        cond_ids = model.conditioner.get_cond_ids(raw_texts=texts)
+        cond_ids, bias, _ = model.text_condition(texts, prior_weight=prior_weight)
     else:
         text_latents = mulan.get_text_latents(raw_texts=texts)  # [P, D]
         scorer = judge if judge is not None else Judge()
@@ -94,11 +96,12 @@ def guidance_sweep(
                 cond_ids=cond_ids,
                 sampling=SamplingConfig(temperature=1.0, cfg_scale=float(s)),
                 generator=torch.Generator().manual_seed(seed),
+                logit_bias=bias,
             )
             per_scale.append({"scale": float(s), **_semantic_measures(semantic, prompts, model.semantic_tokenizer)})
             continue
         out = model.generate(texts, seconds=seconds, num_candidates=1, cfg_scale=float(s),
-                             generator=torch.Generator().manual_seed(seed))  # fmt: skip
+                             generator=torch.Generator().manual_seed(seed), prior_weight=prior_weight)  # fmt: skip
         audio = mulan.get_audio_latents(_resample(out.wavs, model.sample_rate, mulan.sample_rate))
         sim = audio @ text_latents.T  # [P, P]: clip i against prompt j
         own = sim.diag()
@@ -111,7 +114,9 @@ def guidance_sweep(
             "prompt_r1": round(float(r1), 4), "judge": accuracy(judged),
             **_semantic_measures(out.semantic, prompts, model.semantic_tokenizer),
         })  # fmt: skip
-    return {"prompts": len(prompts), "seconds": seconds, "seed": seed, "chance_prompt_r1": round(1 / len(prompts), 4),
+    weight = None if model.prior is None else (model.prior.weight if prior_weight is None else prior_weight)
+    return {"prompts": len(prompts), "seconds": seconds, "seed": seed, "prior_weight": weight,
+            "chance_prompt_r1": round(1 / len(prompts), 4),
             "semantic_only": semantic_only, "per_scale": per_scale}  # fmt: skip
 
 

@@ -1,8 +1,12 @@
 """Stage language models: the decoder-only token LM (KV cache, classifier-free guidance) of the paper's
-stages, and the parallel frame-aligned masked acoustic stage."""
+stages, the frame-aligned acoustic stages, and the retrieval prior that bridges text to them."""
 
 from .masked import MaskedAcousticLM
+from .prior import RetrievalPrior
 from .regression import LatentAcousticLM
 from .transformer import KVCache, SamplingConfig, TokenLM, filter_logits, sample
 
-__all__ = ["TokenLM", "MaskedAcousticLM", "LatentAcousticLM", "KVCache", "SamplingConfig", "filter_logits", "sample"]
+__all__ = [
+    "TokenLM", "MaskedAcousticLM", "LatentAcousticLM", "RetrievalPrior", "KVCache", "SamplingConfig", "filter_logits",
+    "sample",
+]  # fmt: skip

@@ -308,6 +308,7 @@ class TokenLM(Component):
         generator: torch.Generator | None = None,
         allowed: Tensor | None = None,
         eos_id: int | None = None,
+        logit_bias: Tensor | None = None,
     ) -> Tensor:
         """Sample ``steps`` tokens after ``prime [B, N0]`` (optional). Returns ``[B, N0 + steps]``.
 
@@ -318,6 +319,8 @@ class TokenLM(Component):
         step and ``logits = uncond + s * (cond - uncond)``. ``allowed`` (bool ``[steps, V]``, or
         ``[B, steps, V]`` per row) restricts each step to a set of ids (the codebook of the level a
         position holds; a single id forces a token, e.g. the given coarse levels in the fine stage).
+        ``logit_bias [B, V]`` is added to every step's (guided) logits: the retrieval prior's log
+        distribution over the ids, weighted (:class:`~musiclm_pytorch.lm.RetrievalPrior`).
         """
         sampling = sampling or SamplingConfig()
         was_training = self.training
@@ -345,11 +348,17 @@ class TokenLM(Component):
         cache.length = x.shape[1]
         if eos_id is not None and not 0 <= eos_id < self.vocab_size:
             raise ValueError(f"eos_id must be in [0, {self.vocab_size}), got {eos_id}")
+        if logit_bias is not None:
+            if logit_bias.shape != (b, self.vocab_size):
+                raise ValueError(f"logit_bias must be [B={b}, V={self.vocab_size}], got {tuple(logit_bias.shape)}")
+            logit_bias = logit_bias.to(device)
         ended = torch.zeros(b, dtype=torch.bool, device=device)
         for i in range(steps):
             if guided:
                 cond, uncond = logits[:b], logits[b:]
                 logits = uncond + sampling.cfg_scale * (cond - uncond)
+            if logit_bias is not None:
+                logits = logits + logit_bias
             if allowed is not None:  # [steps, V] for every row, or [B, steps, V] per row
                 step_allowed = allowed[i] if allowed.ndim == 2 else allowed[:, i]
                 logits = logits.masked_fill(~step_allowed.to(device), float("-inf"))

@@ -1,0 +1,117 @@
+"""The retrieval prior: the bridge from a text's MuLaN latent to what the stages were trained on.
+
+The stages train on MuLaN *audio* latents of their clips and generate from *text*. Measured on 300
+held-out captions (benchmarks/RESULTS.md, "A retrieval prior for the semantic stage"), the text
+latent itself is a poor stand-in for an audio latent (the acoustic stage did worse with it than with
+no conditioning at all), while the training clips whose audio latents lie nearest the text latent
+share what the text asks for: the pooled semantic ids of the 8 nearest clips give the key tonic of
+the caption 0.73 of the time (the clips' own ids: 0.62; the semantic LM conditioned on the caption's
+quantized text latent, after 600 CPU steps: 0.18).
+
+So the prior keeps, for ``size`` training clips, their MuLaN audio latent and the counts of their
+semantic ids, and for a text latent gives
+
+- :meth:`latent`: the normalised mean of the ``k`` nearest audio latents (cosine): the conditioning
+  the stages get at generation (unCLIP's prior, without training one);
+- :meth:`token_log_prior`: the log of the pooled, smoothed semantic id distribution of the same
+  neighbours, added to the semantic LM's logits at every step with a weight (``weight``, chosen on
+  validation) as in the kNN-LM (Khandelwal et al. 2020): the LM keeps the sequence structure, the
+  neighbours say which ids (the key, the rhythm vocabulary) the text wants.
+
+Shape letters: B batch, N bank rows, C conditioning dim, V semantic vocabulary, K neighbours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..checkpoint import Component
+
+
+class RetrievalPrior(Component):
+    """kNN prior over training clips (module docstring).
+
+    Args:
+        size: bank rows (training clips kept).
+        cond_dim: MuLaN latent size.
+        vocab_size: semantic ids.
+        k: neighbours pooled per text.
+        smoothing: pseudo-count added to every id's pooled count (per neighbour) before the log.
+        weight: default weight of :meth:`token_log_prior` on the semantic LM's logits (0 disables).
+    """
+
+    component_name = "retrieval_prior"
+
+    def __init__(self, *, size: int, cond_dim: int, vocab_size: int, k: int = 8, smoothing: float = 0.1,
+                 weight: float = 1.0):  # fmt: skip
+        super().__init__()
+        if size < 1 or cond_dim < 1 or vocab_size < 1 or k < 1 or smoothing <= 0 or weight < 0:
+            raise ValueError(f"need size, cond_dim, vocab_size, k >= 1, smoothing > 0 and weight >= 0; got {size}, "
+                             f"{cond_dim}, {vocab_size}, {k}, {smoothing}, {weight}")  # fmt: skip
+        self.save_config(size=size, cond_dim=cond_dim, vocab_size=vocab_size, k=k, smoothing=smoothing, weight=weight)
+        self.k, self.smoothing, self.weight = k, smoothing, weight
+        self.vocab_size, self.cond_dim = vocab_size, cond_dim
+        self.register_buffer("latents", torch.zeros(size, cond_dim))
+        # id counts of a clip are integers up to its length: exact in float16 up to 2,048, half the bytes
+        self.register_buffer("counts", torch.zeros(size, vocab_size, dtype=torch.float16))
+
+    latents: Tensor
+    counts: Tensor
+
+    @classmethod
+    def from_items(cls, items: Sequence[dict[str, Any]], *, vocab_size: int, size: int | None = None,
+                   **kwargs: Any) -> RetrievalPrior:  # fmt: skip
+        """A prior over the first ``size`` (default all) tokenized training items (``mulan`` latent and
+        ``semantic`` ids each, as ``musiclm data tokenize`` stores them)."""
+        items = list(items)[: size or None]
+        if not items:
+            raise ValueError("a retrieval prior needs at least one tokenized item")
+        missing = [i for i, it in enumerate(items) if "mulan" not in it or "semantic" not in it]
+        if missing:
+            raise ValueError(f"item {missing[0]} lacks 'mulan' or 'semantic' (tokens made before MuLaN latents were "
+                             "stored: run `musiclm data tokenize --reuse` into a new folder)")  # fmt: skip
+        prior = cls(size=len(items), cond_dim=items[0]["mulan"].shape[-1], vocab_size=vocab_size, **kwargs)
+        prior.set_bank(
+            torch.stack([it["mulan"].float() for it in items]),
+            torch.stack([torch.bincount(it["semantic"].long(), minlength=vocab_size) for it in items]),
+        )
+        return prior
+
+    def set_bank(self, latents: Tensor, counts: Tensor) -> None:
+        """Keep ``latents [N, C]`` (normalised here) and their clips' semantic id ``counts [N, V]``."""
+        if latents.shape != self.latents.shape or counts.shape != self.counts.shape:
+            raise ValueError(f"bank must be latents {tuple(self.latents.shape)} and counts {tuple(self.counts.shape)}, "
+                             f"got {tuple(latents.shape)} and {tuple(counts.shape)}")  # fmt: skip
+        if counts.min() < 0 or counts.max() > 2048:
+            raise ValueError(f"counts must be in [0, 2048] (float16 exact), got [{counts.min()}, {counts.max()}]")
+        self.latents.copy_(F.normalize(latents.float(), dim=-1))
+        self.counts.copy_(counts.to(torch.float16))
+
+    def _check(self, text_latents: Tensor) -> None:
+        if text_latents.ndim != 2 or text_latents.shape[1] != self.cond_dim:
+            raise ValueError(f"text latents must be [B, {self.cond_dim}], got shape {tuple(text_latents.shape)}")
+
+    def neighbours(self, text_latents: Tensor) -> Tensor:
+        """Indices ``[B, K]`` of the bank rows nearest each text latent (cosine), nearest first."""
+        self._check(text_latents)
+        sim = F.normalize(text_latents.float(), dim=-1) @ self.latents.T
+        return sim.topk(min(self.k, len(self.latents)), dim=-1).indices
+
+    def latent(self, text_latents: Tensor) -> Tensor:
+        """``[B, C]``: the normalised mean audio latent of each text's neighbours."""
+        return F.normalize(self.latents[self.neighbours(text_latents)].mean(1), dim=-1).to(text_latents.dtype)
+
+    def token_log_prior(self, text_latents: Tensor) -> Tensor:
+        """``[B, V]``: log of the neighbours' pooled semantic id counts plus ``smoothing`` per neighbour,
+        normalised (a log-distribution over the ids)."""
+        idx = self.neighbours(text_latents)
+        pooled = self.counts[idx].float().sum(1) + self.smoothing * idx.shape[1]
+        return torch.log(pooled / pooled.sum(-1, keepdim=True))
+
+
+__all__ = ["RetrievalPrior"]
