@@ -235,3 +235,31 @@ def test_retrieval_prior_conditions_every_stage(acoustic_parts, tmp_path):
          extra={"identity": {"mulan": {**mulan_id, "hash": "0" * 16}, "semantic": semantic_id}})  # fmt: skip
     with pytest.raises(ValueError, match="retrieval_prior.safetensors .* mulan .* differs"):
         load_musiclm(tmp_path)
+
+
+def test_bundle_gathers_components_into_a_checked_model_folder(parts, tmp_path, capsys):
+    import json
+
+    from musiclm_pytorch import save
+    from musiclm_pytorch.cli import main
+    from musiclm_pytorch.pipeline import BUNDLE_FILES, load_musiclm
+
+    src = tmp_path / "runs"
+    src.mkdir()
+    flags = {"conditioner": "--conditioning", "semantic_tokenizer": "--semantic-tokenizer", "codec": "--codec",
+             "semantic_lm": "--semantic-lm", "coarse_lm": "--coarse-lm", "fine_lm": "--fine-lm"}  # fmt: skip
+    argv = ["bundle", "--out", str(tmp_path / "model"), "--half"]
+    for key, flag in flags.items():
+        save(parts[key], src / f"{key}.safetensors")  # the trainers' own file names, not the bundle's
+        argv += [flag, str(src / f"{key}.safetensors")]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["files"]) == {BUNDLE_FILES[k] for k in flags}
+    for key in ("semantic_lm", "coarse_lm", "fine_lm"):  # float16 on disk: about half the bytes
+        assert report["files"][BUNDLE_FILES[key]] < 0.6 * (src / f"{key}.safetensors").stat().st_size
+    mlm = load_musiclm(tmp_path / "model")
+    assert mlm.semantic_lm.token_emb.weight.dtype == torch.float32  # loaded back into float32 models
+    assert torch.allclose(mlm.semantic_lm.token_emb.weight, parts["semantic_lm"].token_emb.weight, atol=1e-3)
+    argv[argv.index("--codec") + 1] = str(src / "semantic_lm.safetensors")  # a wrong file is refused
+    assert main(argv) == 2 and "codec.safetensors" in (err := capsys.readouterr().err)
+    assert "holds a 'token_lm', not a codec" in err

@@ -1,7 +1,7 @@
 """The ``musiclm`` command line.
 
 Subcommands:
-    generate    music from text with a trained model folder (none ships yet)
+    generate    music from text with the model shipped in the package (or any model folder)
     demo        train a tiny MuLaN on synthetic captioned tones and report retrieval (no data, no download)
     data synth  render a synthetic captioned music corpus (FluidSynth + General MIDI soundfonts)
     data merge  join corpora for training; the base's validation split and its compositions stay held out
@@ -10,7 +10,10 @@ Subcommands:
     train mulan-text  fit MuLaN's text side (or a new text tower) to its frozen audio side
     train semantic-tokenizer  fit k-means semantic tokens over 25 Hz musical features
     data tokenize  MuLaN cond ids + semantic ids + codec codes for every clip, once
-    train stage  train the semantic / coarse / fine LM on tokenized data (resumable)
+    train stage  train the semantic / coarse / fine / acoustic / latent stage on tokenized data (resumable)
+    train spectral-codec  fit the log-magnitude codec (PCA + residual k-means)
+    train retrieval-prior  the text -> nearest training clips bridge of the stages
+    bundle      gather trained components into one model folder, checked as generate loads it
     train codec train a codec: MDCT (default) or SoundStream (mel + SNR + adversarial; resumable)
     train conditioning  fit the conditioning RVQ on a trained MuLaN; text/audio token agreement
     eval mulan  retrieval R@k and zero-shot tagging of a MuLaN checkpoint
@@ -106,6 +109,39 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     paths = [out] if single_file else [out / f"{i:02d}.wav" for i in range(len(wavs))]
     files = [str(save_audio(p, w, mlm.sample_rate)) for p, w in zip(paths, wavs)]
     print(json.dumps({"files": files, "texts": args.texts, "mulan_scores": scores}, indent=2))
+    return 0
+
+
+def _cmd_bundle(args: argparse.Namespace) -> int:
+    import shutil
+
+    import torch
+
+    from .checkpoint import load, read_header, save
+    from .pipeline import BUNDLE_FILES, load_musiclm
+
+    sources = {"conditioner": args.conditioning, "semantic_tokenizer": args.semantic_tokenizer, "codec": args.codec,
+               "semantic_lm": args.semantic_lm, "acoustic_lm": args.acoustic_lm, "coarse_lm": args.coarse_lm,
+               "fine_lm": args.fine_lm, "prior": args.prior}  # fmt: skip
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for key, src in sources.items():
+        if src is None:
+            continue
+        dst = out / BUNDLE_FILES[key]
+        if args.half and key in ("semantic_lm", "acoustic_lm", "coarse_lm", "fine_lm"):
+            # stage weights in float16 (half the download); they load back into float32 models. The
+            # tokenizers stay float32: the stages check their identity (a hash of the exact weights).
+            model: Any = load(src)
+            save(model.to(torch.float16), dst, extra=read_header(src)["extra"])
+        else:
+            shutil.copyfile(src, dst)
+        written[BUNDLE_FILES[key]] = dst.stat().st_size
+    mlm = load_musiclm(out)  # every contract and identity checked, as `generate` will
+    report = {"out": str(out), "files": written, "megabytes": round(sum(written.values()) / 2**20, 1),
+              "max_seconds": mlm.max_seconds()}  # fmt: skip
+    print(json.dumps(report, indent=2))
     return 0
 
 
@@ -644,6 +680,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("-o", "--out", default="generated", help="a folder (one WAV per text) or, for one text, a .wav")
     gen.set_defaults(func=_cmd_generate)
+
+    bun = sub.add_parser(
+        "bundle", help="gather trained components into one model folder (checked as generate loads it)"
+    )
+    bun.add_argument("--out", required=True, help="the model folder to write")
+    bun.add_argument("--conditioning", required=True, help="fitted MuLaN conditioning (holds MuLaN)")
+    bun.add_argument("--semantic-tokenizer", required=True)
+    bun.add_argument("--codec", required=True)
+    bun.add_argument("--semantic-lm", required=True, help="`train stage --stage semantic` output")
+    bun.add_argument("--acoustic-lm", help="`train stage --stage latent` or `--stage acoustic` output")
+    bun.add_argument("--coarse-lm", help="instead of --acoustic-lm: the paper's coarse stage")
+    bun.add_argument("--fine-lm", help="with --coarse-lm: the fine stage")
+    bun.add_argument("--prior", help="`train retrieval-prior` output")
+    bun.add_argument("--half", action="store_true", help="store the stage LMs in float16 (half the size)")
+    bun.set_defaults(func=_cmd_bundle)
 
     sim = sub.add_parser("similarity", help="MuLaN cosine similarity between audio files and captions")
     sim.add_argument("--checkpoint", required=True)

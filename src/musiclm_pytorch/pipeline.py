@@ -433,6 +433,12 @@ def load_musiclm(folder: str | Path, *, lm_precision: str = "float32") -> MusicL
             f"missing {missing}, acoustic stages found {acoustic}"
         )
     parts: dict[str, Any] = {k: load(folder / f).eval() for k, f in BUNDLE_FILES.items() if (folder / f).is_file()}
+    kinds: dict[str, Any] = {"conditioner": MuLaNEmbedQuantizer, "semantic_tokenizer": SemanticTokenizer,
+                             "codec": Codec, "semantic_lm": TokenLM, "coarse_lm": TokenLM, "fine_lm": TokenLM,
+                             "acoustic_lm": (MaskedAcousticLM, LatentAcousticLM), "prior": RetrievalPrior}  # fmt: skip
+    for key, part in parts.items():
+        if not isinstance(part, kinds[key]):
+            raise ValueError(f"{BUNDLE_FILES[key]} in {str(folder)!r} holds a {part.component_name!r}, not a {key}")
     # a stage trained on other tokenizers is refused (only those it reads: STAGE_INPUTS); each hashed once
     checked = ("semantic_lm", "coarse_lm", "fine_lm", "acoustic_lm", "prior")
     trained_with = {name: read_header(folder / BUNDLE_FILES[name])["extra"].get("identity")
