@@ -206,20 +206,22 @@ def test_retrieval_prior_conditions_every_stage(acoustic_parts, tmp_path):
 
     gen = torch.Generator().manual_seed(0)
     items = [{"mulan": torch.randn(128, generator=gen), "semantic": torch.full((25,), i % 8)} for i in range(16)]
-    prior = RetrievalPrior.from_items(items, vocab_size=8, k=1, weight=50.0)
+    prior = RetrievalPrior.from_items(items, vocab_size=8, k=1, mix=0.999)
     mlm = MusicLM(**acoustic_parts, prior=prior)
     texts = ["calm piano", "loud drums"]
-    cond, bias, latent = mlm.text_condition(texts)
+    cond, log_probs, latent = mlm.text_condition(texts)
     text = mlm.conditioner.mulan.get_text_latents(raw_texts=texts)
     nearest = prior.neighbours(text)[:, 0]
     assert torch.allclose(latent, prior.latents[nearest])  # k = 1: the nearest clip's audio latent itself
     assert torch.equal(cond, mlm.conditioner.quantize(latent)[0])  # quantized as training quantized audio
-    assert torch.allclose(bias, 50.0 * prior.token_log_prior(text))
-    assert mlm.text_condition(texts, prior_weight=0.0)[1] is None
+    assert torch.allclose(log_probs, prior.token_log_prior(text))
+    assert mlm.prior_mix(None) == 0.999 and mlm.prior_mix(0.0) == 0.0
+    with pytest.raises(ValueError, match=r"prior_mix must be in \[0, 1\), got 1.0"):
+        mlm.prior_mix(1.0)
     out = mlm.generate(texts, seconds=1.0, generator=torch.Generator().manual_seed(0))
-    # a heavy prior weight: each text's ids are its neighbour's (clip i holds only id i mod 8)
+    # almost all prior: each text's ids are its neighbour's (clip i holds only id i mod 8)
     assert [set(row.tolist()) for row in out.semantic] == [{int(i) % 8} for i in nearest]
-    free = mlm.generate(texts, seconds=1.0, generator=torch.Generator().manual_seed(0), prior_weight=0.0)
+    free = mlm.generate(texts, seconds=1.0, generator=torch.Generator().manual_seed(0), prior_mix=0.0)
     assert any(len(set(row.tolist())) > 1 for row in free.semantic)
     with pytest.raises(ValueError, match="prior.vocab_size=9 does not match semantic_tokenizer.vocab_size=8"):
         MusicLM(**acoustic_parts, prior=RetrievalPrior.from_items(items, vocab_size=9))

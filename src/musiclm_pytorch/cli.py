@@ -98,10 +98,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     single_file = out.suffix.lower() == ".wav"
     if single_file and len(args.texts) != 1:
         raise ValueError(f"--out {args.out!r} names one WAV file: give one text, or a folder for {len(args.texts)}")
-    weight = args.prior_weight
     if args.seconds <= mlm.max_seconds():
         made = mlm.generate(args.texts, seconds=args.seconds, num_candidates=args.candidates, cfg_scale=args.cfg_scale,
-                            generator=gen, prior_weight=weight)  # fmt: skip
+                            generator=gen, prior_mix=args.prior_mix)  # fmt: skip
         wavs, scores = list(made.wavs), made.scores.tolist()
     else:  # longer than one window: the paper's long generation, windows with an overlap (no reranking)
         wavs = [mlm.generate_long([(t, args.seconds)], cfg_scale=args.cfg_scale, generator=gen) for t in args.texts]
@@ -246,7 +245,7 @@ def _cmd_eval_guidance(args: argparse.Namespace) -> int:
     prompts = load_prompts(args.prompts, args.num_prompts, seed=args.seed)
     report = guidance_sweep(model, prompts, scales=args.scales, seconds=args.seconds, seed=args.seed,
                             semantic_only=args.semantic_only, progress=not args.quiet,
-                            prior_weight=args.prior_weight)  # fmt: skip
+                            prior_mix=args.prior_mix)  # fmt: skip
     (out / "guidance_sweep.json").write_text(json.dumps(report, indent=2))
     plot_sweep(report, out / "guidance_sweep.png")
     print(json.dumps(report, indent=2))
@@ -365,7 +364,7 @@ def _cmd_train_retrieval_prior(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no tokens at {str(path)!r}: run `musiclm data tokenize` first")
     train = torch.load(path, weights_only=False)
     prior = RetrievalPrior.from_items(train["items"], vocab_size=train["semantic_vocab"], size=args.size, k=args.k,
-                                      smoothing=args.smoothing, weight=args.weight)  # fmt: skip
+                                      smoothing=args.smoothing, mix=args.mix)  # fmt: skip
     save(prior, args.out, extra={"identity": stage_identity("prior", train["identity"])})
     print(json.dumps({"out": args.out, "clips": len(prior.latents), **prior.config}, indent=2))
     return 0
@@ -668,8 +667,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--candidates", type=int, default=4, help=f"samples per text, reranked by MuLaN (1 to {MAX_CANDIDATES})"
     )
     gen.add_argument("--cfg-scale", type=float, default=1.0, help="classifier-free guidance of the stages")
-    gen.add_argument("--prior-weight", type=float, default=None,
-                     help="retrieval prior weight on the semantic stage (default: the model's)")  # fmt: skip
+    gen.add_argument("--prior-mix", type=float, default=None,
+                     help="the retrieval prior's share in the semantic stage's sampling, in [0, 1) (default: the "
+                     "model's)")  # fmt: skip
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--threads", type=int, default=2)
     gen.add_argument(
@@ -794,7 +794,7 @@ def build_parser() -> argparse.ArgumentParser:
     trp.add_argument("--size", type=int, default=None, help="training clips kept (default all)")
     trp.add_argument("--k", type=int, default=8, help="neighbours pooled per text")
     trp.add_argument("--smoothing", type=float, default=0.1, help="pseudo-count per id and neighbour")
-    trp.add_argument("--weight", type=float, default=1.0, help="default weight on the semantic LM's logits")
+    trp.add_argument("--mix", type=float, default=0.25, help="default share in the semantic LM's next-id distribution")
     trp.set_defaults(func=_cmd_train_retrieval_prior)
 
     tc = train.add_parser("conditioning", help="fit the MuLaN conditioning RVQ on all training clips")
@@ -875,10 +875,10 @@ def build_parser() -> argparse.ArgumentParser:
     eg.add_argument("--seed", type=int, default=0)
     eg.add_argument("--semantic-only", action="store_true", help="sample the semantic stage alone (fast)")
     eg.add_argument(
-        "--prior-weight",
+        "--prior-mix",
         type=float,
         default=None,
-        help="the retrieval prior's weight on the semantic logits (default: the model's)",
+        help="the retrieval prior's share in the semantic LM's next-id distribution (default: the model's)",
     )
     eg.add_argument("--lm-precision", default="int8", choices=["float32", "bfloat16", "int8"])
     eg.add_argument("--threads", type=int, default=2)

@@ -53,7 +53,7 @@ class MusicLM:
     prior: a :class:`~musiclm_pytorch.lm.RetrievalPrior` over the stages' training clips. With it, a text
         conditions every stage through the audio latents of its nearest training clips (the semantic LM
         through their quantized mean, the frame-aligned stage through the mean itself), and the semantic
-        LM's logits add the neighbours' semantic id distribution weighted by ``prior.weight``.
+        LM's next-id distribution mixes in the neighbours' semantic id distribution (share ``prior.mix``).
     """
 
     def __init__(
@@ -163,11 +163,12 @@ class MusicLM:
         top_k: int = 0,
         acoustic_steps: tuple[int, ...] = (8, 1),
         generator: torch.Generator | None = None,
-        prior_weight: float | None = None,
+        prior_mix: float | None = None,
     ) -> GenerationResult:
         """Music for each text. Paper temperatures: semantic 1.0, coarse 0.95, fine 0.4 (with ``acoustic_lm``
         the second is its sampling temperature; ``acoustic_steps`` its unmasking rounds per level).
-        ``prior_weight``: the retrieval prior's weight on the semantic logits (default ``prior.weight``)."""
+        ``prior_mix``: the retrieval prior's share in the semantic LM's next-id distribution (default
+        ``prior.mix``)."""
         if not texts:
             raise ValueError("texts is empty")
         if seconds <= 0 or seconds > self.max_seconds():
@@ -175,7 +176,8 @@ class MusicLM:
         if num_candidates < 1:
             raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
         b, n = len(texts), num_candidates
-        cond, bias, acoustic_cond = self.text_condition(texts, prior_weight=prior_weight)
+        cond, prior_lp, acoustic_cond = self.text_condition(texts)
+        mix = self.prior_mix(prior_mix)
         cond = cond.repeat_interleave(n, dim=0)  # [B*N, Q]
         frames = max(1, int(seconds * self.semantic_tokenizer.frame_rate))
         semantic = self.semantic_lm.generate(
@@ -183,7 +185,8 @@ class MusicLM:
             cond_ids=cond,
             sampling=SamplingConfig(temperatures[0], top_k, 1.0, cfg_scale),
             generator=generator,
-            logit_bias=None if bias is None else bias.repeat_interleave(n, dim=0),
+            prior_log_probs=None if prior_lp is None else prior_lp.repeat_interleave(n, dim=0),
+            prior_mix=mix,
         )
         wavs: Tensor | None = None
         latents = None if acoustic_cond is None else acoustic_cond.repeat_interleave(n, dim=0)  # [B*N, C]
@@ -242,7 +245,7 @@ class MusicLM:
             raise ValueError(f"need 0 < stride ({stride}) < window ({window}) <= {self.max_seconds():.2f} s")
         rate = self.semantic_tokenizer.frame_rate
         win_f, overlap_f = int(window * rate), int((window - stride) * rate)
-        conds, bias, acoustic_cond = self.text_condition([t for t, _ in segments])  # [n_segments, Q], ...
+        conds, prior_lp, acoustic_cond = self.text_condition([t for t, _ in segments])  # [n_segments, Q], ...
         # which segment's text conditions each semantic frame
         owner = torch.cat([torch.full((int(sec * rate),), i) for i, (_, sec) in enumerate(segments)])
         total = len(owner)
@@ -253,9 +256,10 @@ class MusicLM:
             prime = semantic[:, max(0, start - overlap_f) :] if start else None
             steps = min(total - start, win_f - (prime.shape[1] if prime is not None else 0))
             seg = int(owner[start])
+            seg_lp = None if prior_lp is None else prior_lp[seg][None]
             new = self.semantic_lm.generate(steps=steps, cond_ids=conds[seg][None], prime=prime, sampling=sampling[0],
-                                            generator=generator,
-                                            logit_bias=None if bias is None else bias[seg][None])  # fmt: skip
+                                            generator=generator, prior_mix=self.prior_mix(None),
+                                            prior_log_probs=seg_lp)  # fmt: skip
             semantic = torch.cat([semantic, new[:, -steps:]], dim=1)
         if isinstance(self.acoustic_lm, LatentAcousticLM):
             assert acoustic_cond is not None
@@ -285,10 +289,10 @@ class MusicLM:
             codes = self._fine(codes, conds[:1], sampling[2], generator)
         return self.codec.decode(codes)[0, 0, : int(total / rate * self.sample_rate)]
 
-    def text_condition(self, texts: list[str], *, prior_weight: float | None = None
-                       ) -> tuple[Tensor, Tensor | None, Tensor | None]:  # fmt: skip
-        """What the stages get for ``texts``: ``(cond_ids [B, Q]`` of the semantic LM, the semantic logit
-        bias ``[B, V]`` or ``None``, the frame-aligned stage's latent ``[B, C]`` or ``None)``.
+    def text_condition(self, texts: list[str]) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """What the stages get for ``texts``: ``(cond_ids [B, Q]`` of the semantic LM, the retrieval
+        prior's log distribution over semantic ids ``[B, V]`` or ``None``, the frame-aligned stage's
+        latent ``[B, C]`` or ``None)``.
 
         With a retrieval prior, all three come from the text's nearest training clips (module
         docstring of :mod:`.lm.prior`): the ids quantize their mean audio latent, as the semantic LM's
@@ -301,11 +305,17 @@ class MusicLM:
             return cond, None, acoustic
         latent = self.prior.latent(text)
         cond, _ = self.conditioner.quantize(latent)
-        weight = self.prior.weight if prior_weight is None else prior_weight
-        if weight < 0:
-            raise ValueError(f"prior_weight must be >= 0, got {weight}")
-        bias = weight * self.prior.token_log_prior(text) if weight > 0 else None
-        return cond, bias, latent if self.acoustic_lm is not None else None
+        return cond, self.prior.token_log_prior(text), latent if self.acoustic_lm is not None else None
+
+    def prior_mix(self, prior_mix: float | None) -> float:
+        """The retrieval prior's share in the semantic LM's next-id distribution: ``prior_mix``, or the
+        prior's own default for ``None``; 0 without a prior."""
+        if self.prior is None:
+            return 0.0
+        mix = self.prior.mix if prior_mix is None else prior_mix
+        if not 0 <= mix < 1:
+            raise ValueError(f"prior_mix must be in [0, 1), got {mix}")
+        return mix
 
     def _latent_long(
         self, semantic: Tensor, latents: Tensor, owner: Tensor, win_f: int, overlap_f: int, cfg_scale: float

@@ -31,9 +31,9 @@ def test_neighbours_latent_and_token_prior_match_a_numpy_reference():
 def test_prior_round_trips_and_names_bad_inputs(tmp_path):
     from musiclm_pytorch import load, save
 
-    prior = RetrievalPrior.from_items(_items(), vocab_size=8, k=3, weight=0.5)
+    prior = RetrievalPrior.from_items(_items(), vocab_size=8, k=3, mix=0.5)
     back = load(save(prior, tmp_path / "p.safetensors"), expected=RetrievalPrior)
-    assert back.weight == 0.5 and back.counts.dtype == torch.float16
+    assert back.mix == 0.5 and back.counts.dtype == torch.float16
     text = torch.randn(3, 4)
     assert torch.equal(back.token_log_prior(text), prior.token_log_prior(text))
     with pytest.raises(ValueError, match=r"text latents must be \[B, 4\]"):
@@ -42,6 +42,8 @@ def test_prior_round_trips_and_names_bad_inputs(tmp_path):
         RetrievalPrior.from_items([{"semantic": torch.zeros(3)}], vocab_size=8)
     with pytest.raises(ValueError, match="smoothing > 0"):
         RetrievalPrior(size=2, cond_dim=4, vocab_size=8, smoothing=0)
+    with pytest.raises(ValueError, match="0 <= mix < 1"):
+        RetrievalPrior(size=2, cond_dim=4, vocab_size=8, mix=1.0)
 
 
 def test_logit_bias_steers_generation():
@@ -58,3 +60,19 @@ def test_logit_bias_steers_generation():
     assert set(steered[0].tolist()) == {3} and set(steered[1].tolist()) == {6}
     with pytest.raises(ValueError, match=r"logit_bias must be \[B=2, V=8\]"):
         lm.generate(steps=2, batch=2, logit_bias=torch.zeros(2, 7))
+
+
+def test_prior_mixture_draws_from_the_mixed_distribution():
+    """With ``prior_mix`` m, each id is drawn from (1 - m) p_lm + m p_prior: measured over many rows."""
+    torch.manual_seed(0)
+    lm = TokenLM(vocab_size=4, dim=16, depth=1, heads=2, dim_head=8, num_cond=0, max_seq_len=4).eval()
+    nn_init = torch.nn.init
+    nn_init.zeros_(lm.to_logits.weight)  # the LM alone: uniform over the 4 ids
+    prior = torch.log(torch.tensor([[0.0, 0.0, 0.0, 1.0]]).clamp_min(1e-30)).expand(4000, -1)
+    ids = lm.generate(steps=1, batch=4000, generator=torch.Generator().manual_seed(0), prior_log_probs=prior,
+                      prior_mix=0.6)[:, 0]  # fmt: skip
+    share = torch.bincount(ids, minlength=4).float() / len(ids)
+    expected = torch.tensor([0.1, 0.1, 0.1, 0.7])  # 0.4 x uniform + 0.6 x all on id 3
+    assert torch.allclose(share, expected, atol=0.03), share
+    with pytest.raises(ValueError, match=r"prior_mix must be in \[0, 1\)"):
+        lm.generate(steps=1, batch=2, prior_log_probs=prior[:2], prior_mix=1.5)

@@ -71,12 +71,12 @@ def guidance_sweep(
     judge: Judge | None = None,
     semantic_only: bool = False,
     progress: bool = True,
-    prior_weight: float | None = None,
+    prior_mix: float | None = None,
 ) -> dict[str, Any]:
     """Generate every prompt at every scale and score the clips (see the module docstring).
     ``semantic_only`` samples the semantic stage alone (paper temperature 1.0) and reports only the
-    semantic measures: fast enough for hundreds of prompts. ``prior_weight``: the retrieval prior's weight
-    on the semantic logits where the model has one (default: the prior's own)."""
+    semantic measures: fast enough for hundreds of prompts. ``prior_mix``: the retrieval prior's share in
+    the semantic LM's next-id distribution where the model has one (default: the prior's own)."""
     if len(prompts) < 2:
         raise ValueError(f"a guidance sweep needs at least 2 prompts, got {len(prompts)}")
     if not scales:
@@ -84,7 +84,7 @@ def guidance_sweep(
     texts = [p["text"] for p in prompts]
     mulan = model.conditioner.mulan
     if semantic_only:
-        cond_ids, bias, _ = model.text_condition(texts, prior_weight=prior_weight)
+        cond_ids, prior_lp, _ = model.text_condition(texts)
     else:
         text_latents = mulan.get_text_latents(raw_texts=texts)  # [P, D]
         scorer = judge if judge is not None else Judge()
@@ -96,12 +96,13 @@ def guidance_sweep(
                 cond_ids=cond_ids,
                 sampling=SamplingConfig(temperature=1.0, cfg_scale=float(s)),
                 generator=torch.Generator().manual_seed(seed),
-                logit_bias=bias,
+                prior_log_probs=prior_lp,
+                prior_mix=model.prior_mix(prior_mix),
             )
             per_scale.append({"scale": float(s), **_semantic_measures(semantic, prompts, model.semantic_tokenizer)})
             continue
         out = model.generate(texts, seconds=seconds, num_candidates=1, cfg_scale=float(s),
-                             generator=torch.Generator().manual_seed(seed), prior_weight=prior_weight)  # fmt: skip
+                             generator=torch.Generator().manual_seed(seed), prior_mix=prior_mix)  # fmt: skip
         audio = mulan.get_audio_latents(_resample(out.wavs, model.sample_rate, mulan.sample_rate))
         sim = audio @ text_latents.T  # [P, P]: clip i against prompt j
         own = sim.diag()
@@ -114,8 +115,7 @@ def guidance_sweep(
             "prompt_r1": round(float(r1), 4), "judge": accuracy(judged),
             **_semantic_measures(out.semantic, prompts, model.semantic_tokenizer),
         })  # fmt: skip
-    weight = None if model.prior is None else (model.prior.weight if prior_weight is None else prior_weight)
-    return {"prompts": len(prompts), "seconds": seconds, "seed": seed, "prior_weight": weight,
+    return {"prompts": len(prompts), "seconds": seconds, "seed": seed, "prior_mix": model.prior_mix(prior_mix),
             "chance_prompt_r1": round(1 / len(prompts), 4),
             "semantic_only": semantic_only, "per_scale": per_scale}  # fmt: skip
 

@@ -14,9 +14,11 @@ semantic ids, and for a text latent gives
 - :meth:`latent`: the normalised mean of the ``k`` nearest audio latents (cosine): the conditioning
   the stages get at generation (unCLIP's prior, without training one);
 - :meth:`token_log_prior`: the log of the pooled, smoothed semantic id distribution of the same
-  neighbours, added to the semantic LM's logits at every step with a weight (``weight``, chosen on
-  validation) as in the kNN-LM (Khandelwal et al. 2020): the LM keeps the sequence structure, the
-  neighbours say which ids (the key, the rhythm vocabulary) the text wants.
+  neighbours, mixed into the semantic LM's next-id distribution at every step with a share ``mix``
+  (chosen on validation), as the kNN-LM mixes its neighbours' distribution into its LM's (Khandelwal
+  et al. 2020): the LM keeps the sequence structure, the neighbours say which ids (the key, the
+  rhythm vocabulary) the text wants. Measured (RESULTS.md), a mixture beat adding the weighted log
+  distribution to the logits (a product), which made the LM repeat a few ids.
 
 Shape letters: B batch, N bank rows, C conditioning dim, V semantic vocabulary, K neighbours.
 """
@@ -42,19 +44,20 @@ class RetrievalPrior(Component):
         vocab_size: semantic ids.
         k: neighbours pooled per text.
         smoothing: pseudo-count added to every id's pooled count (per neighbour) before the log.
-        weight: default weight of :meth:`token_log_prior` on the semantic LM's logits (0 disables).
+        mix: default share of :meth:`token_log_prior` in the semantic LM's next-id distribution, in
+            ``[0, 1)`` (0 disables).
     """
 
     component_name = "retrieval_prior"
 
     def __init__(self, *, size: int, cond_dim: int, vocab_size: int, k: int = 8, smoothing: float = 0.1,
-                 weight: float = 1.0):  # fmt: skip
+                 mix: float = 0.25):  # fmt: skip
         super().__init__()
-        if size < 1 or cond_dim < 1 or vocab_size < 1 or k < 1 or smoothing <= 0 or weight < 0:
-            raise ValueError(f"need size, cond_dim, vocab_size, k >= 1, smoothing > 0 and weight >= 0; got {size}, "
-                             f"{cond_dim}, {vocab_size}, {k}, {smoothing}, {weight}")  # fmt: skip
-        self.save_config(size=size, cond_dim=cond_dim, vocab_size=vocab_size, k=k, smoothing=smoothing, weight=weight)
-        self.k, self.smoothing, self.weight = k, smoothing, weight
+        if size < 1 or cond_dim < 1 or vocab_size < 1 or k < 1 or smoothing <= 0 or not 0 <= mix < 1:
+            raise ValueError(f"need size, cond_dim, vocab_size, k >= 1, smoothing > 0 and 0 <= mix < 1; got {size}, "
+                             f"{cond_dim}, {vocab_size}, {k}, {smoothing}, {mix}")  # fmt: skip
+        self.save_config(size=size, cond_dim=cond_dim, vocab_size=vocab_size, k=k, smoothing=smoothing, mix=mix)
+        self.k, self.smoothing, self.mix = k, smoothing, mix
         self.vocab_size, self.cond_dim = vocab_size, cond_dim
         self.register_buffer("latents", torch.zeros(size, cond_dim))
         # id counts of a clip are integers up to its length: exact in float16 up to 2,048, half the bytes

@@ -16,6 +16,7 @@ Shape letters: B batch, N tokens, Q conditioning tokens, D model dim, H heads, V
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -309,6 +310,8 @@ class TokenLM(Component):
         allowed: Tensor | None = None,
         eos_id: int | None = None,
         logit_bias: Tensor | None = None,
+        prior_log_probs: Tensor | None = None,
+        prior_mix: float = 0.0,
     ) -> Tensor:
         """Sample ``steps`` tokens after ``prime [B, N0]`` (optional). Returns ``[B, N0 + steps]``.
 
@@ -319,8 +322,9 @@ class TokenLM(Component):
         step and ``logits = uncond + s * (cond - uncond)``. ``allowed`` (bool ``[steps, V]``, or
         ``[B, steps, V]`` per row) restricts each step to a set of ids (the codebook of the level a
         position holds; a single id forces a token, e.g. the given coarse levels in the fine stage).
-        ``logit_bias [B, V]`` is added to every step's (guided) logits: the retrieval prior's log
-        distribution over the ids, weighted (:class:`~musiclm_pytorch.lm.RetrievalPrior`).
+        ``logit_bias [B, V]`` is added to every step's (guided) logits. ``prior_log_probs [B, V]`` is a
+        log distribution mixed into every step's next-id distribution with share ``prior_mix`` (the
+        retrieval prior's, :class:`~musiclm_pytorch.lm.RetrievalPrior`, as in the kNN-LM).
         """
         sampling = sampling or SamplingConfig()
         was_training = self.training
@@ -348,9 +352,12 @@ class TokenLM(Component):
         cache.length = x.shape[1]
         if eos_id is not None and not 0 <= eos_id < self.vocab_size:
             raise ValueError(f"eos_id must be in [0, {self.vocab_size}), got {eos_id}")
+        for name, extra in (("logit_bias", logit_bias), ("prior_log_probs", prior_log_probs)):
+            if extra is not None and extra.shape != (b, self.vocab_size):
+                raise ValueError(f"{name} must be [B={b}, V={self.vocab_size}], got {tuple(extra.shape)}")
+        if not 0 <= prior_mix < 1:
+            raise ValueError(f"prior_mix must be in [0, 1), got {prior_mix}")
         if logit_bias is not None:
-            if logit_bias.shape != (b, self.vocab_size):
-                raise ValueError(f"logit_bias must be [B={b}, V={self.vocab_size}], got {tuple(logit_bias.shape)}")
             logit_bias = logit_bias.to(device)
         ended = torch.zeros(b, dtype=torch.bool, device=device)
         for i in range(steps):
@@ -359,6 +366,11 @@ class TokenLM(Component):
                 logits = uncond + sampling.cfg_scale * (cond - uncond)
             if logit_bias is not None:
                 logits = logits + logit_bias
+            if prior_log_probs is not None and prior_mix > 0:
+                # log((1 - m) p_lm + m p_prior): sampling at temperature 1 draws from the mixture
+                mixed = torch.stack([F.log_softmax(logits.float(), -1) + math.log1p(-prior_mix),
+                                     prior_log_probs.to(device).float() + math.log(prior_mix)])  # fmt: skip
+                logits = torch.logsumexp(mixed, 0)
             if allowed is not None:  # [steps, V] for every row, or [B, steps, V] per row
                 step_allowed = allowed[i] if allowed.ndim == 2 else allowed[:, i]
                 logits = logits.masked_fill(~step_allowed.to(device), float("-inf"))
