@@ -55,8 +55,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     print(
-        "musiclm demo: no trained text-to-music model ships yet, so this trains a tiny MuLaN (audio-text\n"
-        f"joint embedding) for {args.steps} steps on synthetic tones and measures text->audio retrieval.\n"
+        "musiclm demo: trains a tiny MuLaN (audio-text joint embedding) from scratch for\n"
+        f"{args.steps} steps on synthetic tones and measures text->audio retrieval.\n"
     )
     mulan, result = run_demo(steps=args.steps, seed=args.seed, progress=not args.quiet)
     report: dict[str, object] = {
@@ -98,12 +98,15 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     single_file = out.suffix.lower() == ".wav"
     if single_file and len(args.texts) != 1:
         raise ValueError(f"--out {args.out!r} names one WAV file: give one text, or a folder for {len(args.texts)}")
+    if len(args.cfg_scale) > 2:
+        raise ValueError(f"--cfg-scale takes one scale or two (semantic, acoustic), got {args.cfg_scale}")
+    scale = args.cfg_scale[0] if len(args.cfg_scale) == 1 else (args.cfg_scale[0], args.cfg_scale[1])
     if args.seconds <= mlm.max_seconds():
-        made = mlm.generate(args.texts, seconds=args.seconds, num_candidates=args.candidates, cfg_scale=args.cfg_scale,
+        made = mlm.generate(args.texts, seconds=args.seconds, num_candidates=args.candidates, cfg_scale=scale,
                             generator=gen, prior_mix=args.prior_mix)  # fmt: skip
         wavs, scores = list(made.wavs), made.scores.tolist()
     else:  # longer than one window: the paper's long generation, windows with an overlap (no reranking)
-        wavs = [mlm.generate_long([(t, args.seconds)], cfg_scale=args.cfg_scale, generator=gen) for t in args.texts]
+        wavs = [mlm.generate_long([(t, args.seconds)], cfg_scale=scale, generator=gen) for t in args.texts]
         scores = mlm.rerank_scores(torch.stack(wavs), args.texts, 1).tolist()
     paths = [out] if single_file else [out / f"{i:02d}.wav" for i in range(len(wavs))]
     files = [str(save_audio(p, w, mlm.sample_rate)) for p, w in zip(paths, wavs)]
@@ -245,7 +248,7 @@ def _cmd_eval_guidance(args: argparse.Namespace) -> int:
     prompts = load_prompts(args.prompts, args.num_prompts, seed=args.seed)
     report = guidance_sweep(model, prompts, scales=args.scales, seconds=args.seconds, seed=args.seed,
                             semantic_only=args.semantic_only, progress=not args.quiet,
-                            prior_mix=args.prior_mix)  # fmt: skip
+                            prior_mix=args.prior_mix, acoustic_cfg_scale=args.acoustic_cfg_scale)  # fmt: skip
     (out / "guidance_sweep.json").write_text(json.dumps(report, indent=2))
     plot_sweep(report, out / "guidance_sweep.png")
     print(json.dumps(report, indent=2))
@@ -666,7 +669,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--candidates", type=int, default=4, help=f"samples per text, reranked by MuLaN (1 to {MAX_CANDIDATES})"
     )
-    gen.add_argument("--cfg-scale", type=float, default=1.0, help="classifier-free guidance of the stages")
+    gen.add_argument("--cfg-scale", type=float, nargs="+", default=[1.0, 3.0],
+                     help="classifier-free guidance: one scale for every stage, or semantic then acoustic")  # fmt: skip
     gen.add_argument("--prior-mix", type=float, default=None,
                      help="the retrieval prior's share in the semantic stage's sampling, in [0, 1) (default: the "
                      "model's)")  # fmt: skip
@@ -880,6 +884,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="the retrieval prior's share in the semantic LM's next-id distribution (default: the model's)",
     )
+    eg.add_argument("--acoustic-cfg-scale", type=float, default=None,
+                    help="hold the acoustic stages at this guidance and sweep the semantic stage's only")  # fmt: skip
     eg.add_argument("--lm-precision", default="int8", choices=["float32", "bfloat16", "int8"])
     eg.add_argument("--threads", type=int, default=2)
     eg.add_argument("--out", default="guidance_eval")

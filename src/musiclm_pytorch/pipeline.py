@@ -1,8 +1,11 @@
 """MusicLM: text -> MuLaN tokens -> semantic ids -> codec codes -> audio, reranked by MuLaN.
 
 Two acoustic paths: the paper's coarse + fine token LMs (``coarse_lm``, ``fine_lm``), or one parallel
-frame-aligned masked stage (``acoustic_lm``, :class:`~musiclm_pytorch.lm.MaskedAcousticLM`) that reads
-the text's continuous MuLaN embedding and makes every codec level in a few forwards.
+frame-aligned stage (``acoustic_lm``: :class:`~musiclm_pytorch.lm.MaskedAcousticLM`, which makes every
+codec level in a few forwards, or :class:`~musiclm_pytorch.lm.LatentAcousticLM`, which regresses a
+magnitude codec's latents in one) that reads a continuous MuLaN embedding. With a retrieval prior
+(:class:`~musiclm_pytorch.lm.RetrievalPrior`) every stage is conditioned through the training clips
+nearest the text (:meth:`MusicLM.text_condition`); the shipped model (``DEFAULT_MODEL``) is built so.
 
 A plain class holding its components. Construction checks that their contracts agree (vocabularies,
 rates, quantizer splits) and raises ``ValueError`` naming both sides. ``generate`` samples
@@ -159,7 +162,7 @@ class MusicLM:
         seconds: float,
         num_candidates: int = 1,
         temperatures: tuple[float, float, float] = (1.0, 0.95, 0.4),
-        cfg_scale: float = 3.0,
+        cfg_scale: float | tuple[float, float] = (1.0, 3.0),
         top_k: int = 0,
         acoustic_steps: tuple[int, ...] = (8, 1),
         generator: torch.Generator | None = None,
@@ -167,8 +170,10 @@ class MusicLM:
     ) -> GenerationResult:
         """Music for each text. Paper temperatures: semantic 1.0, coarse 0.95, fine 0.4 (with ``acoustic_lm``
         the second is its sampling temperature; ``acoustic_steps`` its unmasking rounds per level).
+        ``cfg_scale``: classifier-free guidance, one scale for every stage or ``(semantic, acoustic)``.
         ``prior_mix``: the retrieval prior's share in the semantic LM's next-id distribution (default
         ``prior.mix``)."""
+        sem_cfg, cfg_scale = _scales(cfg_scale)
         if not texts:
             raise ValueError("texts is empty")
         if seconds <= 0 or seconds > self.max_seconds():
@@ -183,7 +188,7 @@ class MusicLM:
         semantic = self.semantic_lm.generate(
             steps=frames,
             cond_ids=cond,
-            sampling=SamplingConfig(temperatures[0], top_k, 1.0, cfg_scale),
+            sampling=SamplingConfig(temperatures[0], top_k, 1.0, sem_cfg),
             generator=generator,
             prior_log_probs=None if prior_lp is None else prior_lp.repeat_interleave(n, dim=0),
             prior_mix=mix,
@@ -228,15 +233,16 @@ class MusicLM:
         window_seconds: float | None = None,
         stride_seconds: float | None = None,
         temperatures: tuple[float, float, float] = (1.0, 0.95, 0.4),
-        cfg_scale: float = 3.0,
+        cfg_scale: float | tuple[float, float] = (1.0, 3.0),
         top_k: int = 0,
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """Long generation and story mode (MusicLM §4.4): ``segments`` are ``(text, seconds)``; one
         text for a long piece, several for a story. Each new ``stride`` is generated with the last
         ``window - stride`` seconds as prefix (paper: 15 s stride) and the current segment's text.
-        Returns one waveform ``[S]``.
+        Returns one waveform ``[S]``. ``cfg_scale``: one scale, or ``(semantic, acoustic)``.
         """
+        sem_cfg, cfg_scale = _scales(cfg_scale)
         if not segments or any(sec <= 0 for _, sec in segments):
             raise ValueError(f"segments must be non-empty (text, seconds > 0) pairs, got {segments}")
         window = window_seconds or self.max_seconds()
@@ -249,7 +255,7 @@ class MusicLM:
         # which segment's text conditions each semantic frame
         owner = torch.cat([torch.full((int(sec * rate),), i) for i, (_, sec) in enumerate(segments)])
         total = len(owner)
-        sampling = [SamplingConfig(t, top_k, 1.0, cfg_scale) for t in temperatures]
+        sampling = [SamplingConfig(t, top_k, 1.0, s) for t, s in zip(temperatures, (sem_cfg, cfg_scale, cfg_scale))]
         semantic = torch.zeros(1, 0, dtype=torch.long)
         while semantic.shape[1] < total:  # semantic ids, window by window
             start = semantic.shape[1]
@@ -389,6 +395,15 @@ class MusicLM:
         audio = mulan.get_audio_latents(_resample(wavs, self.sample_rate, mulan.sample_rate))
         text = mulan.get_text_latents(raw_texts=texts)
         return (audio.reshape(len(texts), n, -1) * text[:, None]).sum(-1)
+
+
+def _scales(cfg_scale: float | tuple[float, float]) -> tuple[float, float]:
+    """``(semantic, acoustic)`` guidance scales from one scale or a pair."""
+    if isinstance(cfg_scale, tuple | list):
+        if len(cfg_scale) != 2:
+            raise ValueError(f"cfg_scale must be one scale or (semantic, acoustic), got {cfg_scale}")
+        return float(cfg_scale[0]), float(cfg_scale[1])
+    return float(cfg_scale), float(cfg_scale)
 
 
 def _resample(wavs: Tensor, orig: int, target: int) -> Tensor:

@@ -1,0 +1,48 @@
+"""The model that ships in the package (src/musiclm_pytorch/pretrained/musiclm_small): it loads with no
+argument and no network, its components agree, and it makes audio from text that depends on the text."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from musiclm_pytorch.pipeline import BUNDLE_FILES, DEFAULT_MODEL, MusicLM
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    if not DEFAULT_MODEL.is_dir():
+        pytest.fail(f"the shipped model folder {DEFAULT_MODEL} is missing")
+    return MusicLM.from_pretrained()
+
+
+def test_the_shipped_folder_holds_one_copy_of_each_component_and_a_model_card():
+    files = sorted(p.name for p in DEFAULT_MODEL.iterdir())
+    expected = {BUNDLE_FILES[k] for k in ("conditioner", "semantic_tokenizer", "codec", "semantic_lm", "acoustic_lm",
+                                          "prior")}  # fmt: skip
+    assert set(files) == expected | {"README.md"}
+    assert sum(p.stat().st_size for p in DEFAULT_MODEL.iterdir()) < 100 * 2**20  # the issue's bound on git history
+
+
+def test_shipped_model_generates_audio_that_follows_the_text(shipped):
+    assert shipped.prior is not None and shipped.max_seconds() >= 10.0
+    texts = ["a solo piano piece in C major", "a recording of drums and bass, fast"]
+    out = shipped.generate(texts, seconds=2.0, generator=torch.Generator().manual_seed(0))
+    assert out.wavs.shape == (2, 2 * shipped.sample_rate) and torch.isfinite(out.wavs).all()
+    assert float(out.wavs.abs().max()) > 1e-3  # not silence
+    # the two prompts condition the stages differently: different neighbours, different audio
+    cond, log_probs, latent = shipped.text_condition(texts)
+    assert not torch.equal(cond[0], cond[1]) and not torch.allclose(latent[0], latent[1])
+    assert not torch.allclose(out.wavs[0], out.wavs[1])
+
+
+def test_generate_cli_uses_the_shipped_model(tmp_path, capsys):
+    from musiclm_pytorch.cli import main
+
+    wav = tmp_path / "out.wav"
+    assert main(["generate", "a slow sad piano piece in D minor", "--seconds", "1", "--candidates", "1",
+                 "-o", str(wav), "--threads", "1"]) == 0  # fmt: skip
+    report = json.loads(capsys.readouterr().out)
+    assert report["files"] == [str(wav)] and wav.stat().st_size > 16000 * 2
