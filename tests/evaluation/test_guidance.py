@@ -58,6 +58,17 @@ def test_load_prompts_takes_the_full_caption(tmp_path):
     assert prompts == load_prompts(tmp_path / "val.jsonl", 4, seed=1)
 
 
+def test_load_prompts_reads_the_committed_free_form_set():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "prompts" / "freeform_v1.jsonl"
+    prompts = load_prompts(path, 1000)
+    assert len(prompts) == 100 and len({p["text"] for p in prompts}) == 100
+    families = {"piano", "chromatic percussion", "organ", "guitar", "strings", "ensemble", "brass", "reed", "pipe",
+                "synth lead", "synth pad", "ethnic"}  # fmt: skip
+    assert all(p["tags"]["family"] in families for p in prompts)  # every prompt names an instrument the judge knows
+
+
 def test_guidance_cli_writes_report_and_plot(musiclm_parts, tmp_path, capsys):
     from musiclm_pytorch import save
     from musiclm_pytorch.cli import main

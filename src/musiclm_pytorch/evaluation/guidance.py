@@ -51,13 +51,15 @@ def semantic_key(ids: torch.Tensor, tokenizer: SemanticTokenizer) -> tuple[str, 
 
 def load_prompts(manifest: str | Path, num: int, *, seed: int = 0) -> list[dict[str, Any]]:
     """``num`` rows of a corpus manifest as ``{text, tags}`` (the full caption, which states every
-    recorded attribute), drawn with ``seed``."""
+    recorded attribute), drawn with ``seed``. Rows that already are ``{text, tags}`` (a prompt set such
+    as ``benchmarks/prompts/freeform_v1.jsonl``) are taken as they are."""
     rows = [json.loads(line) for line in Path(manifest).read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if r.get("full_caption") or r.get("caption")]
+    rows = [r for r in rows if r.get("text") or r.get("full_caption") or r.get("caption")]
     if len(rows) < 2:
         raise ValueError(f"{str(manifest)!r} has {len(rows)} captioned rows; a sweep needs at least 2")
     chosen = random.Random(seed).sample(rows, min(num, len(rows)))
-    return [{"text": r.get("full_caption") or r["caption"], "tags": r.get("tags") or {}} for r in chosen]
+    return [{"text": r.get("text") or r.get("full_caption") or r["caption"], "tags": r.get("tags") or {}}
+            for r in chosen]  # fmt: skip
 
 
 @torch.no_grad()
