@@ -248,7 +248,8 @@ def _cmd_eval_guidance(args: argparse.Namespace) -> int:
     prompts = load_prompts(args.prompts, args.num_prompts, seed=args.seed)
     report = guidance_sweep(model, prompts, scales=args.scales, seconds=args.seconds, seed=args.seed,
                             semantic_only=args.semantic_only, progress=not args.quiet,
-                            prior_mix=args.prior_mix, acoustic_cfg_scale=args.acoustic_cfg_scale)  # fmt: skip
+                            prior_mix=args.prior_mix, acoustic_cfg_scale=args.acoustic_cfg_scale,
+                            num_candidates=args.candidates)  # fmt: skip
     (out / "guidance_sweep.json").write_text(json.dumps(report, indent=2))
     plot_sweep(report, out / "guidance_sweep.png")
     print(json.dumps(report, indent=2))
@@ -884,6 +885,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="the retrieval prior's share in the semantic LM's next-id distribution (default: the model's)",
     )
+    eg.add_argument("--candidates", type=int, default=1, help="samples per prompt, reranked by MuLaN")
     eg.add_argument("--acoustic-cfg-scale", type=float, default=None,
                     help="hold the acoustic stages at this guidance and sweep the semantic stage's only")  # fmt: skip
     eg.add_argument("--lm-precision", default="int8", choices=["float32", "bfloat16", "int8"])

@@ -84,10 +84,11 @@ def test_guidance_cli_writes_report_and_plot(musiclm_parts, tmp_path, capsys):
     (tmp_path / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     argv = ["eval", "guidance", "--model", str(tmp_path), "--prompts", str(tmp_path / "val.jsonl"),
             "--scales", "1", "2", "--seconds", "1", "--out", str(tmp_path / "g"), "--quiet",
-            "--threads", "1"]  # fmt: skip
+            "--threads", "1", "--candidates", "2", "--acoustic-cfg-scale", "1.5"]  # fmt: skip
     assert main(argv) == 0
     report = json.loads((tmp_path / "g" / "guidance_sweep.json").read_text())
     assert [r["scale"] for r in report["per_scale"]] == [1.0, 2.0] and report["prompts"] == 3
+    assert report["num_candidates"] == 2 and report["acoustic_cfg_scale"] == 1.5
     assert (tmp_path / "g" / "guidance_sweep.png").stat().st_size > 1000
 
 

@@ -75,13 +75,15 @@ def guidance_sweep(
     progress: bool = True,
     prior_mix: float | None = None,
     acoustic_cfg_scale: float | None = None,
+    num_candidates: int = 1,
 ) -> dict[str, Any]:
     """Generate every prompt at every scale and score the clips (see the module docstring).
     ``semantic_only`` samples the semantic stage alone (paper temperature 1.0) and reports only the
     semantic measures: fast enough for hundreds of prompts. ``prior_mix``: the retrieval prior's share in
     the semantic LM's next-id distribution where the model has one (default: the prior's own).
     ``acoustic_cfg_scale``: hold the acoustic stages' guidance at this scale and sweep the semantic
-    stage's only (default: one scale for every stage)."""
+    stage's only (default: one scale for every stage). ``num_candidates``: samples per prompt, the one
+    MuLaN scores highest kept (reranking inflates MuLaN's own figures; the judge is independent)."""
     if len(prompts) < 2:
         raise ValueError(f"a guidance sweep needs at least 2 prompts, got {len(prompts)}")
     if not scales:
@@ -107,7 +109,7 @@ def guidance_sweep(
             per_scale.append({"scale": float(s), **_semantic_measures(semantic, prompts, model.semantic_tokenizer)})
             continue
         scale = float(s) if acoustic_cfg_scale is None else (float(s), float(acoustic_cfg_scale))
-        out = model.generate(texts, seconds=seconds, num_candidates=1, cfg_scale=scale,
+        out = model.generate(texts, seconds=seconds, num_candidates=num_candidates, cfg_scale=scale,
                              generator=torch.Generator().manual_seed(seed), prior_mix=prior_mix)  # fmt: skip
         audio = mulan.get_audio_latents(_resample(out.wavs, model.sample_rate, mulan.sample_rate))
         sim = audio @ text_latents.T  # [P, P]: clip i against prompt j
@@ -122,7 +124,7 @@ def guidance_sweep(
             **_semantic_measures(out.semantic, prompts, model.semantic_tokenizer),
         })  # fmt: skip
     return {"prompts": len(prompts), "seconds": seconds, "seed": seed, "prior_mix": model.prior_mix(prior_mix),
-            "acoustic_cfg_scale": acoustic_cfg_scale,
+            "acoustic_cfg_scale": acoustic_cfg_scale, "num_candidates": num_candidates,
             "chance_prompt_r1": round(1 / len(prompts), 4),
             "semantic_only": semantic_only, "per_scale": per_scale}  # fmt: skip
 
