@@ -166,3 +166,17 @@ def test_log_frequency_bins_must_fit_below_nyquist():
 
     with pytest.raises(ValueError, match="Nyquist at sample_rate=8000"):
         LogFrequencySpectrogram(sample_rate=8000, n_bins=96)
+
+
+def test_normalize_level_sets_rms_and_bounds_the_peak():
+    from musiclm_pytorch.audio import normalize_level
+
+    t = torch.arange(16000) / 16000
+    quiet = 0.004 * torch.sin(2 * torch.pi * 440 * t)  # RMS 0.0028
+    out = normalize_level(torch.stack([quiet, torch.zeros(16000)]), target_rms=0.1)
+    assert abs(float(out[0].pow(2).mean().sqrt()) - 0.1) < 1e-4 and torch.equal(out[1], torch.zeros(16000))
+    spiky = torch.zeros(16000)
+    spiky[100] = 0.5  # RMS 0.1 would put the peak at 40: the peak bound wins
+    assert abs(float(normalize_level(spiky, target_rms=0.1).abs().max()) - 0.99) < 1e-6
+    with pytest.raises(ValueError, match="target_rms > 0"):
+        normalize_level(quiet, target_rms=0)

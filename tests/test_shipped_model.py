@@ -46,3 +46,11 @@ def test_generate_cli_uses_the_shipped_model(tmp_path, capsys):
                  "-o", str(wav), "--threads", "1"]) == 0  # fmt: skip
     report = json.loads(capsys.readouterr().out)
     assert report["files"] == [str(wav)] and wav.stat().st_size > 16000 * 2
+    import numpy as np
+    import soundfile as sf
+
+    y, _ = sf.read(wav)
+    assert abs(float(np.sqrt((y**2).mean())) - 0.1) < 0.01 or float(np.abs(y).max()) > 0.98  # -20 dBFS by default
+    with pytest.raises(SystemExit) as exc:  # argparse refuses it before anything loads
+        main(["generate", "x", "--seconds", "1", "-o", str(wav), "--level-dbfs", "3"])
+    assert exc.value.code == 2 and "must be <= 0 dBFS or 'none', got 3" in capsys.readouterr().err

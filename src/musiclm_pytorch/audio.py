@@ -138,6 +138,18 @@ def resample(wav: np.ndarray | Tensor, orig_sr: int, target_sr: int) -> np.ndarr
     raise ValueError(f"wav must be [S] or [C, S], got shape {tuple(x.shape)}")
 
 
+def normalize_level(wav: Tensor, *, target_rms: float = 0.1, max_peak: float = 0.99) -> Tensor:
+    """``wav [..., S]`` scaled so that each clip's RMS is ``target_rms`` (-20 dBFS by default), or less
+    where that would take its peak above ``max_peak``. Silence stays silence."""
+    if target_rms <= 0 or not 0 < max_peak <= 1:
+        raise ValueError(f"need target_rms > 0 and 0 < max_peak <= 1, got {target_rms}, {max_peak}")
+    x = wav.float()
+    rms = x.pow(2).mean(-1, keepdim=True).sqrt()
+    peak = x.abs().amax(-1, keepdim=True)
+    gain = torch.minimum(target_rms / rms.clamp_min(1e-9), max_peak / peak.clamp_min(1e-9))
+    return torch.where(peak > 1e-9, x * gain, x)
+
+
 def save_audio(path: str | os.PathLike, wav: Tensor | np.ndarray, sample_rate: int) -> Path:
     """Write ``[S]`` or ``[C, S]`` audio; the format follows the extension. Written atomically."""
     path = Path(path)

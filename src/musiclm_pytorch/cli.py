@@ -83,12 +83,22 @@ def _check_generate_bounds(args: argparse.Namespace) -> None:
         raise ValueError(f"--seconds must be > 0 and <= {MAX_SECONDS:g}, got {args.seconds:g}")
 
 
+def _level_dbfs(value: str) -> float | None:
+    """``--level-dbfs``: a level in dBFS (at most 0), or ``none``."""
+    if value.lower() == "none":
+        return None
+    level = float(value)
+    if not level <= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be <= 0 dBFS or 'none', got {value}")
+    return level
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
     _check_generate_bounds(args)
 
     import torch
 
-    from .audio import save_audio
+    from .audio import normalize_level, save_audio
     from .pipeline import DEFAULT_MODEL, load_musiclm
 
     torch.set_num_threads(args.threads)
@@ -108,6 +118,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     else:  # longer than one window: the paper's long generation, windows with an overlap (no reranking)
         wavs = [mlm.generate_long([(t, args.seconds)], cfg_scale=scale, generator=gen) for t in args.texts]
         scores = mlm.rerank_scores(torch.stack(wavs), args.texts, 1).tolist()
+    if args.level_dbfs is not None:  # the magnitude codec's output is some 20 dB quieter than its training audio
+        wavs = [normalize_level(w, target_rms=10 ** (args.level_dbfs / 20)) for w in wavs]
     paths = [out] if single_file else [out / f"{i:02d}.wav" for i in range(len(wavs))]
     files = [str(save_audio(p, w, mlm.sample_rate)) for p, w in zip(paths, wavs)]
     print(json.dumps({"files": files, "texts": args.texts, "mulan_scores": scores}, indent=2))
@@ -683,6 +695,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="float32",
         help="stage LM decoding precision (int8: int8 weights, bf16 activations; fastest on CPU)",
     )
+    gen.add_argument("--level-dbfs", type=_level_dbfs, default=-20.0,
+                     help="write each clip at this RMS level (peak kept below -0.1 dBFS); 'none' keeps the "
+                     "model's level")  # fmt: skip
     gen.add_argument("-o", "--out", default="generated", help="a folder (one WAV per text) or, for one text, a .wav")
     gen.set_defaults(func=_cmd_generate)
 
