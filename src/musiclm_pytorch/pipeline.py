@@ -306,7 +306,7 @@ class MusicLM:
         the frame-aligned stage uses its own text prior (or the text latent)."""
         text = self.conditioner.mulan.get_text_latents(raw_texts=texts)
         if self.prior is None:
-            cond = self.conditioner.get_cond_ids(raw_texts=texts)
+            cond, _ = self.conditioner.quantize(text)  # what get_cond_ids(raw_texts=...) does, text encoded once
             acoustic = self.acoustic_lm.text_prior(text) if self.acoustic_lm is not None else None
             return cond, None, acoustic
         latent = self.prior.latent(text)

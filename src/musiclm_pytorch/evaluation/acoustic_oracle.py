@@ -53,11 +53,10 @@ def _swapped(texts: list[str], tags: list[dict[str, Any]], seed: int) -> tuple[l
 
 def knn_prior(text: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Tensor:
     """``text [B, C]`` latents -> the normalised mean of the ``k`` rows of ``bank [N, C]`` (audio latents
-    of training clips) nearest each, by cosine."""
-    import torch.nn.functional as F
+    of training clips) nearest each, by cosine (:func:`~musiclm_pytorch.lm.prior.knn_mean`)."""
+    from ..lm.prior import knn_mean
 
-    nearest = (text @ bank.T).topk(min(k, len(bank)), dim=-1).indices  # [B, k]
-    return F.normalize(bank[nearest].mean(1), dim=-1)
+    return knn_mean(text, bank, k)
 
 
 @torch.no_grad()

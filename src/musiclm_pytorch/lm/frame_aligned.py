@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from ..checkpoint import Component
 from ..mulan.transformer import RotaryEmbedding
+from .prior import knn_mean
 from .transformer import _Block
 
 
@@ -69,9 +70,7 @@ class FrameAlignedStage(Component):
         nearest each (cosine), or the text latents themselves when the stage keeps no bank."""
         if len(self.prior_bank) == 0:
             return text_latents
-        bank = self.prior_bank.to(text_latents)
-        nearest = (text_latents @ bank.T).topk(min(self.prior_k, len(bank)), dim=-1).indices
-        return F.normalize(bank[nearest].mean(1), dim=-1)
+        return knn_mean(text_latents, self.prior_bank.to(text_latents), self.prior_k)
 
     def _check_semantic(self, semantic: Tensor) -> None:
         if semantic.numel() and (int(semantic.min()) < 0 or int(semantic.max()) >= self.semantic_vocab):

@@ -35,6 +35,18 @@ from torch import Tensor
 from ..checkpoint import Component
 
 
+def nearest_rows(query: Tensor, bank: Tensor, k: int) -> Tensor:
+    """Indices ``[B, K]`` of the ``k`` rows of ``bank [N, C]`` (unit rows) nearest each row of ``query
+    [B, C]`` by cosine, nearest first (``K = min(k, N)``; the query's own norm does not change the order)."""
+    return (query @ bank.T).topk(min(k, len(bank)), dim=-1).indices
+
+
+def knn_mean(query: Tensor, bank: Tensor, k: int) -> Tensor:
+    """``[B, C]``: the normalised mean of the ``k`` rows of ``bank`` nearest each query row
+    (:func:`nearest_rows`): the conditioning a text gets from the audio latents of training clips."""
+    return F.normalize(bank[nearest_rows(query, bank, k)].mean(1), dim=-1)
+
+
 class RetrievalPrior(Component):
     """kNN prior over training clips (module docstring).
 
@@ -102,12 +114,12 @@ class RetrievalPrior(Component):
     def neighbours(self, text_latents: Tensor) -> Tensor:
         """Indices ``[B, K]`` of the bank rows nearest each text latent (cosine), nearest first."""
         self._check(text_latents)
-        sim = F.normalize(text_latents.float(), dim=-1) @ self.latents.T
-        return sim.topk(min(self.k, len(self.latents)), dim=-1).indices
+        return nearest_rows(F.normalize(text_latents.float(), dim=-1), self.latents, self.k)
 
     def latent(self, text_latents: Tensor) -> Tensor:
         """``[B, C]``: the normalised mean audio latent of each text's neighbours."""
-        return F.normalize(self.latents[self.neighbours(text_latents)].mean(1), dim=-1).to(text_latents.dtype)
+        self._check(text_latents)
+        return knn_mean(F.normalize(text_latents.float(), dim=-1), self.latents, self.k).to(text_latents.dtype)
 
     def token_log_prior(self, text_latents: Tensor) -> Tensor:
         """``[B, V]``: log of the neighbours' pooled semantic id counts plus ``smoothing`` per neighbour,
@@ -117,4 +129,4 @@ class RetrievalPrior(Component):
         return torch.log(pooled / pooled.sum(-1, keepdim=True))
 
 
-__all__ = ["RetrievalPrior"]
+__all__ = ["RetrievalPrior", "knn_mean", "nearest_rows"]
