@@ -43,7 +43,7 @@ def main() -> None:
     mlm = MusicLM.from_pretrained()
     text = ["a slow sad piano piece in D minor"]
     t = time.perf_counter()
-    cond, log_probs, latent = mlm.text_condition(text)
+    cond, log_probs, latent, _ = mlm.text_condition(text)
     report["stage_text_and_prior_s"] = round(time.perf_counter() - t, 3)
     from musiclm_pytorch.lm import SamplingConfig
 

@@ -132,6 +132,28 @@ def test_generate_bounds_are_one_line_naming_the_bound(tmp_path, capsys, flags, 
     assert "nowhere" not in err
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["calm piano", "--story", "a:5"], "give texts or --story, not both"),
+        (["--story", "a:40", "b:30"], "--story lasts 70 s in all; at most 60"),
+        (["--story", "a:5", "-o", "out_dir"], "--story makes one piece: give -o a .wav file"),
+        ([], "give at least one text"),
+    ],
+)
+def test_story_bounds_are_one_line(tmp_path, capsys, argv, message):
+    assert main(["generate", *argv, "--model-dir", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "nowhere" not in err, err
+
+
+@pytest.mark.parametrize("item", ["no seconds", "x:0", "x:61", ":5", "x:ten"])
+def test_story_items_need_text_and_seconds(item, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", "--story", item])
+    assert exc.value.code == 2 and "want 'text:seconds'" in capsys.readouterr().err
+
+
 def test_generate_bounds_are_inclusive(tmp_path, capsys):
     for flags in (["--candidates", "1"], ["--candidates", str(MAX_CANDIDATES)], ["--seconds", f"{MAX_SECONDS:g}"]):
         assert main(["generate", "calm piano", "--model-dir", str(tmp_path / "nowhere"), *flags]) == 2

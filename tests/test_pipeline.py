@@ -209,7 +209,7 @@ def test_retrieval_prior_conditions_every_stage(acoustic_parts, tmp_path):
     prior = RetrievalPrior.from_items(items, vocab_size=8, k=1, mix=0.999)
     mlm = MusicLM(**acoustic_parts, prior=prior)
     texts = ["calm piano", "loud drums"]
-    cond, log_probs, latent = mlm.text_condition(texts)
+    cond, log_probs, latent, _ = mlm.text_condition(texts)
     text = mlm.conditioner.mulan.get_text_latents(raw_texts=texts)
     nearest = prior.neighbours(text)[:, 0]
     assert torch.allclose(latent, prior.latents[nearest])  # k = 1: the nearest clip's audio latent itself

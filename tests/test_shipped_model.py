@@ -33,7 +33,7 @@ def test_shipped_model_generates_audio_that_follows_the_text(shipped):
     assert out.wavs.shape == (2, 2 * shipped.sample_rate) and torch.isfinite(out.wavs).all()
     assert float(out.wavs.abs().max()) > 1e-3  # not silence
     # the two prompts condition the stages differently: different neighbours, different audio
-    cond, log_probs, latent = shipped.text_condition(texts)
+    cond, log_probs, latent, _ = shipped.text_condition(texts)
     assert not torch.equal(cond[0], cond[1]) and not torch.allclose(latent[0], latent[1])
     assert not torch.allclose(out.wavs[0], out.wavs[1])
 
@@ -51,6 +51,12 @@ def test_generate_cli_uses_the_shipped_model(tmp_path, capsys):
 
     y, _ = sf.read(wav)
     assert abs(float(np.sqrt((y**2).mean())) - 0.1) < 0.01 or float(np.abs(y).max()) > 0.98  # -20 dBFS by default
+    story = tmp_path / "story.wav"  # story mode: one piece whose segments follow their own texts
+    assert main(["generate", "--story", "calm piano in C major:1.5", "fast drums and bass:1.5", "-o", str(story),
+                 "--threads", "1", "--device", "cpu"]) == 0  # fmt: skip
+    report = json.loads(capsys.readouterr().out)
+    assert report["files"] == [str(story)] and [s["seconds"] for s in report["story"]] == [1.5, 1.5]
+    assert abs(sf.info(story).duration - 3.0) < 0.05
     with pytest.raises(SystemExit) as exc:  # argparse refuses it before anything loads
         main(["generate", "x", "--seconds", "1", "-o", str(wav), "--level-dbfs", "3"])
     assert exc.value.code == 2 and "must be <= 0 dBFS or 'none', got 3" in capsys.readouterr().err

@@ -304,7 +304,8 @@ STAGE_INPUTS = {
     "fine": ("conditioner", "codec"),
     "acoustic": ("mulan", "semantic", "codec"),  # continuous MuLaN latents, not the conditioner's ids
     "latent": ("mulan", "semantic", "codec"),
-    "prior": ("mulan", "semantic"),  # the retrieval prior: MuLaN audio latents and semantic id counts
+    # the retrieval prior: MuLaN audio latents and semantic id counts (+ codec codes with a frame bank)
+    "prior": ("mulan", "semantic", "codec"),
 }
 
 

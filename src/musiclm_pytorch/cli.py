@@ -74,9 +74,31 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _story_segment(value: str) -> tuple[str, float]:
+    """``--story`` item: ``"text:seconds"`` (the last colon splits)."""
+    text, sep, seconds = value.rpartition(":")
+    try:
+        sec = float(seconds)
+    except ValueError:
+        sec = float("nan")
+    if not sep or not text.strip() or not 0 < sec <= MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"want 'text:seconds' with 0 < seconds <= {MAX_SECONDS:g}, got {value!r}")
+    return text, sec
+
+
 def _check_generate_bounds(args: argparse.Namespace) -> None:
-    """Refuse ``--candidates`` outside ``1..MAX_CANDIDATES`` and ``--seconds`` outside ``(0, MAX_SECONDS]``
-    before any model loads."""
+    """Refuse ``--candidates`` outside ``1..MAX_CANDIDATES``, ``--seconds`` outside ``(0, MAX_SECONDS]``,
+    a story longer than ``MAX_SECONDS`` and texts beside ``--story``, before any model loads."""
+    if args.story:
+        if args.texts:
+            raise ValueError(f"give texts or --story, not both (texts {args.texts})")
+        total = sum(sec for _, sec in args.story)
+        if total > MAX_SECONDS:
+            raise ValueError(f"--story lasts {total:g} s in all; at most {MAX_SECONDS:g}")
+        if Path(args.out).suffix.lower() != ".wav":
+            raise ValueError(f"--story makes one piece: give -o a .wav file, got {args.out!r}")
+    elif not args.texts:
+        raise ValueError("give at least one text (or --story 'text:seconds' ...)")
     if not 1 <= args.candidates <= MAX_CANDIDATES:
         raise ValueError(f"--candidates must be between 1 and {MAX_CANDIDATES}, got {args.candidates}")
     if not 0 < args.seconds <= MAX_SECONDS:  # also refuses nan
@@ -102,28 +124,43 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from .pipeline import DEFAULT_MODEL, load_musiclm
 
     torch.set_num_threads(args.threads)
-    mlm = load_musiclm(args.model_dir or DEFAULT_MODEL, lm_precision=args.lm_precision)
-    gen = torch.Generator().manual_seed(args.seed)
+    mlm = load_musiclm(args.model_dir or DEFAULT_MODEL, lm_precision=args.lm_precision).to(args.device)
+    gen = torch.Generator(mlm.device).manual_seed(args.seed)
     out = Path(args.out)
+    if args.story:  # the paper's story mode: one piece, each segment's text for its own seconds
+        story = [(t, s) for t, s in args.story]
+        wav = mlm.generate_long(story, cfg_scale=_cfg_pair(args.cfg_scale), generator=gen,
+                                frame_blend=args.frame_blend).cpu()  # fmt: skip
+        if args.level_dbfs is not None:
+            wav = normalize_level(wav, target_rms=10 ** (args.level_dbfs / 20))
+        path = str(save_audio(out, wav, mlm.sample_rate))
+        print(json.dumps({"files": [path], "story": [{"text": t, "seconds": s} for t, s in story]}, indent=2))
+        return 0
     single_file = out.suffix.lower() == ".wav"
     if single_file and len(args.texts) != 1:
         raise ValueError(f"--out {args.out!r} names one WAV file: give one text, or a folder for {len(args.texts)}")
-    if len(args.cfg_scale) > 2:
-        raise ValueError(f"--cfg-scale takes one scale or two (semantic, acoustic), got {args.cfg_scale}")
-    scale = args.cfg_scale[0] if len(args.cfg_scale) == 1 else (args.cfg_scale[0], args.cfg_scale[1])
+    scale = _cfg_pair(args.cfg_scale)
     if args.seconds <= mlm.max_seconds():
         made = mlm.generate(args.texts, seconds=args.seconds, num_candidates=args.candidates, cfg_scale=scale,
-                            generator=gen, prior_mix=args.prior_mix)  # fmt: skip
-        wavs, scores = list(made.wavs), made.scores.tolist()
+                            generator=gen, prior_mix=args.prior_mix, frame_blend=args.frame_blend)  # fmt: skip
+        wavs, scores = list(made.wavs.cpu()), made.scores.tolist()
     else:  # longer than one window: the paper's long generation, windows with an overlap (no reranking)
-        wavs = [mlm.generate_long([(t, args.seconds)], cfg_scale=scale, generator=gen) for t in args.texts]
+        wavs = [mlm.generate_long([(t, args.seconds)], cfg_scale=scale, generator=gen, frame_blend=args.frame_blend)
+                for t in args.texts]  # fmt: skip
         scores = mlm.rerank_scores(torch.stack(wavs), args.texts, 1).tolist()
+        wavs = [w.cpu() for w in wavs]
     if args.level_dbfs is not None:  # the magnitude codec's output is some 20 dB quieter than its training audio
         wavs = [normalize_level(w, target_rms=10 ** (args.level_dbfs / 20)) for w in wavs]
     paths = [out] if single_file else [out / f"{i:02d}.wav" for i in range(len(wavs))]
     files = [str(save_audio(p, w, mlm.sample_rate)) for p, w in zip(paths, wavs)]
     print(json.dumps({"files": files, "texts": args.texts, "mulan_scores": scores}, indent=2))
     return 0
+
+
+def _cfg_pair(values: list[float]) -> float | tuple[float, float]:
+    if len(values) > 2:
+        raise ValueError(f"--cfg-scale takes one scale or two (semantic, acoustic), got {values}")
+    return values[0] if len(values) == 1 else (values[0], values[1])
 
 
 def _cmd_bundle(args: argparse.Namespace) -> int:
@@ -261,7 +298,7 @@ def _cmd_eval_guidance(args: argparse.Namespace) -> int:
     report = guidance_sweep(model, prompts, scales=args.scales, seconds=args.seconds, seed=args.seed,
                             semantic_only=args.semantic_only, progress=not args.quiet,
                             prior_mix=args.prior_mix, acoustic_cfg_scale=args.acoustic_cfg_scale,
-                            num_candidates=args.candidates)  # fmt: skip
+                            num_candidates=args.candidates, frame_blend=args.frame_blend)  # fmt: skip
     (out / "guidance_sweep.json").write_text(json.dumps(report, indent=2))
     plot_sweep(report, out / "guidance_sweep.png")
     print(json.dumps(report, indent=2))
@@ -380,8 +417,12 @@ def _cmd_train_retrieval_prior(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no tokens at {str(path)!r}: run `musiclm data tokenize` first")
     train = torch.load(path, weights_only=False)
     prior = RetrievalPrior.from_items(train["items"], vocab_size=train["semantic_vocab"], size=args.size, k=args.k,
-                                      smoothing=args.smoothing, mix=args.mix)  # fmt: skip
-    save(prior, args.out, extra={"identity": stage_identity("prior", train["identity"])})
+                                      smoothing=args.smoothing, mix=args.mix, frames_per_clip=args.frames_per_clip,
+                                      frame_k=args.frame_k, frame_blend=args.frame_blend)  # fmt: skip
+    ident = stage_identity("prior", train["identity"])
+    if not prior.has_frames:  # without a frame bank the prior does not depend on the codec
+        ident.pop("codec", None)
+    save(prior, args.out, extra={"identity": ident})
     print(json.dumps({"out": args.out, "clips": len(prior.latents), **prior.config}, indent=2))
     return 0
 
@@ -669,7 +710,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_demo)
 
     gen = sub.add_parser("generate", help="music from text (the shipped model, or --model-dir)")
-    gen.add_argument("texts", nargs="+")
+    gen.add_argument("texts", nargs="*", help="one WAV per text (or use --story)")
+    gen.add_argument("--story", nargs="+", type=_story_segment, metavar="TEXT:SECONDS",
+                     help="story mode (MusicLM §4.4): one piece whose segments follow these texts, e.g. "
+                     "--story 'calm piano:10' 'fast rock with drums:10' -o story.wav")  # fmt: skip
     gen.add_argument(
         "--model-dir",
         help="model folder: conditioning, semantic_tokenizer, codec, semantic_lm and acoustic_lm (or coarse_lm + "
@@ -687,8 +731,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--prior-mix", type=float, default=None,
                      help="the retrieval prior's share in the semantic stage's sampling, in [0, 1) (default: the "
                      "model's)")  # fmt: skip
+    gen.add_argument("--frame-blend", type=float, default=None,
+                     help="share of real training frames matched into the acoustic stage's frames, in [0, 1] "
+                     "(default: the model's; 0 turns matching off)")  # fmt: skip
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--threads", type=int, default=2)
+    gen.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     gen.add_argument(
         "--lm-precision",
         choices=["float32", "bfloat16", "int8"],
@@ -815,6 +863,14 @@ def build_parser() -> argparse.ArgumentParser:
     trp.add_argument("--k", type=int, default=8, help="neighbours pooled per text")
     trp.add_argument("--smoothing", type=float, default=0.1, help="pseudo-count per id and neighbour")
     trp.add_argument("--mix", type=float, default=0.25, help="default share in the semantic LM's next-id distribution")
+    trp.add_argument(
+        "--frames-per-clip",
+        type=int,
+        default=0,
+        help="codec frames kept per clip for matching the latent stage's frames to real ones (0: none)",
+    )
+    trp.add_argument("--frame-k", type=int, default=4, help="real frames averaged per predicted frame")
+    trp.add_argument("--frame-blend", type=float, default=1.0, help="share of the matched frames (1: real only)")
     trp.set_defaults(func=_cmd_train_retrieval_prior)
 
     tc = train.add_parser("conditioning", help="fit the MuLaN conditioning RVQ on all training clips")
@@ -903,6 +959,12 @@ def build_parser() -> argparse.ArgumentParser:
     eg.add_argument("--candidates", type=int, default=1, help="samples per prompt, reranked by MuLaN")
     eg.add_argument("--acoustic-cfg-scale", type=float, default=None,
                     help="hold the acoustic stages at this guidance and sweep the semantic stage's only")  # fmt: skip
+    eg.add_argument(
+        "--frame-blend",
+        type=float,
+        default=None,
+        help="share of matched real frames (latent stage + prior frame bank; default the prior's)",
+    )
     eg.add_argument("--lm-precision", default="int8", choices=["float32", "bfloat16", "int8"])
     eg.add_argument("--threads", type=int, default=2)
     eg.add_argument("--out", default="guidance_eval")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -42,6 +42,15 @@ class GenerationResult:
     chosen: Tensor  # [B] index of the chosen candidate
     semantic: Tensor  # [B, T] semantic ids of the chosen candidates
     codes: Tensor  # [B, Q, T'] codec codes of the chosen candidates
+
+
+class TextCondition(NamedTuple):
+    """What the stages get for a batch of texts (:meth:`MusicLM.text_condition`)."""
+
+    cond_ids: Tensor  # [B, Q] the semantic LM's conditioning ids
+    prior_log_probs: Tensor | None  # [B, V] the retrieval prior's log distribution over semantic ids
+    acoustic: Tensor | None  # [B, C] the frame-aligned acoustic stage's conditioning latent
+    text: Tensor  # [B, C] the texts' MuLaN latents
 
 
 class MusicLM:
@@ -132,10 +141,32 @@ class MusicLM:
             self._check("acoustic_lm.ratio", acoustic_lm.ratio, "codec / semantic frame rate", self.ratio)
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path | None = None, *, lm_precision: str = "float32") -> MusicLM:
+    def from_pretrained(cls, folder: str | Path | None = None, *, device: str | torch.device = "cpu",
+                        lm_precision: str = "float32") -> MusicLM:  # fmt: skip
         """The model in ``folder`` (component files named in ``BUNDLE_FILES``), or with ``None`` the one
-        that ships in the package (``DEFAULT_MODEL``); no download, ever. See :func:`load_musiclm`."""
-        return load_musiclm(DEFAULT_MODEL if folder is None else folder, lm_precision=lm_precision)
+        that ships in the package (``DEFAULT_MODEL``), on ``device``; no download, ever. ``lm_precision``:
+        the stage LMs' decoding precision (:func:`load_musiclm`)."""
+        return load_musiclm(DEFAULT_MODEL if folder is None else folder, lm_precision=lm_precision).to(device)
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        """The components that hold weights, by name (absent ones left out)."""
+        parts = {"conditioner": self.conditioner, "semantic_tokenizer": self.semantic_tokenizer, "codec": self.codec,
+                 "semantic_lm": self.semantic_lm, "coarse_lm": self.coarse_lm, "fine_lm": self.fine_lm,
+                 "acoustic_lm": self.acoustic_lm, "prior": self.prior}  # fmt: skip
+        return {k: v for k, v in parts.items() if isinstance(v, torch.nn.Module)}
+
+    def to(self, device: str | torch.device) -> MusicLM:
+        """Move every component to ``device`` (in place, like ``nn.Module.to``; dtypes are kept)."""
+        device = torch.device(device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r}: this PyTorch build or machine has no CUDA")
+        for module in self.modules().values():
+            module.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.semantic_lm.parameters()).device
 
     @staticmethod
     def _check(a_name: str, a: object, b_name: str, b: object) -> None:
@@ -167,12 +198,14 @@ class MusicLM:
         acoustic_steps: tuple[int, ...] = (8, 1),
         generator: torch.Generator | None = None,
         prior_mix: float | None = None,
+        frame_blend: float | None = None,
     ) -> GenerationResult:
         """Music for each text. Paper temperatures: semantic 1.0, coarse 0.95, fine 0.4 (with ``acoustic_lm``
         the second is its sampling temperature; ``acoustic_steps`` its unmasking rounds per level).
         ``cfg_scale``: classifier-free guidance, one scale for every stage or ``(semantic, acoustic)``.
         ``prior_mix``: the retrieval prior's share in the semantic LM's next-id distribution (default
-        ``prior.mix``)."""
+        ``prior.mix``). ``frame_blend``: with a latent acoustic stage and a prior that has a frame bank,
+        the share of matched real frames in each predicted frame (default ``prior.frame_blend``; 0 off)."""
         sem_cfg, cfg_scale = _scales(cfg_scale)
         if not texts:
             raise ValueError("texts is empty")
@@ -181,7 +214,7 @@ class MusicLM:
         if num_candidates < 1:
             raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
         b, n = len(texts), num_candidates
-        cond, prior_lp, acoustic_cond = self.text_condition(texts)
+        cond, prior_lp, acoustic_cond, text = self.text_condition(texts)
         mix = self.prior_mix(prior_mix)
         cond = cond.repeat_interleave(n, dim=0)  # [B*N, Q]
         frames = max(1, int(seconds * self.semantic_tokenizer.frame_rate))
@@ -197,6 +230,7 @@ class MusicLM:
         latents = None if acoustic_cond is None else acoustic_cond.repeat_interleave(n, dim=0)  # [B*N, C]
         if isinstance(self.acoustic_lm, LatentAcousticLM):
             predicted = self.acoustic_lm.generate(semantic, latents, cfg_scale=cfg_scale)
+            predicted = self.match_frames(text.repeat_interleave(n, dim=0), predicted, frame_blend)
             wavs = self.codec.decode_latents(predicted)[:, 0]  # type: ignore[attr-defined]
             codes = self.codec.quantize_latents(predicted)  # type: ignore[attr-defined]
         elif self.acoustic_lm is not None:
@@ -220,7 +254,7 @@ class MusicLM:
         wavs = wavs[:, : int(seconds * self.sample_rate)]
         scores = self.rerank_scores(wavs, texts, n)
         chosen = scores.argmax(dim=1)
-        pick = torch.arange(b) * n + chosen
+        pick = torch.arange(b, device=chosen.device) * n + chosen
         return GenerationResult(
             wavs=wavs[pick], scores=scores, chosen=chosen, semantic=semantic[pick], codes=codes[pick]
         )
@@ -236,6 +270,7 @@ class MusicLM:
         cfg_scale: float | tuple[float, float] = (1.0, 3.0),
         top_k: int = 0,
         generator: torch.Generator | None = None,
+        frame_blend: float | None = None,
     ) -> Tensor:
         """Long generation and story mode (MusicLM §4.4): ``segments`` are ``(text, seconds)``; one
         text for a long piece, several for a story. Each new ``stride`` is generated with the last
@@ -251,12 +286,12 @@ class MusicLM:
             raise ValueError(f"need 0 < stride ({stride}) < window ({window}) <= {self.max_seconds():.2f} s")
         rate = self.semantic_tokenizer.frame_rate
         win_f, overlap_f = int(window * rate), int((window - stride) * rate)
-        conds, prior_lp, acoustic_cond = self.text_condition([t for t, _ in segments])  # [n_segments, Q], ...
+        conds, prior_lp, acoustic_cond, text = self.text_condition([t for t, _ in segments])  # [n_segments, Q], ...
         # which segment's text conditions each semantic frame
         owner = torch.cat([torch.full((int(sec * rate),), i) for i, (_, sec) in enumerate(segments)])
         total = len(owner)
         sampling = [SamplingConfig(t, top_k, 1.0, s) for t, s in zip(temperatures, (sem_cfg, cfg_scale, cfg_scale))]
-        semantic = torch.zeros(1, 0, dtype=torch.long)
+        semantic = torch.zeros(1, 0, dtype=torch.long, device=self.device)
         while semantic.shape[1] < total:  # semantic ids, window by window
             start = semantic.shape[1]
             prime = semantic[:, max(0, start - overlap_f) :] if start else None
@@ -270,6 +305,10 @@ class MusicLM:
         if isinstance(self.acoustic_lm, LatentAcousticLM):
             assert acoustic_cond is not None
             predicted = self._latent_long(semantic, acoustic_cond, owner, win_f, overlap_f, cfg_scale)
+            frame_owner = owner.repeat_interleave(self.ratio)[: predicted.shape[1]]
+            for seg in frame_owner.unique().tolist():  # each frame matched among its own segment's neighbours
+                at = (frame_owner == seg).to(predicted.device)
+                predicted[:, at] = self.match_frames(text[seg][None], predicted[:, at], frame_blend)
             return self.codec.decode_latents(predicted)[0, 0, : int(total / rate * self.sample_rate)]  # type: ignore[attr-defined]
         if self.acoustic_lm is not None:
             assert acoustic_cond is not None
@@ -277,7 +316,7 @@ class MusicLM:
             return self.codec.decode(codes)[0, 0, : int(total / rate * self.sample_rate)]
         assert self.coarse_lm is not None
         nc, r = self.coarse_layout.num_coarse, self.ratio
-        acoustic = torch.zeros(1, 0, dtype=torch.long)  # flattened coarse tokens, offsets included
+        acoustic = torch.zeros(1, 0, dtype=torch.long, device=self.device)  # flattened coarse tokens, offsets included
         done = 0  # semantic frames whose acoustic frames exist
         while done < total:  # coarse tokens: each window sees its semantic ids and the overlap's codes
             w0 = max(0, done - overlap_f)
@@ -295,10 +334,10 @@ class MusicLM:
             codes = self._fine(codes, conds[:1], sampling[2], generator)
         return self.codec.decode(codes)[0, 0, : int(total / rate * self.sample_rate)]
 
-    def text_condition(self, texts: list[str]) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        """What the stages get for ``texts``: ``(cond_ids [B, Q]`` of the semantic LM, the retrieval
-        prior's log distribution over semantic ids ``[B, V]`` or ``None``, the frame-aligned stage's
-        latent ``[B, C]`` or ``None)``.
+    def text_condition(self, texts: list[str]) -> TextCondition:
+        """What the stages get for ``texts``: a :class:`TextCondition` of the semantic LM's ``cond_ids
+        [B, Q]``, the retrieval prior's log distribution over semantic ids ``[B, V]`` or ``None``, the
+        frame-aligned stage's latent ``[B, C]`` or ``None``, and the text latents ``[B, C]``.
 
         With a retrieval prior, all three come from the text's nearest training clips (module
         docstring of :mod:`.lm.prior`): the ids quantize their mean audio latent, as the semantic LM's
@@ -308,10 +347,21 @@ class MusicLM:
         if self.prior is None:
             cond, _ = self.conditioner.quantize(text)  # what get_cond_ids(raw_texts=...) does, text encoded once
             acoustic = self.acoustic_lm.text_prior(text) if self.acoustic_lm is not None else None
-            return cond, None, acoustic
+            return TextCondition(cond, None, acoustic, text)
         latent = self.prior.latent(text)
         cond, _ = self.conditioner.quantize(latent)
-        return cond, self.prior.token_log_prior(text), latent if self.acoustic_lm is not None else None
+        return TextCondition(cond, self.prior.token_log_prior(text), latent if self.acoustic_lm is not None else None,
+                             text)  # fmt: skip
+
+    def match_frames(self, text: Tensor, predicted: Tensor, frame_blend: float | None = None) -> Tensor:
+        """The latent stage's prediction ``[B, T, L]`` with its frames pulled toward real frames of the
+        texts' neighbour clips (:meth:`RetrievalPrior.match_frames`); as is without a frame bank or with
+        ``frame_blend=0``."""
+        if self.prior is None or not self.prior.has_frames or frame_blend == 0:
+            if frame_blend and (self.prior is None or not self.prior.has_frames):
+                raise ValueError(f"frame_blend={frame_blend} needs a retrieval prior with a frame bank")
+            return predicted
+        return self.prior.match_frames(text, predicted, self.codec, blend=frame_blend)
 
     def prior_mix(self, prior_mix: float | None) -> float:
         """The retrieval prior's share in the semantic LM's next-id distribution: ``prior_mix``, or the
@@ -337,7 +387,7 @@ class MusicLM:
             w0 = max(0, done - overlap_f // 2) if done else 0
             w1 = min(total, w0 + win_f)
             made = self.acoustic_lm.generate(semantic[:, w0:w1], latents[int(owner[done])][None], cfg_scale=cfg_scale)
-            parts.append(made[:, (done - w0) * r :].cpu())
+            parts.append(made[:, (done - w0) * r :])
             done = w1
         return torch.cat(parts, dim=1)
 
@@ -349,7 +399,7 @@ class MusicLM:
         codes of its overlap with the windows before; the text of the segment it starts in conditions it."""
         assert isinstance(self.acoustic_lm, MaskedAcousticLM)
         r, total = self.ratio, semantic.shape[1]
-        codes = torch.zeros(1, self.acoustic_lm.num_quantizers, 0, dtype=torch.long)
+        codes = torch.zeros(1, self.acoustic_lm.num_quantizers, 0, dtype=torch.long, device=self.device)
         done = 0
         while done < total:
             w0 = max(0, done - overlap_f)
@@ -359,7 +409,7 @@ class MusicLM:
                 cfg_scale=sampling.cfg_scale, temperature=sampling.temperature, top_k=sampling.top_k,
                 generator=generator,
             )  # fmt: skip
-            codes = torch.cat([codes, new[..., (done - w0) * r :].cpu()], dim=-1)
+            codes = torch.cat([codes, new[..., (done - w0) * r :]], dim=-1)
             done = w1
         return codes
 

@@ -76,3 +76,43 @@ def test_prior_mixture_draws_from_the_mixed_distribution():
     assert torch.allclose(share, expected, atol=0.03), share
     with pytest.raises(ValueError, match=r"prior_mix must be in \[0, 1\)"):
         lm.generate(steps=1, batch=2, prior_log_probs=prior[:2], prior_mix=1.5)
+
+
+class _SumCodec:
+    """latents_from_codes as the SpectralCodec's: the sum of each level's codeword."""
+
+    def __init__(self, levels: int = 2, size: int = 16, dim: int = 3):
+        self.codebooks = torch.randn(levels, size, dim, generator=torch.Generator().manual_seed(1))
+
+    def latents_from_codes(self, codes: torch.Tensor) -> torch.Tensor:  # [B, Q, T] -> [B, T, L]
+        return sum(self.codebooks[q][codes[:, q]] for q in range(codes.shape[1]))
+
+
+def test_frame_bank_matches_the_nearest_real_frames_of_the_neighbour_clips(tmp_path):
+    from musiclm_pytorch import load, save
+
+    codec = _SumCodec()
+    gen = torch.Generator().manual_seed(0)
+    items = [{**it, "codes": torch.randint(0, 16, (2, 20), generator=gen)} for it in _items()]
+    prior = RetrievalPrior.from_items(items, vocab_size=8, k=2, frames_per_clip=5, frame_k=2)
+    assert prior.has_frames and prior.frame_codes.shape == (6, 5, 2)
+    # evenly spaced frames 0, 5, 10, 14, 19 of each clip (linspace rounded)
+    assert torch.equal(prior.frame_codes[3].long(), items[3]["codes"][:, [0, 5, 10, 14, 19]].T)
+    text = torch.tensor([[1.0, 0.1, 0.0, 0.0]])  # neighbours: clips 0 and 4
+    predicted = torch.randn(1, 7, 3, generator=gen)
+    out = prior.match_frames(text, predicted, codec)
+    # brute force: the 10 bank frames of clips 0 and 4, the 2 nearest of each predicted frame averaged
+    bank = torch.cat([codec.latents_from_codes(prior.frame_codes[i].long().T[None])[0] for i in (0, 4)])
+    for t in range(7):
+        d = ((bank - predicted[0, t]) ** 2).sum(-1)
+        assert torch.allclose(out[0, t], bank[d.argsort()[:2]].mean(0), atol=1e-5)
+    half = prior.match_frames(text, predicted, codec, blend=0.5)
+    assert torch.allclose(half, (out + predicted) / 2, atol=1e-6)
+    back = load(save(prior, tmp_path / "p.safetensors"), expected=RetrievalPrior)
+    assert torch.equal(back.frame_codes, prior.frame_codes) and back.frame_k == 2
+    with pytest.raises(ValueError, match="has no frame bank"):
+        RetrievalPrior.from_items(_items(), vocab_size=8).match_frames(text, predicted, codec)
+    with pytest.raises(ValueError, match="needs each item's codec 'codes'"):
+        RetrievalPrior.from_items(_items(), vocab_size=8, frames_per_clip=5)
+    with pytest.raises(ValueError, match=r"blend must be in \[0, 1\]"):
+        prior.match_frames(text, predicted, codec, blend=1.5)

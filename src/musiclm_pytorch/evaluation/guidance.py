@@ -76,6 +76,7 @@ def guidance_sweep(
     prior_mix: float | None = None,
     acoustic_cfg_scale: float | None = None,
     num_candidates: int = 1,
+    frame_blend: float | None = None,
 ) -> dict[str, Any]:
     """Generate every prompt at every scale and score the clips (see the module docstring).
     ``semantic_only`` samples the semantic stage alone (paper temperature 1.0) and reports only the
@@ -83,7 +84,9 @@ def guidance_sweep(
     the semantic LM's next-id distribution where the model has one (default: the prior's own).
     ``acoustic_cfg_scale``: hold the acoustic stages' guidance at this scale and sweep the semantic
     stage's only (default: one scale for every stage). ``num_candidates``: samples per prompt, the one
-    MuLaN scores highest kept (reranking inflates MuLaN's own figures; the judge is independent)."""
+    MuLaN scores highest kept (reranking inflates MuLaN's own figures; the judge is independent).
+    ``frame_blend``: share of matched real frames with a latent stage and a prior frame bank
+    (:meth:`MusicLM.match_frames`; default the prior's own)."""
     if len(prompts) < 2:
         raise ValueError(f"a guidance sweep needs at least 2 prompts, got {len(prompts)}")
     if not scales:
@@ -91,7 +94,7 @@ def guidance_sweep(
     texts = [p["text"] for p in prompts]
     mulan = model.conditioner.mulan
     if semantic_only:
-        cond_ids, prior_lp, _ = model.text_condition(texts)
+        cond_ids, prior_lp, *_ = model.text_condition(texts)
     else:
         text_latents = mulan.get_text_latents(raw_texts=texts)  # [P, D]
         scorer = judge if judge is not None else Judge()
@@ -110,7 +113,8 @@ def guidance_sweep(
             continue
         scale = float(s) if acoustic_cfg_scale is None else (float(s), float(acoustic_cfg_scale))
         out = model.generate(texts, seconds=seconds, num_candidates=num_candidates, cfg_scale=scale,
-                             generator=torch.Generator().manual_seed(seed), prior_mix=prior_mix)  # fmt: skip
+                             generator=torch.Generator().manual_seed(seed), prior_mix=prior_mix,
+                             frame_blend=frame_blend)  # fmt: skip
         audio = mulan.get_audio_latents(_resample(out.wavs, model.sample_rate, mulan.sample_rate))
         sim = audio @ text_latents.T  # [P, P]: clip i against prompt j
         own = sim.diag()
@@ -124,7 +128,7 @@ def guidance_sweep(
             **_semantic_measures(out.semantic, prompts, model.semantic_tokenizer),
         })  # fmt: skip
     return {"prompts": len(prompts), "seconds": seconds, "seed": seed, "prior_mix": model.prior_mix(prior_mix),
-            "acoustic_cfg_scale": acoustic_cfg_scale, "num_candidates": num_candidates,
+            "acoustic_cfg_scale": acoustic_cfg_scale, "num_candidates": num_candidates, "frame_blend": frame_blend,
             "chance_prompt_r1": round(1 / len(prompts), 4),
             "semantic_only": semantic_only, "per_scale": per_scale}  # fmt: skip
 

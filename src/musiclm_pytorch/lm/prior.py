@@ -18,9 +18,16 @@ semantic ids, and for a text latent gives
   (chosen on validation), as the kNN-LM mixes its neighbours' distribution into its LM's (Khandelwal
   et al. 2020): the LM keeps the sequence structure, the neighbours say which ids (the key, the
   rhythm vocabulary) the text wants. Measured (RESULTS.md), a mixture beat adding the weighted log
-  distribution to the logits (a product), which made the LM repeat a few ids.
+  distribution to the logits (a product), which made the LM repeat a few ids;
+- :meth:`match_frames` (with a frame bank, ``frames_per_clip > 0``): the latent acoustic stage predicts
+  the *mean* spectrum given its inputs, and the instrument's harmonic fine structure is lost in that
+  mean. With the codec codes of ``frames_per_clip`` evenly spaced frames of every bank clip, each
+  predicted frame is replaced by the mean of its ``frame_k`` nearest real frames among the text's
+  neighbour clips (kNN-VC's matching, Baas et al. 2023: real frames of the wanted timbre, chosen by
+  the predicted content), blended with the prediction by ``frame_blend``.
 
-Shape letters: B batch, N bank rows, C conditioning dim, V semantic vocabulary, K neighbours.
+Shape letters: B batch, N bank rows, C conditioning dim, V semantic vocabulary, K neighbours,
+F bank frames per clip, Q codec levels, T codec frames, L codec latent dim.
 """
 
 from __future__ import annotations
@@ -58,31 +65,54 @@ class RetrievalPrior(Component):
         smoothing: pseudo-count added to every id's pooled count (per neighbour) before the log.
         mix: default share of :meth:`token_log_prior` in the semantic LM's next-id distribution, in
             ``[0, 1)`` (0 disables).
+        frames_per_clip: codec frames kept per bank clip for :meth:`match_frames` (0: no frame bank).
+        frame_levels: codec levels stored per kept frame.
+        frame_k: real frames averaged per predicted frame.
+        frame_blend: share of the matched frames in the output, in ``[0, 1]`` (1: real frames only).
     """
 
     component_name = "retrieval_prior"
 
     def __init__(self, *, size: int, cond_dim: int, vocab_size: int, k: int = 8, smoothing: float = 0.1,
-                 mix: float = 0.25):  # fmt: skip
+                 mix: float = 0.25, frames_per_clip: int = 0, frame_levels: int = 0, frame_k: int = 4,
+                 frame_blend: float = 1.0):  # fmt: skip
         super().__init__()
         if size < 1 or cond_dim < 1 or vocab_size < 1 or k < 1 or smoothing <= 0 or not 0 <= mix < 1:
             raise ValueError(f"need size, cond_dim, vocab_size, k >= 1, smoothing > 0 and 0 <= mix < 1; got {size}, "
                              f"{cond_dim}, {vocab_size}, {k}, {smoothing}, {mix}")  # fmt: skip
-        self.save_config(size=size, cond_dim=cond_dim, vocab_size=vocab_size, k=k, smoothing=smoothing, mix=mix)
+        if frames_per_clip < 0 or frame_k < 1 or not 0 <= frame_blend <= 1 or (frames_per_clip and frame_levels < 1):
+            raise ValueError(
+                f"need frames_per_clip >= 0, frame_levels >= 1 with a frame bank, frame_k >= 1 and "
+                f"0 <= frame_blend <= 1; got {frames_per_clip}, {frame_levels}, {frame_k}, {frame_blend}"
+            )
+        self.save_config(size=size, cond_dim=cond_dim, vocab_size=vocab_size, k=k, smoothing=smoothing, mix=mix,
+                         frames_per_clip=frames_per_clip, frame_levels=frame_levels, frame_k=frame_k,
+                         frame_blend=frame_blend)  # fmt: skip
         self.k, self.smoothing, self.mix = k, smoothing, mix
         self.vocab_size, self.cond_dim = vocab_size, cond_dim
+        self.frame_k, self.frame_blend = frame_k, frame_blend
         self.register_buffer("latents", torch.zeros(size, cond_dim))
         # id counts of a clip are integers up to its length: exact in float16 up to 2,048, half the bytes
         self.register_buffer("counts", torch.zeros(size, vocab_size, dtype=torch.float16))
+        # codec codes of the kept frames (codebooks up to 32,768 entries fit int16); only with a frame bank,
+        # so priors saved before frame banks existed load unchanged
+        if frames_per_clip:
+            self.register_buffer("frame_codes", torch.zeros(size, frames_per_clip, frame_levels, dtype=torch.int16))
 
     latents: Tensor
     counts: Tensor
+    frame_codes: Tensor
+
+    @property
+    def has_frames(self) -> bool:
+        return hasattr(self, "frame_codes")
 
     @classmethod
     def from_items(cls, items: Sequence[dict[str, Any]], *, vocab_size: int, size: int | None = None,
                    **kwargs: Any) -> RetrievalPrior:  # fmt: skip
         """A prior over the first ``size`` (default all) tokenized training items (``mulan`` latent and
-        ``semantic`` ids each, as ``musiclm data tokenize`` stores them)."""
+        ``semantic`` ids each, as ``musiclm data tokenize`` stores them; with ``frames_per_clip`` their
+        ``codes [Q, T]`` too, from which that many evenly spaced frames are kept)."""
         items = list(items)[: size or None]
         if not items:
             raise ValueError("a retrieval prior needs at least one tokenized item")
@@ -90,12 +120,35 @@ class RetrievalPrior(Component):
         if missing:
             raise ValueError(f"item {missing[0]} lacks 'mulan' or 'semantic' (tokens made before MuLaN latents were "
                              "stored: run `musiclm data tokenize --reuse` into a new folder)")  # fmt: skip
+        frames = int(kwargs.get("frames_per_clip", 0))
+        if frames:
+            if any("codes" not in it for it in items):
+                raise ValueError("a frame bank needs each item's codec 'codes' (musiclm data tokenize stores them)")
+            kwargs.setdefault("frame_levels", int(items[0]["codes"].shape[0]))
         prior = cls(size=len(items), cond_dim=items[0]["mulan"].shape[-1], vocab_size=vocab_size, **kwargs)
         prior.set_bank(
             torch.stack([it["mulan"].float() for it in items]),
             torch.stack([torch.bincount(it["semantic"].long(), minlength=vocab_size) for it in items]),
         )
+        if frames:
+            prior.set_frames([it["codes"] for it in items])
         return prior
+
+    def set_frames(self, codes: Sequence[Tensor]) -> None:
+        """Keep ``frames_per_clip`` evenly spaced frames of each bank clip's codec ``codes [Q, T]`` (the
+        first ``frame_levels`` levels; a clip shorter than that repeats frames)."""
+        if not self.has_frames:
+            raise ValueError("this retrieval prior has no frame bank: build it with frames_per_clip > 0")
+        n, f, q = self.frame_codes.shape
+        if len(codes) != n:
+            raise ValueError(f"set_frames needs codes for all {n} bank clips, got {len(codes)}")
+        for i, c in enumerate(codes):
+            if c.ndim != 2 or c.shape[0] < q or c.shape[1] < 1:
+                raise ValueError(f"clip {i}: codes must be [Q >= {q}, T >= 1], got shape {tuple(c.shape)}")
+            if c.max() > torch.iinfo(torch.int16).max:
+                raise ValueError(f"clip {i}: code {int(c.max())} does not fit the int16 frame bank")
+            pick = torch.linspace(0, c.shape[1] - 1, f).round().long()
+            self.frame_codes[i] = c[:q, pick].T.to(torch.int16)
 
     def set_bank(self, latents: Tensor, counts: Tensor) -> None:
         """Keep ``latents [N, C]`` (normalised here) and their clips' semantic id ``counts [N, V]``."""
@@ -127,6 +180,30 @@ class RetrievalPrior(Component):
         idx = self.neighbours(text_latents)
         pooled = self.counts[idx].float().sum(1) + self.smoothing * idx.shape[1]
         return torch.log(pooled / pooled.sum(-1, keepdim=True))
+
+    @torch.no_grad()
+    def match_frames(self, text_latents: Tensor, predicted: Tensor, codec: Any, *, blend: float | None = None
+                     ) -> Tensor:  # fmt: skip
+        """``predicted [B, T, L]`` codec latents with each frame replaced by the mean of its ``frame_k``
+        nearest (Euclidean) real frames of the text's neighbour clips, blended by ``blend`` (default
+        ``frame_blend``). ``codec`` turns the bank's codes into latents (``latents_from_codes``)."""
+        if not self.has_frames:
+            raise ValueError("this retrieval prior has no frame bank: build it with frames_per_clip > 0")
+        blend = self.frame_blend if blend is None else blend
+        if not 0 <= blend <= 1:
+            raise ValueError(f"blend must be in [0, 1], got {blend}")
+        b, t, dim = predicted.shape
+        if text_latents.shape[0] != b:
+            raise ValueError(f"{text_latents.shape[0]} text latents for {b} predicted clips")
+        idx = self.neighbours(text_latents)  # [B, K]
+        codes = self.frame_codes[idx].long()  # [B, K, F, Q]
+        bank = codec.latents_from_codes(codes.reshape(b, -1, codes.shape[-1]).transpose(1, 2)).float()  # [B, K*F, L]
+        if bank.shape[-1] != dim:
+            raise ValueError(f"the frame bank's latents have {bank.shape[-1]} dims, the prediction {dim}")
+        pred = predicted.float()
+        near = torch.cdist(pred, bank).topk(min(self.frame_k, bank.shape[1]), dim=-1, largest=False).indices  # [B,T,k]
+        matched = torch.gather(bank, 1, near.reshape(b, -1, 1).expand(-1, -1, dim)).reshape(b, t, -1, dim).mean(2)
+        return (blend * matched + (1 - blend) * pred).to(predicted.dtype)
 
 
 __all__ = ["RetrievalPrior", "knn_mean", "nearest_rows"]
