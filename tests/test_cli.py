@@ -139,6 +139,9 @@ def test_generate_bounds_are_one_line_naming_the_bound(tmp_path, capsys, flags, 
         (["--story", "a:40", "b:30"], "--story lasts 70 s in all; at most 60"),
         (["--story", "a:5", "-o", "out_dir"], "--story makes one piece: give -o a .wav file"),
         ([], "give at least one text"),
+        (["--continue", "missing.wav", "-o", "x.wav"], "--continue 'missing.wav': no such audio file"),
+        (["a", "b", "--continue", "x.wav", "-o", "x.wav"], "--continue takes at most one text"),
+        (["--continue", "x.wav", "-o", "folder"], "--continue makes one piece"),
     ],
 )
 def test_story_bounds_are_one_line(tmp_path, capsys, argv, message):

@@ -265,3 +265,49 @@ def test_bundle_gathers_components_into_a_checked_model_folder(parts, tmp_path, 
     argv[argv.index("--codec") + 1] = str(src / "semantic_lm.safetensors")  # a wrong file is refused
     assert main(argv) == 2 and "codec.safetensors" in (err := capsys.readouterr().err)
     assert "holds a 'token_lm', not a codec" in err
+
+
+def _latent_parts(acoustic_parts):
+    from musiclm_pytorch.codec import SpectralCodec
+    from musiclm_pytorch.lm import LatentAcousticLM
+
+    t = torch.arange(16000) / 16000
+    codec = SpectralCodec(dim=16, num_quantizers=2, codebook_size=8, gl_iters=2)
+    codec.fit([torch.sin(2 * torch.pi * f * t) * 0.3 for f in (220, 330, 440, 550)], kmeans_iters=2)
+    stage = LatentAcousticLM(semantic_vocab=8, latent_dim=16, cond_dim=128, dim=32, depth=1, heads=2, dim_head=16)
+    return {**acoustic_parts, "codec": codec, "acoustic_lm": stage.eval()}
+
+
+@pytest.mark.parametrize("path", ["coarse_fine", "masked", "latent"])
+def test_continuation_primes_every_stage_with_the_prompt(parts, acoustic_parts, path, monkeypatch):
+    from musiclm_pytorch.semantic import SemanticTokenizer
+
+    chosen = {"coarse_fine": parts, "masked": acoustic_parts, "latent": None}[path]
+    sem = SemanticTokenizer(vocab_size=8)  # fitted: the prompt is tokenized
+    sem.fit([torch.randn(2, 16000, generator=torch.Generator().manual_seed(0)) * 0.1])
+    chosen = chosen if chosen is not None else _latent_parts(acoustic_parts)
+    mlm = MusicLM(**{**chosen, "semantic_tokenizer": sem})
+    t = torch.arange(int(1.3 * 22050)) / 22050
+    prompt = 0.3 * torch.sin(2 * torch.pi * 330 * t)  # 1.3 s at another sample rate: resampled
+    seen: list[torch.Tensor | None] = []
+    real = mlm.semantic_lm.generate
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("prime"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mlm.semantic_lm, "generate", spy)
+    out = mlm.generate_continuation(prompt, 22050, seconds=1.6, window_seconds=2.0, stride_seconds=1.0,
+                                    generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert out.shape == (int(1.6 * 16000),) and torch.isfinite(out).all()
+    # the first window continues the prompt's last (window - stride) = 1 s: its 25 semantic ids
+    wav = torch.from_numpy(__import__("musiclm_pytorch.audio", fromlist=["resample"]).resample(prompt, 22050, 16000))
+    expected = mlm.semantic_tokenizer(wav[-16000:][None])
+    assert seen[0] is not None and torch.equal(seen[0], expected)
+    with_text = mlm.generate_continuation(prompt, 22050, seconds=0.4, text="loud drums",
+                                          generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert with_text.shape == (6400,)
+    with pytest.raises(ValueError, match=r"prompt must be mono audio \[S >= 1\]"):
+        mlm.generate_continuation(prompt[None], 22050, seconds=1.0)
+    with pytest.raises(ValueError, match="shorter than one semantic frame"):
+        mlm.generate_continuation(prompt[:100], 22050, seconds=1.0)

@@ -57,6 +57,15 @@ def test_generate_cli_uses_the_shipped_model(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["files"] == [str(story)] and [s["seconds"] for s in report["story"]] == [1.5, 1.5]
     assert abs(sf.info(story).duration - 3.0) < 0.05
+    prompt = tmp_path / "prompt.wav"  # continuation: the file holds the prompt and then its continuation
+    from musiclm_pytorch.audio import save_audio
+
+    save_audio(prompt, 0.3 * torch.sin(2 * torch.pi * 440 * torch.arange(32000) / 16000), 16000)
+    cont = tmp_path / "cont.wav"
+    assert main(["generate", "--continue", str(prompt), "--seconds", "1", "-o", str(cont), "--threads", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["prompt_seconds"] == 2.0 and report["continuation_seconds"] == 1.0
+    assert abs(sf.info(cont).duration - 3.0) < 0.05
     with pytest.raises(SystemExit) as exc:  # argparse refuses it before anything loads
         main(["generate", "x", "--seconds", "1", "-o", str(wav), "--level-dbfs", "3"])
     assert exc.value.code == 2 and "must be <= 0 dBFS or 'none', got 3" in capsys.readouterr().err

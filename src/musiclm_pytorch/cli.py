@@ -89,7 +89,14 @@ def _story_segment(value: str) -> tuple[str, float]:
 def _check_generate_bounds(args: argparse.Namespace) -> None:
     """Refuse ``--candidates`` outside ``1..MAX_CANDIDATES``, ``--seconds`` outside ``(0, MAX_SECONDS]``,
     a story longer than ``MAX_SECONDS`` and texts beside ``--story``, before any model loads."""
-    if args.story:
+    if args.continue_from is not None:
+        if args.story or len(args.texts) > 1:
+            raise ValueError("--continue takes at most one text (its style) and no --story")
+        if Path(args.out).suffix.lower() != ".wav":
+            raise ValueError(f"--continue makes one piece: give -o a .wav file, got {args.out!r}")
+        if not Path(args.continue_from).is_file():
+            raise ValueError(f"--continue {args.continue_from!r}: no such audio file")
+    elif args.story:
         if args.texts:
             raise ValueError(f"give texts or --story, not both (texts {args.texts})")
         total = sum(sec for _, sec in args.story)
@@ -120,13 +127,26 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
     import torch
 
-    from .audio import normalize_level, save_audio
+    from .audio import load_audio, normalize_level, save_audio
     from .pipeline import DEFAULT_MODEL, load_musiclm
 
     torch.set_num_threads(args.threads)
     mlm = load_musiclm(args.model_dir or DEFAULT_MODEL, lm_precision=args.lm_precision).to(args.device)
     gen = torch.Generator(mlm.device).manual_seed(args.seed)
     out = Path(args.out)
+    if args.continue_from is not None:  # continue an audio prompt; the file is the prompt + its continuation
+        prompt, sr = load_audio(args.continue_from, sample_rate=mlm.sample_rate)
+        made = mlm.generate_continuation(prompt, sr, seconds=args.seconds, text=args.texts[0] if args.texts else None,
+                                         cfg_scale=_cfg_pair(args.cfg_scale), generator=gen,
+                                         frame_blend=args.frame_blend).cpu()  # fmt: skip
+        level = float(prompt.pow(2).mean().sqrt()) if args.level_dbfs is None else 10 ** (args.level_dbfs / 20)
+        if args.level_dbfs is not None:
+            prompt = normalize_level(prompt, target_rms=level)
+        piece = torch.cat([prompt, normalize_level(made, target_rms=max(level, 1e-4))])
+        path = str(save_audio(out, piece, mlm.sample_rate))
+        print(json.dumps({"files": [path], "prompt_seconds": round(len(prompt) / mlm.sample_rate, 3),
+                          "continuation_seconds": round(len(made) / mlm.sample_rate, 3)}, indent=2))  # fmt: skip
+        return 0
     if args.story:  # the paper's story mode: one piece, each segment's text for its own seconds
         story = [(t, s) for t, s in args.story]
         wav = mlm.generate_long(story, cfg_scale=_cfg_pair(args.cfg_scale), generator=gen,
@@ -731,6 +751,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--prior-mix", type=float, default=None,
                      help="the retrieval prior's share in the semantic stage's sampling, in [0, 1) (default: the "
                      "model's)")  # fmt: skip
+    gen.add_argument("--continue", dest="continue_from", metavar="AUDIO",
+                     help="continue this audio file by --seconds (an optional text sets the style; otherwise the "
+                     "prompt's own MuLaN audio embedding does); -o gets the prompt and its continuation")  # fmt: skip
     gen.add_argument("--frame-blend", type=float, default=None,
                      help="share of real training frames matched into the acoustic stage's frames, in [0, 1] "
                      "(default: the model's; 0 turns matching off)")  # fmt: skip

@@ -277,21 +277,84 @@ class MusicLM:
         ``window - stride`` seconds as prefix (paper: 15 s stride) and the current segment's text.
         Returns one waveform ``[S]``. ``cfg_scale``: one scale, or ``(semantic, acoustic)``.
         """
-        sem_cfg, cfg_scale = _scales(cfg_scale)
         if not segments or any(sec <= 0 for _, sec in segments):
             raise ValueError(f"segments must be non-empty (text, seconds > 0) pairs, got {segments}")
+        rate = self.semantic_tokenizer.frame_rate
+        # which segment's text conditions each semantic frame
+        owner = torch.cat([torch.full((int(sec * rate),), i) for i, (_, sec) in enumerate(segments)])
+        return self._long(self.text_condition([t for t, _ in segments]), owner, window_seconds=window_seconds,
+                          stride_seconds=stride_seconds, temperatures=temperatures, cfg_scale=cfg_scale, top_k=top_k,
+                          generator=generator, frame_blend=frame_blend)  # fmt: skip
+
+    @torch.no_grad()
+    def generate_continuation(
+        self,
+        prompt: Tensor,
+        prompt_sample_rate: int,
+        *,
+        seconds: float,
+        text: str | None = None,
+        window_seconds: float | None = None,
+        stride_seconds: float | None = None,
+        temperatures: tuple[float, float, float] = (1.0, 0.95, 0.4),
+        cfg_scale: float | tuple[float, float] = (1.0, 3.0),
+        top_k: int = 0,
+        generator: torch.Generator | None = None,
+        frame_blend: float | None = None,
+    ) -> Tensor:
+        """Continue an audio ``prompt [S]`` by ``seconds`` (AudioLM / MusicLM continuation): the prompt's
+        semantic ids (its last ``window - stride`` seconds) are the semantic stage's prefix, its codec
+        codes the token stages' acoustic prefix, and the stages are conditioned on the prompt's own MuLaN
+        *audio* embedding, what they were trained on (or on ``text`` when given). Longer continuations go
+        window by window as in :meth:`generate_long`. Returns the continuation alone, ``[S']``."""
+        if prompt.ndim != 1 or prompt.shape[0] == 0:
+            raise ValueError(f"prompt must be mono audio [S >= 1], got shape {tuple(prompt.shape)}")
+        if seconds <= 0:
+            raise ValueError(f"seconds must be > 0, got {seconds}")
+        rate = self.semantic_tokenizer.frame_rate
+        window = window_seconds or self.max_seconds()
+        stride = stride_seconds or window / 2
+        wav = _resample(prompt.float()[None].to(self.device), prompt_sample_rate, self.sample_rate)  # [1, S]
+        keep = int((window - stride) * self.sample_rate)  # the prefix the first window sees
+        wav = wav[:, -keep:] if keep > 0 else wav[:, :0]
+        hop = int(round(self.sample_rate / rate))  # whole semantic frames
+        wav = wav[:, wav.shape[1] % hop :]
+        if wav.shape[1] < hop:
+            raise ValueError(f"the prompt is shorter than one semantic frame ({1 / rate:.3f} s)")
+        prefix = self.semantic_tokenizer(wav).to(self.device)  # [1, Tp]
+        if text is not None:
+            cond = self.text_condition([text])
+        else:
+            mulan = self.conditioner.mulan
+            cond = self.audio_condition(mulan.get_audio_latents(_resample(wav, self.sample_rate, mulan.sample_rate)))
+        codes = None if isinstance(self.acoustic_lm, LatentAcousticLM) else self.codec.encode(wav[:, None])
+        owner = torch.zeros(int(seconds * rate), dtype=torch.long)
+        return self._long(cond, owner, prefix=prefix, prefix_codes=codes, window_seconds=window,
+                          stride_seconds=stride, temperatures=temperatures, cfg_scale=cfg_scale, top_k=top_k,
+                          generator=generator, frame_blend=frame_blend)  # fmt: skip
+
+    def _long(
+        self, cond: TextCondition, owner: Tensor, *, prefix: Tensor | None = None, prefix_codes: Tensor | None = None,
+        window_seconds: float | None, stride_seconds: float | None, temperatures: tuple[float, float, float],
+        cfg_scale: float | tuple[float, float], top_k: int, generator: torch.Generator | None,
+        frame_blend: float | None,
+    ) -> Tensor:  # fmt: skip
+        """Window-by-window generation of ``len(owner)`` new semantic frames (``owner``: the condition row
+        of each) after the optional ``prefix`` ids ``[1, Tp]`` (and its codec codes); returns the new
+        audio ``[S]``."""
+        sem_cfg, ac_cfg = _scales(cfg_scale)
         window = window_seconds or self.max_seconds()
         stride = stride_seconds or window / 2
         if not 0 < stride < window <= self.max_seconds():
             raise ValueError(f"need 0 < stride ({stride}) < window ({window}) <= {self.max_seconds():.2f} s")
         rate = self.semantic_tokenizer.frame_rate
         win_f, overlap_f = int(window * rate), int((window - stride) * rate)
-        conds, prior_lp, acoustic_cond, text = self.text_condition([t for t, _ in segments])  # [n_segments, Q], ...
-        # which segment's text conditions each semantic frame
-        owner = torch.cat([torch.full((int(sec * rate),), i) for i, (_, sec) in enumerate(segments)])
-        total = len(owner)
-        sampling = [SamplingConfig(t, top_k, 1.0, s) for t, s in zip(temperatures, (sem_cfg, cfg_scale, cfg_scale))]
-        semantic = torch.zeros(1, 0, dtype=torch.long, device=self.device)
+        conds, prior_lp, acoustic_cond, text = cond
+        p0 = 0 if prefix is None else prefix.shape[1]
+        owner = torch.cat([torch.zeros(p0, dtype=torch.long), owner])  # the prefix frames: the first condition
+        total, new_samples = len(owner), int((len(owner) - p0) / rate * self.sample_rate)
+        sampling = [SamplingConfig(t, top_k, 1.0, s) for t, s in zip(temperatures, (sem_cfg, ac_cfg, ac_cfg))]
+        semantic = torch.zeros(1, 0, dtype=torch.long, device=self.device) if prefix is None else prefix.long()
         while semantic.shape[1] < total:  # semantic ids, window by window
             start = semantic.shape[1]
             prime = semantic[:, max(0, start - overlap_f) :] if start else None
@@ -304,20 +367,27 @@ class MusicLM:
             semantic = torch.cat([semantic, new[:, -steps:]], dim=1)
         if isinstance(self.acoustic_lm, LatentAcousticLM):
             assert acoustic_cond is not None
-            predicted = self._latent_long(semantic, acoustic_cond, owner, win_f, overlap_f, cfg_scale)
-            frame_owner = owner.repeat_interleave(self.ratio)[: predicted.shape[1]]
+            predicted = self._latent_long(semantic, acoustic_cond, owner, win_f, overlap_f, ac_cfg, start=p0)
+            frame_owner = owner[p0:].repeat_interleave(self.ratio)[: predicted.shape[1]]
             for seg in frame_owner.unique().tolist():  # each frame matched among its own segment's neighbours
                 at = (frame_owner == seg).to(predicted.device)
                 predicted[:, at] = self.match_frames(text[seg][None], predicted[:, at], frame_blend)
-            return self.codec.decode_latents(predicted)[0, 0, : int(total / rate * self.sample_rate)]  # type: ignore[attr-defined]
+            return self.codec.decode_latents(predicted)[0, 0, :new_samples]  # type: ignore[attr-defined]
+        r = self.ratio
         if self.acoustic_lm is not None:
             assert acoustic_cond is not None
-            codes = self._acoustic_long(semantic, acoustic_cond, owner, win_f, overlap_f, sampling[1], generator)
-            return self.codec.decode(codes)[0, 0, : int(total / rate * self.sample_rate)]
+            start_codes = None if prefix_codes is None else prefix_codes[:, : self.acoustic_lm.num_quantizers]
+            codes = self._acoustic_long(semantic, acoustic_cond, owner, win_f, overlap_f, sampling[1], generator,
+                                        start=p0, start_codes=start_codes)  # fmt: skip
+            return self.codec.decode(codes[..., p0 * r :])[0, 0, :new_samples]
         assert self.coarse_lm is not None
-        nc, r = self.coarse_layout.num_coarse, self.ratio
+        nc = self.coarse_layout.num_coarse
         acoustic = torch.zeros(1, 0, dtype=torch.long, device=self.device)  # flattened coarse tokens, offsets included
-        done = 0  # semantic frames whose acoustic frames exist
+        if prefix is not None:
+            if prefix_codes is None or prefix_codes.shape[-1] < p0 * r:
+                raise ValueError("a prefix for the coarse stage needs its codec codes (prefix_codes)")
+            acoustic = self.coarse_layout.flatten(prefix, prefix_codes[:, :nc, : p0 * r])[0][:, p0:]
+        done = p0  # semantic frames whose acoustic frames exist
         while done < total:  # coarse tokens: each window sees its semantic ids and the overlap's codes
             w0 = max(0, done - overlap_f)
             w1 = min(total, w0 + win_f)
@@ -328,11 +398,19 @@ class MusicLM:
                                           allowed=self.coarse_layout.allowed((w1 - done) * r))  # fmt: skip
             acoustic = torch.cat([acoustic, new[:, -steps:]], dim=1)
             done = w1
-        codes = self.coarse_layout.unflatten(acoustic)
+        codes = self.coarse_layout.unflatten(acoustic)[..., p0 * r :]
         if self.fine_lm is not None and self.fine_layout is not None:
             # the fine levels depend on the coarse ones; the first segment's text conditions them
             codes = self._fine(codes, conds[:1], sampling[2], generator)
-        return self.codec.decode(codes)[0, 0, : int(total / rate * self.sample_rate)]
+        return self.codec.decode(codes)[0, 0, :new_samples]
+
+    def audio_condition(self, audio_latents: Tensor) -> TextCondition:
+        """What the stages get for MuLaN *audio* latents ``[B, C]`` (continuation): what they were trained
+        on, the quantized latent and, for the frame-aligned stage, the latent itself; the retrieval prior's
+        id distribution and frame bank use the audio latent's neighbours."""
+        cond, _ = self.conditioner.quantize(audio_latents)
+        prior_lp = None if self.prior is None else self.prior.token_log_prior(audio_latents)
+        return TextCondition(cond, prior_lp, audio_latents if self.acoustic_lm is not None else None, audio_latents)
 
     def text_condition(self, texts: list[str]) -> TextCondition:
         """What the stages get for ``texts``: a :class:`TextCondition` of the semantic LM's ``cond_ids
@@ -374,7 +452,14 @@ class MusicLM:
         return mix
 
     def _latent_long(
-        self, semantic: Tensor, latents: Tensor, owner: Tensor, win_f: int, overlap_f: int, cfg_scale: float
+        self,
+        semantic: Tensor,
+        latents: Tensor,
+        owner: Tensor,
+        win_f: int,
+        overlap_f: int,
+        cfg_scale: float,
+        start: int = 0,
     ) -> Tensor:
         """The latent stage window by window (it takes no prompt): each window after the first starts half
         an overlap before the frames it adds, so they are made with that much of the music before them as
@@ -382,7 +467,7 @@ class MusicLM:
         assert isinstance(self.acoustic_lm, LatentAcousticLM)
         r, total = self.ratio, semantic.shape[1]
         parts: list[Tensor] = []
-        done = 0  # semantic frames whose latents are kept
+        done = start  # semantic frames whose latents are kept (from ``start``: those before are a given prefix)
         while done < total:
             w0 = max(0, done - overlap_f // 2) if done else 0
             w1 = min(total, w0 + win_f)
@@ -393,14 +478,19 @@ class MusicLM:
 
     def _acoustic_long(
         self, semantic: Tensor, latents: Tensor, owner: Tensor, win_f: int, overlap_f: int, sampling: SamplingConfig,
-        generator: torch.Generator | None,
+        generator: torch.Generator | None, start: int = 0, start_codes: Tensor | None = None,
     ) -> Tensor:  # fmt: skip
         """Every codec level window by window: each window sees its semantic ids and, as a prompt, the
-        codes of its overlap with the windows before; the text of the segment it starts in conditions it."""
+        codes of its overlap with the windows before; the text of the segment it starts in conditions it.
+        ``start_codes``: the codes of the first ``start`` semantic frames, given."""
         assert isinstance(self.acoustic_lm, MaskedAcousticLM)
         r, total = self.ratio, semantic.shape[1]
         codes = torch.zeros(1, self.acoustic_lm.num_quantizers, 0, dtype=torch.long, device=self.device)
-        done = 0
+        if start:
+            if start_codes is None or start_codes.shape[-1] < start * r:
+                raise ValueError("a prefix for the acoustic stage needs its codec codes")
+            codes = start_codes[..., : start * r].long()
+        done = start
         while done < total:
             w0 = max(0, done - overlap_f)
             w1 = min(total, w0 + win_f)
