@@ -136,16 +136,16 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.continue_from is not None:  # continue an audio prompt; the file is the prompt + its continuation
         prompt, sr = load_audio(args.continue_from, sample_rate=mlm.sample_rate)
-        made = mlm.generate_continuation(prompt, sr, seconds=args.seconds, text=args.texts[0] if args.texts else None,
+        cont = mlm.generate_continuation(prompt, sr, seconds=args.seconds, text=args.texts[0] if args.texts else None,
                                          cfg_scale=_cfg_pair(args.cfg_scale), generator=gen,
                                          frame_blend=args.frame_blend).cpu()  # fmt: skip
         level = float(prompt.pow(2).mean().sqrt()) if args.level_dbfs is None else 10 ** (args.level_dbfs / 20)
         if args.level_dbfs is not None:
             prompt = normalize_level(prompt, target_rms=level)
-        piece = torch.cat([prompt, normalize_level(made, target_rms=max(level, 1e-4))])
+        piece = torch.cat([prompt, normalize_level(cont, target_rms=max(level, 1e-4))])
         path = str(save_audio(out, piece, mlm.sample_rate))
         print(json.dumps({"files": [path], "prompt_seconds": round(len(prompt) / mlm.sample_rate, 3),
-                          "continuation_seconds": round(len(made) / mlm.sample_rate, 3)}, indent=2))  # fmt: skip
+                          "continuation_seconds": round(len(cont) / mlm.sample_rate, 3)}, indent=2))  # fmt: skip
         return 0
     if args.story:  # the paper's story mode: one piece, each segment's text for its own seconds
         story = [(t, s) for t, s in args.story]
