@@ -325,6 +325,34 @@ def _cmd_eval_guidance(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval_continuation(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from .data.datasets import manifest_rows
+    from .evaluation.continuation import continuation_agreement
+    from .pipeline import DEFAULT_MODEL, load_musiclm
+
+    torch.set_num_threads(args.threads)
+    need = args.prompt_seconds + args.seconds
+    rows = [r for r in manifest_rows(args.data, require_caption=False)[0] if float(r.get("duration", need)) >= need]
+    if len(rows) < 2:
+        raise ValueError(f"{args.data!r}: fewer than 2 clips of at least {args.prompt_seconds + args.seconds:g} s")
+    import random
+
+    rows = random.Random(args.seed).sample(rows, min(args.clips, len(rows)))
+    model = load_musiclm(args.model or DEFAULT_MODEL, lm_precision=args.lm_precision).to(args.device)
+    report = continuation_agreement(model, rows, root=Path(args.data).parent, prompt_seconds=args.prompt_seconds,
+                                    seconds=args.seconds, text=args.text, seed=args.seed,
+                                    progress=not args.quiet)  # fmt: skip
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "continuation.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def _cmd_train_mulan(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
@@ -965,6 +993,21 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--crop-seconds", type=float, help="default: the crop the stage was trained with")
     es.add_argument("--threads", type=int, default=2)
     es.set_defaults(func=_cmd_eval_stage)
+    ec = ev.add_parser("continuation", help="judge agreement of continuations with their prompts (key, tempo, ...)")
+    ec.add_argument("--model", help="model folder (default: the shipped model)")
+    ec.add_argument("--data", required=True, help="manifest of held-out clips (e.g. corpus/val.jsonl)")
+    ec.add_argument("--clips", type=int, default=100)
+    ec.add_argument("--prompt-seconds", type=float, default=5.0)
+    ec.add_argument("--seconds", type=float, default=5.0, help="length of each continuation")
+    ec.add_argument("--text", action="store_true", help="also give each clip's caption (default: audio only)")
+    ec.add_argument("--seed", type=int, default=0)
+    ec.add_argument("--lm-precision", default="float32", choices=["float32", "bfloat16", "int8"])
+    ec.add_argument("--device", default="cpu")
+    ec.add_argument("--threads", type=int, default=2)
+    ec.add_argument("--out", default="continuation_eval")
+    ec.add_argument("--quiet", action="store_true")
+    ec.set_defaults(func=_cmd_eval_continuation)
+
     eg = ev.add_parser("guidance", help="sweep the classifier-free guidance scale: MCC, prompt R@1, judge accuracy")
     eg.add_argument("--model", required=True, help="model folder (see `musiclm generate`)")
     eg.add_argument("--prompts", required=True, help="corpus manifest of held-out rows (e.g. corpus/val.jsonl)")
