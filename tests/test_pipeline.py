@@ -20,6 +20,7 @@ def test_generate_candidates_in_one_batch_and_rerank(parts):
     )
     assert out.wavs.shape == (2, 16000) and out.scores.shape == (2, 3)
     assert torch.equal(out.chosen, out.scores.argmax(1))
+    assert out.candidates.shape == (2, 3, 16000) and torch.equal(out.candidates[1, out.chosen[1]], out.wavs[1])
     assert out.semantic.shape == (2, 25) and out.codes.shape == (2, 4, 50)
     assert int(out.codes.max()) < 8
 

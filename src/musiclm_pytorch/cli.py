@@ -1,7 +1,8 @@
 """The ``musiclm`` command line.
 
 Subcommands:
-    generate    music from text with the model shipped in the package (or any model folder)
+    generate    music from text with the model shipped in the package (or any model folder); --story, --continue
+    serve       web demo (gradio): generate, story and continuation tabs with limits
     demo        train a tiny MuLaN on synthetic captioned tones and report retrieval (no data, no download)
     data synth  render a synthetic captioned music corpus (FluidSynth + General MIDI soundfonts)
     data merge  join corpora for training; the base's validation split and its compositions stay held out
@@ -181,6 +182,25 @@ def _cfg_pair(values: list[float]) -> float | tuple[float, float]:
     if len(values) > 2:
         raise ValueError(f"--cfg-scale takes one scale or two (semantic, acoustic), got {values}")
     return values[0] if len(values) == 1 else (values[0], values[1])
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import gradio  # noqa: F401
+    except ImportError as e:
+        raise ValueError("the web demo needs gradio: pip install -e '.[demo]'") from e
+    import torch
+
+    from .pipeline import DEFAULT_MODEL, load_musiclm
+    from .serve import Limits, serve
+
+    limits = Limits(max_seconds=args.max_seconds, max_candidates=args.max_candidates, concurrency=args.concurrency,
+                    queue_size=args.queue_size, max_prompt_chars=args.max_prompt_chars)  # fmt: skip
+    torch.set_num_threads(args.threads)
+    model = load_musiclm(args.model_dir or DEFAULT_MODEL, lm_precision=args.lm_precision).to(args.device)
+    print(f"musiclm serve: http://{args.host}:{args.port} (Ctrl+C stops)", file=sys.stderr)
+    serve(model, limits=limits, host=args.host, port=args.port)
+    return 0
 
 
 def _cmd_bundle(args: argparse.Namespace) -> int:
@@ -799,6 +819,20 @@ def build_parser() -> argparse.ArgumentParser:
                      "model's level")  # fmt: skip
     gen.add_argument("-o", "--out", default="generated", help="a folder (one WAV per text) or, for one text, a .wav")
     gen.set_defaults(func=_cmd_generate)
+
+    srv = sub.add_parser("serve", help="web demo (gradio, the [demo] extra): generate, story, continue")
+    srv.add_argument("--model-dir", help="model folder (default: the model shipped in the package)")
+    srv.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: every interface)")
+    srv.add_argument("--port", type=int, default=7860)
+    srv.add_argument("--max-seconds", type=float, default=30.0, help="longest piece one request may ask for")
+    srv.add_argument("--max-candidates", type=int, default=4, help=f"at most {MAX_CANDIDATES}")
+    srv.add_argument("--max-prompt-chars", type=int, default=300)
+    srv.add_argument("--concurrency", type=int, default=1, help="requests generated at once")
+    srv.add_argument("--queue-size", type=int, default=8, help="requests that may wait; more are refused")
+    srv.add_argument("--lm-precision", choices=["float32", "bfloat16", "int8"], default="float32")
+    srv.add_argument("--device", default="cpu")
+    srv.add_argument("--threads", type=int, default=2)
+    srv.set_defaults(func=_cmd_serve)
 
     bun = sub.add_parser(
         "bundle", help="gather trained components into one model folder (checked as generate loads it)"

@@ -42,6 +42,7 @@ class GenerationResult:
     chosen: Tensor  # [B] index of the chosen candidate
     semantic: Tensor  # [B, T] semantic ids of the chosen candidates
     codes: Tensor  # [B, Q, T'] codec codes of the chosen candidates
+    candidates: Tensor  # [B, N, S] every candidate, in the order of ``scores``
 
 
 class TextCondition(NamedTuple):
@@ -255,9 +256,8 @@ class MusicLM:
         scores = self.rerank_scores(wavs, texts, n)
         chosen = scores.argmax(dim=1)
         pick = torch.arange(b, device=chosen.device) * n + chosen
-        return GenerationResult(
-            wavs=wavs[pick], scores=scores, chosen=chosen, semantic=semantic[pick], codes=codes[pick]
-        )
+        return GenerationResult(wavs=wavs[pick], scores=scores, chosen=chosen, semantic=semantic[pick],
+                                codes=codes[pick], candidates=wavs.reshape(b, n, -1))  # fmt: skip
 
     @torch.no_grad()
     def generate_long(

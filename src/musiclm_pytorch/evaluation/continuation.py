@@ -73,7 +73,8 @@ def continuation_agreement(
     intended = [_as_intended(p) for p in prompts]
     shuffled = intended[1:] + intended[:1]
     return {
-        "clips": len(prompts), "skipped": skipped, "prompt_seconds": prompt_seconds, "seconds": seconds, "text": text, "seed": seed,
+        "clips": len(prompts), "skipped": skipped, "prompt_seconds": prompt_seconds, "seconds": seconds,
+        "text": text, "seed": seed,
         "continuation": accuracy([score(m, i) for m, i in zip(made, intended)]),
         "real_next_seconds": accuracy([score(r, i) for r, i in zip(real, intended)]),
         "shuffled_prompt": accuracy([score(m, i) for m, i in zip(made, shuffled)]),
