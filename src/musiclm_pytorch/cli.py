@@ -486,7 +486,8 @@ def _cmd_train_retrieval_prior(args: argparse.Namespace) -> int:
     train = torch.load(path, weights_only=False)
     prior = RetrievalPrior.from_items(train["items"], vocab_size=train["semantic_vocab"], size=args.size, k=args.k,
                                       smoothing=args.smoothing, mix=args.mix, frames_per_clip=args.frames_per_clip,
-                                      frame_k=args.frame_k, frame_blend=args.frame_blend)  # fmt: skip
+                                      frame_k=args.frame_k, frame_blend=args.frame_blend,
+                                      frame_pitch_weight=args.frame_pitch_weight)  # fmt: skip
     ident = stage_identity("prior", train["identity"])
     if not prior.has_frames:  # without a frame bank the prior does not depend on the codec
         ident.pop("codec", None)
@@ -956,6 +957,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     trp.add_argument("--frame-k", type=int, default=4, help="real frames averaged per predicted frame")
     trp.add_argument("--frame-blend", type=float, default=1.0, help="share of the matched frames (1: real only)")
+    trp.add_argument("--frame-pitch-weight", type=float, default=0.0,
+                     help="weight of the chroma distance in the frame matching (keeps the predicted harmony)")
     trp.set_defaults(func=_cmd_train_retrieval_prior)
 
     tc = train.add_parser("conditioning", help="fit the MuLaN conditioning RVQ on all training clips")

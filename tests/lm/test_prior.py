@@ -116,3 +116,34 @@ def test_frame_bank_matches_the_nearest_real_frames_of_the_neighbour_clips(tmp_p
         RetrievalPrior.from_items(_items(), vocab_size=8, frames_per_clip=5)
     with pytest.raises(ValueError, match=r"blend must be in \[0, 1\]"):
         prior.match_frames(text, predicted, codec, blend=1.5)
+
+
+def test_pitch_aware_matching_adds_a_chroma_distance():
+    import librosa
+
+    from musiclm_pytorch.lm.prior import frame_chroma
+
+    codec = _SumCodec()
+    codec.n_fft, codec.sample_rate, codec.floor = 64, 16000, 1e-2
+    codec.basis = torch.randn(33, 3, generator=torch.Generator().manual_seed(2)) * 0.5
+    codec.mean = torch.zeros(33)
+    lat = torch.randn(5, 3, generator=torch.Generator().manual_seed(3))
+    mag = (lat @ codec.basis.T).exp() - codec.floor
+    reference = torch.from_numpy(librosa.filters.chroma(sr=16000, n_fft=64)).float() @ mag.T  # [12, 5]
+    assert torch.allclose(frame_chroma(lat, codec), F.normalize(reference.T, dim=-1), atol=1e-5)
+
+    gen = torch.Generator().manual_seed(0)
+    items = [{**it, "codes": torch.randint(0, 16, (2, 20), generator=gen)} for it in _items()]
+    prior = RetrievalPrior.from_items(items, vocab_size=8, k=2, frames_per_clip=5, frame_k=1, frame_pitch_weight=5.0)
+    text = torch.tensor([[1.0, 0.1, 0.0, 0.0]])
+    predicted = torch.randn(1, 7, 3, generator=gen)
+    out = prior.match_frames(text, predicted, codec)
+    bank = torch.cat([codec.latents_from_codes(prior.frame_codes[i].long().T[None])[0] for i in (0, 4)])
+    for t in range(7):
+        d = ((bank - predicted[0, t]) ** 2).sum(-1)
+        d = d / d.mean() + 5.0 * ((frame_chroma(bank, codec) - frame_chroma(predicted[0, t], codec)) ** 2).sum(-1)
+        assert torch.allclose(out[0, t], bank[d.argmin()], atol=1e-5)
+    plain = prior.match_frames(text, predicted, codec, pitch_weight=0.0)
+    assert not torch.equal(out, plain)  # the chroma term changes which frames are chosen here
+    with pytest.raises(ValueError, match="pitch-aware matching needs a magnitude codec with 'basis'"):
+        prior.match_frames(text, predicted, _SumCodec())

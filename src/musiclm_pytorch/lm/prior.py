@@ -24,7 +24,10 @@ semantic ids, and for a text latent gives
   mean. With the codec codes of ``frames_per_clip`` evenly spaced frames of every bank clip, each
   predicted frame is replaced by the mean of its ``frame_k`` nearest real frames among the text's
   neighbour clips (kNN-VC's matching, Baas et al. 2023: real frames of the wanted timbre, chosen by
-  the predicted content), blended with the prediction by ``frame_blend``.
+  the predicted content), blended with the prediction by ``frame_blend``. The latent distance is
+  dominated by the spectral envelope, so a nearest frame may hold other pitches than the predicted
+  one; ``frame_pitch_weight`` adds a chroma distance (the frames' pitch classes, read from their
+  log-magnitude spectra) so that the chosen frames keep the predicted harmony.
 
 Shape letters: B batch, N bank rows, C conditioning dim, V semantic vocabulary, K neighbours,
 F bank frames per clip, Q codec levels, T codec frames, L codec latent dim.
@@ -69,26 +72,29 @@ class RetrievalPrior(Component):
         frame_levels: codec levels stored per kept frame.
         frame_k: real frames averaged per predicted frame.
         frame_blend: share of the matched frames in the output, in ``[0, 1]`` (1: real frames only).
+        frame_pitch_weight: weight of the chroma distance beside the (per-query normalised) latent distance
+            in the matching; 0: latent distance alone.
     """
 
     component_name = "retrieval_prior"
 
     def __init__(self, *, size: int, cond_dim: int, vocab_size: int, k: int = 8, smoothing: float = 0.1,
                  mix: float = 0.25, frames_per_clip: int = 0, frame_levels: int = 0, frame_k: int = 4,
-                 frame_blend: float = 1.0):  # fmt: skip
+                 frame_blend: float = 1.0, frame_pitch_weight: float = 0.0):  # fmt: skip
         super().__init__()
         if size < 1 or cond_dim < 1 or vocab_size < 1 or k < 1 or smoothing <= 0 or not 0 <= mix < 1:
             raise ValueError(f"need size, cond_dim, vocab_size, k >= 1, smoothing > 0 and 0 <= mix < 1; got {size}, "
                              f"{cond_dim}, {vocab_size}, {k}, {smoothing}, {mix}")  # fmt: skip
-        if frames_per_clip < 0 or frame_k < 1 or not 0 <= frame_blend <= 1 or (frames_per_clip and frame_levels < 1):
-            raise ValueError(
-                f"need frames_per_clip >= 0, frame_levels >= 1 with a frame bank, frame_k >= 1 and "
-                f"0 <= frame_blend <= 1; got {frames_per_clip}, {frame_levels}, {frame_k}, {frame_blend}"
-            )
+        bad_bank = frames_per_clip < 0 or (frames_per_clip and frame_levels < 1) or frame_k < 1
+        if bad_bank or not 0 <= frame_blend <= 1 or frame_pitch_weight < 0:
+            raise ValueError(f"need frames_per_clip >= 0, frame_levels >= 1 with a frame bank, frame_k >= 1, "
+                             f"0 <= frame_blend <= 1 and frame_pitch_weight >= 0; got {frames_per_clip}, {frame_levels}, "
+                             f"{frame_k}, {frame_blend}, {frame_pitch_weight}")  # fmt: skip
         self.save_config(size=size, cond_dim=cond_dim, vocab_size=vocab_size, k=k, smoothing=smoothing, mix=mix,
                          frames_per_clip=frames_per_clip, frame_levels=frame_levels, frame_k=frame_k,
-                         frame_blend=frame_blend)  # fmt: skip
+                         frame_blend=frame_blend, frame_pitch_weight=frame_pitch_weight)  # fmt: skip
         self.k, self.smoothing, self.mix = k, smoothing, mix
+        self.frame_pitch_weight = frame_pitch_weight
         self.vocab_size, self.cond_dim = vocab_size, cond_dim
         self.frame_k, self.frame_blend = frame_k, frame_blend
         self.register_buffer("latents", torch.zeros(size, cond_dim))
@@ -182,11 +188,15 @@ class RetrievalPrior(Component):
         return torch.log(pooled / pooled.sum(-1, keepdim=True))
 
     @torch.no_grad()
-    def match_frames(self, text_latents: Tensor, predicted: Tensor, codec: Any, *, blend: float | None = None
-                     ) -> Tensor:  # fmt: skip
+    def match_frames(self, text_latents: Tensor, predicted: Tensor, codec: Any, *, blend: float | None = None,
+                     pitch_weight: float | None = None) -> Tensor:  # fmt: skip
         """``predicted [B, T, L]`` codec latents with each frame replaced by the mean of its ``frame_k``
-        nearest (Euclidean) real frames of the text's neighbour clips, blended by ``blend`` (default
-        ``frame_blend``). ``codec`` turns the bank's codes into latents (``latents_from_codes``)."""
+        nearest real frames of the text's neighbour clips, blended by ``blend`` (default ``frame_blend``).
+        Distance: the squared latent distance over its mean across the bank, plus ``pitch_weight`` (default
+        ``frame_pitch_weight``) times the squared distance of the unit chroma vectors. ``codec`` turns the
+        bank's codes into latents (``latents_from_codes``) and, with a pitch weight, latents into
+        log-magnitude spectra (the SpectralCodec's ``basis``, ``mean``, ``floor``, ``n_fft``)."""
+        pitch_weight = self.frame_pitch_weight if pitch_weight is None else pitch_weight
         if not self.has_frames:
             raise ValueError("this retrieval prior has no frame bank: build it with frames_per_clip > 0")
         blend = self.frame_blend if blend is None else blend
@@ -201,9 +211,32 @@ class RetrievalPrior(Component):
         if bank.shape[-1] != dim:
             raise ValueError(f"the frame bank's latents have {bank.shape[-1]} dims, the prediction {dim}")
         pred = predicted.float()
-        near = torch.cdist(pred, bank).topk(min(self.frame_k, bank.shape[1]), dim=-1, largest=False).indices  # [B,T,k]
+        dist = torch.cdist(pred, bank).square()  # [B, T, K*F]
+        dist = dist / dist.mean(-1, keepdim=True).clamp_min(1e-9)
+        if pitch_weight:
+            dist = dist + pitch_weight * torch.cdist(frame_chroma(pred, codec), frame_chroma(bank, codec)).square()
+        near = dist.topk(min(self.frame_k, bank.shape[1]), dim=-1, largest=False).indices  # [B, T, k]
         matched = torch.gather(bank, 1, near.reshape(b, -1, 1).expand(-1, -1, dim)).reshape(b, t, -1, dim).mean(2)
         return (blend * matched + (1 - blend) * pred).to(predicted.dtype)
 
 
-__all__ = ["RetrievalPrior", "knn_mean", "nearest_rows"]
+_CHROMA: dict[tuple[int, int], Tensor] = {}
+
+
+def frame_chroma(latents: Tensor, codec: Any) -> Tensor:
+    """Unit chroma vectors ``[..., 12]`` of magnitude-codec latents ``[..., L]``: their magnitude spectra
+    (``exp(latents @ basis.T + mean) - floor``) through librosa's chroma filterbank."""
+    for name in ("basis", "mean", "floor", "n_fft", "sample_rate"):
+        if not hasattr(codec, name):
+            raise ValueError(f"pitch-aware matching needs a magnitude codec with {name!r} (the SpectralCodec); "
+                             f"{type(codec).__name__} has none")  # fmt: skip
+    key = (int(codec.sample_rate), int(codec.n_fft))
+    if key not in _CHROMA:
+        import librosa
+
+        _CHROMA[key] = torch.from_numpy(librosa.filters.chroma(sr=key[0], n_fft=key[1])).float().T  # [F, 12]
+    mag = ((latents.float() @ codec.basis.T.float() + codec.mean.float()).exp() - codec.floor).clamp_min(0)
+    return F.normalize(mag @ _CHROMA[key].to(mag.device), dim=-1)
+
+
+__all__ = ["RetrievalPrior", "frame_chroma", "knn_mean", "nearest_rows"]
