@@ -957,8 +957,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     trp.add_argument("--frame-k", type=int, default=4, help="real frames averaged per predicted frame")
     trp.add_argument("--frame-blend", type=float, default=1.0, help="share of the matched frames (1: real only)")
-    trp.add_argument("--frame-pitch-weight", type=float, default=0.0,
-                     help="weight of the chroma distance in the frame matching (keeps the predicted harmony)")
+    trp.add_argument(
+        "--frame-pitch-weight",
+        type=float,
+        default=0.0,
+        help="weight of the chroma distance in the frame matching (keeps the predicted harmony)",
+    )
     trp.set_defaults(func=_cmd_train_retrieval_prior)
 
     tc = train.add_parser("conditioning", help="fit the MuLaN conditioning RVQ on all training clips")

@@ -88,8 +88,8 @@ class RetrievalPrior(Component):
         bad_bank = frames_per_clip < 0 or (frames_per_clip and frame_levels < 1) or frame_k < 1
         if bad_bank or not 0 <= frame_blend <= 1 or frame_pitch_weight < 0:
             raise ValueError(f"need frames_per_clip >= 0, frame_levels >= 1 with a frame bank, frame_k >= 1, "
-                             f"0 <= frame_blend <= 1 and frame_pitch_weight >= 0; got {frames_per_clip}, {frame_levels}, "
-                             f"{frame_k}, {frame_blend}, {frame_pitch_weight}")  # fmt: skip
+                             f"0 <= frame_blend <= 1 and frame_pitch_weight >= 0; got {frames_per_clip}, "
+                             f"{frame_levels}, {frame_k}, {frame_blend}, {frame_pitch_weight}")  # fmt: skip
         self.save_config(size=size, cond_dim=cond_dim, vocab_size=vocab_size, k=k, smoothing=smoothing, mix=mix,
                          frames_per_clip=frames_per_clip, frame_levels=frame_levels, frame_k=frame_k,
                          frame_blend=frame_blend, frame_pitch_weight=frame_pitch_weight)  # fmt: skip
