@@ -142,6 +142,8 @@ def test_generate_bounds_are_one_line_naming_the_bound(tmp_path, capsys, flags, 
         (["--continue", "missing.wav", "-o", "x.wav"], "--continue 'missing.wav': no such audio file"),
         (["a", "b", "--continue", "x.wav", "-o", "x.wav"], "--continue takes at most one text"),
         (["--continue", "x.wav", "-o", "folder"], "--continue makes one piece"),
+        (["a", "--melody", "missing.wav"], "--melody 'missing.wav': no such audio file"),
+        (["--story", "a:5", "--melody", "x.wav", "-o", "x.wav"], "--melody goes with texts"),
     ],
 )
 def test_story_bounds_are_one_line(tmp_path, capsys, argv, message):

@@ -312,3 +312,19 @@ def test_continuation_primes_every_stage_with_the_prompt(parts, acoustic_parts, 
         mlm.generate_continuation(prompt[None], 22050, seconds=1.0)
     with pytest.raises(ValueError, match="shorter than one semantic frame"):
         mlm.generate_continuation(prompt[:100], 22050, seconds=1.0)
+
+
+def test_melody_ids_replace_the_semantic_stage(acoustic_parts):
+    from musiclm_pytorch.semantic import SemanticTokenizer
+
+    sem = SemanticTokenizer(vocab_size=8)
+    sem.fit([torch.randn(2, 16000, generator=torch.Generator().manual_seed(0)) * 0.1])
+    mlm = MusicLM(**{**_latent_parts(acoustic_parts), "semantic_tokenizer": sem})
+    t = torch.arange(32000) / 32000
+    melody = 0.3 * torch.sin(2 * torch.pi * (300 + 200 * t) * t)  # 1 s at 32 kHz: resampled to 16 kHz
+    out = mlm.generate(["calm piano", "loud drums"], seconds=0.8, melody=(melody, 32000), num_candidates=2)
+    expected = mlm.melody_ids(melody, 32000, frames=20)
+    assert out.semantic.shape == (2, 20) and torch.equal(out.semantic, expected.repeat(2, 1))
+    assert out.wavs.shape == (2, 12800)
+    with pytest.raises(ValueError, match="the melody lasts 1.00 s, shorter than the 1.60 s asked for"):
+        mlm.generate(["x"], seconds=1.6, melody=(melody, 32000))

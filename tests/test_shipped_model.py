@@ -66,6 +66,15 @@ def test_generate_cli_uses_the_shipped_model(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["prompt_seconds"] == 2.0 and report["continuation_seconds"] == 1.0
     assert abs(sf.info(cont).duration - 3.0) < 0.05
+    melody = tmp_path / "hum.wav"  # melody conditioning: the hum's semantic ids, rendered in the text's style
+    from musiclm_pytorch.evaluation.melody import whistled_melody
+
+    save_audio(melody, whistled_melody(0, seconds=1.5), 16000)
+    out = tmp_path / "melody.wav"
+    assert main(["generate", "a solo violin piece", "--melody", str(melody), "--seconds", "10", "-o", str(out),
+                 "--candidates", "1", "--threads", "1"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert abs(sf.info(out).duration - 1.5) < 0.05  # the melody's length bounds the piece
     with pytest.raises(SystemExit) as exc:  # argparse refuses it before anything loads
         main(["generate", "x", "--seconds", "1", "-o", str(wav), "--level-dbfs", "3"])
     assert exc.value.code == 2 and "must be <= 0 dBFS or 'none', got 3" in capsys.readouterr().err

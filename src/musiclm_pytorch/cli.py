@@ -90,6 +90,11 @@ def _story_segment(value: str) -> tuple[str, float]:
 def _check_generate_bounds(args: argparse.Namespace) -> None:
     """Refuse ``--candidates`` outside ``1..MAX_CANDIDATES``, ``--seconds`` outside ``(0, MAX_SECONDS]``,
     a story longer than ``MAX_SECONDS`` and texts beside ``--story``, before any model loads."""
+    if args.melody is not None:
+        if args.story or args.continue_from is not None:
+            raise ValueError("--melody goes with texts, not with --story or --continue")
+        if not Path(args.melody).is_file():
+            raise ValueError(f"--melody {args.melody!r}: no such audio file")
     if args.continue_from is not None:
         if args.story or len(args.texts) > 1:
             raise ValueError("--continue takes at most one text (its style) and no --story")
@@ -161,9 +166,16 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if single_file and len(args.texts) != 1:
         raise ValueError(f"--out {args.out!r} names one WAV file: give one text, or a folder for {len(args.texts)}")
     scale = _cfg_pair(args.cfg_scale)
+    melody = None
+    if args.melody is not None:  # the melody's semantic ids replace the semantic stage's (semantic-id transfer)
+        wav, sr = load_audio(args.melody, sample_rate=mlm.sample_rate)
+        seconds = min(args.seconds, len(wav) / sr, mlm.max_seconds())
+        melody = (wav, sr)
+        args.seconds = seconds
     if args.seconds <= mlm.max_seconds():
         made = mlm.generate(args.texts, seconds=args.seconds, num_candidates=args.candidates, cfg_scale=scale,
-                            generator=gen, prior_mix=args.prior_mix, frame_blend=args.frame_blend)  # fmt: skip
+                            generator=gen, prior_mix=args.prior_mix, frame_blend=args.frame_blend,
+                            melody=melody)  # fmt: skip
         wavs, scores = list(made.wavs.cpu()), made.scores.tolist()
     else:  # longer than one window: the paper's long generation, windows with an overlap (no reranking)
         wavs = [mlm.generate_long([(t, args.seconds)], cfg_scale=scale, generator=gen, frame_blend=args.frame_blend)
@@ -345,6 +357,26 @@ def _cmd_eval_guidance(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval_melody(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from .evaluation.guidance import load_prompts
+    from .evaluation.melody import melody_agreement
+    from .pipeline import DEFAULT_MODEL, load_musiclm
+
+    torch.set_num_threads(args.threads)
+    prompts = [p["text"] for p in load_prompts(args.prompts, args.num_prompts, seed=args.seed)]
+    model = load_musiclm(args.model or DEFAULT_MODEL, lm_precision=args.lm_precision).to(args.device)
+    report = melody_agreement(model, prompts, seconds=args.seconds, seed=args.seed, progress=not args.quiet)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "melody.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps({k: v for k, v in report.items() if k != "per_prompt"}, indent=2))
+    return 0
+
+
 def _cmd_eval_continuation(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -487,7 +519,8 @@ def _cmd_train_retrieval_prior(args: argparse.Namespace) -> int:
     prior = RetrievalPrior.from_items(train["items"], vocab_size=train["semantic_vocab"], size=args.size, k=args.k,
                                       smoothing=args.smoothing, mix=args.mix, frames_per_clip=args.frames_per_clip,
                                       frame_k=args.frame_k, frame_blend=args.frame_blend,
-                                      frame_pitch_weight=args.frame_pitch_weight)  # fmt: skip
+                                      frame_pitch_weight=args.frame_pitch_weight,
+                                      frame_semantic_weight=args.frame_semantic_weight)  # fmt: skip
     ident = stage_identity("prior", train["identity"])
     if not prior.has_frames:  # without a frame bank the prior does not depend on the codec
         ident.pop("codec", None)
@@ -803,6 +836,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--continue", dest="continue_from", metavar="AUDIO",
                      help="continue this audio file by --seconds (an optional text sets the style; otherwise the "
                      "prompt's own MuLaN audio embedding does); -o gets the prompt and its continuation")  # fmt: skip
+    gen.add_argument("--melody", metavar="AUDIO",
+                     help="a hummed, whistled or played melody to render in the texts' style (its first --seconds, "
+                     "at most one window)")  # fmt: skip
     gen.add_argument("--frame-blend", type=float, default=None,
                      help="share of real training frames matched into the acoustic stage's frames, in [0, 1] "
                      "(default: the model's; 0 turns matching off)")  # fmt: skip
@@ -963,6 +999,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="weight of the chroma distance in the frame matching (keeps the predicted harmony)",
     )
+    trp.add_argument("--frame-semantic-weight", type=float, default=0.0,
+                     help="weight of the semantic-id (tokenizer centre) distance in the frame matching")  # fmt: skip
     trp.set_defaults(func=_cmd_train_retrieval_prior)
 
     tc = train.add_parser("conditioning", help="fit the MuLaN conditioning RVQ on all training clips")
@@ -1034,6 +1072,19 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--crop-seconds", type=float, help="default: the crop the stage was trained with")
     es.add_argument("--threads", type=int, default=2)
     es.set_defaults(func=_cmd_eval_stage)
+    emel = ev.add_parser("melody", help="per-40 ms pitch-class agreement of melody-conditioned generations")
+    emel.add_argument("--model", help="model folder (default: the shipped model)")
+    emel.add_argument("--prompts", required=True, help="manifest of held-out rows (their captions are the prompts)")
+    emel.add_argument("--num-prompts", type=int, default=50)
+    emel.add_argument("--seconds", type=float, default=10.0)
+    emel.add_argument("--seed", type=int, default=0)
+    emel.add_argument("--lm-precision", default="float32", choices=["float32", "bfloat16", "int8"])
+    emel.add_argument("--device", default="cpu")
+    emel.add_argument("--threads", type=int, default=2)
+    emel.add_argument("--out", default="melody_eval")
+    emel.add_argument("--quiet", action="store_true")
+    emel.set_defaults(func=_cmd_eval_melody)
+
     ec = ev.add_parser("continuation", help="judge agreement of continuations with their prompts (key, tempo, ...)")
     ec.add_argument("--model", help="model folder (default: the shipped model)")
     ec.add_argument("--data", required=True, help="manifest of held-out clips (e.g. corpus/val.jsonl)")

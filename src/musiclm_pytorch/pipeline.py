@@ -200,13 +200,18 @@ class MusicLM:
         generator: torch.Generator | None = None,
         prior_mix: float | None = None,
         frame_blend: float | None = None,
+        melody: tuple[Tensor, int] | None = None,
     ) -> GenerationResult:
         """Music for each text. Paper temperatures: semantic 1.0, coarse 0.95, fine 0.4 (with ``acoustic_lm``
         the second is its sampling temperature; ``acoustic_steps`` its unmasking rounds per level).
         ``cfg_scale``: classifier-free guidance, one scale for every stage or ``(semantic, acoustic)``.
         ``prior_mix``: the retrieval prior's share in the semantic LM's next-id distribution (default
         ``prior.mix``). ``frame_blend``: with a latent acoustic stage and a prior that has a frame bank,
-        the share of matched real frames in each predicted frame (default ``prior.frame_blend``; 0 off)."""
+        the share of matched real frames in each predicted frame (default ``prior.frame_blend``; 0 off).
+        ``melody``: ``(wav [S], sample_rate)`` of a hummed, whistled or played melody: its semantic ids
+        (the tokenizer's pitch-class and onset features) replace the semantic stage's, so the acoustic
+        stage renders that melody in the texts' style (semantic-id transfer; the latent stage then makes
+        the same audio for every candidate)."""
         sem_cfg, cfg_scale = _scales(cfg_scale)
         if not texts:
             raise ValueError("texts is empty")
@@ -219,19 +224,22 @@ class MusicLM:
         mix = self.prior_mix(prior_mix)
         cond = cond.repeat_interleave(n, dim=0)  # [B*N, Q]
         frames = max(1, int(seconds * self.semantic_tokenizer.frame_rate))
-        semantic = self.semantic_lm.generate(
-            steps=frames,
-            cond_ids=cond,
-            sampling=SamplingConfig(temperatures[0], top_k, 1.0, sem_cfg),
-            generator=generator,
-            prior_log_probs=None if prior_lp is None else prior_lp.repeat_interleave(n, dim=0),
-            prior_mix=mix,
-        )
+        if melody is not None:
+            semantic = self.melody_ids(*melody, frames=frames).repeat(b * n, 1)
+        else:
+            semantic = self.semantic_lm.generate(
+                steps=frames,
+                cond_ids=cond,
+                sampling=SamplingConfig(temperatures[0], top_k, 1.0, sem_cfg),
+                generator=generator,
+                prior_log_probs=None if prior_lp is None else prior_lp.repeat_interleave(n, dim=0),
+                prior_mix=mix,
+            )
         wavs: Tensor | None = None
         latents = None if acoustic_cond is None else acoustic_cond.repeat_interleave(n, dim=0)  # [B*N, C]
         if isinstance(self.acoustic_lm, LatentAcousticLM):
             predicted = self.acoustic_lm.generate(semantic, latents, cfg_scale=cfg_scale)
-            predicted = self.match_frames(text.repeat_interleave(n, dim=0), predicted, frame_blend)
+            predicted = self.match_frames(text.repeat_interleave(n, dim=0), predicted, frame_blend, semantic=semantic)
             wavs = self.codec.decode_latents(predicted)[:, 0]  # type: ignore[attr-defined]
             codes = self.codec.quantize_latents(predicted)  # type: ignore[attr-defined]
         elif self.acoustic_lm is not None:
@@ -371,7 +379,8 @@ class MusicLM:
             frame_owner = owner[p0:].repeat_interleave(self.ratio)[: predicted.shape[1]]
             for seg in frame_owner.unique().tolist():  # each frame matched among its own segment's neighbours
                 at = (frame_owner == seg).to(predicted.device)
-                predicted[:, at] = self.match_frames(text[seg][None], predicted[:, at], frame_blend)
+                ids = semantic[:, p0:].repeat_interleave(self.ratio, dim=1)[:, : predicted.shape[1]][:, at]
+                predicted[:, at] = self.match_frames(text[seg][None], predicted[:, at], frame_blend, semantic=ids)
             return self.codec.decode_latents(predicted)[0, 0, :new_samples]  # type: ignore[attr-defined]
         r = self.ratio
         if self.acoustic_lm is not None:
@@ -404,6 +413,17 @@ class MusicLM:
             codes = self._fine(codes, conds[:1], sampling[2], generator)
         return self.codec.decode(codes)[0, 0, :new_samples]
 
+    def melody_ids(self, wav: Tensor, sample_rate: int, *, frames: int) -> Tensor:
+        """Semantic ids ``[1, frames]`` of the first ``frames`` semantic frames of a melody ``wav [S]``."""
+        if wav.ndim != 1:
+            raise ValueError(f"the melody must be mono audio [S], got shape {tuple(wav.shape)}")
+        x = _resample(wav.float()[None].to(self.device), sample_rate, self.sample_rate)
+        hop = int(round(self.sample_rate / self.semantic_tokenizer.frame_rate))
+        if x.shape[1] < frames * hop:
+            raise ValueError(f"the melody lasts {x.shape[1] / self.sample_rate:.2f} s, shorter than the "
+                             f"{frames * hop / self.sample_rate:.2f} s asked for")  # fmt: skip
+        return self.semantic_tokenizer(x[:, : frames * hop]).to(self.device)[:, :frames].long()
+
     def audio_condition(self, audio_latents: Tensor) -> TextCondition:
         """What the stages get for MuLaN *audio* latents ``[B, C]`` (continuation): what they were trained
         on, the quantized latent and, for the frame-aligned stage, the latent itself; the retrieval prior's
@@ -431,15 +451,21 @@ class MusicLM:
         return TextCondition(cond, self.prior.token_log_prior(text), latent if self.acoustic_lm is not None else None,
                              text)  # fmt: skip
 
-    def match_frames(self, text: Tensor, predicted: Tensor, frame_blend: float | None = None) -> Tensor:
+    def match_frames(self, text: Tensor, predicted: Tensor, frame_blend: float | None = None, *,
+                     semantic: Tensor | None = None) -> Tensor:  # fmt: skip
         """The latent stage's prediction ``[B, T, L]`` with its frames pulled toward real frames of the
         texts' neighbour clips (:meth:`RetrievalPrior.match_frames`); as is without a frame bank or with
-        ``frame_blend=0``."""
+        ``frame_blend=0``. ``semantic``: the ids ``[B, Ts]`` (or per frame, ``[B, T]``) it was made from."""
         if self.prior is None or not self.prior.has_frames or frame_blend == 0:
             if frame_blend and (self.prior is None or not self.prior.has_frames):
                 raise ValueError(f"frame_blend={frame_blend} needs a retrieval prior with a frame bank")
             return predicted
-        return self.prior.match_frames(text, predicted, self.codec, blend=frame_blend)
+        ids = None
+        if semantic is not None:
+            ids = semantic if semantic.shape[1] == predicted.shape[1] else semantic.repeat_interleave(self.ratio, 1)
+            ids = ids[:, : predicted.shape[1]]
+        centers = getattr(self.semantic_tokenizer, "centers", None)
+        return self.prior.match_frames(text, predicted, self.codec, blend=frame_blend, semantic=ids, centers=centers)
 
     def prior_mix(self, prior_mix: float | None) -> float:
         """The retrieval prior's share in the semantic LM's next-id distribution: ``prior_mix``, or the

@@ -147,3 +147,27 @@ def test_pitch_aware_matching_adds_a_chroma_distance():
     assert not torch.equal(out, plain)  # the chroma term changes which frames are chosen here
     with pytest.raises(ValueError, match="pitch-aware matching needs a magnitude codec with 'basis'"):
         prior.match_frames(text, predicted, _SumCodec())
+
+
+def test_semantic_aware_matching_adds_the_tokenizer_centre_distance():
+    codec = _SumCodec()
+    gen = torch.Generator().manual_seed(0)
+    items = [{**it, "codes": torch.randint(0, 16, (2, 20), generator=gen),
+              "semantic": torch.randint(0, 8, (10,), generator=gen)} for it in _items()]  # fmt: skip
+    prior = RetrievalPrior.from_items(items, vocab_size=8, k=2, frames_per_clip=5, frame_k=1,
+                                      frame_semantic_weight=4.0)  # fmt: skip
+    # frames 0, 5, 10, 14, 19 of 20 lie in semantic ids 0, 2, 5, 7, 9 of 10
+    assert torch.equal(prior.frame_semantic[3].long(), items[3]["semantic"][[0, 2, 5, 7, 9]])
+    centers = torch.randn(8, 5, generator=gen)
+    text = torch.tensor([[1.0, 0.1, 0.0, 0.0]])  # neighbours: clips 0 and 4
+    predicted = torch.randn(1, 7, 3, generator=gen)
+    ids = torch.randint(0, 8, (1, 7), generator=gen)
+    out = prior.match_frames(text, predicted, codec, semantic=ids, centers=centers)
+    bank = torch.cat([codec.latents_from_codes(prior.frame_codes[i].long().T[None])[0] for i in (0, 4)])
+    bank_ids = torch.cat([prior.frame_semantic[i].long() for i in (0, 4)])
+    for t in range(7):
+        d = ((bank - predicted[0, t]) ** 2).sum(-1)
+        s = ((centers[bank_ids] - centers[ids[0, t]]) ** 2).sum(-1)
+        assert torch.allclose(out[0, t], bank[(d / d.mean() + 4.0 * s / s.mean()).argmin()], atol=1e-5)
+    with pytest.raises(ValueError, match=r"a semantic weight needs the generated frames' ids \[B=1, T=7\]"):
+        prior.match_frames(text, predicted, codec)

@@ -27,7 +27,9 @@ semantic ids, and for a text latent gives
   the predicted content), blended with the prediction by ``frame_blend``. The latent distance is
   dominated by the spectral envelope, so a nearest frame may hold other pitches than the predicted
   one; ``frame_pitch_weight`` adds a chroma distance (the frames' pitch classes, read from their
-  log-magnitude spectra) so that the chosen frames keep the predicted harmony.
+  log-magnitude spectra) so that the chosen frames keep the predicted harmony, and
+  ``frame_semantic_weight`` a distance between the semantic ids (their k-means centres: pitch
+  classes and onsets measured on real audio) of the generated frame and of the bank frame.
 
 Shape letters: B batch, N bank rows, C conditioning dim, V semantic vocabulary, K neighbours,
 F bank frames per clip, Q codec levels, T codec frames, L codec latent dim.
@@ -74,27 +76,31 @@ class RetrievalPrior(Component):
         frame_blend: share of the matched frames in the output, in ``[0, 1]`` (1: real frames only).
         frame_pitch_weight: weight of the chroma distance beside the (per-query normalised) latent distance
             in the matching; 0: latent distance alone.
+        frame_semantic_weight: weight of the (normalised) distance between the semantic tokenizer's centres
+            of the generated frame's id and the bank frame's id.
     """
 
     component_name = "retrieval_prior"
 
     def __init__(self, *, size: int, cond_dim: int, vocab_size: int, k: int = 8, smoothing: float = 0.1,
                  mix: float = 0.25, frames_per_clip: int = 0, frame_levels: int = 0, frame_k: int = 4,
-                 frame_blend: float = 1.0, frame_pitch_weight: float = 0.0):  # fmt: skip
+                 frame_blend: float = 1.0, frame_pitch_weight: float = 0.0,
+                 frame_semantic_weight: float = 0.0):  # fmt: skip
         super().__init__()
         if size < 1 or cond_dim < 1 or vocab_size < 1 or k < 1 or smoothing <= 0 or not 0 <= mix < 1:
             raise ValueError(f"need size, cond_dim, vocab_size, k >= 1, smoothing > 0 and 0 <= mix < 1; got {size}, "
                              f"{cond_dim}, {vocab_size}, {k}, {smoothing}, {mix}")  # fmt: skip
         bad_bank = frames_per_clip < 0 or (frames_per_clip and frame_levels < 1) or frame_k < 1
-        if bad_bank or not 0 <= frame_blend <= 1 or frame_pitch_weight < 0:
+        if bad_bank or not 0 <= frame_blend <= 1 or frame_pitch_weight < 0 or frame_semantic_weight < 0:
             raise ValueError(f"need frames_per_clip >= 0, frame_levels >= 1 with a frame bank, frame_k >= 1, "
                              f"0 <= frame_blend <= 1 and frame_pitch_weight >= 0; got {frames_per_clip}, "
                              f"{frame_levels}, {frame_k}, {frame_blend}, {frame_pitch_weight}")  # fmt: skip
         self.save_config(size=size, cond_dim=cond_dim, vocab_size=vocab_size, k=k, smoothing=smoothing, mix=mix,
                          frames_per_clip=frames_per_clip, frame_levels=frame_levels, frame_k=frame_k,
-                         frame_blend=frame_blend, frame_pitch_weight=frame_pitch_weight)  # fmt: skip
+                         frame_blend=frame_blend, frame_pitch_weight=frame_pitch_weight,
+                         frame_semantic_weight=frame_semantic_weight)  # fmt: skip
         self.k, self.smoothing, self.mix = k, smoothing, mix
-        self.frame_pitch_weight = frame_pitch_weight
+        self.frame_pitch_weight, self.frame_semantic_weight = frame_pitch_weight, frame_semantic_weight
         self.vocab_size, self.cond_dim = vocab_size, cond_dim
         self.frame_k, self.frame_blend = frame_k, frame_blend
         self.register_buffer("latents", torch.zeros(size, cond_dim))
@@ -104,10 +110,13 @@ class RetrievalPrior(Component):
         # so priors saved before frame banks existed load unchanged
         if frames_per_clip:
             self.register_buffer("frame_codes", torch.zeros(size, frames_per_clip, frame_levels, dtype=torch.int16))
+            # the semantic id covering each kept frame
+            self.register_buffer("frame_semantic", torch.zeros(size, frames_per_clip, dtype=torch.int16))
 
     latents: Tensor
     counts: Tensor
     frame_codes: Tensor
+    frame_semantic: Tensor
 
     @property
     def has_frames(self) -> bool:
@@ -137,17 +146,19 @@ class RetrievalPrior(Component):
             torch.stack([torch.bincount(it["semantic"].long(), minlength=vocab_size) for it in items]),
         )
         if frames:
-            prior.set_frames([it["codes"] for it in items])
+            prior.set_frames([it["codes"] for it in items], [it["semantic"] for it in items])
         return prior
 
-    def set_frames(self, codes: Sequence[Tensor]) -> None:
+    def set_frames(self, codes: Sequence[Tensor], semantic: Sequence[Tensor]) -> None:
         """Keep ``frames_per_clip`` evenly spaced frames of each bank clip's codec ``codes [Q, T]`` (the
-        first ``frame_levels`` levels; a clip shorter than that repeats frames)."""
+        first ``frame_levels`` levels; a clip shorter than that repeats frames) and the id of its
+        ``semantic [Ts]`` ids that covers each (frame ``t`` of ``T`` lies in id ``t * Ts // T``)."""
         if not self.has_frames:
             raise ValueError("this retrieval prior has no frame bank: build it with frames_per_clip > 0")
         n, f, q = self.frame_codes.shape
-        if len(codes) != n:
-            raise ValueError(f"set_frames needs codes for all {n} bank clips, got {len(codes)}")
+        if len(codes) != n or len(semantic) != n:
+            raise ValueError(f"set_frames needs codes and semantic ids for all {n} bank clips, got {len(codes)} "
+                             f"and {len(semantic)}")  # fmt: skip
         for i, c in enumerate(codes):
             if c.ndim != 2 or c.shape[0] < q or c.shape[1] < 1:
                 raise ValueError(f"clip {i}: codes must be [Q >= {q}, T >= 1], got shape {tuple(c.shape)}")
@@ -155,6 +166,8 @@ class RetrievalPrior(Component):
                 raise ValueError(f"clip {i}: code {int(c.max())} does not fit the int16 frame bank")
             pick = torch.linspace(0, c.shape[1] - 1, f).round().long()
             self.frame_codes[i] = c[:q, pick].T.to(torch.int16)
+            ids = semantic[i].long()
+            self.frame_semantic[i] = ids[(pick * len(ids) // c.shape[1]).clamp(max=len(ids) - 1)].to(torch.int16)
 
     def set_bank(self, latents: Tensor, counts: Tensor) -> None:
         """Keep ``latents [N, C]`` (normalised here) and their clips' semantic id ``counts [N, V]``."""
@@ -189,14 +202,19 @@ class RetrievalPrior(Component):
 
     @torch.no_grad()
     def match_frames(self, text_latents: Tensor, predicted: Tensor, codec: Any, *, blend: float | None = None,
-                     pitch_weight: float | None = None) -> Tensor:  # fmt: skip
+                     pitch_weight: float | None = None, semantic: Tensor | None = None,
+                     centers: Tensor | None = None, semantic_weight: float | None = None) -> Tensor:  # fmt: skip
         """``predicted [B, T, L]`` codec latents with each frame replaced by the mean of its ``frame_k``
         nearest real frames of the text's neighbour clips, blended by ``blend`` (default ``frame_blend``).
         Distance: the squared latent distance over its mean across the bank, plus ``pitch_weight`` (default
         ``frame_pitch_weight``) times the squared distance of the unit chroma vectors. ``codec`` turns the
         bank's codes into latents (``latents_from_codes``) and, with a pitch weight, latents into
-        log-magnitude spectra (the SpectralCodec's ``basis``, ``mean``, ``floor``, ``n_fft``)."""
+        log-magnitude spectra (the SpectralCodec's ``basis``, ``mean``, ``floor``, ``n_fft``). With a
+        semantic weight (default ``frame_semantic_weight``), ``semantic [B, T]`` (the generated frames'
+        ids) and the tokenizer's ``centers [V, D]`` add the squared centre distance of the two frames' ids
+        over its mean across the bank."""
         pitch_weight = self.frame_pitch_weight if pitch_weight is None else pitch_weight
+        semantic_weight = self.frame_semantic_weight if semantic_weight is None else semantic_weight
         if not self.has_frames:
             raise ValueError("this retrieval prior has no frame bank: build it with frames_per_clip > 0")
         blend = self.frame_blend if blend is None else blend
@@ -215,6 +233,13 @@ class RetrievalPrior(Component):
         dist = dist / dist.mean(-1, keepdim=True).clamp_min(1e-9)
         if pitch_weight:
             dist = dist + pitch_weight * torch.cdist(frame_chroma(pred, codec), frame_chroma(bank, codec)).square()
+        if semantic_weight:
+            if semantic is None or centers is None or semantic.shape != (b, t):
+                raise ValueError(f"a semantic weight needs the generated frames' ids [B={b}, T={t}] and the "
+                                 "tokenizer's centres")  # fmt: skip
+            bank_ids = self.frame_semantic[idx].long().reshape(b, -1)  # [B, K*F]
+            d_sem = torch.cdist(centers[semantic.long()].float(), centers[bank_ids].float()).square()
+            dist = dist + semantic_weight * d_sem / d_sem.mean(-1, keepdim=True).clamp_min(1e-9)
         near = dist.topk(min(self.frame_k, bank.shape[1]), dim=-1, largest=False).indices  # [B, T, k]
         matched = torch.gather(bank, 1, near.reshape(b, -1, 1).expand(-1, -1, dim)).reshape(b, t, -1, dim).mean(2)
         return (blend * matched + (1 - blend) * pred).to(predicted.dtype)
