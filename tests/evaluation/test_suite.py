@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from musiclm_pytorch.evaluation.suite import frechet_distance, memorisation
+
+
+def test_frechet_distance_matches_the_closed_form_for_diagonal_gaussians():
+    rng = np.random.default_rng(0)
+    a = rng.normal(0.0, 1.0, (20000, 3))
+    b = rng.normal(1.0, 2.0, (20000, 3))
+    # |mu_a - mu_b|^2 + sum(s_a^2 + s_b^2 - 2 s_a s_b) = 3 + 3 * (1 + 4 - 4) = 6
+    assert abs(frechet_distance(a, b) - 6.0) < 0.15
+    assert frechet_distance(a, a) < 1e-6
+    with pytest.raises(ValueError, match="need two"):
+        frechet_distance(a, b[:, :2])
+
+
+def test_memorisation_finds_copied_and_near_copied_windows():
+    gen = torch.Generator().manual_seed(0)
+    train = [torch.randint(0, 512, (250,), generator=gen) for _ in range(20)]
+    copied = train[3][40:165].clone()  # an exact 125-id window of a training clip
+    near = train[7][10:135].clone()
+    near[::3] = torch.randint(0, 512, (42,), generator=gen)  # two thirds kept
+    fresh = torch.randint(0, 512, (125,), generator=gen)
+    report = memorisation([torch.cat([copied, near]), fresh], train)
+    assert report["windows"] == 3 and report["exact"] == 1 and report["approx_ge_0.5"] == 2
+    assert report["max_best_share"] == 1.0 and report["mean_best_share"] < 0.6
+    with pytest.raises(ValueError, match="shorter than one window"):
+        memorisation([torch.zeros(10, dtype=torch.long)], train)
+
+
+def test_eval_generate_cli_reports_ceiling_chance_and_audit(tmp_path, capsys):
+    from musiclm_pytorch.audio import save_audio
+    from musiclm_pytorch.cli import main
+
+    sr = 16000
+    rows = []
+    for i, (f, family) in enumerate([(220.0, "piano"), (330.0, "organ"), (440.0, "strings")]):
+        t = torch.arange(5 * sr) / sr
+        save_audio(tmp_path / f"c{i}.wav", 0.3 * torch.sin(2 * torch.pi * f * t), sr)
+        rows.append({"path": f"c{i}.wav", "full_caption": f"a {family} piece", "tags": {"family": family,
+                     "drums": False}})  # fmt: skip
+    (tmp_path / "val.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    tokens = tmp_path / "tokens"
+    tokens.mkdir()
+    torch.save({"items": [{"semantic": torch.randint(0, 512, (60,))} for _ in range(4)]}, tokens / "train.pt")
+    argv = ["eval", "generate", "--prompts", str(tmp_path / "val.jsonl"), "--num-prompts", "3", "--seconds", "2",
+            "--tokens", str(tokens), "--threads", "1", "--out", str(tmp_path / "out"), "--quiet"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "training sequences must hold at least 125 ids" in err and "generating" not in err
+    torch.save({"items": [{"semantic": torch.randint(0, 512, (250,))} for _ in range(4)]}, tokens / "train.pt")
+    argv[argv.index("--seconds") + 1] = "5"  # one 5 s window per clip
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["prompts"] == 3 and {"family", "drums"} <= set(report["judge"])
+    assert report["judge_real_clips"]["family"]["n"] == 3 and "judge_shuffled_prompts" in report
+    assert report["frechet_mulan"] >= 0 and report["memorisation"]["windows"] == 3
+    assert (tmp_path / "out" / "report.png").stat().st_size > 5000
+    capsys.readouterr()
