@@ -328,3 +328,31 @@ def test_melody_ids_replace_the_semantic_stage(acoustic_parts):
     assert out.wavs.shape == (2, 12800)
     with pytest.raises(ValueError, match="the melody lasts 1.00 s, shorter than the 1.60 s asked for"):
         mlm.generate(["x"], seconds=1.6, melody=(melody, 32000))
+
+
+def test_frame_bank_pulls_the_latent_stage_toward_real_frames(acoustic_parts):
+    import torch.nn.functional as F
+
+    from musiclm_pytorch.lm import RetrievalPrior
+
+    parts = _latent_parts(acoustic_parts)
+    codec = parts["codec"]
+    gen = torch.Generator().manual_seed(0)
+    items = [{"mulan": F.normalize(torch.randn(128, generator=gen), dim=0), "semantic": torch.randint(0, 8, (25,)),
+              "codes": torch.randint(0, 8, (2, 50), generator=gen)} for _ in range(6)]  # fmt: skip
+    prior = RetrievalPrior.from_items(items, vocab_size=8, k=2, frames_per_clip=10, frame_k=1,
+                                      frame_semantic_weight=1.0)  # fmt: skip
+    mlm = MusicLM(**parts, prior=prior)
+    texts = ["calm piano", "loud drums"]
+    matched = mlm.generate(texts, seconds=1.0, generator=torch.Generator().manual_seed(0))
+    plain = mlm.generate(texts, seconds=1.0, generator=torch.Generator().manual_seed(0), frame_blend=0.0)
+    assert torch.equal(matched.semantic, plain.semantic) and not torch.allclose(matched.wavs, plain.wavs)
+    # frame_k = 1, blend 1: every frame of the result is one of the bank's real frames (its codes quantize exactly)
+    nearest = prior.neighbours(mlm.text_condition(texts).text)
+    bank_latents = codec.latents_from_codes(prior.frame_codes[nearest[0]].long().reshape(-1, 2).T[None])[0]
+    made = codec.latents_from_codes(matched.codes[:1])[0]  # [T, L], the chosen candidate of the first text
+    assert all(((bank_latents - f).abs().amax(-1) < 1e-4).any() for f in made)
+    story = mlm.generate_long([("calm piano", 1.2), ("loud drums", 1.2)], window_seconds=2.0, stride_seconds=1.0)
+    assert story.shape == (38400,)
+    with pytest.raises(ValueError, match="frame_blend=0.5 needs a retrieval prior with a frame bank"):
+        MusicLM(**parts).generate(texts, seconds=1.0, frame_blend=0.5)
