@@ -76,7 +76,10 @@ class MuLaNEmbedQuantizer(Component):
 
     Args:
         mulan: a trained :class:`MuLaN` (frozen here).
-        conditioning_dims: embedding size for each stage in ``namespaces``.
+        conditioning_dims: embedding size for each stage in ``namespaces``. Default none: the stage LMs of
+            this package embed the ids themselves, and per-stage tables of 12 x 1,024 codes x 1,024 dims
+            cost 12.6M parameters each (the reference's layout; ask for them to get ``forward``'s
+            embeddings, e.g. ``conditioning_dims=(1024,) * 3`` with the namespaces below).
         namespaces: stage names, e.g. ``("semantic", "coarse", "fine")``.
         num_quantizers: RVQ levels (paper: 12).
         codebook_size: codes per level (paper: 1024; use fewer for a small corpus).
@@ -94,8 +97,8 @@ class MuLaNEmbedQuantizer(Component):
         self,
         mulan: MuLaN,
         *,
-        conditioning_dims: Sequence[int] = (1024, 1024, 1024),
-        namespaces: Sequence[str] = ("semantic", "coarse", "fine"),
+        conditioning_dims: Sequence[int] = (),
+        namespaces: Sequence[str] = (),
         num_quantizers: int = 12,
         codebook_size: int = 1024,
         ema_decay: float = 0.99,
