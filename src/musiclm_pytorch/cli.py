@@ -357,15 +357,30 @@ def _cmd_eval_guidance(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_eval_generate(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+def _eval_model(args: argparse.Namespace) -> Any:
+    """The model an ``eval`` command scores: ``--model`` or the shipped one, at ``--lm-precision`` on ``--device``
+    with ``--threads``."""
     import torch
 
-    from .evaluation.suite import evaluate_generation, plot_report, sample_prompts
     from .pipeline import DEFAULT_MODEL, load_musiclm
 
     torch.set_num_threads(args.threads)
+    return load_musiclm(args.model or DEFAULT_MODEL, lm_precision=args.lm_precision).to(args.device)
+
+
+def _write_report(out: str, name: str, report: dict[str, Any], *, hide: tuple[str, ...] = ()) -> None:
+    """``report`` as ``out/name`` (JSON), and on stdout without the ``hide`` keys."""
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(json.dumps(report, indent=2))
+    print(json.dumps({k: v for k, v in report.items() if k not in hide}, indent=2))
+
+
+def _cmd_eval_generate(args: argparse.Namespace) -> int:
+    import torch
+
+    from .evaluation.suite import evaluate_generation, plot_report, sample_prompts
+
     path = Path(args.prompts)
     if not path.is_file():
         raise ValueError(f"--prompts {args.prompts!r}: no such file")
@@ -378,63 +393,40 @@ def _cmd_eval_generate(args: argparse.Namespace) -> int:
         if not tokens.is_file():
             raise ValueError(f"--tokens {args.tokens!r} holds no train.pt (musiclm data tokenize)")
         train_semantic = [it["semantic"] for it in torch.load(tokens, weights_only=False)["items"]]
-    model = load_musiclm(args.model or DEFAULT_MODEL, lm_precision=args.lm_precision).to(args.device)
-    report = evaluate_generation(model, prompts, root=path.parent, seconds=args.seconds,
+    report = evaluate_generation(_eval_model(args), prompts, root=path.parent, seconds=args.seconds,
                                  num_candidates=args.candidates, seed=args.seed, train_semantic=train_semantic,
                                  progress=not args.quiet)  # fmt: skip
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    plot_report(report, out / "report.png")
-    print(json.dumps(report, indent=2))
+    _write_report(args.out, "report.json", report)
+    plot_report(report, Path(args.out) / "report.png")
     return 0
 
 
 def _cmd_eval_melody(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    import torch
-
     from .evaluation.guidance import load_prompts
     from .evaluation.melody import melody_agreement
-    from .pipeline import DEFAULT_MODEL, load_musiclm
 
-    torch.set_num_threads(args.threads)
     prompts = [p["text"] for p in load_prompts(args.prompts, args.num_prompts, seed=args.seed)]
-    model = load_musiclm(args.model or DEFAULT_MODEL, lm_precision=args.lm_precision).to(args.device)
-    report = melody_agreement(model, prompts, seconds=args.seconds, seed=args.seed, progress=not args.quiet)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "melody.json").write_text(json.dumps(report, indent=2))
-    print(json.dumps({k: v for k, v in report.items() if k != "per_prompt"}, indent=2))
+    report = melody_agreement(_eval_model(args), prompts, seconds=args.seconds, seed=args.seed,
+                              progress=not args.quiet)  # fmt: skip
+    _write_report(args.out, "melody.json", report, hide=("per_prompt",))
     return 0
 
 
 def _cmd_eval_continuation(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    import torch
+    import random
 
     from .data.datasets import manifest_rows
     from .evaluation.continuation import continuation_agreement
-    from .pipeline import DEFAULT_MODEL, load_musiclm
 
-    torch.set_num_threads(args.threads)
     need = args.prompt_seconds + args.seconds
     rows = [r for r in manifest_rows(args.data, require_caption=False)[0] if float(r.get("duration", need)) >= need]
     if len(rows) < 2:
-        raise ValueError(f"{args.data!r}: fewer than 2 clips of at least {args.prompt_seconds + args.seconds:g} s")
-    import random
-
+        raise ValueError(f"{args.data!r}: fewer than 2 clips of at least {need:g} s")
     rows = random.Random(args.seed).sample(rows, min(args.clips, len(rows)))
-    model = load_musiclm(args.model or DEFAULT_MODEL, lm_precision=args.lm_precision).to(args.device)
-    report = continuation_agreement(model, rows, root=Path(args.data).parent, prompt_seconds=args.prompt_seconds,
-                                    seconds=args.seconds, text=args.text, seed=args.seed,
-                                    progress=not args.quiet)  # fmt: skip
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "continuation.json").write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
+    report = continuation_agreement(_eval_model(args), rows, root=Path(args.data).parent,
+                                    prompt_seconds=args.prompt_seconds, seconds=args.seconds, text=args.text,
+                                    seed=args.seed, progress=not args.quiet)  # fmt: skip
+    _write_report(args.out, "continuation.json", report)
     return 0
 
 
@@ -1105,50 +1097,47 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--crop-seconds", type=float, help="default: the crop the stage was trained with")
     es.add_argument("--threads", type=int, default=2)
     es.set_defaults(func=_cmd_eval_stage)
-    egen = ev.add_parser("generate", help="the offline text-to-music suite: judge adherence with ceiling and "
-                         "chance, MCC, Frechet distance on MuLaN, diversity, memorisation audit")  # fmt: skip
-    egen.add_argument("--model", help="model folder (default: the shipped model)")
+
+    def model_eval(name: str, help_text: str, func: Any, out: str) -> argparse.ArgumentParser:
+        """An ``eval`` command that scores a model folder (the shipped one by default); its own flags follow."""
+        p = ev.add_parser(name, help=help_text)
+        p.add_argument("--model", help="model folder (default: the shipped model)")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--lm-precision", default="float32", choices=["float32", "bfloat16", "int8"])
+        p.add_argument("--device", default="cpu")
+        p.add_argument("--threads", type=int, default=2)
+        p.add_argument("--out", default=out)
+        p.add_argument("--quiet", action="store_true")
+        p.set_defaults(func=func)
+        return p
+
+    egen = model_eval(
+        "generate",
+        "the offline text-to-music suite: judge adherence with ceiling and chance, MCC, "
+        "Frechet distance on MuLaN, diversity, memorisation audit",
+        _cmd_eval_generate,
+        "generate_eval",
+    )
     egen.add_argument("--prompts", required=True, help="corpus manifest (real clips give the ceiling) or {text, tags} "
                       "rows")  # fmt: skip
     egen.add_argument("--num-prompts", type=int, default=200)
     egen.add_argument("--seconds", type=float, default=10.0)
     egen.add_argument("--candidates", type=int, default=1, help="samples per prompt, reranked by MuLaN")
     egen.add_argument("--tokens", help="tokens folder of the training set: the memorisation audit")
-    egen.add_argument("--seed", type=int, default=0)
-    egen.add_argument("--lm-precision", default="float32", choices=["float32", "bfloat16", "int8"])
-    egen.add_argument("--device", default="cpu")
-    egen.add_argument("--threads", type=int, default=2)
-    egen.add_argument("--out", default="generate_eval")
-    egen.add_argument("--quiet", action="store_true")
-    egen.set_defaults(func=_cmd_eval_generate)
 
-    emel = ev.add_parser("melody", help="per-40 ms pitch-class agreement of melody-conditioned generations")
-    emel.add_argument("--model", help="model folder (default: the shipped model)")
+    emel = model_eval("melody", "per-40 ms pitch-class agreement of melody-conditioned generations", _cmd_eval_melody,
+                      "melody_eval")  # fmt: skip
     emel.add_argument("--prompts", required=True, help="manifest of held-out rows (their captions are the prompts)")
     emel.add_argument("--num-prompts", type=int, default=50)
     emel.add_argument("--seconds", type=float, default=10.0)
-    emel.add_argument("--seed", type=int, default=0)
-    emel.add_argument("--lm-precision", default="float32", choices=["float32", "bfloat16", "int8"])
-    emel.add_argument("--device", default="cpu")
-    emel.add_argument("--threads", type=int, default=2)
-    emel.add_argument("--out", default="melody_eval")
-    emel.add_argument("--quiet", action="store_true")
-    emel.set_defaults(func=_cmd_eval_melody)
 
-    ec = ev.add_parser("continuation", help="judge agreement of continuations with their prompts (key, tempo, ...)")
-    ec.add_argument("--model", help="model folder (default: the shipped model)")
+    ec = model_eval("continuation", "judge agreement of continuations with their prompts (key, tempo, ...)",
+                    _cmd_eval_continuation, "continuation_eval")  # fmt: skip
     ec.add_argument("--data", required=True, help="manifest of held-out clips (e.g. corpus/val.jsonl)")
     ec.add_argument("--clips", type=int, default=100)
     ec.add_argument("--prompt-seconds", type=float, default=5.0)
     ec.add_argument("--seconds", type=float, default=5.0, help="length of each continuation")
     ec.add_argument("--text", action="store_true", help="also give each clip's caption (default: audio only)")
-    ec.add_argument("--seed", type=int, default=0)
-    ec.add_argument("--lm-precision", default="float32", choices=["float32", "bfloat16", "int8"])
-    ec.add_argument("--device", default="cpu")
-    ec.add_argument("--threads", type=int, default=2)
-    ec.add_argument("--out", default="continuation_eval")
-    ec.add_argument("--quiet", action="store_true")
-    ec.set_defaults(func=_cmd_eval_continuation)
 
     eg = ev.add_parser("guidance", help="sweep the classifier-free guidance scale: MCC, prompt R@1, judge accuracy")
     eg.add_argument("--model", required=True, help="model folder (see `musiclm generate`)")
