@@ -545,7 +545,9 @@ def _cmd_train_retrieval_prior(args: argparse.Namespace) -> int:
                                       smoothing=args.smoothing, mix=args.mix, frames_per_clip=args.frames_per_clip,
                                       frame_k=args.frame_k, frame_blend=args.frame_blend,
                                       frame_pitch_weight=args.frame_pitch_weight,
-                                      frame_semantic_weight=args.frame_semantic_weight)  # fmt: skip
+                                      frame_semantic_weight=args.frame_semantic_weight,
+                                      frame_window=args.frame_window,
+                                      frame_continuity=args.frame_continuity)  # fmt: skip
     ident = stage_identity("prior", train["identity"])
     if not prior.has_frames:  # without a frame bank the prior does not depend on the codec
         ident.pop("codec", None)
@@ -1026,6 +1028,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     trp.add_argument("--frame-semantic-weight", type=float, default=0.0,
                      help="weight of the semantic-id (tokenizer centre) distance in the frame matching")  # fmt: skip
+    trp.add_argument("--frame-window", action="store_true",
+                     help="keep consecutive frames from the middle of each clip, not evenly spaced ones")  # fmt: skip
+    trp.add_argument("--frame-continuity", type=float, default=0.0,
+                     help="unit selection: the cost of a jump in one path through the bank frames (0: off; "
+                          "needs --frame-k 1)")  # fmt: skip
     trp.set_defaults(func=_cmd_train_retrieval_prior)
 
     tc = train.add_parser("conditioning", help="fit the MuLaN conditioning RVQ on all training clips")

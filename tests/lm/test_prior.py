@@ -171,3 +171,52 @@ def test_semantic_aware_matching_adds_the_tokenizer_centre_distance():
         assert torch.allclose(out[0, t], bank[(d / d.mean() + 4.0 * s / s.mean()).argmin()], atol=1e-5)
     with pytest.raises(ValueError, match=r"a semantic weight needs the generated frames' ids \[B=1, T=7\]"):
         prior.match_frames(text, predicted, codec)
+
+
+def _path_cost(cost: torch.Tensor, path: list[int], run: int, jump: float) -> float:
+    total = float(cost[0, path[0]])
+    for t in range(1, len(path)):
+        free = path[t] == path[t - 1] + 1 and path[t] % run != 0
+        total += float(cost[t, path[t]]) + (0.0 if free else jump)
+    return total
+
+
+def test_select_units_finds_the_cheapest_path_by_brute_force():
+    import itertools
+
+    from musiclm_pytorch.lm.prior import select_units
+
+    gen = torch.Generator().manual_seed(0)
+    run, t = 3, 4
+    cost = torch.rand(2, t, 2 * run, generator=gen)  # two clips of three frames
+    for jump in (0.0, 0.3, 5.0):
+        path = select_units(cost, run, jump)
+        for b in range(2):
+            best = min(_path_cost(cost[b], list(p), run, jump) for p in itertools.product(range(2 * run), repeat=t))
+            assert _path_cost(cost[b], path[b].tolist(), run, jump) == pytest.approx(best)
+    # a large jump cost makes one run of consecutive frames within a clip (no run crosses into the next clip)
+    long_path = select_units(cost, run, 100.0)[0].tolist()
+    assert sum(1 for a, b in zip(long_path, long_path[1:]) if b != a + 1 or b % run == 0) == 1  # t 4 > run 3
+    assert torch.equal(select_units(cost, run, 0.0), cost.argmin(-1))  # free jumps: frame by frame
+    with pytest.raises(ValueError, match="6 bank frames are not whole clips of 4"):
+        select_units(cost, 4, 1.0)
+
+
+def test_frame_window_keeps_consecutive_frames_and_continuity_copies_runs():
+    codec = _SumCodec()
+    gen = torch.Generator().manual_seed(0)
+    items = [{**it, "codes": torch.randint(0, 16, (2, 20), generator=gen)} for it in _items()]
+    prior = RetrievalPrior.from_items(items, vocab_size=8, k=2, frames_per_clip=6, frame_k=1, frame_window=True,
+                                      frame_continuity=50.0)  # fmt: skip
+    assert torch.equal(prior.frame_codes[3].long(), items[3]["codes"][:, 7:13].T)  # the middle 6 of 20
+    text = torch.tensor([[1.0, 0.1, 0.0, 0.0]])  # neighbours: clips 0 and 4
+    predicted = torch.randn(1, 5, 3, generator=gen)
+    out = prior.match_frames(text, predicted, codec)
+    bank = {i: codec.latents_from_codes(prior.frame_codes[i].long().T[None])[0] for i in (0, 4)}
+    # with jumps this expensive the output is 5 consecutive real frames of one neighbour clip
+    assert any(torch.allclose(out[0], bank[i][s : s + 5]) for i in (0, 4) for s in (0, 1))
+    free = prior.match_frames(text, predicted, codec, continuity=0.0)
+    assert not torch.equal(out, free)
+    with pytest.raises(ValueError, match="frame_k == 1 with a continuity cost"):
+        RetrievalPrior(size=2, cond_dim=4, vocab_size=8, frames_per_clip=4, frame_levels=2, frame_k=2,
+                       frame_continuity=1.0)  # fmt: skip

@@ -31,6 +31,16 @@ semantic ids, and for a text latent gives
   ``frame_semantic_weight`` a distance between the semantic ids (their k-means centres: pitch
   classes and onsets measured on real audio) of the generated frame and of the bank frame.
 
+  Frame by frame, the nearest real frame to a smooth predicted frame tends to be a smooth one, and
+  independent choices do not keep a clip's beat. ``frame_continuity > 0`` chooses the frames as unit-selection synthesis does (Hunt and Black 1996):
+  one Viterbi path through the bank frames minimising the frames' distances plus
+  ``frame_continuity`` for every jump, where the step from a bank frame to the next frame of the same
+  clip is free. Runs of consecutive real frames then carry their clip's attacks and beat, while
+  the path still follows the predicted content (benchmarks/RESULTS.md measures what it keeps). With ``frame_window`` (a contiguous window of
+  ``frames_per_clip`` frames from the middle of each clip rather than evenly spaced frames) a copied
+  run is at most that long: 125 frames of the 50 Hz codec are 2.5 s, under the 3 s the paper's
+  memorisation audit counts as a copy.
+
 Shape letters: B batch, N bank rows, C conditioning dim, V semantic vocabulary, K neighbours,
 F bank frames per clip, Q codec levels, T codec frames, L codec latent dim.
 """
@@ -78,6 +88,10 @@ class RetrievalPrior(Component):
             in the matching; 0: latent distance alone.
         frame_semantic_weight: weight of the (normalised) distance between the semantic tokenizer's centres
             of the generated frame's id and the bank frame's id.
+        frame_window: keep a contiguous window of ``frames_per_clip`` frames from the middle of each clip
+            (False: evenly spaced frames over the whole clip).
+        frame_continuity: the cost of a jump in the unit-selection path (0: each frame matched on its own;
+            > 0 needs ``frame_k == 1``).
     """
 
     component_name = "retrieval_prior"
@@ -85,12 +99,16 @@ class RetrievalPrior(Component):
     def __init__(self, *, size: int, cond_dim: int, vocab_size: int, k: int = 8, smoothing: float = 0.1,
                  mix: float = 0.25, frames_per_clip: int = 0, frame_levels: int = 0, frame_k: int = 4,
                  frame_blend: float = 1.0, frame_pitch_weight: float = 0.0,
-                 frame_semantic_weight: float = 0.0):  # fmt: skip
+                 frame_semantic_weight: float = 0.0, frame_window: bool = False,
+                 frame_continuity: float = 0.0):  # fmt: skip
         super().__init__()
         if size < 1 or cond_dim < 1 or vocab_size < 1 or k < 1 or smoothing <= 0 or not 0 <= mix < 1:
             raise ValueError(f"need size, cond_dim, vocab_size, k >= 1, smoothing > 0 and 0 <= mix < 1; got {size}, "
                              f"{cond_dim}, {vocab_size}, {k}, {smoothing}, {mix}")  # fmt: skip
         bad_bank = frames_per_clip < 0 or (frames_per_clip and frame_levels < 1) or frame_k < 1
+        if frame_continuity < 0 or (frame_continuity and frame_k != 1):
+            raise ValueError(f"need frame_continuity >= 0, and frame_k == 1 with a continuity cost (one path); got "
+                             f"{frame_continuity} with frame_k {frame_k}")  # fmt: skip
         if bad_bank or not 0 <= frame_blend <= 1 or frame_pitch_weight < 0 or frame_semantic_weight < 0:
             raise ValueError(f"need frames_per_clip >= 0, frame_levels >= 1 with a frame bank, frame_k >= 1, "
                              f"0 <= frame_blend <= 1 and frame_pitch_weight >= 0; got {frames_per_clip}, "
@@ -98,8 +116,10 @@ class RetrievalPrior(Component):
         self.save_config(size=size, cond_dim=cond_dim, vocab_size=vocab_size, k=k, smoothing=smoothing, mix=mix,
                          frames_per_clip=frames_per_clip, frame_levels=frame_levels, frame_k=frame_k,
                          frame_blend=frame_blend, frame_pitch_weight=frame_pitch_weight,
-                         frame_semantic_weight=frame_semantic_weight)  # fmt: skip
+                         frame_semantic_weight=frame_semantic_weight, frame_window=frame_window,
+                         frame_continuity=frame_continuity)  # fmt: skip
         self.k, self.smoothing, self.mix = k, smoothing, mix
+        self.frame_window, self.frame_continuity = frame_window, frame_continuity
         self.frame_pitch_weight, self.frame_semantic_weight = frame_pitch_weight, frame_semantic_weight
         self.vocab_size, self.cond_dim = vocab_size, cond_dim
         self.frame_k, self.frame_blend = frame_k, frame_blend
@@ -150,8 +170,9 @@ class RetrievalPrior(Component):
         return prior
 
     def set_frames(self, codes: Sequence[Tensor], semantic: Sequence[Tensor]) -> None:
-        """Keep ``frames_per_clip`` evenly spaced frames of each bank clip's codec ``codes [Q, T]`` (the
-        first ``frame_levels`` levels; a clip shorter than that repeats frames) and the id of its
+        """Keep ``frames_per_clip`` evenly spaced frames (with ``frame_window``: consecutive frames from the
+        middle) of each bank clip's codec ``codes [Q, T]`` (the first ``frame_levels`` levels; a clip
+        shorter than that repeats frames) and the id of its
         ``semantic [Ts]`` ids that covers each (frame ``t`` of ``T`` lies in id ``t * Ts // T``)."""
         if not self.has_frames:
             raise ValueError("this retrieval prior has no frame bank: build it with frames_per_clip > 0")
@@ -164,7 +185,10 @@ class RetrievalPrior(Component):
                 raise ValueError(f"clip {i}: codes must be [Q >= {q}, T >= 1], got shape {tuple(c.shape)}")
             if c.max() > torch.iinfo(torch.int16).max:
                 raise ValueError(f"clip {i}: code {int(c.max())} does not fit the int16 frame bank")
-            pick = torch.linspace(0, c.shape[1] - 1, f).round().long()
+            if self.frame_window:
+                pick = (torch.arange(f) + max(0, (c.shape[1] - f) // 2)).clamp(max=c.shape[1] - 1)
+            else:
+                pick = torch.linspace(0, c.shape[1] - 1, f).round().long()
             self.frame_codes[i] = c[:q, pick].T.to(torch.int16)
             ids = semantic[i].long()
             self.frame_semantic[i] = ids[(pick * len(ids) // c.shape[1]).clamp(max=len(ids) - 1)].to(torch.int16)
@@ -203,9 +227,12 @@ class RetrievalPrior(Component):
     @torch.no_grad()
     def match_frames(self, text_latents: Tensor, predicted: Tensor, codec: Any, *, blend: float | None = None,
                      pitch_weight: float | None = None, semantic: Tensor | None = None,
-                     centers: Tensor | None = None, semantic_weight: float | None = None) -> Tensor:  # fmt: skip
+                     centers: Tensor | None = None, semantic_weight: float | None = None,
+                     continuity: float | None = None) -> Tensor:  # fmt: skip
         """``predicted [B, T, L]`` codec latents with each frame replaced by the mean of its ``frame_k``
-        nearest real frames of the text's neighbour clips, blended by ``blend`` (default ``frame_blend``).
+        nearest real frames of the text's neighbour clips, blended by ``blend`` (default ``frame_blend``);
+        with ``continuity`` (default ``frame_continuity``) > 0, by the frames of the cheapest path
+        (:func:`select_units`; a jump costs ``continuity``, the next frame of the same clip nothing).
         Distance: the squared latent distance over its mean across the bank, plus ``pitch_weight`` (default
         ``frame_pitch_weight``) times the squared distance of the unit chroma vectors. ``codec`` turns the
         bank's codes into latents (``latents_from_codes``) and, with a pitch weight, latents into
@@ -215,6 +242,10 @@ class RetrievalPrior(Component):
         over its mean across the bank."""
         pitch_weight = self.frame_pitch_weight if pitch_weight is None else pitch_weight
         semantic_weight = self.frame_semantic_weight if semantic_weight is None else semantic_weight
+        continuity = self.frame_continuity if continuity is None else continuity
+        if continuity < 0 or (continuity and self.frame_k != 1):
+            raise ValueError(f"continuity must be >= 0 and needs frame_k == 1, got {continuity} "
+                             f"(frame_k {self.frame_k})")  # fmt: skip
         if not self.has_frames:
             raise ValueError("this retrieval prior has no frame bank: build it with frames_per_clip > 0")
         blend = self.frame_blend if blend is None else blend
@@ -240,9 +271,39 @@ class RetrievalPrior(Component):
             bank_ids = self.frame_semantic[idx].long().reshape(b, -1)  # [B, K*F]
             d_sem = torch.cdist(centers[semantic.long()].float(), centers[bank_ids].float()).square()
             dist = dist + semantic_weight * d_sem / d_sem.mean(-1, keepdim=True).clamp_min(1e-9)
-        near = dist.topk(min(self.frame_k, bank.shape[1]), dim=-1, largest=False).indices  # [B, T, k]
+        if continuity:
+            near = select_units(dist, self.frame_codes.shape[1], continuity)[..., None]  # [B, T, 1]
+        else:
+            near = dist.topk(min(self.frame_k, bank.shape[1]), dim=-1, largest=False).indices  # [B, T, k]
         matched = torch.gather(bank, 1, near.reshape(b, -1, 1).expand(-1, -1, dim)).reshape(b, t, -1, dim).mean(2)
         return (blend * matched + (1 - blend) * pred).to(predicted.dtype)
+
+
+def select_units(cost: Tensor, run: int, jump: float) -> Tensor:
+    """The cheapest path ``[B, T]`` of bank frame indices through ``cost [B, T, M]`` (frame ``t``'s cost
+    of bank frame ``m``), where the bank holds clips of ``run`` consecutive frames (``M = clips * run``):
+    stepping from frame ``m`` to ``m + 1`` of the same clip is free, any other step (a jump, a repeat
+    included) costs ``jump``. Viterbi: ``T`` steps of ``O(M)`` each."""
+    b, t, m = cost.shape
+    if m % run:
+        raise ValueError(f"{m} bank frames are not whole clips of {run}")
+    follows = (torch.arange(m, device=cost.device) % run) != 0  # m can be reached from m - 1 for free
+    total = cost[:, 0].clone()
+    back = torch.empty(b, t, m, dtype=torch.long, device=cost.device)
+    back[:, 0] = torch.arange(m, device=cost.device)
+    for i in range(1, t):
+        best, arg = total.min(-1, keepdim=True)  # the cheapest frame to jump from
+        stay = torch.full_like(total, float("inf"))
+        stay[:, 1:] = total[:, :-1]
+        stay[:, ~follows] = float("inf")
+        take_run = stay <= best + jump
+        back[:, i] = torch.where(take_run, torch.arange(m, device=cost.device) - 1, arg.expand(-1, m))
+        total = torch.where(take_run, stay, best + jump) + cost[:, i]
+    path = torch.empty(b, t, dtype=torch.long, device=cost.device)
+    path[:, -1] = total.argmin(-1)
+    for i in range(t - 1, 0, -1):
+        path[:, i - 1] = back[:, i].gather(1, path[:, i : i + 1])[:, 0]
+    return path
 
 
 _CHROMA: dict[tuple[int, int], Tensor] = {}
@@ -264,4 +325,4 @@ def frame_chroma(latents: Tensor, codec: Any) -> Tensor:
     return F.normalize(mag @ _CHROMA[key].to(mag.device), dim=-1)
 
 
-__all__ = ["RetrievalPrior", "frame_chroma", "knn_mean", "nearest_rows"]
+__all__ = ["RetrievalPrior", "frame_chroma", "knn_mean", "nearest_rows", "select_units"]

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Regenerates the corpus and the token set that the model work and the held-out evaluations use
+# (data and intermediates are never committed). About 30 min on 2 CPU cores.
+#   bash benchmarks/prepare_workdir.sh [WORKDIR]      # default /work
+# Makes WORKDIR/data/synth10k (10,000 rendered 10 s clips, seed 0, train/val split) and
+# WORKDIR/runs/tokens_spec (3,000 train + 300 val clips tokenized with the shipped model's
+# codec, the committed semantic tokenizer and the committed MuLaN conditioning).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WORK=${1:-/work}
+MUSICLM=${MUSICLM:-.venv/bin/musiclm}
+SHIPPED=src/musiclm_pytorch/pretrained/musiclm_small
+if [ ! -f "$WORK/data/synth10k/val.jsonl" ]; then
+    "$MUSICLM" data synth "$WORK/data/synth10k" --num-clips 10000 --seconds 10 --workers 2 --shards 500
+fi
+if [ ! -d "$WORK/runs/tokens_spec" ]; then
+    "$MUSICLM" data tokenize --conditioning checkpoints/mulan_small/conditioning_k256.safetensors \
+        --semantic checkpoints/semantic_512/semantic_tokenizer.safetensors --codec "$SHIPPED/codec.safetensors" \
+        --data "$WORK/data/synth10k" --out "$WORK/runs/tokens_spec" --max-clips 3000 --max-val-clips 300 --workers 1
+fi
+ls "$WORK/runs/tokens_spec"
