@@ -32,11 +32,12 @@ semantic ids, and for a text latent gives
   classes and onsets measured on real audio) of the generated frame and of the bank frame.
 
   Frame by frame, the nearest real frame to a smooth predicted frame tends to be a smooth one, and
-  independent choices do not keep a clip's beat. ``frame_continuity > 0`` chooses the frames as unit-selection synthesis does (Hunt and Black 1996):
-  one Viterbi path through the bank frames minimising the frames' distances plus
-  ``frame_continuity`` for every jump, where the step from a bank frame to the next frame of the same
-  clip is free. Runs of consecutive real frames then carry their clip's attacks and beat, while
-  the path still follows the predicted content (benchmarks/RESULTS.md measures what it keeps). With ``frame_window`` (a contiguous window of
+  independent choices do not keep a clip's beat. ``frame_continuity > 0`` chooses the frames as
+  unit-selection synthesis does (Hunt and Black 1996): one Viterbi path through the bank frames
+  minimising the frames' distances plus ``frame_continuity`` for every jump, where the step from a
+  bank frame to the next frame of the same clip is free. Runs of consecutive real frames then carry
+  their clip's attacks and beat while the path still follows the predicted content
+  (benchmarks/RESULTS.md measures what it keeps). With ``frame_window`` (a contiguous window of
   ``frames_per_clip`` frames from the middle of each clip rather than evenly spaced frames) a copied
   run is at most that long: 125 frames of the 50 Hz codec are 2.5 s, under the 3 s the paper's
   memorisation audit counts as a copy.
