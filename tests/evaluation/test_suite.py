@@ -61,5 +61,6 @@ def test_eval_generate_cli_reports_ceiling_chance_and_audit(tmp_path, capsys):
     assert report["prompts"] == 3 and {"family", "drums"} <= set(report["judge"])
     assert report["judge_real_clips"]["family"]["n"] == 3 and "judge_shuffled_prompts" in report
     assert report["frechet_mulan"] >= 0 and report["memorisation"]["windows"] == 3
+    assert report["memorisation_audio"]["windows"] == 3  # the generated audio tokenized again
     assert (tmp_path / "out" / "report.png").stat().st_size > 5000
     capsys.readouterr()

@@ -16,7 +16,8 @@ figures, never the judge's), then:
 - **memorisation audit** (MusicLM §6): with the training set's semantic ids, for every 5 s window of
   each generation the best-aligned training window's share of equal ids; exact (share 1) and
   approximate (share >= 0.5 by default) matches are counted, beside the same audit of the real
-  held-out clips' ids (what unrelated music of the same corpus scores).
+  held-out clips' ids (what unrelated music of the same corpus scores); and again on the ids of the
+  generated *audio* tokenized anew (``memorisation_audio``), which is where copied audio shows.
 """
 
 from __future__ import annotations
@@ -136,6 +137,11 @@ def evaluate_generation(
             report["memorisation_real_clips"] = memorisation(list(real_ids), train_semantic)
     if train_semantic is not None:
         report["memorisation"] = memorisation(list(ids), train_semantic)
+        # the audio itself, tokenized again: what a stage that copies real frames (a frame bank) copies shows
+        # here, not in the semantic LM's ids; compare with memorisation_real_clips (the same measure)
+        heard = torch.cat([model.semantic_tokenizer(made[i : i + batch_size].to(model.device)).cpu()
+                           for i in range(0, len(made), batch_size)])  # fmt: skip
+        report["memorisation_audio"] = memorisation(list(heard), train_semantic)
     return report
 
 
