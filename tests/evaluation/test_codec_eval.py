@@ -97,7 +97,16 @@ def test_fidelity_is_unchanged_by_a_lossless_codec_and_collapses_through_a_silen
     assert same["clips"] == 3 and same["seconds"] == 1.0 and same["chance_r1"] == pytest.approx(1 / 3, abs=1e-4)
     assert set(same) == {"clips", "seconds", "chance_r1", "original", "codec_q1", "codec_q2"}
     assert same["codec_q2"] == same["original"] and same["codec_q1"] == same["original"]
-    assert set(same["original"]["judge"]) == {"key", "key_tonic", "key_or_relative", "drums", "family"}
+    assert set(same["original"]["judge"]) == {
+        "key",
+        "key_tonic",
+        "key_or_relative",
+        "drums",
+        "drums_yes",
+        "drums_no",
+        "drums_balanced",
+        "family",
+    }
     assert same["original"]["judge"]["drums"]["n"] == 2
     assert same["original"]["drum_flips"]["n"] == 1  # one clip is tagged drumless
     assert set(same["original"]["mulan_zero_shot"]) <= {"family", "drums", "tempo_class", "mode", "tonic"}

@@ -32,7 +32,7 @@ def test_sweep_scores_the_clips_each_scale_generates(musiclm_parts):
     )
     # the judge scores only what a prompt states: drums and family for two prompts, nothing for the third
     judge = report["per_scale"][0]["judge"]
-    assert set(judge) == {"drums", "family"} and judge["drums"]["n"] == 2
+    assert set(judge) == {"drums", "drums_yes", "drums_no", "drums_balanced", "family"} and judge["drums"]["n"] == 2
     assert 0 < report["per_scale"][0]["distinct_semantic"] <= 1
 
 

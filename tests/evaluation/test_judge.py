@@ -8,6 +8,7 @@ import soundfile as sf
 
 from musiclm_pytorch.evaluation.judge import (
     Judge,
+    accuracy,
     estimate_key,
     estimate_tempo,
     fit_linear,
@@ -52,8 +53,20 @@ def test_scoring_rules():
     assert key_scores("E", "major", "C#", "minor") == {"key": False, "key_tonic": False, "key_or_relative": True}
     pred = {"tempo_bpm": 100.0, "tempo_class": "medium", "tonic": "C", "mode": "major", "drums": True,
             "family": "piano"}  # fmt: skip
-    assert score(pred, {"drums": True, "family": "organ"}) == {"drums": True, "family": False}
+    assert score(pred, {"drums": True, "family": "organ"}) == {"drums": True, "drums_yes": True, "family": False}
     assert score(pred, {"mode": "major"}) == {"mode": True}
+
+
+def test_drums_balanced_is_half_for_a_model_that_never_makes_drums():
+    never = {"drums": False}
+    scores = [score(never, {"drums": asked}) for asked in (True, False, False, False)]
+    acc = accuracy(scores)
+    assert acc["drums"] == {"accuracy": 0.75, "n": 4}  # the drumless share, though nothing follows the prompt
+    assert acc["drums_yes"] == {"accuracy": 0.0, "n": 1} and acc["drums_no"] == {"accuracy": 1.0, "n": 3}
+    assert acc["drums_balanced"] == {"accuracy": 0.5, "n": 4}
+    follows = [score({"drums": asked}, {"drums": asked}) for asked in (True, False, False, False)]
+    assert accuracy(follows)["drums_balanced"]["accuracy"] == 1.0
+    assert "drums_balanced" not in accuracy(scores[1:])  # no prompt asks for drums: undefined
 
 
 def test_linear_model_matches_sklearn():

@@ -200,13 +200,21 @@ def score(pred: dict[str, Any], intended: dict[str, Any]) -> dict[str, bool]:
         out["mode"] = pred["mode"] == intended["mode"]
     if "drums" in intended:
         out["drums"] = bool(pred["drums"]) == bool(intended["drums"])
+        # per class too: a model that never makes drums scores the drumless share on "drums" alone
+        out["drums_yes" if intended["drums"] else "drums_no"] = out["drums"]
     if "family" in intended:
         out["family"] = pred["family"] == intended["family"]
     return out
 
 
 def accuracy(scores: list[dict[str, bool]]) -> dict[str, dict[str, float]]:
-    """``{attribute: {"accuracy", "n"}}`` over the clips that state it."""
+    """``{attribute: {"accuracy", "n"}}`` over the clips that state it; with prompts both with and without
+    drums, ``drums_balanced`` too: the mean of ``drums_yes`` (drums heard where asked) and ``drums_no``
+    (none heard where not), 0.5 for a model that always or never makes drums."""
     keys = sorted({k for s in scores for k in s})
-    return {k: {"accuracy": float(np.mean([s[k] for s in scores if k in s])), "n": sum(k in s for s in scores)}
-            for k in keys}  # fmt: skip
+    out = {k: {"accuracy": float(np.mean([s[k] for s in scores if k in s])), "n": sum(k in s for s in scores)}
+           for k in keys}  # fmt: skip
+    if "drums_yes" in out and "drums_no" in out:
+        out["drums_balanced"] = {"accuracy": (out["drums_yes"]["accuracy"] + out["drums_no"]["accuracy"]) / 2,
+                                 "n": out["drums"]["n"]}  # fmt: skip
+    return out
