@@ -547,7 +547,8 @@ def _cmd_train_retrieval_prior(args: argparse.Namespace) -> int:
                                       frame_pitch_weight=args.frame_pitch_weight,
                                       frame_semantic_weight=args.frame_semantic_weight,
                                       frame_window=args.frame_window,
-                                      frame_continuity=args.frame_continuity)  # fmt: skip
+                                      frame_continuity=args.frame_continuity,
+                                      frame_neighbours=args.frame_neighbours)  # fmt: skip
     ident = stage_identity("prior", train["identity"])
     if not prior.has_frames:  # without a frame bank the prior does not depend on the codec
         ident.pop("codec", None)
@@ -1033,6 +1034,8 @@ def build_parser() -> argparse.ArgumentParser:
     trp.add_argument("--frame-continuity", type=float, default=0.0,
                      help="unit selection: the cost of a jump in one path through the bank frames (0: off; "
                           "needs --frame-k 1)")  # fmt: skip
+    trp.add_argument("--frame-neighbours", type=int, default=None,
+                     help="match frames among this many nearest clips (default all --k)")  # fmt: skip
     trp.set_defaults(func=_cmd_train_retrieval_prior)
 
     tc = train.add_parser("conditioning", help="fit the MuLaN conditioning RVQ on all training clips")

@@ -220,3 +220,22 @@ def test_frame_window_keeps_consecutive_frames_and_continuity_copies_runs():
     with pytest.raises(ValueError, match="frame_k == 1 with a continuity cost"):
         RetrievalPrior(size=2, cond_dim=4, vocab_size=8, frames_per_clip=4, frame_levels=2, frame_k=2,
                        frame_continuity=1.0)  # fmt: skip
+
+
+def test_frame_neighbours_match_only_the_nearest_clips_frames():
+    codec = _SumCodec()
+    gen = torch.Generator().manual_seed(1)
+    items = [{**it, "codes": torch.randint(0, 16, (2, 20), generator=gen)} for it in _items()]
+    prior = RetrievalPrior.from_items(items, vocab_size=8, k=2, frames_per_clip=6, frame_k=1, frame_neighbours=1)
+    assert prior.config["frame_neighbours"] == 1
+    text = torch.tensor([[1.0, 0.1, 0.0, 0.0]])  # neighbours: clips 0 (nearest) and 4
+    assert prior.neighbours(text)[0].tolist() == [0, 4]
+    out = prior.match_frames(text, torch.randn(1, 30, 3, generator=gen), codec)
+    nearest = codec.latents_from_codes(prior.frame_codes[0].long().T[None])[0]  # [6, 3]
+    assert all(any(torch.allclose(o, f) for f in nearest) for o in out[0])  # every frame one of clip 0's
+    both = RetrievalPrior.from_items(items, vocab_size=8, k=2, frames_per_clip=6, frame_k=1)
+    other = codec.latents_from_codes(both.frame_codes[4].long().T[None])[0]
+    taken = both.match_frames(text, torch.randn(1, 30, 3, generator=torch.Generator().manual_seed(1)), codec)
+    assert any(any(torch.allclose(o, f) for f in other) for o in taken[0])  # with k=2 clip 4's frames are used
+    with pytest.raises(ValueError, match="frame_neighbours must be in"):
+        RetrievalPrior(size=2, cond_dim=4, vocab_size=8, k=2, frame_neighbours=3)

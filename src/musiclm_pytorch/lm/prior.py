@@ -93,6 +93,8 @@ class RetrievalPrior(Component):
             (False: evenly spaced frames over the whole clip).
         frame_continuity: the cost of a jump in the unit-selection path (0: each frame matched on its own;
             > 0 needs ``frame_k == 1``).
+        frame_neighbours: the frames are matched among the bank frames of this many nearest neighbours
+            (None: all ``k``); the nearest clips share the prompt's key far more often than the 8th.
     """
 
     component_name = "retrieval_prior"
@@ -101,12 +103,14 @@ class RetrievalPrior(Component):
                  mix: float = 0.25, frames_per_clip: int = 0, frame_levels: int = 0, frame_k: int = 4,
                  frame_blend: float = 1.0, frame_pitch_weight: float = 0.0,
                  frame_semantic_weight: float = 0.0, frame_window: bool = False,
-                 frame_continuity: float = 0.0):  # fmt: skip
+                 frame_continuity: float = 0.0, frame_neighbours: int | None = None):  # fmt: skip
         super().__init__()
         if size < 1 or cond_dim < 1 or vocab_size < 1 or k < 1 or smoothing <= 0 or not 0 <= mix < 1:
             raise ValueError(f"need size, cond_dim, vocab_size, k >= 1, smoothing > 0 and 0 <= mix < 1; got {size}, "
                              f"{cond_dim}, {vocab_size}, {k}, {smoothing}, {mix}")  # fmt: skip
         bad_bank = frames_per_clip < 0 or (frames_per_clip and frame_levels < 1) or frame_k < 1
+        if frame_neighbours is not None and not 1 <= frame_neighbours <= k:
+            raise ValueError(f"frame_neighbours must be in [1, k={k}] (or None: all k), got {frame_neighbours}")
         if frame_continuity < 0 or (frame_continuity and frame_k != 1):
             raise ValueError(f"need frame_continuity >= 0, and frame_k == 1 with a continuity cost (one path); got "
                              f"{frame_continuity} with frame_k {frame_k}")  # fmt: skip
@@ -118,9 +122,10 @@ class RetrievalPrior(Component):
                          frames_per_clip=frames_per_clip, frame_levels=frame_levels, frame_k=frame_k,
                          frame_blend=frame_blend, frame_pitch_weight=frame_pitch_weight,
                          frame_semantic_weight=frame_semantic_weight, frame_window=frame_window,
-                         frame_continuity=frame_continuity)  # fmt: skip
+                         frame_continuity=frame_continuity, frame_neighbours=frame_neighbours)  # fmt: skip
         self.k, self.smoothing, self.mix = k, smoothing, mix
         self.frame_window, self.frame_continuity = frame_window, frame_continuity
+        self.frame_neighbours = frame_neighbours or k
         self.frame_pitch_weight, self.frame_semantic_weight = frame_pitch_weight, frame_semantic_weight
         self.vocab_size, self.cond_dim = vocab_size, cond_dim
         self.frame_k, self.frame_blend = frame_k, frame_blend
@@ -255,7 +260,7 @@ class RetrievalPrior(Component):
         b, t, dim = predicted.shape
         if text_latents.shape[0] != b:
             raise ValueError(f"{text_latents.shape[0]} text latents for {b} predicted clips")
-        idx = self.neighbours(text_latents)  # [B, K]
+        idx = self.neighbours(text_latents)[:, : self.frame_neighbours]  # [B, K'], nearest first
         codes = self.frame_codes[idx].long()  # [B, K, F, Q]
         bank = codec.latents_from_codes(codes.reshape(b, -1, codes.shape[-1]).transpose(1, 2)).float()  # [B, K*F, L]
         if bank.shape[-1] != dim:
