@@ -4,7 +4,9 @@
 #   bash benchmarks/prepare_workdir.sh [WORKDIR]      # default /work
 # Makes WORKDIR/data/synth10k (10,000 rendered 10 s clips, seed 0, train/val split) and
 # WORKDIR/runs/tokens_spec (3,000 train + 300 val clips tokenized with the shipped model's
-# codec, the committed semantic tokenizer and the committed MuLaN conditioning).
+# codec, the committed semantic tokenizer and the committed MuLaN conditioning), and WORKDIR/data/test_s7:
+# the sealed test set, 300 clips of compositions no training or validation clip shares (seed 7, no Bach
+# chorales; all its rows land in its train.jsonl), on which no choice is ever made.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${1:-/work}
@@ -17,5 +19,9 @@ if [ ! -d "$WORK/runs/tokens_spec" ]; then
     "$MUSICLM" data tokenize --conditioning checkpoints/mulan_small/conditioning_k256.safetensors \
         --semantic checkpoints/semantic_512/semantic_tokenizer.safetensors --codec "$SHIPPED/codec.safetensors" \
         --data "$WORK/data/synth10k" --out "$WORK/runs/tokens_spec" --max-clips 3000 --max-val-clips 300 --workers 1
+fi
+if [ ! -f "$WORK/data/test_s7/train.jsonl" ]; then
+    "$MUSICLM" data synth "$WORK/data/test_s7" --num-clips 300 --seconds 10 --seed 7 --val-fraction 0 --bach-fraction 0 \
+        --workers 2
 fi
 ls "$WORK/runs/tokens_spec"
