@@ -290,7 +290,14 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
     from .data.datasets import CaptionedAudioDataset, ClipOptions, SkipStats, folder_rows, manifest_rows
 
     src = Path(args.source)
-    rows, bad = folder_rows(src) if src.is_dir() else manifest_rows(src)
+    if src.is_dir() and (src / "train.jsonl").is_file():  # a corpus folder: its manifests, as the trainers read it
+        rows, bad = [], []
+        for split in ("train.jsonl", "val.jsonl"):
+            if (src / split).is_file():
+                got, skipped = manifest_rows(src / split)
+                rows, bad = rows + got, bad + skipped
+    else:
+        rows, bad = folder_rows(src) if src.is_dir() else manifest_rows(src)
     stats = SkipStats()
     stats.update(bad)
     ok = 0

@@ -65,6 +65,14 @@ def test_manifest_counts_cheap_bad_rows(manifest):
         manifest_rows(manifest.parent / "nope.jsonl")
 
 
+def test_a_bad_byte_costs_its_row_not_the_manifest(manifest):
+    manifest.write_bytes(manifest.read_bytes() + b'{"path": "good.flac", "caption": "caf\xe9"}\n')
+    rows, bad = manifest_rows(manifest)
+    assert len(rows) == 5  # the rows before it all load
+    utf = [b for b in bad if b.reason.startswith("not UTF-8")]
+    assert len(utf) == 1 and utf[0].source == "train.jsonl:11" and "byte 0xe9 at column 38" in utf[0].reason
+
+
 def test_decode_time_bad_rows_are_skipped_and_counted(manifest):
     rows, bad = manifest_rows(manifest)
     ds = CaptionedAudioDataset(rows, ClipOptions(sample_rate=16000, crop_seconds=2.0, crop="random"))
@@ -133,6 +141,15 @@ def test_folder_with_sidecars_and_split(tmp_path):
     assert not (src(train) & src(val))  # a source never straddles the split
     with pytest.raises(FileNotFoundError, match="no_such_dir"):
         folder_rows(tmp_path / "no_such_dir")
+
+
+def test_a_folder_without_audio_is_named_with_a_hint(tmp_path):
+    with pytest.raises(ValueError, match=r"audio folder '.*' holds no audio files \(\.wav") as err:
+        folder_rows(tmp_path)
+    assert "train.jsonl" not in str(err.value)
+    (tmp_path / "train.jsonl").write_text("")
+    with pytest.raises(ValueError, match="for a corpus pass its manifest, '.*train.jsonl'"):
+        folder_rows(tmp_path)
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:

@@ -84,6 +84,10 @@ def test_config_errors(tmp_path, tiny_corpus):
     empty.write_text('{"path": "missing.wav", "caption": "x"}\n')
     with pytest.raises(ValueError, match="no usable rows.*1 missing file"):
         train_mulan(_cfg(empty, tmp_path / "o"))
+    assert not (tmp_path / "o").exists()  # bad data leaves no empty run folder behind
+    (tmp_path / "no_audio").mkdir()
+    with pytest.raises(ValueError, match="holds no audio files"):
+        train_mulan(_cfg(tmp_path / "no_audio", tmp_path / "o"))
     with pytest.raises(ValueError, match="fewer than one batch"):
         train_mulan(_cfg(tiny_corpus, tmp_path / "o", batch_size=64))
 

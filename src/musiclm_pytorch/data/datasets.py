@@ -87,8 +87,13 @@ def manifest_rows(manifest: str | Path, *, require_caption: bool = True) -> tupl
     if not manifest.is_file():
         raise FileNotFoundError(f"manifest {str(manifest)!r} not found")
     rows, bad = [], []
-    for n, line in enumerate(manifest.read_text().splitlines(), start=1):
+    for n, raw in enumerate(manifest.read_bytes().splitlines(), start=1):
         where = f"{manifest.name}:{n}"
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:  # one bad byte costs its row, not the manifest
+            bad.append(BadRow(where, f"not UTF-8: byte 0x{raw[e.start]:02x} at column {e.start + 1}"))
+            continue
         if not line.strip():
             continue
         try:
@@ -122,7 +127,15 @@ def folder_rows(folder: str | Path, *, require_caption: bool = True) -> tuple[li
     if not folder.is_dir():
         raise FileNotFoundError(f"audio folder {str(folder)!r} not found")
     rows, bad = [], []
-    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS):
+    audio = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
+    if not audio:
+        hint = (
+            f"; for a corpus pass its manifest, {str(folder / 'train.jsonl')!r}"
+            if (folder / "train.jsonl").is_file()
+            else ""
+        )
+        raise ValueError(f"audio folder {str(folder)!r} holds no audio files ({', '.join(AUDIO_EXTENSIONS)}){hint}")
+    for path in audio:
         txt, meta = path.with_suffix(".txt"), path.with_suffix(".json")
         row: dict[str, Any] = {"path": str(path)}
         try:

@@ -168,13 +168,13 @@ def spectrogram_png(codec: SoundStream | MDCTCodec, wav: torch.Tensor, path: Pat
 def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    accelerator = make_accelerator()
     rows, bad = _rows(cfg.data)
     skipped = SkipStats()
     skipped.update(bad)
     if not rows:
         raise ValueError(f"codec data {cfg.data!r} has no usable rows: {skipped.report()}")
+    out.mkdir(parents=True, exist_ok=True)  # after the data check: bad data leaves no empty run folder
+    accelerator = make_accelerator()
     val_rows = (
         _rows(cfg.val_data or cfg.data, val=True)[0][: cfg.eval_clips]
         if (cfg.val_data or Path(cfg.data).is_dir())

@@ -243,9 +243,9 @@ def train_mulan(cfg: MuLaNTrainConfig) -> dict[str, Any]:
     """Run (or resume) training; returns the last validation report (empty without validation data)."""
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
+    rows, skipped = _rows(cfg.data)  # before --out exists: bad data leaves no empty run folder
     out.mkdir(parents=True, exist_ok=True)
     accelerator = make_accelerator(cfg.mixed_precision)
-    rows, skipped = _rows(cfg.data)
     if cfg.full_captions:
         rows = [with_full_caption(r) for r in rows]
     val_rows = _val_rows(cfg)

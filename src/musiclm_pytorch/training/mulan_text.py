@@ -132,8 +132,8 @@ def align_text(cfg: TextAlignConfig) -> dict[str, Any]:
     """Run (or resume) a text-side fit; returns the last validation report (empty without validation data)."""
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
+    rows, skipped = _rows(cfg.data)  # before --out exists: bad data leaves no empty run folder
     out.mkdir(parents=True, exist_ok=True)
-    rows, skipped = _rows(cfg.data)
     rows = rows[: cfg.max_clips] if cfg.max_clips else rows
     if cfg.full_captions:
         rows = [with_full_caption(r) for r in rows]
