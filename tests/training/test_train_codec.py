@@ -62,3 +62,22 @@ def test_mdct_codec_trainer_fits_first_then_trains_and_resumes(tiny_corpus, tmp_
     steps = [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert steps.count(0) == 1 and steps[-2:] == [9, 9]  # step 9's training record, then its evaluation
     assert not torch.equal(load(tmp_path / "codec.safetensors").project.weight, before)  # trained on
+
+
+def test_a_nan_loss_stops_the_codec_run_before_it_reaches_a_checkpoint(tiny_corpus, tmp_path, monkeypatch):
+    import musiclm_pytorch.training.codec as trainer
+
+    calls = {"n": 0}
+    real = trainer.snr_loss
+
+    def poisoned(recon, wav):
+        calls["n"] += 1
+        loss = real(recon, wav)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(trainer, "snr_loss", poisoned)
+    with pytest.raises(FloatingPointError, match="loss is nan at step 3"):
+        train_codec(_cfg(tiny_corpus, tmp_path, checkpoint_every=2, eval_every=100, adversarial_start=100))
+    kept = load(tmp_path / "codec.safetensors")  # the step-2 checkpoint: finite weights
+    assert all(torch.isfinite(p).all() for p in kept.parameters())
+    assert torch.load(tmp_path / "train_state.pt", weights_only=False)["step"] == 2

@@ -42,6 +42,7 @@ from .common import (
     EpochCursor,
     JsonLog,
     atomic_torch_save,
+    check_finite,
     load_config,
     make_accelerator,
     plot_curves,
@@ -251,6 +252,7 @@ def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
         adversarial = step >= cfg.adversarial_start
         if adversarial:  # discriminator step on detached reconstructions
             d_loss = discriminator_hinge_loss(disc(wav), disc(recon.detach()))
+            check_finite(d_loss, step, "discriminator loss")
             opt_d.zero_grad(set_to_none=True)
             accelerator.backward(d_loss)
             opt_d.step()
@@ -266,10 +268,11 @@ def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
             g_adv, g_fm = generator_hinge_loss(fake), feature_matching_loss(real, fake)
             g_loss = g_loss + cfg.adversarial_weight * g_adv + cfg.feature_weight * g_fm
             record.update(adv=g_adv.item(), fm=g_fm.item(), disc=d_loss.item())
+        check_finite(g_loss, step)  # a NaN never reaches the weights or a checkpoint
         opt_g.zero_grad(set_to_none=True)
         accelerator.backward(g_loss)
         if cfg.grad_clip:
-            accelerator.clip_grad_norm_(codec.parameters(), cfg.grad_clip)
+            check_finite(accelerator.clip_grad_norm_(codec.parameters(), cfg.grad_clip), step, "gradient norm")
         opt_g.step()
         step += 1
         clips += wav.shape[0]
