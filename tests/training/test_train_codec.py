@@ -81,3 +81,13 @@ def test_a_nan_loss_stops_the_codec_run_before_it_reaches_a_checkpoint(tiny_corp
     kept = load(tmp_path / "codec.safetensors")  # the step-2 checkpoint: finite weights
     assert all(torch.isfinite(p).all() for p in kept.parameters())
     assert torch.load(tmp_path / "train_state.pt", weights_only=False)["step"] == 2
+
+
+def test_resume_refuses_other_settings_but_allows_a_longer_run(tiny_corpus, tmp_path):
+    train_codec(_cfg(tiny_corpus, tmp_path, max_steps=2, eval_every=100, adversarial_start=100, checkpoint_every=2))
+    with pytest.raises(ValueError, match=r"other settings: batch_size 4 -> 2, lr 0\.0003 -> 0\.001\. Resume it"):
+        train_codec(_cfg(tiny_corpus, tmp_path, max_steps=4, eval_every=100, adversarial_start=100, lr=1e-3,
+                         batch_size=2))  # fmt: skip
+    assert torch.load(tmp_path / "train_state.pt", weights_only=False)["step"] == 2  # untouched
+    train_codec(_cfg(tiny_corpus, tmp_path, max_steps=3, eval_every=50, adversarial_start=100, log_every=2))
+    assert torch.load(tmp_path / "train_state.pt", weights_only=False)["step"] == 3

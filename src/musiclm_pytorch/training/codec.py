@@ -43,6 +43,7 @@ from .common import (
     JsonLog,
     atomic_torch_save,
     check_finite,
+    check_resume_config,
     load_config,
     make_accelerator,
     plot_curves,
@@ -201,6 +202,7 @@ def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
     cursor = EpochCursor(len(rows), batch_size=cfg.batch_size, num_processes=accelerator.num_processes, seed=cfg.seed)
     if resume:
         state = torch.load(state_path, weights_only=False)
+        check_resume_config(state.get("config"), asdict(cfg), out)
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
         step = state["step"]

@@ -124,6 +124,29 @@ def check_finite(value: torch.Tensor, step: int, what: str = "loss") -> None:
                                  "last checkpoint is untouched (lower lr, check the data, or bf16 off)")  # fmt: skip
 
 
+# settings a resumed run may change: how long it runs, how often it reports, and how fast it goes;
+# anything else (lr, batch size, data, model, seed...) would silently make one run of two
+RESUMABLE_CHANGES = frozenset({
+    "max_steps", "out", "progress", "threads", "num_workers", "log_every", "eval_every", "eval_clips",
+    "eval_items", "checkpoint_every", "val_data",
+})  # fmt: skip
+
+
+def check_resume_config(stored: dict[str, Any] | None, requested: dict[str, Any], out: str | os.PathLike) -> None:
+    """Refuse to resume the run in ``out`` with other settings than it was started with (``stored``, the
+    config its train state keeps): only :data:`RESUMABLE_CHANGES` may differ. Settings the stored config
+    lacks (written by an older version) and requested ``None`` (unset: what the checkpoint has) are not
+    compared."""
+    if not stored:
+        return
+    changed = [f"{k} {stored[k]!r} -> {v!r}" for k, v in requested.items()
+               if k in stored and v is not None and k not in RESUMABLE_CHANGES and stored[k] != v]  # fmt: skip
+    if changed:
+        raise ValueError(f"{str(out)!r} holds a run started with other settings: {', '.join(changed)}. Resume it "
+                         "with its own settings (only max_steps, the log / eval / checkpoint cadence, threads and "
+                         "workers may change), or train into a new --out")  # fmt: skip
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:

@@ -54,6 +54,7 @@ from .common import (
     JsonLog,
     atomic_torch_save,
     check_finite,
+    check_resume_config,
     load_config,
     make_accelerator,
     plot_curves,
@@ -275,6 +276,7 @@ def train_mulan(cfg: MuLaNTrainConfig) -> dict[str, Any]:
     cursor = EpochCursor(len(rows), batch_size=cfg.batch_size, num_processes=accelerator.num_processes, seed=cfg.seed)
     if resume:
         state = torch.load(state_path, weights_only=False)
+        check_resume_config(state.get("config"), asdict(cfg), out)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step = state["step"]

@@ -46,6 +46,7 @@ from .common import (
     JsonLog,
     atomic_torch_save,
     check_finite,
+    check_resume_config,
     load_config,
     plot_curves,
     rng_state,
@@ -162,6 +163,7 @@ def align_text(cfg: TextAlignConfig) -> dict[str, Any]:
     step, rng = 0, random.Random(cfg.seed)
     if resume:
         state = torch.load(state_path, weights_only=False)
+        check_resume_config(state.get("config"), asdict(cfg), out)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step = state["step"]

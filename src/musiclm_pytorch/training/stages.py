@@ -42,6 +42,7 @@ from .common import (
     JsonLog,
     atomic_torch_save,
     check_finite,
+    check_resume_config,
     load_config,
     make_accelerator,
     plot_curves,
@@ -401,6 +402,7 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
     ema = EMA(lm, cfg.ema_decay) if cfg.ema_decay else None
     if resume:
         state = torch.load(state_path, weights_only=False)
+        check_resume_config(state.get("config"), asdict(cfg), out)
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         step = state["step"]
