@@ -291,11 +291,8 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
 
     src = Path(args.source)
     if src.is_dir() and (src / "train.jsonl").is_file():  # a corpus folder: its manifests, as the trainers read it
-        rows, bad = [], []
-        for split in ("train.jsonl", "val.jsonl"):
-            if (src / split).is_file():
-                got, skipped = manifest_rows(src / split)
-                rows, bad = rows + got, bad + skipped
+        parts = [manifest_rows(src / split) for split in ("train.jsonl", "val.jsonl") if (src / split).is_file()]
+        rows, bad = [r for p in parts for r in p[0]], [b for p in parts for b in p[1]]
     else:
         rows, bad = folder_rows(src) if src.is_dir() else manifest_rows(src)
     stats = SkipStats()
