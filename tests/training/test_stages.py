@@ -260,29 +260,41 @@ def test_level_embeddings_can_be_turned_on_for_the_coarse_stage(tokens, tmp_path
     train_stage(dataclasses.replace(cfg, max_steps=2, level_embeddings=None))  # None: what the checkpoint has
 
 
-def _assert_resumes_on_the_same_curve(cfg: dict, tmp_path: Path, monkeypatch) -> None:
+def _assert_resumes_on_the_same_curve(cfg: dict, tmp_path: Path, monkeypatch, *, folder: str = "b",
+                                     kill: str = "step") -> None:  # fmt: skip
     """``cfg`` ran unbroken into ``tmp_path / "a"`` (8 steps, a checkpoint every 2); the same run killed while
-    computing step 5, after its step-4 checkpoint, and rerun must log exactly the same losses (bitwise)."""
+    computing step 5, after its step-4 checkpoint (``kill="step"``), or between the step-4 train state and the
+    step-4 model file (``kill="export"``), and rerun must log exactly the same losses (bitwise)."""
     from musiclm_pytorch.training import stages
 
-    real_check = stages.check_finite
+    real_check, real_save = stages.check_finite, stages.save
 
     def killed(value, step, what="loss"):
         if step == 4:
             raise KeyboardInterrupt
         real_check(value, step, what)
 
-    monkeypatch.setattr(stages, "check_finite", killed)
-    with pytest.raises(KeyboardInterrupt):
-        train_stage(StageTrainConfig(**{**cfg, "out": str(tmp_path / "b")}))
-    monkeypatch.undo()
-    train_stage(StageTrainConfig(**{**cfg, "out": str(tmp_path / "b")}))
+    def killed_export(model, path, *, extra=None):
+        if (extra or {}).get("step") == 4:
+            raise KeyboardInterrupt
+        return real_save(model, path, extra=extra)
 
-    def losses(folder: str) -> dict[int, float]:
-        lines = (tmp_path / folder / "log.jsonl").read_text().splitlines()
+    if kill == "step":
+        monkeypatch.setattr(stages, "check_finite", killed)
+    else:
+        monkeypatch.setattr(stages, "save", killed_export)
+    with pytest.raises(KeyboardInterrupt):
+        train_stage(StageTrainConfig(**{**cfg, "out": str(tmp_path / folder)}))
+    monkeypatch.undo()
+    if kill == "export":  # the state is at step 4, the model file still at step 2
+        assert torch.load(tmp_path / folder / "train_state.pt", weights_only=False)["step"] == 4
+    train_stage(StageTrainConfig(**{**cfg, "out": str(tmp_path / folder)}))
+
+    def losses(name: str) -> dict[int, float]:
+        lines = (tmp_path / name / "log.jsonl").read_text().splitlines()
         return {r["step"]: r["loss"] for r in map(json.loads, lines) if "loss" in r}
 
-    assert list(losses("b")) == list(range(1, 9)) and losses("b") == losses("a")  # steps 5-8 included
+    assert list(losses(folder)) == list(range(1, 9)) and losses(folder) == losses("a")  # steps 5-8 included
 
 
 def test_acoustic_stage_trains_evaluates_and_resumes_on_the_same_curve(tokens, tmp_path, monkeypatch):
@@ -304,6 +316,7 @@ def test_acoustic_stage_trains_evaluates_and_resumes_on_the_same_curve(tokens, t
         train_stage(StageTrainConfig(**{**cfg, "out": str(tmp_path / "c"), "acoustic_levels": 5}))
 
     _assert_resumes_on_the_same_curve(cfg, tmp_path, monkeypatch)
+    _assert_resumes_on_the_same_curve(cfg, tmp_path, monkeypatch, folder="d", kill="export")
 
 
 def test_acoustic_stage_needs_mulan_latents(tokens, tmp_path):

@@ -403,6 +403,8 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
     if resume:
         state = torch.load(state_path, weights_only=False)
         check_resume_config(state.get("config"), asdict(cfg), out)
+        if "model" in state:  # the weights of the state's own step (the exported file may be a checkpoint older)
+            lm.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         step = state["step"]
@@ -491,14 +493,17 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
             log.write({"step": step, **{k: v for k, v in report.items() if isinstance(v, float)}})
             lm_ddp.train()
         if main and (step % cfg.checkpoint_every == 0 or step == cfg.max_steps):
+            # the train state holds the weights too and is written first: it alone is what a resume reads, so a
+            # kill between it and the exported model file resumes this step's weights with this step's optimizer
+            state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step, "rng": rng_state(),
+                     "config": asdict(cfg), "model": model.state_dict(),
+                     **({"ema": ema.state_dict()} if ema is not None else {})}  # fmt: skip
+            atomic_torch_save(state, state_path)
             extra = {"step": step, "stage": cfg.stage, "identity": stage_identity(cfg.stage, train["identity"]),
                      "config": asdict(cfg)}  # fmt: skip
             save(model, model_path, extra=extra)
             if ema is not None:
                 save(ema.model, out / f"{cfg.stage}_ema.safetensors", extra={**extra, "ema_decay": ema.decay})
-            state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step, "rng": rng_state(),
-                     "config": asdict(cfg), **({"ema": ema.state_dict()} if ema is not None else {})}  # fmt: skip
-            atomic_torch_save(state, state_path)
             keys = ["loss", "val_loss", "val_loss_shuffled_cond"]
             if cfg.stage == "latent":
                 keys += ["val_loss_null_cond"]
