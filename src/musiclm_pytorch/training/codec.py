@@ -203,6 +203,9 @@ def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
     if resume:
         state = torch.load(state_path, weights_only=False)
         check_resume_config(state.get("config"), asdict(cfg), out)
+        if "model" in state:  # this step's weights (the exported files may be a checkpoint older)
+            codec.load_state_dict(state["model"])
+            disc.load_state_dict(state["disc"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
         step = state["step"]
@@ -288,11 +291,15 @@ def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
         if val_rows and (step % cfg.eval_every == 0 or step == cfg.max_steps) and accelerator.is_main_process:
             report = validate()
         if (step % cfg.checkpoint_every == 0 or step == cfg.max_steps) and accelerator.is_main_process:
-            save(model, model_path, extra={"step": step})
-            atomic_torch_save(accelerator.unwrap_model(disc).state_dict(), disc_path)
+            # the train state holds both networks' weights and is written first: it alone is what a resume
+            # reads, so a kill before the exported files are written resumes this step as a whole
+            disc_state = accelerator.unwrap_model(disc).state_dict()
             state = {"opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "step": step, **cursor.state_dict(),
-                     "rng": rng_state(), "config": asdict(cfg)}  # fmt: skip
+                     "rng": rng_state(), "config": asdict(cfg), "model": model.state_dict(),
+                     "disc": disc_state}  # fmt: skip
             atomic_torch_save(state, state_path)
+            save(model, model_path, extra={"step": step})
+            atomic_torch_save(disc_state, disc_path)
             keys = ["mel", "snr_db", "commit", "adv", "fm", "disc", "val_si_snr_q1",
                     f"val_si_snr_q{model.num_quantizers}"]  # fmt: skip
             plot_curves(log, out / "curves.png", keys=keys, title=f"codec {cfg.preset}")
