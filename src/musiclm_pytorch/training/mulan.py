@@ -277,6 +277,8 @@ def train_mulan(cfg: MuLaNTrainConfig) -> dict[str, Any]:
     if resume:
         state = torch.load(state_path, weights_only=False)
         check_resume_config(state.get("config"), asdict(cfg), out)
+        if "model" in state:  # this step's weights (the exported file may be a checkpoint older)
+            mulan.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step = state["step"]
@@ -364,13 +366,14 @@ def train_mulan(cfg: MuLaNTrainConfig) -> dict[str, Any]:
             accelerator.print(json.dumps(flat))
             mulan.train()
         if (step % cfg.checkpoint_every == 0 or step == cfg.max_steps) and accelerator.is_main_process:
+            # the train state holds the weights too and is written first: it alone is what a resume reads
+            atomic_torch_save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                               "step": step, **cursor.state_dict(), "rng": rng_state(), "queue": queue.state_dict(),
+                               "config": asdict(cfg), "model": model.state_dict(),
+                               **({"ema": ema.state_dict()} if ema else {})}, state_path)  # fmt: skip
             save(model, model_path, extra={"step": step})
             if ema is not None:
                 save(ema.model, out / "mulan_ema.safetensors", extra={"step": step, "ema_decay": ema.decay})
-            atomic_torch_save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                               "step": step, **cursor.state_dict(), "rng": rng_state(), "queue": queue.state_dict(),
-                               "config": asdict(cfg), **({"ema": ema.state_dict()} if ema else {})},
-                              state_path)  # fmt: skip
             curves = ["loss", "temperature", "val_t2a_R@1", "val_t2a_R@10", "zs_family", "zs_drums"]
             plot_curves(log, out / "curves.png", keys=curves, title=f"MuLaN {cfg.preset}")
         if step >= cfg.max_steps:

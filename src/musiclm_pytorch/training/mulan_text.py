@@ -164,6 +164,8 @@ def align_text(cfg: TextAlignConfig) -> dict[str, Any]:
     if resume:
         state = torch.load(state_path, weights_only=False)
         check_resume_config(state.get("config"), asdict(cfg), out)
+        if "model" in state:  # this step's weights (the exported file may be a checkpoint older)
+            mulan.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step = state["step"]
@@ -211,10 +213,11 @@ def align_text(cfg: TextAlignConfig) -> dict[str, Any]:
             (out / f"eval_step{step}.json").write_text(json.dumps(report, indent=2))
             print(json.dumps(flat))
         if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
-            save(mulan, model_path, extra={"step": step, "audio_side_of": str(cfg.mulan)})
+            # the train state holds the weights too and is written first: it alone is what a resume reads
             atomic_torch_save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
-                               "sampler": rng.getstate(), "rng": rng_state(), "config": asdict(cfg)},
-                              state_path)  # fmt: skip
+                               "sampler": rng.getstate(), "rng": rng_state(), "config": asdict(cfg),
+                               "model": mulan.state_dict()}, state_path)  # fmt: skip
+            save(mulan, model_path, extra={"step": step, "audio_side_of": str(cfg.mulan)})
             plot_curves(log, out / "curves.png", keys=["loss", "temperature", "val_t2a_R@1", "zs_family"],
                         title="MuLaN text side")  # fmt: skip
     bar.close()
