@@ -263,6 +263,15 @@ def test_bundle_gathers_components_into_a_checked_model_folder(parts, tmp_path, 
     mlm = load_musiclm(tmp_path / "model")
     assert mlm.semantic_lm.token_emb.weight.dtype == torch.float32  # loaded back into float32 models
     assert torch.allclose(mlm.semantic_lm.token_emb.weight, parts["semantic_lm"].token_emb.weight, atol=1e-3)
+    # a component that already lies in the folder (the shipped model's recipe rebuilds its own folder) stays
+    before = (tmp_path / "model" / "codec.safetensors").read_bytes()
+    again = (
+        argv[: argv.index("--codec") + 1]
+        + [str(tmp_path / "model" / "codec.safetensors")]
+        + argv[argv.index("--codec") + 2 :]
+    )
+    assert main(again) == 0 and (tmp_path / "model" / "codec.safetensors").read_bytes() == before
+    capsys.readouterr()
     argv[argv.index("--codec") + 1] = str(src / "semantic_lm.safetensors")  # a wrong file is refused
     assert main(argv) == 2 and "codec.safetensors" in (err := capsys.readouterr().err)
     assert "holds a 'token_lm', not a codec" in err

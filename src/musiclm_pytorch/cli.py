@@ -238,7 +238,7 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
             # tokenizers stay float32: the stages check their identity (a hash of the exact weights).
             model: Any = load(src)
             save(model.to(torch.float16), dst, extra=read_header(src)["extra"])
-        else:
+        elif Path(src).resolve() != dst.resolve():  # a file already in the folder stays as it is
             shutil.copyfile(src, dst)
         written[BUNDLE_FILES[key]] = dst.stat().st_size
     mlm = load_musiclm(out)  # every contract and identity checked, as `generate` will
