@@ -94,22 +94,15 @@ def test_resume_refuses_other_settings_but_allows_a_longer_run(tiny_corpus, tmp_
 
 
 def test_a_kill_between_the_train_state_and_the_model_file_resumes_on_the_same_curve(tiny_corpus, tmp_path,
-                                                                                      monkeypatch):  # fmt: skip
+                                                                                      kill_export_at):  # fmt: skip
     import musiclm_pytorch.training.codec as trainer
 
     kw = dict(max_steps=8, checkpoint_every=2, eval_every=100, adversarial_start=3)
     train_codec(_cfg(tiny_corpus, tmp_path / "a", **kw))
-    real_save = trainer.save
-
-    def killed_export(model, path, *, extra=None):
-        if (extra or {}).get("step") == 4:
-            raise KeyboardInterrupt
-        return real_save(model, path, extra=extra)
-
-    monkeypatch.setattr(trainer, "save", killed_export)
+    patched = kill_export_at(trainer, 4)
     with pytest.raises(KeyboardInterrupt):
         train_codec(_cfg(tiny_corpus, tmp_path / "b", **kw))
-    monkeypatch.undo()
+    patched.undo()
     assert torch.load(tmp_path / "b" / "train_state.pt", weights_only=False)["step"] == 4  # the files: step 2
     train_codec(_cfg(tiny_corpus, tmp_path / "b", **kw))
 
