@@ -16,7 +16,7 @@ if [ ! -f "$WORK/data/synth10k/val.jsonl" ]; then
     "$MUSICLM" data synth "$WORK/data/synth10k" --num-clips 10000 --seconds 10 --workers 2 --shards 500
 fi
 if [ ! -d "$WORK/runs/tokens_spec" ]; then
-    "$MUSICLM" data tokenize --conditioning src/musiclm_pytorch/pretrained/musiclm_small/conditioning.safetensors \
+    "$MUSICLM" data tokenize --conditioning "$SHIPPED/conditioning.safetensors" \
         --semantic checkpoints/semantic_512/semantic_tokenizer.safetensors --codec "$SHIPPED/codec.safetensors" \
         --data "$WORK/data/synth10k" --out "$WORK/runs/tokens_spec" --max-clips 3000 --max-val-clips 300 --workers 1
 fi

@@ -111,3 +111,12 @@ def test_a_kill_between_the_train_state_and_the_model_file_resumes_on_the_same_c
         return {r["step"]: (r["mel"], r.get("disc", 0.0)) for r in map(json.loads, lines) if "mel" in r}
 
     assert list(curve("b")) == list(range(1, 9)) and curve("b") == curve("a")  # steps 5-8, generator and critic
+
+
+def test_a_corpus_manifest_whose_audio_lies_elsewhere_trains_without_validation(tiny_corpus, tmp_path):
+    rows = [json.loads(line) for line in (tiny_corpus / "train.jsonl").read_text().splitlines()]
+    data = tmp_path / "data"
+    data.mkdir()  # train.jsonl only, absolute paths, no audio in the folder and no val.jsonl
+    (data / "train.jsonl").write_text("\n".join(json.dumps({**r, "path": str(tiny_corpus / r["path"])}) for r in rows))
+    report = train_codec(_cfg(data, tmp_path / "run", max_steps=2, eval_every=100, adversarial_start=100))
+    assert report == {} and (tmp_path / "run" / "codec.safetensors").is_file()

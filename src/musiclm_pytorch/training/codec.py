@@ -108,7 +108,12 @@ def _rows(path: str, val: bool = False) -> tuple[list[dict[str, Any]], list[BadR
     if p.is_dir() and (p / name).is_file():
         return manifest_rows(p / name, require_caption=False)
     if p.is_dir():
-        return folder_rows(p, require_caption=False)
+        try:
+            return folder_rows(p, require_caption=False)
+        except ValueError:  # no audio files in the folder: nothing to validate on (train rows still must exist)
+            if val:
+                return [], []
+            raise
     if p.is_file():
         return manifest_rows(p, require_caption=False)
     raise FileNotFoundError(f"codec data {path!r} not found")
