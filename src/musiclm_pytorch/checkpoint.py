@@ -58,6 +58,7 @@ _BUILTIN_MODULES = {
     "token_lm": "musiclm_pytorch.lm.transformer",
     "masked_acoustic_lm": "musiclm_pytorch.lm.masked",
     "latent_acoustic_lm": "musiclm_pytorch.lm.regression",
+    "flow_acoustic_lm": "musiclm_pytorch.lm.flow",
     "retrieval_prior": "musiclm_pytorch.lm.prior",
     "mulan_embed_quantizer": "musiclm_pytorch.conditioning",
     "mulan": "musiclm_pytorch.mulan.model",
@@ -304,6 +305,7 @@ STAGE_INPUTS = {
     "fine": ("conditioner", "codec"),
     "acoustic": ("mulan", "semantic", "codec"),  # continuous MuLaN latents, not the conditioner's ids
     "latent": ("mulan", "semantic", "codec"),
+    "flow": ("mulan", "semantic", "codec"),
     # the retrieval prior: MuLaN audio latents and semantic id counts (+ codec codes with a frame bank)
     "prior": ("mulan", "semantic", "codec"),
 }

@@ -11,7 +11,7 @@ Subcommands:
     train mulan-text  fit MuLaN's text side (or a new text tower) to its frozen audio side
     train semantic-tokenizer  fit k-means semantic tokens over 25 Hz musical features
     data tokenize  MuLaN cond ids + semantic ids + codec codes for every clip, once
-    train stage  train the semantic / coarse / fine / acoustic / latent stage on tokenized data (resumable)
+    train stage  train the semantic / coarse / fine / acoustic / latent / flow stage on tokenized data (resumable)
     train spectral-codec  fit the log-magnitude codec (PCA + residual k-means)
     train retrieval-prior  the text -> nearest training clips bridge of the stages
     bundle      gather trained components into one model folder, checked as generate loads it
@@ -980,7 +980,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("codec", ".training.codec:CodecTrainConfig", _cmd_train_codec,
          "train a codec, MDCT or SoundStream (resumes from --out)"),
         ("stage", ".training.stages:StageTrainConfig", _cmd_train_stage,
-         "train a stage on tokenized data (semantic, coarse, fine; or acoustic, latent)"),
+         "train a stage on tokenized data (semantic, coarse, fine; or acoustic, latent, flow)"),
     ):  # fmt: skip
         p = train.add_parser(name, help=help_text, config=config)
         p.set_defaults(func=func)

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from .codec import Codec
 from .conditioning import MuLaNEmbedQuantizer
+from .lm.flow import FlowAcousticLM
 from .lm.layouts import CoarseLayout, FineLayout, SemanticLayout
 from .lm.masked import MaskedAcousticLM
 from .lm.prior import RetrievalPrior
@@ -238,7 +239,7 @@ class MusicLM:
         wavs: Tensor | None = None
         latents = None if acoustic_cond is None else acoustic_cond.repeat_interleave(n, dim=0)  # [B*N, C]
         if isinstance(self.acoustic_lm, LatentAcousticLM):
-            predicted = self.acoustic_lm.generate(semantic, latents, cfg_scale=cfg_scale)
+            predicted = self.acoustic_lm.generate(semantic, latents, cfg_scale=cfg_scale, **self._sampling(generator))
             predicted = self.match_frames(text.repeat_interleave(n, dim=0), predicted, frame_blend, semantic=semantic)
             wavs = self.codec.decode_latents(predicted)[:, 0]  # type: ignore[attr-defined]
             codes = self.codec.quantize_latents(predicted)  # type: ignore[attr-defined]
@@ -375,7 +376,8 @@ class MusicLM:
             semantic = torch.cat([semantic, new[:, -steps:]], dim=1)
         if isinstance(self.acoustic_lm, LatentAcousticLM):
             assert acoustic_cond is not None
-            predicted = self._latent_long(semantic, acoustic_cond, owner, win_f, overlap_f, ac_cfg, start=p0)
+            predicted = self._latent_long(semantic, acoustic_cond, owner, win_f, overlap_f, ac_cfg, start=p0,
+                                          generator=generator)  # fmt: skip
             frame_owner = owner[p0:].repeat_interleave(self.ratio)[: predicted.shape[1]]
             for seg in frame_owner.unique().tolist():  # each frame matched among its own segment's neighbours
                 at = (frame_owner == seg).to(predicted.device)
@@ -477,6 +479,10 @@ class MusicLM:
             raise ValueError(f"prior_mix must be in [0, 1), got {mix}")
         return mix
 
+    def _sampling(self, generator: torch.Generator | None) -> dict[str, Any]:
+        """Keyword arguments of the latent stage's ``generate``: a flow stage samples, and takes the generator."""
+        return {"generator": generator} if isinstance(self.acoustic_lm, FlowAcousticLM) else {}
+
     def _latent_long(
         self,
         semantic: Tensor,
@@ -486,6 +492,7 @@ class MusicLM:
         overlap_f: int,
         cfg_scale: float,
         start: int = 0,
+        generator: torch.Generator | None = None,
     ) -> Tensor:
         """The latent stage window by window (it takes no prompt): each window after the first starts half
         an overlap before the frames it adds, so they are made with that much of the music before them as
@@ -497,7 +504,8 @@ class MusicLM:
         while done < total:
             w0 = max(0, done - overlap_f // 2) if done else 0
             w1 = min(total, w0 + win_f)
-            made = self.acoustic_lm.generate(semantic[:, w0:w1], latents[int(owner[done])][None], cfg_scale=cfg_scale)
+            made = self.acoustic_lm.generate(semantic[:, w0:w1], latents[int(owner[done])][None], cfg_scale=cfg_scale,
+                                             **self._sampling(generator))  # fmt: skip
             parts.append(made[:, (done - w0) * r :])
             done = w1
         return torch.cat(parts, dim=1)

@@ -146,7 +146,7 @@ def test_stage_ema_and_bf16(tokens, tmp_path):
 
 
 def test_stage_config_errors(tmp_path):
-    with pytest.raises(ValueError, match="stage must be semantic, coarse, fine, acoustic or latent"):
+    with pytest.raises(ValueError, match="stage must be semantic, coarse, fine, acoustic, latent or flow"):
         StageTrainConfig(stage="medium", tokens="x")
     with pytest.raises(ValueError, match="mixed_precision must be 'no' or 'bf16'"):
         StageTrainConfig(tokens="x", mixed_precision="fp16")
@@ -362,6 +362,39 @@ def test_latent_stage_trains_evaluates_and_resumes_on_the_same_curve(spectral_to
     _assert_resumes_on_the_same_curve(cfg, tmp_path, monkeypatch)
     with pytest.raises(ValueError, match="needs --codec"):
         StageTrainConfig(stage="latent", tokens="x")
+
+
+def test_flow_stage_trains_around_a_frozen_latent_stage_and_resumes_on_the_same_curve(spectral_tokens, tmp_path,
+                                                                                     monkeypatch):  # fmt: skip
+    from musiclm_pytorch.lm import FlowAcousticLM, LatentAcousticLM
+
+    codec = str(spectral_tokens / "codec.safetensors")
+    train_stage(StageTrainConfig(stage="latent", tokens=str(spectral_tokens), codec=codec, out=str(tmp_path / "mean"),
+                                 dim=32, depth=1, heads=2, dim_head=16, crop_seconds=1.0, batch_size=4, max_steps=2,
+                                 eval_every=100, threads=1, progress=False))  # fmt: skip
+    mean_path = tmp_path / "mean" / "latent.safetensors"
+    cfg = dict(stage="flow", tokens=str(spectral_tokens), codec=codec, mean_stage=str(mean_path),
+               out=str(tmp_path / "a"), dim=32, depth=1, heads=2, dim_head=16, crop_seconds=1.0, batch_size=4,
+               max_steps=8, warmup_steps=1, log_every=1, eval_every=8, checkpoint_every=2, flow_steps=4, threads=1,
+               progress=False)  # fmt: skip
+    report = train_stage(StageTrainConfig(**cfg))
+    for k in ("val_loss", "val_loss_shuffled_cond", "val_loss_null_cond", "val_sample_l1", "val_mean_l1"):
+        assert report[k] > 0
+    flow = load(tmp_path / "a" / "flow.safetensors", expected=FlowAcousticLM)
+    mean = load(mean_path, expected=LatentAcousticLM)
+    assert flow.flow_steps == 4 and flow.latent_dim == 16 and float(flow.resid_std.min()) > 0
+    fitted = json.loads((tmp_path / "a" / "fit_residual.json").read_text())
+    assert fitted["frames"] > 0 and fitted["resid_std_mean"] > 0
+    # the regression part is the latent stage's, unchanged by 8 steps of flow training
+    for k, v in mean.state_dict().items():
+        assert torch.equal(flow.state_dict()[k], v), k
+    assert not torch.equal(flow.flow_out.weight, torch.zeros_like(flow.flow_out.weight))  # the flow did train
+    _assert_resumes_on_the_same_curve(cfg, tmp_path, monkeypatch)
+    with pytest.raises(ValueError, match="needs --mean-stage"):
+        StageTrainConfig(stage="flow", tokens="x", codec="c")
+    with pytest.raises(ValueError, match="is a flow stage already"):
+        train_stage(StageTrainConfig(**{**cfg, "mean_stage": str(tmp_path / "a" / "flow.safetensors"),
+                                        "out": str(tmp_path / "c")}))  # fmt: skip
 
 
 def test_latent_stage_refuses_another_codec(spectral_tokens, tmp_path):

@@ -87,6 +87,12 @@ class LatentAcousticLM(FrameAlignedStage):
                 drop: Tensor | None = None) -> Tensor:  # fmt: skip
         """Latents ``[B, T, L]`` (``T = frames`` or ``Ts * ratio``) for ``semantic [B, Ts]`` and ``cond
         [B, C]`` (``None``: null)."""
+        return self.features(semantic, cond, frames=frames, drop=drop)[1]
+
+    def features(self, semantic: Tensor, cond: Tensor | None, *, frames: int | None = None,
+                 drop: Tensor | None = None) -> tuple[Tensor, Tensor]:  # fmt: skip
+        """``(hidden [B, T, D], latents [B, T, L])``: the transformer's last (normalised) states and the
+        prediction of :meth:`forward` (a sampling stage on top reads both, :mod:`.flow`)."""
         if semantic.ndim != 2 or semantic.shape[1] == 0:
             raise ValueError(f"semantic must be [B, Ts >= 1], got shape {tuple(semantic.shape)}")
         self._check_semantic(semantic)
@@ -104,7 +110,7 @@ class LatentAcousticLM(FrameAlignedStage):
         if cond is not None:
             c = self.cond_to_latent(cond.to(self.null_latent.dtype))
             direct = c if drop is None else torch.where(drop[:, None], direct, c)
-        return self.to_latent(x) + direct[:, None] + self.semantic_to_latent(sem)
+        return x, self.to_latent(x) + direct[:, None] + self.semantic_to_latent(sem)
 
     @torch.no_grad()
     def fit_direct(self, clips: Iterable[tuple[Tensor, Tensor, Tensor]]) -> dict[str, float]:

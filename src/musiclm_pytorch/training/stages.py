@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from ..audio import resample
 from ..checkpoint import STAGE_INPUTS, check_identity, identity, load, save, stage_identity
 from ..data.datasets import CaptionedAudioDataset, ClipOptions, SkipStats, manifest_rows
+from ..lm.flow import FlowAcousticLM
 from ..lm.layouts import CoarseLayout, FineLayout, SemanticLayout
 from ..lm.masked import MaskedAcousticLM
 from ..lm.regression import LatentAcousticLM
@@ -240,6 +241,10 @@ class StageTrainConfig:
     # acoustic and latent stages: training audio latents kept for generation's text prior (0: none; the
     # first N training clips); by measurement the prior conditions from text as well as the clip's own audio
     prior_size: int = 4096
+    # flow stage: the trained latent (regression) stage whose mean it samples around; its weights are kept
+    # frozen inside the flow stage, and --dim/--depth/--heads/--dim-head size the flow transformer
+    mean_stage: str = ""
+    flow_steps: int = 16  # flow stage: Euler steps of generation
     # TokenLM token_groups (each id also gets its codec level's embedding). None: the fine stage only
     # (a resumed run: what its checkpoint has),
     # by measurement on MDCT codes (benchmarks/RESULTS.md): fine 8.37 -> 6.79 val loss at 300 steps,
@@ -257,10 +262,12 @@ class StageTrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.stage not in ("semantic", "coarse", "fine", "acoustic", "latent"):
-            raise ValueError(f"stage must be semantic, coarse, fine, acoustic or latent, got {self.stage!r}")
-        if self.stage == "latent" and not self.codec:
-            raise ValueError("the latent stage needs --codec: the SpectralCodec whose latents it learns")
+        if self.stage not in ("semantic", "coarse", "fine", "acoustic", "latent", "flow"):
+            raise ValueError(f"stage must be semantic, coarse, fine, acoustic, latent or flow, got {self.stage!r}")
+        if self.stage in ("latent", "flow") and not self.codec:
+            raise ValueError(f"the {self.stage} stage needs --codec: the SpectralCodec whose latents it learns")
+        if self.stage == "flow" and not self.mean_stage:
+            raise ValueError("the flow stage needs --mean-stage: a trained `train stage --stage latent` checkpoint")
         if not self.tokens:
             raise ValueError("tokens is required: the folder written by `musiclm data tokenize`")
         if self.mixed_precision not in ("no", "bf16"):
@@ -268,8 +275,8 @@ class StageTrainConfig:
 
 
 # acoustic (SoundStorm-like) and latent: our stages, 10 s as the paper's coarse stage
-PAPER_CROPS = {"semantic": 30.0, "coarse": 10.0, "fine": 3.0, "acoustic": 10.0, "latent": 10.0}
-ACOUSTIC = ("acoustic", "latent")  # the frame-aligned stages (MuLaN latents, every codec level)
+PAPER_CROPS = {"semantic": 30.0, "coarse": 10.0, "fine": 3.0, "acoustic": 10.0, "latent": 10.0, "flow": 10.0}
+ACOUSTIC = ("acoustic", "latent", "flow")  # the frame-aligned stages (MuLaN latents, every codec level)
 
 
 def _crop_frames(cfg: StageTrainConfig, meta: dict[str, Any]) -> int:
@@ -345,13 +352,13 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
     frames = _crop_frames(cfg, train)
     seq_len = {"semantic": frames, "coarse": frames + frames * ratio * getattr(layout, "num_coarse", 0),
                "fine": frames * ratio * getattr(layout, "levels", 0),
-               "acoustic": frames * ratio, "latent": frames * ratio}[cfg.stage]  # fmt: skip
+               "acoustic": frames * ratio, "latent": frames * ratio, "flow": frames * ratio}[cfg.stage]  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     model_path, state_path = out / f"{cfg.stage}.safetensors", out / "train_state.pt"
     resume = model_path.is_file() and state_path.is_file()
     torch.manual_seed(cfg.seed)
     lm: TokenLM | MaskedAcousticLM | LatentAcousticLM
-    codec = _latent_codec(cfg, train) if cfg.stage == "latent" else None
+    codec = _latent_codec(cfg, train) if cfg.stage in ("latent", "flow") else None
     if cfg.stage in ACOUSTIC and "mulan" not in train["items"][0]:
         raise ValueError(f"{root} holds no MuLaN latents (tokenized before they were stored): the {cfg.stage} stage "
                          "conditions on them; run `musiclm data tokenize --reuse` into a new folder")  # fmt: skip
@@ -359,6 +366,8 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
         lm = load(model_path, expected=MaskedAcousticLM)
     elif resume and cfg.stage == "latent":
         lm = load(model_path, expected=LatentAcousticLM)
+    elif resume and cfg.stage == "flow":
+        lm = load(model_path, expected=FlowAcousticLM)
     elif resume:
         lm = load(model_path, expected=TokenLM)
         has_levels = lm.group_emb is not None
@@ -380,6 +389,14 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
             for it in train["items"]
         )
         (out / "fit_direct.json").write_text(json.dumps(fit_report, indent=2))
+    elif cfg.stage == "flow":
+        assert codec is not None
+        lm = _flow_stage(cfg, train, codec)
+        fit_report = lm.fit_residual(
+            (it["semantic"], codec.latents_from_codes(it["codes"][None].long())[0], it["mulan"].float())
+            for it in train["items"][:256]
+        )
+        (out / "fit_residual.json").write_text(json.dumps(fit_report, indent=2))
     elif cfg.stage == "acoustic":
         if not 1 <= (cfg.acoustic_levels or 1) <= train["num_quantizers"]:
             raise ValueError(f"acoustic_levels={cfg.acoustic_levels} must be in [1, {train['num_quantizers']}] (the "
@@ -394,7 +411,13 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
                      dropout=cfg.dropout, num_cond=train["num_cond"], cond_vocab=train["cond_vocab"],
                      cond_drop_prob=cfg.cond_drop_prob, max_seq_len=seq_len,
                      token_groups=layout.groups if _level_embeddings(cfg) else None)  # fmt: skip
-    opt = torch.optim.AdamW(lm.parameters(), lr=cfg.lr, weight_decay=0.01)
+    trained = list(lm.flow_parameters()) if isinstance(lm, FlowAcousticLM) else list(lm.parameters())
+    if isinstance(lm, FlowAcousticLM):  # the regression part is frozen: only the flow's weights get gradients
+        for p in lm.parameters():
+            p.requires_grad_(False)
+        for p in trained:
+            p.requires_grad_(True)
+    opt = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: warmup_cosine(s, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps)
     )
@@ -425,6 +448,8 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
             return evaluate_acoustic(m, val["items"], cfg, ratio, frames)
         if cfg.stage == "latent":
             return evaluate_latent(m, codec, val["items"], cfg, ratio, frames)
+        if cfg.stage == "flow":
+            return evaluate_flow(m, codec, val["items"], cfg, ratio, frames)
         assert layout is not None
         return evaluate_stage(m, val["items"], cfg, layout, ratio, frames, num_levels, _semantic_rate(train))
 
@@ -440,7 +465,16 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
     while step < cfg.max_steps:
         rng = random.Random((cfg.seed * 1_000_003 + step) * 1_009 + accelerator.process_index)
         batch_items = [items[rng.randrange(len(items))] for _ in range(cfg.batch_size)]
-        if isinstance(model, LatentAcousticLM):  # regression on the codec's latents
+        if isinstance(model, FlowAcousticLM):  # flow matching on the residual of the frozen regression
+            assert codec is not None
+            batch = _acoustic_batch(batch_items, ratio, frames, rng, codec.num_quantizers)
+            sem, codes, latents = (t.to(accelerator.device) for t in batch)
+            gen = torch.Generator().manual_seed(rng.randrange(2**62))
+            cond, drop = model.training_inputs(latents, generator=gen)
+            with accelerator.autocast():
+                loss = model.flow_loss(sem, codec.latents_from_codes(codes), cond, drop=drop, generator=gen)
+            mask = torch.ones_like(codes[:, 0], dtype=torch.bool)
+        elif isinstance(model, LatentAcousticLM):  # regression on the codec's latents
             assert codec is not None
             batch = _acoustic_batch(batch_items, ratio, frames, rng, codec.num_quantizers)
             sem, codes, latents = (t.to(accelerator.device) for t in batch)
@@ -505,7 +539,7 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
             if ema is not None:
                 save(ema.model, out / f"{cfg.stage}_ema.safetensors", extra={**extra, "ema_decay": ema.decay})
             keys = ["loss", "val_loss", "val_loss_shuffled_cond"]
-            if cfg.stage == "latent":
+            if cfg.stage in ("latent", "flow"):
                 keys += ["val_loss_null_cond"]
             if cfg.stage == "acoustic":
                 keys += [
@@ -587,6 +621,61 @@ def _latent_codec(cfg: StageTrainConfig, train: dict[str, Any]) -> Any:
     if made_with != identity(codec):
         raise ValueError(f"--codec {cfg.codec!r} is {identity(codec)}, but the tokens were made with {made_with}")
     return codec
+
+
+def _flow_stage(cfg: StageTrainConfig, train: dict[str, Any], codec: Any) -> FlowAcousticLM:
+    """A new flow stage around the regression stage of ``cfg.mean_stage`` (its weights copied, to stay frozen),
+    checked to have been trained on tokens of the same MuLaN, semantic tokenizer and codec."""
+    from ..checkpoint import read_header
+
+    mean = load(cfg.mean_stage, expected=LatentAcousticLM)
+    if isinstance(mean, FlowAcousticLM):
+        raise ValueError(f"--mean-stage {cfg.mean_stage!r} is a flow stage already; give its latent stage")
+    made_with = read_header(cfg.mean_stage)["extra"].get("identity")
+    needed = stage_identity("latent", train["identity"])
+    if made_with is not None and stage_identity("latent", made_with) != needed:
+        raise ValueError(f"--mean-stage {cfg.mean_stage!r} was trained on tokens of {made_with}, --tokens "
+                         f"{cfg.tokens!r} holds {train['identity']}")  # fmt: skip
+    if mean.latent_dim != codec.latent_dim:
+        raise ValueError(f"--mean-stage {cfg.mean_stage!r} makes {mean.latent_dim}-dim latents, --codec "
+                         f"{codec.latent_dim}")  # fmt: skip
+    lm = FlowAcousticLM(**mean.config, flow_dim=cfg.dim, flow_depth=cfg.depth, flow_heads=cfg.heads,
+                        flow_dim_head=cfg.dim_head, flow_dropout=cfg.dropout, flow_steps=cfg.flow_steps)  # fmt: skip
+    missing, unexpected = lm.load_state_dict({k: v.float() for k, v in mean.state_dict().items()}, strict=False)
+    assert not unexpected and all(k.startswith("flow_") or k == "resid_std" for k in missing), (missing, unexpected)
+    return lm
+
+
+@torch.no_grad()
+def evaluate_flow(lm: FlowAcousticLM, codec: Any, items: list[dict[str, Any]], cfg: StageTrainConfig, ratio: int,
+                  frames: int) -> dict[str, Any]:  # fmt: skip
+    """Validation flow loss (fixed noise and times per batch) with the clips' own conditioning, another clip's
+    (shuffled) and none (null), and the frame L1 of one sample (8 steps, own conditioning) against the
+    regression's mean alone: a sample is farther from the truth than the mean by design, but it should
+    not be by much more than the spread of real frames."""
+    lm.eval()
+    rng = random.Random(1234)
+    chosen = items[: max(cfg.eval_items, 2)]
+    device = lm.null_cond.device
+    sums: dict[str, float] = {}
+    batches = 0
+    for start in range(0, len(chosen), cfg.batch_size):
+        part = chosen[start : start + cfg.batch_size]
+        if len(part) < 2:
+            break
+        sem, codes, latents = (t.to(device) for t in _acoustic_batch(part, ratio, frames, rng, codec.num_quantizers))
+        target = codec.latents_from_codes(codes)
+        seed = rng.randrange(2**62)
+        for name, cond in (("", latents), ("_shuffled_cond", latents.roll(1, 0)), ("_null_cond", None)):
+            loss = lm.flow_loss(sem, target, cond, generator=torch.Generator().manual_seed(seed)).item()
+            sums[f"val_loss{name}"] = sums.get(f"val_loss{name}", 0.0) + loss
+        gen = torch.Generator().manual_seed(seed)
+        sample = lm.generate(sem, latents, frames=target.shape[1], steps=8, generator=gen)
+        mean = lm.generate(sem, latents, frames=target.shape[1], temperature=0.0)
+        sums["val_sample_l1"] = sums.get("val_sample_l1", 0.0) + F.l1_loss(sample, target).item()
+        sums["val_mean_l1"] = sums.get("val_mean_l1", 0.0) + F.l1_loss(mean, target).item()
+        batches += 1
+    return {**{k: round(v / batches, 5) for k, v in sums.items()}, "val_clips": len(chosen)}
 
 
 @torch.no_grad()
