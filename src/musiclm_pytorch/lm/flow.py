@@ -99,7 +99,8 @@ class FlowAcousticLM(LatentAcousticLM):
         """Set ``resid_std`` from ``clips`` of ``(semantic [Ts], latents [T, L], cond [C])``: the standard
         deviation per latent dimension of what the regression (own conditioning) leaves. Returns its mean
         and the mean latent standard deviation (how much of the spread the mean leaves to the flow)."""
-        sq, lat_sq, lat_sum, count = torch.zeros(self.latent_dim), torch.zeros(self.latent_dim), 0.0, 0
+        sq, lat_sq, lat_sum = (torch.zeros(self.latent_dim) for _ in range(3))
+        count = 0
         was = self.training
         self.eval()
         for sem, lat, cond in clips:
