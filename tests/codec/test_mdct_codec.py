@@ -147,6 +147,14 @@ def test_fit_init_makes_a_working_codec_before_any_training():
     assert raw < np.mean(snr[1]) - 2
 
 
+def test_fit_init_names_a_vector_quantize_version_that_keeps_its_codebooks_elsewhere(monkeypatch):
+    codec = _codec(hop=64, dim=24, num_quantizers=2, codebook_size=16)
+    layer = codec.rvq.layers[0]
+    monkeypatch.delattr(type(layer._codebook), "init_embed_")
+    with pytest.raises(RuntimeError, match=r"vector-quantize-pytorch [0-9.]+ keeps its codebooks differently.*~=1\.32"):
+        codec.fit_init(_music(batch=4, seconds=1.0))
+
+
 def test_training_lowers_the_loss_through_every_part_and_round_trips(tmp_path):
     from musiclm_pytorch.training.codec import snr_loss
 

@@ -214,7 +214,7 @@ class MDCTCodec(RVQCodec, Component):
         total = float(residual.pow(2).sum())
         report = {"energy_kept_by_projection": kept}
         for q, layer in enumerate(self.rvq.layers):
-            codebook = layer._codebook  # vector-quantize-pytorch: EMA codebook with an `initted` flag
+            codebook = _ema_codebook(layer)
             codebook.initted.fill_(False)
             codebook.init_embed_(residual[None])
             embed = codebook.embed[0]
@@ -222,3 +222,22 @@ class MDCTCodec(RVQCodec, Component):
             residual = residual - embed[nearest]
             report[f"latent_energy_left_after_level{q + 1}"] = float(residual.pow(2).sum()) / total
         return report
+
+
+# tested with vector-quantize-pytorch 1.32 (pyproject pins ~=1.32.0): fit_init sets each level's EMA codebook
+# directly, through attributes the package does not document as public
+_VQ_PRIVATE = ("_codebook", "initted", "init_embed_", "embed")
+
+
+def _ema_codebook(layer: nn.Module) -> nn.Module:
+    """The EMA codebook of one ``ResidualVQ`` level, or an error naming the installed version when this
+    vector-quantize-pytorch keeps it elsewhere."""
+    codebook = getattr(layer, "_codebook", None)
+    if codebook is None or not all(hasattr(codebook, a) for a in _VQ_PRIVATE[1:]):
+        from importlib.metadata import version
+
+        raise RuntimeError(
+            f"vector-quantize-pytorch {version('vector-quantize-pytorch')} keeps its codebooks differently from "
+            f"1.32 (needs {', '.join(_VQ_PRIVATE)}): install vector-quantize-pytorch~=1.32.0 as pyproject.toml pins"
+        )
+    return codebook
