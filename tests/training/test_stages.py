@@ -371,7 +371,7 @@ def test_flow_stage_trains_around_a_frozen_latent_stage_and_resumes_on_the_same_
     codec = str(spectral_tokens / "codec.safetensors")
     train_stage(StageTrainConfig(stage="latent", tokens=str(spectral_tokens), codec=codec, out=str(tmp_path / "mean"),
                                  dim=32, depth=1, heads=2, dim_head=16, crop_seconds=1.0, batch_size=4, max_steps=2,
-                                 eval_every=100, threads=1, progress=False))  # fmt: skip
+                                 eval_every=100, cond_noise=0.1, threads=1, progress=False))  # fmt: skip
     mean_path = tmp_path / "mean" / "latent.safetensors"
     cfg = dict(stage="flow", tokens=str(spectral_tokens), codec=codec, mean_stage=str(mean_path),
                out=str(tmp_path / "a"), dim=32, depth=1, heads=2, dim_head=16, crop_seconds=1.0, batch_size=4,
@@ -383,6 +383,7 @@ def test_flow_stage_trains_around_a_frozen_latent_stage_and_resumes_on_the_same_
     flow = load(tmp_path / "a" / "flow.safetensors", expected=FlowAcousticLM)
     mean = load(mean_path, expected=LatentAcousticLM)
     assert flow.flow_steps == 4 and flow.latent_dim == 16 and float(flow.resid_std.min()) > 0
+    assert mean.cond_noise == 0.1 and flow.cond_noise == 0.0  # the flow's own (clean) conditioning, not the mean's
     fitted = json.loads((tmp_path / "a" / "fit_residual.json").read_text())
     assert fitted["frames"] > 0 and fitted["resid_std_mean"] > 0
     # the regression part is the latent stage's, unchanged by 8 steps of flow training
