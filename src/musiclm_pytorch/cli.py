@@ -615,7 +615,7 @@ def _cmd_eval_codec(args: argparse.Namespace) -> int:
 
     import torch
 
-    from .data.datasets import CaptionedAudioDataset, ClipOptions, folder_rows, manifest_rows
+    from .data.datasets import CaptionedAudioDataset, ClipOptions, data_rows
     from .evaluation.codec_eval import evaluate_classic, evaluate_codec
 
     torch.set_num_threads(args.threads)
@@ -632,14 +632,7 @@ def _cmd_eval_codec(args: argparse.Namespace) -> int:
         codec = PretrainedCodec(args.pretrained)
     sample_rate = codec.sample_rate if codec is not None else args.sample_rate
     data = Path(args.data)
-    if data.is_dir() and (data / "val.jsonl").is_file():
-        rows, bad = manifest_rows(data / "val.jsonl", require_caption=False)
-    elif data.is_dir():
-        rows, bad = folder_rows(data, require_caption=False)
-    elif data.is_file():
-        rows, bad = manifest_rows(data, require_caption=False)
-    else:
-        raise FileNotFoundError(f"codec evaluation data {str(data)!r} not found")
+    rows, bad = data_rows(data, split="val", require_caption=False, what="codec evaluation data")
     opts = ClipOptions(sample_rate=sample_rate, crop_seconds=args.seconds, crop="center", min_seconds=1.0,
                        normalize=None)  # fmt: skip
     ds = CaptionedAudioDataset(rows[: args.max_clips], opts)

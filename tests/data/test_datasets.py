@@ -17,6 +17,7 @@ from musiclm_pytorch.data.datasets import (
     SkipStats,
     WebDatasetSource,
     collate,
+    data_rows,
     folder_rows,
     manifest_rows,
     normalize_loudness,
@@ -150,6 +151,23 @@ def test_a_folder_without_audio_is_named_with_a_hint(tmp_path):
     (tmp_path / "train.jsonl").write_text("")
     with pytest.raises(ValueError, match="for a corpus pass its manifest, '.*train.jsonl'"):
         folder_rows(tmp_path)
+
+
+def test_data_rows_reads_a_corpus_split_a_manifest_or_an_audio_folder(manifest, tmp_path):
+    """The one reader every trainer and evaluation uses for a --data path."""
+    from_manifest = data_rows(manifest)
+    assert [r["path"] for r in from_manifest[0]] == [r["path"] for r in manifest_rows(manifest)[0]]
+    assert data_rows(tmp_path)[0] == from_manifest[0]  # a corpus folder: its train.jsonl
+    (tmp_path / "val.jsonl").write_text(json.dumps({"path": "good.flac", "caption": "held out"}) + "\n")
+    val, _ = data_rows(tmp_path, split="val")
+    assert [r["captions"] for r in val] == [["held out"]]
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    sf.write(folder / "a.wav", _tone(1.0), 22050)
+    assert [r["key"] for r in data_rows(folder, require_caption=False)[0]] == ["a.wav"]
+    assert data_rows(folder)[0] == [] and len(data_rows(folder)[1]) == 1  # no caption: skipped and counted
+    with pytest.raises(FileNotFoundError, match="codec data '.*nowhere' not found"):
+        data_rows(tmp_path / "nowhere", what="codec data")
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:

@@ -119,6 +119,21 @@ def manifest_rows(manifest: str | Path, *, require_caption: bool = True) -> tupl
     return rows, bad
 
 
+def data_rows(path: str | Path, *, split: str = "train", require_caption: bool = True,
+              what: str = "data") -> tuple[list[dict[str, Any]], list[BadRow]]:  # fmt: skip
+    """What every command reads as data: a corpus folder (its ``{split}.jsonl``), a JSONL manifest, or a
+    folder of audio files with sidecar captions (:func:`folder_rows`). Returns ``(rows, bad_rows)``;
+    ``what`` names the data in the error for a path that does not exist."""
+    p = Path(path)
+    if p.is_dir() and (p / f"{split}.jsonl").is_file():
+        return manifest_rows(p / f"{split}.jsonl", require_caption=require_caption)
+    if p.is_dir():
+        return folder_rows(p, require_caption=require_caption)
+    if p.is_file():
+        return manifest_rows(p, require_caption=require_caption)
+    raise FileNotFoundError(f"{what} {str(path)!r} not found")
+
+
 def folder_rows(folder: str | Path, *, require_caption: bool = True) -> tuple[list[dict[str, Any]], list[BadRow]]:
     """Audio files under ``folder`` with a sidecar caption: ``x.txt`` (the caption) or ``x.json``
     (``{"caption": ..., "tags": {...}}``). Returns ``(rows, bad_rows)``. ``require_caption=False``

@@ -36,7 +36,7 @@ from ..codec.losses import (
 )
 from ..codec.mdct import MDCTCodec
 from ..codec.soundstream import SoundStream
-from ..data.datasets import BadRow, CaptionedAudioDataset, ClipOptions, SkipStats, collate, folder_rows, manifest_rows
+from ..data.datasets import BadRow, CaptionedAudioDataset, ClipOptions, SkipStats, collate, data_rows
 from ..evaluation.codec_eval import evaluate_codec
 from .common import (
     EpochCursor,
@@ -103,20 +103,12 @@ class CodecTrainConfig:
 
 
 def _rows(path: str, val: bool = False) -> tuple[list[dict[str, Any]], list[BadRow]]:
-    p = Path(path)
-    name = "val.jsonl" if val else "train.jsonl"
-    if p.is_dir() and (p / name).is_file():
-        return manifest_rows(p / name, require_caption=False)
-    if p.is_dir():
-        try:
-            return folder_rows(p, require_caption=False)
-        except ValueError:  # no audio files in the folder: nothing to validate on (train rows still must exist)
-            if val:
-                return [], []
-            raise
-    if p.is_file():
-        return manifest_rows(p, require_caption=False)
-    raise FileNotFoundError(f"codec data {path!r} not found")
+    try:
+        return data_rows(path, split="val" if val else "train", require_caption=False, what="codec data")
+    except ValueError:  # a folder without audio files: nothing to validate on (train rows still must exist)
+        if val and Path(path).is_dir():
+            return [], []
+        raise
 
 
 def build_codec(preset: str) -> SoundStream | MDCTCodec:

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import load, save
 from ..data.captions import perturb_caption, swap_instrument
-from ..data.datasets import CaptionedAudioDataset, ClipOptions, SkipStats, collate, folder_rows, manifest_rows
+from ..data.datasets import CaptionedAudioDataset, ClipOptions, SkipStats, collate, data_rows, manifest_rows
 from ..data.tags import LEAD_PROGRAMS
 from ..evaluation.mulan_eval import evaluate_mulan
 from ..mulan.losses import Negatives
@@ -111,16 +111,8 @@ class MuLaNTrainConfig:
 
 
 def _rows(path: str) -> tuple[list[dict[str, Any]], SkipStats]:
-    p = Path(path)
     stats = SkipStats()
-    if p.is_dir() and (p / "train.jsonl").is_file():
-        rows, bad = manifest_rows(p / "train.jsonl")
-    elif p.is_dir():
-        rows, bad = folder_rows(p)
-    elif p.is_file():
-        rows, bad = manifest_rows(p)
-    else:
-        raise FileNotFoundError(f"training data {path!r} not found")
+    rows, bad = data_rows(path, what="training data")
     stats.update(bad)
     if not rows:
         raise ValueError(f"training data {path!r} has no usable rows: {stats.report()}")
