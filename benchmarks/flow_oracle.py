@@ -39,10 +39,17 @@ def main() -> None:
     ap.add_argument("--codec", required=True)
     ap.add_argument("--mulan", required=True)
     ap.add_argument("--tokens", required=True, help="tokens folder: val.pt (the clips), train.pt (the prior's bank)")
-    ap.add_argument("--data", required=True, help="the manifest of the val clips (captions, tags)")
+    ap.add_argument("--data", required=True, help="the manifest of the clips (captions, tags)")
+    ap.add_argument("--split", default="val", help="which tokens file holds the clips: val (val.pt) or train")
+    ap.add_argument("--bank", help="tokens folder whose train.pt is the prior's bank (default --tokens)")
     ap.add_argument("--clips", type=int, default=128)
     ap.add_argument("--mean-cfg", type=float, default=3.0, help="guidance of the mean (the shipped model's: 3)")
-    ap.add_argument("--settings", nargs="+", default=["1:1:16"], help="flow settings temperature:flow_cfg:steps")
+    ap.add_argument(
+        "--settings",
+        nargs="+",
+        default=["1:1:16"],
+        help="flow settings temperature:flow_cfg:steps[:mean_cfg] (mean_cfg default --mean-cfg)",
+    )
     ap.add_argument("--knn", type=int, default=8)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
@@ -53,9 +60,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
 
-    items = torch.load(Path(args.tokens) / "val.pt", weights_only=False)["items"][: args.clips]
-    bank = torch.stack([it["mulan"].float() for it in torch.load(Path(args.tokens) / "train.pt",
-                                                                  weights_only=False)["items"]])  # fmt: skip
+    items = torch.load(Path(args.tokens) / f"{args.split}.pt", weights_only=False)["items"][: args.clips]
+    bank_items = torch.load(Path(args.bank or args.tokens) / "train.pt", weights_only=False)["items"]
+    bank = torch.stack([it["mulan"].float() for it in bank_items])
     rows, _ = manifest_rows(Path(args.data), require_caption=False)
     by_path = {str(Path(r["path"]).resolve()): r for r in rows}
     matched = [by_path[str(Path(it["path"]).resolve())] for it in items]
@@ -82,21 +89,21 @@ def main() -> None:
         return torch.cat(out)
 
     prior = text_prior(texts)
-    settings = [tuple(float(x) for x in s.split(":")) for s in args.settings]
+    settings = [(*(float(x) for x in s.split(":")), args.mean_cfg)[:4] for s in args.settings]
     versions = {"codec_ceiling": torch.cat([codec.decode(c) for c in codes.split(args.batch_size)])}
     versions["latent"] = render(latent, prior, cfg_scale=args.mean_cfg)
     flow_names = []
-    for temp, fcfg, steps in settings:
-        name = f"flow_t{temp:g}_cfg{fcfg:g}_steps{int(steps)}"
+    for temp, fcfg, steps, mcfg in settings:
+        name = f"flow_t{temp:g}_cfg{fcfg:g}_steps{int(steps)}_mean{mcfg:g}"
         flow_names.append(name)
-        versions[name] = render(flow, prior, cfg_scale=args.mean_cfg, temperature=temp, flow_cfg_scale=fcfg,
-                                steps=int(steps))  # fmt: skip
-    temp, fcfg, steps = settings[0]
+        versions[name] = render(flow, prior, cfg_scale=mcfg, temperature=temp, flow_cfg_scale=fcfg, steps=int(steps))
+    temp, fcfg, steps, mcfg = settings[0]
     first = dict(temperature=temp, flow_cfg_scale=fcfg, steps=int(steps))
-    versions["flow_from_audio"] = render(flow, own, cfg_scale=args.mean_cfg, **first)
+    versions["flow_from_audio"] = render(flow, own, cfg_scale=mcfg, **first)
     versions["flow_null"] = render(flow, None, **first)
-    report: dict = {"clips": len(items), "seconds": round(frames * flow.ratio / codec.frame_rate, 3),
-                    "mean_cfg": args.mean_cfg, "settings": args.settings, "knn": args.knn}  # fmt: skip
+    report: dict = {"clips": len(items), "tokens": args.tokens, "split": args.split, "flow": args.flow,
+                    "seconds": round(frames * flow.ratio / codec.frame_rate, 3), "mean_cfg": args.mean_cfg,
+                    "settings": args.settings, "knn": args.knn}  # fmt: skip
     report.update(score_versions(versions, texts, tags, sample_rate=codec.sample_rate, mulan=mulan, judge=judge))
     for name in versions:
         report[name].pop("judge_predictions", None)
@@ -106,7 +113,7 @@ def main() -> None:
     changed = [i for i in range(len(items)) if swap_texts[i] != texts[i]]
     ceiling = report["codec_ceiling"]["judge"].get("family", {}).get("accuracy")
     swaps = {"latent": render(latent, swap_prior, cfg_scale=args.mean_cfg),
-             flow_names[0]: render(flow, swap_prior, cfg_scale=args.mean_cfg, **first)}  # fmt: skip
+             flow_names[0]: render(flow, swap_prior, cfg_scale=mcfg, **first)}  # fmt: skip
     report["caption_swap"] = {"clips": len(changed), "ceiling_own_family_heard": ceiling}
     for name, audio in swaps.items():
         heard = [score(judge.predict(audio[i, 0].numpy(), codec.sample_rate), {"family": swap_tags[i]["family"]})
