@@ -6,7 +6,8 @@
 # WORKDIR/runs/tokens_spec (3,000 train + 300 val clips tokenized with the shipped model's
 # codec, the committed semantic tokenizer and the committed MuLaN conditioning), and WORKDIR/data/test_s7:
 # the sealed test set, 300 clips of compositions no training or validation clip shares (seed 7, no Bach
-# chorales; all its rows land in its train.jsonl), on which no choice is ever made.
+# chorales; all its rows land in its train.jsonl), on which no choice is ever made, and WORKDIR/runs/tokens_test_s7
+# (its 300 clips tokenized: the acoustic oracle's test figures).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${1:-/work}
@@ -24,4 +25,9 @@ if [ ! -f "$WORK/data/test_s7/train.jsonl" ]; then
     "$MUSICLM" data synth "$WORK/data/test_s7" --num-clips 300 --seconds 10 --seed 7 --val-fraction 0 --bach-fraction 0 \
         --workers 2
 fi
-ls "$WORK/runs/tokens_spec"
+if [ ! -f "$WORK/runs/tokens_test_s7/train.pt" ]; then  # the test clips' true ids, for the acoustic oracle only
+    "$MUSICLM" data tokenize --conditioning "$SHIPPED/conditioning.safetensors" \
+        --semantic checkpoints/semantic_512/semantic_tokenizer.safetensors --codec "$SHIPPED/codec.safetensors" \
+        --data "$WORK/data/test_s7" --out "$WORK/runs/tokens_test_s7" --max-clips 300 --max-val-clips 0 --workers 1
+fi
+ls "$WORK/runs/tokens_spec" "$WORK/runs/tokens_test_s7"

@@ -57,6 +57,14 @@ def test_tokenize_limits_splits_and_counts_corrupt_files(tokens, tiny_corpus, tm
                               max_clips=4, max_val_clips=2, num_workers=1, progress=False)  # fmt: skip
     assert summary["splits"] == {"train": 3, "val": 2}
     assert summary["skipped"]["train"].startswith("1 rows skipped (1 unreadable audio)")
+    # a corpus with no held-out rows (the sealed test set: --val-fraction 0) or --max-val-clips 0: no val.pt
+    summary = tokenize_corpus(conditioner=cond, semantic=sem, codec=codec, data=str(tmp_path), out=str(tmp_path / "u"),
+                              max_clips=1, max_val_clips=0, num_workers=0, progress=False)  # fmt: skip
+    assert summary["splits"] == {"train": 1} and not (tmp_path / "u" / "val.pt").exists()
+    (tmp_path / "val.jsonl").write_text("")
+    summary = tokenize_corpus(conditioner=cond, semantic=sem, codec=codec, data=str(tmp_path), out=str(tmp_path / "v"),
+                              max_clips=1, num_workers=0, progress=False)  # fmt: skip
+    assert summary["splits"] == {"train": 1}
 
 
 def test_tokenize_reuses_the_ids_of_unchanged_components(tokens, tiny_corpus, tmp_path, monkeypatch):

@@ -100,7 +100,9 @@ def tokenize_corpus(
             continue
         rows, _ = manifest_rows(path)
         limit = max_clips if split == "train" else max_val_clips
-        rows = rows[:limit] if limit else rows
+        rows = rows[:limit] if limit is not None else rows
+        if split == "val" and not rows:  # no held-out rows (an empty val.jsonl, or --max-val-clips 0): no val.pt
+            continue
         ds = CaptionedAudioDataset(rows, ClipOptions(sample_rate=codec.sample_rate, crop_seconds=None, min_seconds=1.0))
         loader = DataLoader(ds, batch_size=None, num_workers=num_workers, collate_fn=_as_is)
         old, reusable = _reusable(reuse, split, ids, len(ds))
