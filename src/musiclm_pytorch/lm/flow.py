@@ -41,6 +41,8 @@ class FlowAcousticLM(LatentAcousticLM):
         flow_steps: Euler steps of generation (each one batched forward of the flow transformer).
         flow_cfg_scale: guidance on the velocity (1: none); the mean's guidance is ``cfg_scale`` of
             :meth:`generate`, as for the regression stage.
+        flow_temperature: the std of the noise generation starts from (1: the trained distribution; 0:
+            the mean alone). These three are generation defaults (:meth:`set_sampling` changes them).
         **latent_args: the :class:`~.regression.LatentAcousticLM` arguments (its config).
     """
 
@@ -49,7 +51,8 @@ class FlowAcousticLM(LatentAcousticLM):
 
     def __init__(
         self, *, flow_dim: int = 256, flow_depth: int = 4, flow_heads: int = 4, flow_dim_head: int = 64,
-        flow_dropout: float = 0.0, flow_steps: int = 16, flow_cfg_scale: float = 1.0, **latent_args: object,
+        flow_dropout: float = 0.0, flow_steps: int = 16, flow_cfg_scale: float = 1.0, flow_temperature: float = 1.0,
+        **latent_args: object,
     ):  # fmt: skip
         super().__init__(**latent_args)  # type: ignore[arg-type]
         if flow_steps < 1 or flow_depth < 1:
@@ -57,9 +60,9 @@ class FlowAcousticLM(LatentAcousticLM):
         self.save_config(
             **self._config, flow_dim=flow_dim, flow_depth=flow_depth, flow_heads=flow_heads,
             flow_dim_head=flow_dim_head, flow_dropout=flow_dropout, flow_steps=flow_steps,
-            flow_cfg_scale=flow_cfg_scale,
+            flow_cfg_scale=flow_cfg_scale, flow_temperature=flow_temperature,
         )  # fmt: skip
-        self.flow_steps, self.flow_cfg_scale = flow_steps, flow_cfg_scale
+        self.flow_steps, self.flow_cfg_scale, self.flow_temperature = flow_steps, flow_cfg_scale, flow_temperature
         trunk_dim, latent_dim = self.to_latent.in_features, self.latent_dim
         self.flow_in = nn.Linear(latent_dim, flow_dim)  # x_t
         self.flow_hidden = nn.Linear(trunk_dim, flow_dim)  # the regression trunk's states
@@ -79,6 +82,19 @@ class FlowAcousticLM(LatentAcousticLM):
         nn.init.zeros_(self.flow_out.bias)
         # the residual's standard deviation per latent dimension (fit_residual): the flow works in units of it
         self.register_buffer("resid_std", torch.ones(latent_dim))
+
+    def set_sampling(self, *, steps: int | None = None, cfg_scale: float | None = None,
+                     temperature: float | None = None) -> FlowAcousticLM:  # fmt: skip
+        """Change the generation defaults (kept in the config, so a saved stage keeps them)."""
+        if steps is not None and steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        if temperature is not None and temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        for key, value in (("flow_steps", steps), ("flow_cfg_scale", cfg_scale), ("flow_temperature", temperature)):
+            if value is not None:
+                setattr(self, key, value)
+                self._config[key] = value
+        return self
 
     def flow_parameters(self) -> Iterator[nn.Parameter]:
         """The weights that flow training updates (the regression part stays as it was trained)."""
@@ -150,12 +166,13 @@ class FlowAcousticLM(LatentAcousticLM):
     @torch.no_grad()
     def generate(self, semantic: Tensor, cond: Tensor | None = None, *, frames: int | None = None,
                  cfg_scale: float = 1.0, steps: int | None = None, flow_cfg_scale: float | None = None,
-                 temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:  # fmt: skip
+                 temperature: float | None = None, generator: torch.Generator | None = None) -> Tensor:  # fmt: skip
         """Latents ``[B, T, L]``: the regression's mean (guided by ``cfg_scale``) plus a residual sampled by
         ``steps`` Euler steps from noise of std ``temperature`` (0: the mean alone), the velocity guided by
         ``flow_cfg_scale`` (defaults: the config's). With a conditioning, the conditioned and null rows
         run in one batched forward."""
         steps = steps or self.flow_steps
+        temperature = self.flow_temperature if temperature is None else temperature
         flow_scale = self.flow_cfg_scale if flow_cfg_scale is None else flow_cfg_scale
         was_training = self.training
         self.eval()
