@@ -1,8 +1,8 @@
 """Wall time of the shipped model's text -> audio (benchmarks/RESULTS.md, "A first shipped model").
 
 Run by hand: ``python benchmarks/generate_speed.py [--threads 2] [--model FOLDER]``; prints JSON. Times
-``MusicLM.generate`` for 10 s of audio (1 and 4 candidates, float32 and int8 semantic LM) after a warm-up, and each stage's
-share, against real time (10 s)."""
+``MusicLM.generate`` for 10 s of audio (1 and 4 candidates, float32 and int8 semantic LM) after a warm-up, and
+each stage's share, against real time (10 s)."""
 
 from __future__ import annotations
 
