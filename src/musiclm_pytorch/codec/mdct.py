@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -229,7 +230,7 @@ class MDCTCodec(RVQCodec, Component):
 _VQ_PRIVATE = ("_codebook", "initted", "init_embed_", "embed")
 
 
-def _ema_codebook(layer: nn.Module) -> nn.Module:
+def _ema_codebook(layer: nn.Module) -> Any:
     """The EMA codebook of one ``ResidualVQ`` level, or an error naming the installed version when this
     vector-quantize-pytorch keeps it elsewhere."""
     codebook = getattr(layer, "_codebook", None)
