@@ -84,8 +84,9 @@ def main() -> None:
         out = []
         for i in range(0, len(items), args.batch_size):
             part = None if cond is None else cond[i : i + args.batch_size]
-            extra = {**kw, "generator": gen} if stage is flow else kw
-            out.append(codec.decode_latents(stage.generate(semantic[i : i + args.batch_size], part, **extra)))
+            out.append(
+                codec.decode_latents(stage.generate(semantic[i : i + args.batch_size], part, generator=gen, **kw))
+            )
         return torch.cat(out)
 
     prior = text_prior(texts)

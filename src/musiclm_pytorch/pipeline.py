@@ -27,7 +27,6 @@ from torch import Tensor
 
 from .codec import Codec
 from .conditioning import MuLaNEmbedQuantizer
-from .lm.flow import FlowAcousticLM
 from .lm.layouts import CoarseLayout, FineLayout, SemanticLayout
 from .lm.masked import MaskedAcousticLM
 from .lm.prior import RetrievalPrior
@@ -239,7 +238,7 @@ class MusicLM:
         wavs: Tensor | None = None
         latents = None if acoustic_cond is None else acoustic_cond.repeat_interleave(n, dim=0)  # [B*N, C]
         if isinstance(self.acoustic_lm, LatentAcousticLM):
-            predicted = self.acoustic_lm.generate(semantic, latents, cfg_scale=cfg_scale, **self._sampling(generator))
+            predicted = self.acoustic_lm.generate(semantic, latents, cfg_scale=cfg_scale, generator=generator)
             predicted = self.match_frames(text.repeat_interleave(n, dim=0), predicted, frame_blend, semantic=semantic)
             wavs = self.codec.decode_latents(predicted)[:, 0]  # type: ignore[attr-defined]
             codes = self.codec.quantize_latents(predicted)  # type: ignore[attr-defined]
@@ -479,10 +478,6 @@ class MusicLM:
             raise ValueError(f"prior_mix must be in [0, 1), got {mix}")
         return mix
 
-    def _sampling(self, generator: torch.Generator | None) -> dict[str, Any]:
-        """Keyword arguments of the latent stage's ``generate``: a flow stage samples, and takes the generator."""
-        return {"generator": generator} if isinstance(self.acoustic_lm, FlowAcousticLM) else {}
-
     def _latent_long(
         self,
         semantic: Tensor,
@@ -505,7 +500,7 @@ class MusicLM:
             w0 = max(0, done - overlap_f // 2) if done else 0
             w1 = min(total, w0 + win_f)
             made = self.acoustic_lm.generate(semantic[:, w0:w1], latents[int(owner[done])][None], cfg_scale=cfg_scale,
-                                             **self._sampling(generator))  # fmt: skip
+                                             generator=generator)  # fmt: skip
             parts.append(made[:, (done - w0) * r :])
             done = w1
         return torch.cat(parts, dim=1)

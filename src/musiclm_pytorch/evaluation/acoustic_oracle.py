@@ -95,9 +95,8 @@ def acoustic_oracle(
         for i in range(0, len(items), batch_size):
             part = None if cond is None else cond[i : i + batch_size]
             if latent_stage:
-                sampling = {"generator": gen} if hasattr(stage, "flow_steps") else {}  # a flow stage samples
                 out.append(codec.decode_latents(stage.generate(semantic[i : i + batch_size], part, cfg_scale=scale,
-                                                               **sampling)))  # fmt: skip
+                                                               generator=gen)))  # fmt: skip
                 continue
             made = stage.generate(semantic[i : i + batch_size], part, steps=steps, cfg_scale=scale,
                                   temperature=temperature, generator=gen)  # fmt: skip

@@ -150,10 +150,20 @@ class FlowAcousticLM(LatentAcousticLM):
             h = block(h, rotary, None, layer)
         return self.flow_out(self.flow_norm(h))
 
+    def forward(self, semantic: Tensor, cond: Tensor | None, *, frames: int | None = None, drop: Tensor | None = None,
+                flow_input: tuple[Tensor, Tensor, Tensor, Tensor] | None = None) -> Tensor:  # fmt: skip
+        """The latent stage's mean latents; with ``flow_input = (x, t, hidden, mean)`` the velocity at ``x``
+        instead (:meth:`velocity`: what training differentiates, through ``forward`` so that a DDP wrapper
+        syncs its gradients)."""
+        if flow_input is None:
+            return super().forward(semantic, cond, frames=frames, drop=drop)
+        return self.velocity(*flow_input, cond, drop)
+
     def flow_loss(self, semantic: Tensor, latents: Tensor, cond: Tensor | None, *, drop: Tensor | None = None,
-                  generator: torch.Generator | None = None) -> Tensor:  # fmt: skip
+                  generator: torch.Generator | None = None, wrapper: nn.Module | None = None) -> Tensor:  # fmt: skip
         """Flow matching loss for ``latents [B, T, L]``: mean squared error of the predicted velocity at a
-        logit-normal time per example (Esser et al. 2024), the regression part under ``no_grad``."""
+        logit-normal time per example (Esser et al. 2024), the regression part under ``no_grad``. ``wrapper``:
+        the module this one is wrapped in for training (DDP), whose forward computes the velocity."""
         with torch.no_grad():
             hidden, mean = self.features(semantic, cond, frames=latents.shape[1], drop=drop)
         target = (latents.float() - mean.float()) / self.resid_std
@@ -161,7 +171,8 @@ class FlowAcousticLM(LatentAcousticLM):
         noise = torch.randn(target.shape, generator=generator).to(target)
         t = torch.sigmoid(torch.randn(b, generator=generator)).to(target)
         x = (1 - t[:, None, None]) * noise + t[:, None, None] * target
-        return F.mse_loss(self.velocity(x, t, hidden, mean, cond, drop).float(), target - noise)
+        velocity = (wrapper or self)(semantic, cond, drop=drop, flow_input=(x, t, hidden, mean))
+        return F.mse_loss(velocity.float(), target - noise)
 
     @torch.no_grad()
     def generate(self, semantic: Tensor, cond: Tensor | None = None, *, frames: int | None = None,

@@ -163,9 +163,10 @@ class LatentAcousticLM(FrameAlignedStage):
 
     @torch.no_grad()
     def generate(self, semantic: Tensor, cond: Tensor | None = None, *, frames: int | None = None,
-                 cfg_scale: float = 1.0) -> Tensor:  # fmt: skip
+                 cfg_scale: float = 1.0, generator: torch.Generator | None = None) -> Tensor:  # fmt: skip
         """Latents ``[B, T, L]``; with ``cfg_scale != 1`` the conditioned and null rows run in one batched
-        forward and the prediction is ``null + cfg_scale * (cond - null)``."""
+        forward and the prediction is ``null + cfg_scale * (cond - null)``. ``generator`` is unused (the
+        regression is deterministic): every latent stage is called alike, and a sampling one uses it."""
         was_training = self.training
         self.eval()
         semantic = semantic.to(self.null_cond.device)

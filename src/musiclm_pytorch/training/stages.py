@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -413,13 +414,11 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
                      dropout=cfg.dropout, num_cond=train["num_cond"], cond_vocab=train["cond_vocab"],
                      cond_drop_prob=cfg.cond_drop_prob, max_seq_len=seq_len,
                      token_groups=layout.groups if _level_embeddings(cfg) else None)  # fmt: skip
-    trained = list(lm.flow_parameters()) if isinstance(lm, FlowAcousticLM) else list(lm.parameters())
     if isinstance(lm, FlowAcousticLM):  # the regression part is frozen: only the flow's weights get gradients
-        for p in lm.parameters():
-            p.requires_grad_(False)
-        for p in trained:
+        lm.requires_grad_(False)
+        for p in lm.flow_parameters():
             p.requires_grad_(True)
-    opt = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=0.01)
+    opt = torch.optim.AdamW([p for p in lm.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: warmup_cosine(s, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps)
     )
@@ -474,7 +473,8 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
             gen = torch.Generator().manual_seed(rng.randrange(2**62))
             cond, drop = model.training_inputs(latents, generator=gen)
             with accelerator.autocast():
-                loss = model.flow_loss(sem, codec.latents_from_codes(codes), cond, drop=drop, generator=gen)
+                loss = model.flow_loss(sem, codec.latents_from_codes(codes), cond, drop=drop, generator=gen,
+                                       wrapper=lm_ddp)  # fmt: skip
             mask = torch.ones_like(codes[:, 0], dtype=torch.bool)
         elif isinstance(model, LatentAcousticLM):  # regression on the codec's latents
             assert codec is not None
@@ -651,6 +651,20 @@ def _flow_stage(cfg: StageTrainConfig, train: dict[str, Any], codec: Any) -> Flo
     return lm
 
 
+def _latent_val_batches(lm: LatentAcousticLM, codec: Any, chosen: list[dict[str, Any]], batch_size: int, ratio: int,
+                        frames: int, rng: random.Random) -> Iterator[tuple[Tensor, Tensor, Tensor]]:  # fmt: skip
+    """``(semantic, target latents, MuLaN latents)`` of each validation batch of at least 2 clips (shuffling the
+    conditioning needs two), on the stage's device, with ``lm`` put in evaluation mode."""
+    lm.eval()
+    device = lm.null_cond.device
+    for start in range(0, len(chosen), batch_size):
+        part = chosen[start : start + batch_size]
+        if len(part) < 2:
+            break
+        sem, codes, latents = (t.to(device) for t in _acoustic_batch(part, ratio, frames, rng, codec.num_quantizers))
+        yield sem, codec.latents_from_codes(codes), latents
+
+
 @torch.no_grad()
 def evaluate_flow(lm: FlowAcousticLM, codec: Any, items: list[dict[str, Any]], cfg: StageTrainConfig, ratio: int,
                   frames: int) -> dict[str, Any]:  # fmt: skip
@@ -658,18 +672,11 @@ def evaluate_flow(lm: FlowAcousticLM, codec: Any, items: list[dict[str, Any]], c
     (shuffled) and none (null), and the frame L1 of one sample (8 steps, own conditioning) against the
     regression's mean alone: a sample is farther from the truth than the mean by design, but it should
     not be by much more than the spread of real frames."""
-    lm.eval()
     rng = random.Random(1234)
     chosen = items[: max(cfg.eval_items, 2)]
-    device = lm.null_cond.device
     sums: dict[str, float] = {}
     batches = 0
-    for start in range(0, len(chosen), cfg.batch_size):
-        part = chosen[start : start + cfg.batch_size]
-        if len(part) < 2:
-            break
-        sem, codes, latents = (t.to(device) for t in _acoustic_batch(part, ratio, frames, rng, codec.num_quantizers))
-        target = codec.latents_from_codes(codes)
+    for sem, target, latents in _latent_val_batches(lm, codec, chosen, cfg.batch_size, ratio, frames, rng):
         seed = rng.randrange(2**62)
         for name, cond in (("", latents), ("_shuffled_cond", latents.roll(1, 0)), ("_null_cond", None)):
             loss = lm.flow_loss(sem, target, cond, generator=torch.Generator().manual_seed(seed)).item()
@@ -688,18 +695,11 @@ def evaluate_latent(lm: LatentAcousticLM, codec: Any, items: list[dict[str, Any]
                     frames: int) -> dict[str, Any]:  # fmt: skip
     """Validation L1 of the latent stage with the clips' own conditioning, another clip's (shuffled) and
     none (null): the conditioning matters when the shuffled and null losses are higher."""
-    lm.eval()
     rng = random.Random(1234)
     chosen = items[: max(cfg.eval_items, 2)]
-    device = lm.null_cond.device
     sums: dict[str, float] = {}
     batches = 0
-    for start in range(0, len(chosen), cfg.batch_size):
-        part = chosen[start : start + cfg.batch_size]
-        if len(part) < 2:
-            break
-        sem, codes, latents = (t.to(device) for t in _acoustic_batch(part, ratio, frames, rng, codec.num_quantizers))
-        target = codec.latents_from_codes(codes)
+    for sem, target, latents in _latent_val_batches(lm, codec, chosen, cfg.batch_size, ratio, frames, rng):
         for name, cond in (("", latents), ("_shuffled_cond", latents.roll(1, 0)), ("_null_cond", None)):
             err = F.l1_loss(lm(sem, cond, frames=target.shape[1]).float(), target).item()
             sums[f"val_loss{name}"] = sums.get(f"val_loss{name}", 0.0) + err
