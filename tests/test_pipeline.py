@@ -288,6 +288,43 @@ def _latent_parts(acoustic_parts):
     return {**acoustic_parts, "codec": codec, "acoustic_lm": stage.eval()}
 
 
+def test_flow_stage_in_the_pipeline_with_the_guidance_its_file_stores(acoustic_parts, tmp_path, monkeypatch):
+    from musiclm_pytorch import save
+    from musiclm_pytorch.lm import FlowAcousticLM
+    from musiclm_pytorch.pipeline import BUNDLE_FILES, load_musiclm
+
+    parts = _latent_parts(acoustic_parts)
+    assert MusicLM(**parts).default_cfg_scale == (1.0, 3.0)  # a stage that stores none: the pipeline's 3
+    flow = FlowAcousticLM(**parts["acoustic_lm"].config, flow_dim=16, flow_depth=1, flow_heads=2, flow_dim_head=8,
+                          flow_steps=2)  # fmt: skip
+    torch.nn.init.normal_(flow.flow_out.weight, std=0.5)  # a velocity that is not 0, so sampling shows
+    flow.set_sampling(mean_cfg_scale=1.0, cfg_scale=2.0)
+    for key, name in BUNDLE_FILES.items():
+        part = {**parts, "acoustic_lm": flow}.get(key)
+        if part is not None:
+            save(part, tmp_path / name)
+    mlm = load_musiclm(tmp_path)
+    assert isinstance(mlm.acoustic_lm, FlowAcousticLM) and mlm.default_cfg_scale == (1.0, 1.0)
+    seen: list[float] = []
+    real = mlm.acoustic_lm.generate
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["cfg_scale"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mlm.acoustic_lm, "generate", spy)
+    texts = ["calm piano", "loud drums"]
+    out = mlm.generate(texts, seconds=1.0, num_candidates=2, generator=torch.Generator().manual_seed(0))
+    assert out.wavs.shape == (2, 16000) and torch.isfinite(out.wavs).all()
+    again = mlm.generate(texts, seconds=1.0, num_candidates=2, generator=torch.Generator().manual_seed(0))
+    other = mlm.generate(texts, seconds=1.0, num_candidates=2, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(out.wavs, again.wavs) and not torch.allclose(out.wavs, other.wavs)  # it samples
+    mlm.generate(texts, seconds=1.0, cfg_scale=(1.0, 2.5))  # a caller's scale wins
+    story = mlm.generate_long([("calm piano", 1.6)], window_seconds=1.0, stride_seconds=0.5)
+    assert story.shape == (25600,) and torch.isfinite(story).all()
+    assert seen[:4] == [1.0, 1.0, 1.0, 2.5] and set(seen[4:]) == {1.0}
+
+
 @pytest.mark.parametrize("path", ["coarse_fine", "masked", "latent"])
 def test_continuation_primes_every_stage_with_the_prompt(parts, acoustic_parts, path, monkeypatch):
     from musiclm_pytorch.semantic import SemanticTokenizer

@@ -190,7 +190,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cfg_pair(values: list[float]) -> float | tuple[float, float]:
+def _cfg_pair(values: list[float] | None) -> float | tuple[float, float] | None:
+    if values is None:  # the model's defaults (MusicLM.default_cfg_scale)
+        return None
     if len(values) > 2:
         raise ValueError(f"--cfg-scale takes one scale or two (semantic, acoustic), got {values}")
     return values[0] if len(values) == 1 else (values[0], values[1])
@@ -853,8 +855,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--candidates", type=int, default=4, help=f"samples per text, reranked by MuLaN (1 to {MAX_CANDIDATES})"
     )
-    gen.add_argument("--cfg-scale", type=float, nargs="+", default=[1.0, 3.0],
-                     help="classifier-free guidance: one scale for every stage, or semantic then acoustic")  # fmt: skip
+    gen.add_argument("--cfg-scale", type=float, nargs="+", default=None,
+                     help="classifier-free guidance: one scale for every stage, or semantic then acoustic (default: "
+                     "the model's, semantic 1 and the acoustic stage's stored scale or 3)")  # fmt: skip
     gen.add_argument("--prior-mix", type=float, default=None,
                      help="the retrieval prior's share in the semantic stage's sampling, in [0, 1) (default: the "
                      "model's)")  # fmt: skip

@@ -175,6 +175,17 @@ class MusicLM:
             raise ValueError(f"{a_name}={a} does not match {b_name}={b}")
 
     @property
+    def default_cfg_scale(self) -> tuple[float, float]:
+        """``(semantic, acoustic)`` guidance when a caller gives none: 1 (none) for the semantic stage; for
+        the acoustic stages the default their file stores (the flow stage's ``mean_cfg_scale``), else 3."""
+        stored = getattr(self.acoustic_lm, "default_cfg_scale", None)
+        return 1.0, 3.0 if stored is None else float(stored)
+
+    def guidance(self, cfg_scale: float | tuple[float, float] | None) -> tuple[float, float]:
+        """``(semantic, acoustic)`` guidance scales from one scale, a pair, or ``None`` (the defaults)."""
+        return self.default_cfg_scale if cfg_scale is None else _scales(cfg_scale)
+
+    @property
     def sample_rate(self) -> int:
         return int(self.codec.sample_rate)
 
@@ -194,7 +205,7 @@ class MusicLM:
         seconds: float,
         num_candidates: int = 1,
         temperatures: tuple[float, float, float] = (1.0, 0.95, 0.4),
-        cfg_scale: float | tuple[float, float] = (1.0, 3.0),
+        cfg_scale: float | tuple[float, float] | None = None,
         top_k: int = 0,
         acoustic_steps: tuple[int, ...] = (8, 1),
         generator: torch.Generator | None = None,
@@ -204,7 +215,8 @@ class MusicLM:
     ) -> GenerationResult:
         """Music for each text. Paper temperatures: semantic 1.0, coarse 0.95, fine 0.4 (with ``acoustic_lm``
         the second is its sampling temperature; ``acoustic_steps`` its unmasking rounds per level).
-        ``cfg_scale``: classifier-free guidance, one scale for every stage or ``(semantic, acoustic)``.
+        ``cfg_scale``: classifier-free guidance, one scale for every stage or ``(semantic, acoustic)``
+        (default :attr:`default_cfg_scale`).
         ``prior_mix``: the retrieval prior's share in the semantic LM's next-id distribution (default
         ``prior.mix``). ``frame_blend``: with a latent acoustic stage and a prior that has a frame bank,
         the share of matched real frames in each predicted frame (default ``prior.frame_blend``; 0 off).
@@ -212,7 +224,7 @@ class MusicLM:
         (the tokenizer's pitch-class and onset features) replace the semantic stage's, so the acoustic
         stage renders that melody in the texts' style (semantic-id transfer; the latent stage then makes
         the same audio for every candidate)."""
-        sem_cfg, cfg_scale = _scales(cfg_scale)
+        sem_cfg, cfg_scale = self.guidance(cfg_scale)
         if not texts:
             raise ValueError("texts is empty")
         if seconds <= 0 or seconds > self.max_seconds():
@@ -275,7 +287,7 @@ class MusicLM:
         window_seconds: float | None = None,
         stride_seconds: float | None = None,
         temperatures: tuple[float, float, float] = (1.0, 0.95, 0.4),
-        cfg_scale: float | tuple[float, float] = (1.0, 3.0),
+        cfg_scale: float | tuple[float, float] | None = None,
         top_k: int = 0,
         generator: torch.Generator | None = None,
         frame_blend: float | None = None,
@@ -305,7 +317,7 @@ class MusicLM:
         window_seconds: float | None = None,
         stride_seconds: float | None = None,
         temperatures: tuple[float, float, float] = (1.0, 0.95, 0.4),
-        cfg_scale: float | tuple[float, float] = (1.0, 3.0),
+        cfg_scale: float | tuple[float, float] | None = None,
         top_k: int = 0,
         generator: torch.Generator | None = None,
         frame_blend: float | None = None,
@@ -344,13 +356,13 @@ class MusicLM:
     def _long(
         self, cond: TextCondition, owner: Tensor, *, prefix: Tensor | None = None, prefix_codes: Tensor | None = None,
         window_seconds: float | None, stride_seconds: float | None, temperatures: tuple[float, float, float],
-        cfg_scale: float | tuple[float, float], top_k: int, generator: torch.Generator | None,
+        cfg_scale: float | tuple[float, float] | None, top_k: int, generator: torch.Generator | None,
         frame_blend: float | None,
     ) -> Tensor:  # fmt: skip
         """Window-by-window generation of ``len(owner)`` new semantic frames (``owner``: the condition row
         of each) after the optional ``prefix`` ids ``[1, Tp]`` (and its codec codes); returns the new
         audio ``[S]``."""
-        sem_cfg, ac_cfg = _scales(cfg_scale)
+        sem_cfg, ac_cfg = self.guidance(cfg_scale)
         window = window_seconds or self.max_seconds()
         stride = stride_seconds or window / 2
         if not 0 < stride < window <= self.max_seconds():

@@ -194,8 +194,9 @@ def build_app(model: MusicLM, limits: Limits | None = None) -> Any:
                                        label="Candidates (reranked by MuLaN)")  # fmt: skip
                 seed = gr.Number(value=0, precision=0, label="Seed")
             with gr.Row():
-                sem_cfg = gr.Slider(0, 5, value=1.0, step=0.5, label="Guidance: semantic stage")
-                ac_cfg = gr.Slider(0, 8, value=3.0, step=0.5, label="Guidance: acoustic stage")
+                sem_cfg = gr.Slider(0, 5, value=model.default_cfg_scale[0], step=0.5, label="Guidance: semantic stage")
+                ac_cfg = gr.Slider(0, 8, value=model.default_cfg_scale[1], step=0.5,
+                                   label="Guidance: acoustic stage")  # fmt: skip
             button = gr.Button("Generate", variant="primary", elem_id="generate")
             summary = gr.Markdown(elem_id="summary")
             slots = []

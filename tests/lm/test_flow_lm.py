@@ -98,12 +98,18 @@ def test_guidance_and_temperature_and_save_load(trained, tmp_path):
     assert torch.equal(again.resid_std, flow.resid_std)
     assert torch.equal(again.generate(sem, cond, generator=g().manual_seed(0)), plain)
     # the generation defaults travel with the file
-    flow.set_sampling(temperature=0.0, steps=3, cfg_scale=2.0)
+    assert flow.default_cfg_scale is None  # none stored: the pipeline's default guides the mean
+    flow.set_sampling(temperature=0.0, steps=3, cfg_scale=2.0, mean_cfg_scale=2.5)
     flow.save(tmp_path / "g.safetensors")
     again = load(tmp_path / "g.safetensors", expected=FlowAcousticLM)
     assert (again.flow_temperature, again.flow_steps, again.flow_cfg_scale) == (0.0, 3, 2.0)
-    assert torch.allclose(again.generate(sem, cond), LatentAcousticLM.generate(flow, sem, cond), atol=1e-5)
+    assert again.default_cfg_scale == 2.5
+    mean_guided = LatentAcousticLM.generate(flow, sem, cond, cfg_scale=2.5)
+    assert torch.allclose(again.generate(sem, cond), mean_guided, atol=1e-5)  # the stored mean guidance
+    assert torch.allclose(again.generate(sem, cond, cfg_scale=1.0), LatentAcousticLM.generate(flow, sem, cond),
+                          atol=1e-5)  # fmt: skip
     flow.set_sampling(temperature=1.0, steps=8, cfg_scale=1.0)
+    flow.mean_cfg_scale = flow._config["mean_cfg_scale"] = None  # the fixture is shared
     with pytest.raises(ValueError, match="temperature must be >= 0"):
         flow.set_sampling(temperature=-1)
     with pytest.raises(ValueError, match="flow_steps >= 1"):

@@ -42,7 +42,9 @@ class FlowAcousticLM(LatentAcousticLM):
         flow_cfg_scale: guidance on the velocity (1: none); the mean's guidance is ``cfg_scale`` of
             :meth:`generate`, as for the regression stage.
         flow_temperature: the std of the noise generation starts from (1: the trained distribution; 0:
-            the mean alone). These three are generation defaults (:meth:`set_sampling` changes them).
+            the mean alone).
+        mean_cfg_scale: the mean's guidance when a caller gives none (``None``: the pipeline's acoustic
+            default). These four are generation defaults (:meth:`set_sampling` changes them).
         **latent_args: the :class:`~.regression.LatentAcousticLM` arguments (its config).
     """
 
@@ -52,7 +54,7 @@ class FlowAcousticLM(LatentAcousticLM):
     def __init__(
         self, *, flow_dim: int = 256, flow_depth: int = 4, flow_heads: int = 4, flow_dim_head: int = 64,
         flow_dropout: float = 0.0, flow_steps: int = 16, flow_cfg_scale: float = 1.0, flow_temperature: float = 1.0,
-        **latent_args: object,
+        mean_cfg_scale: float | None = None, **latent_args: object,
     ):  # fmt: skip
         super().__init__(**latent_args)  # type: ignore[arg-type]
         if flow_steps < 1 or flow_depth < 1:
@@ -60,9 +62,10 @@ class FlowAcousticLM(LatentAcousticLM):
         self.save_config(
             **self._config, flow_dim=flow_dim, flow_depth=flow_depth, flow_heads=flow_heads,
             flow_dim_head=flow_dim_head, flow_dropout=flow_dropout, flow_steps=flow_steps,
-            flow_cfg_scale=flow_cfg_scale, flow_temperature=flow_temperature,
+            flow_cfg_scale=flow_cfg_scale, flow_temperature=flow_temperature, mean_cfg_scale=mean_cfg_scale,
         )  # fmt: skip
         self.flow_steps, self.flow_cfg_scale, self.flow_temperature = flow_steps, flow_cfg_scale, flow_temperature
+        self.mean_cfg_scale = mean_cfg_scale
         trunk_dim, latent_dim = self.to_latent.in_features, self.latent_dim
         self.flow_in = nn.Linear(latent_dim, flow_dim)  # x_t
         self.flow_hidden = nn.Linear(trunk_dim, flow_dim)  # the regression trunk's states
@@ -83,14 +86,23 @@ class FlowAcousticLM(LatentAcousticLM):
         # the residual's standard deviation per latent dimension (fit_residual): the flow works in units of it
         self.register_buffer("resid_std", torch.ones(latent_dim))
 
+    @property
+    def default_cfg_scale(self) -> float | None:
+        """The mean's guidance that :class:`~musiclm_pytorch.MusicLM` uses when its caller gives none."""
+        return self.mean_cfg_scale
+
     def set_sampling(self, *, steps: int | None = None, cfg_scale: float | None = None,
-                     temperature: float | None = None) -> FlowAcousticLM:  # fmt: skip
-        """Change the generation defaults (kept in the config, so a saved stage keeps them)."""
+                     temperature: float | None = None, mean_cfg_scale: float | None = None) -> FlowAcousticLM:  # fmt: skip
+        """Change the generation defaults (kept in the config, so a saved stage keeps them): Euler
+        ``steps``, the velocity's guidance ``cfg_scale``, the noise ``temperature``, the mean's guidance
+        ``mean_cfg_scale``."""
         if steps is not None and steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         if temperature is not None and temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
-        for key, value in (("flow_steps", steps), ("flow_cfg_scale", cfg_scale), ("flow_temperature", temperature)):
+        settings = (("flow_steps", steps), ("flow_cfg_scale", cfg_scale), ("flow_temperature", temperature),
+                    ("mean_cfg_scale", mean_cfg_scale))  # fmt: skip
+        for key, value in settings:
             if value is not None:
                 setattr(self, key, value)
                 self._config[key] = value
@@ -176,13 +188,16 @@ class FlowAcousticLM(LatentAcousticLM):
 
     @torch.no_grad()
     def generate(self, semantic: Tensor, cond: Tensor | None = None, *, frames: int | None = None,
-                 cfg_scale: float = 1.0, steps: int | None = None, flow_cfg_scale: float | None = None,
+                 cfg_scale: float | None = None, steps: int | None = None, flow_cfg_scale: float | None = None,
                  temperature: float | None = None, generator: torch.Generator | None = None) -> Tensor:  # fmt: skip
-        """Latents ``[B, T, L]``: the regression's mean (guided by ``cfg_scale``) plus a residual sampled by
+        """Latents ``[B, T, L]``: the regression's mean (guided by ``cfg_scale``, default the config's
+        ``mean_cfg_scale``, else 1) plus a residual sampled by
         ``steps`` Euler steps from noise of std ``temperature`` (0: the mean alone), the velocity guided by
         ``flow_cfg_scale`` (defaults: the config's). With a conditioning, the conditioned and null rows
         run in one batched forward."""
         steps = steps or self.flow_steps
+        if cfg_scale is None:
+            cfg_scale = 1.0 if self.mean_cfg_scale is None else self.mean_cfg_scale
         temperature = self.flow_temperature if temperature is None else temperature
         flow_scale = self.flow_cfg_scale if flow_cfg_scale is None else flow_cfg_scale
         was_training = self.training
