@@ -92,7 +92,8 @@ class FlowAcousticLM(LatentAcousticLM):
         return self.mean_cfg_scale
 
     def set_sampling(self, *, steps: int | None = None, cfg_scale: float | None = None,
-                     temperature: float | None = None, mean_cfg_scale: float | None = None) -> FlowAcousticLM:  # fmt: skip
+                     temperature: float | None = None,
+                     mean_cfg_scale: float | None = None) -> FlowAcousticLM:  # fmt: skip
         """Change the generation defaults (kept in the config, so a saved stage keeps them): Euler
         ``steps``, the velocity's guidance ``cfg_scale``, the noise ``temperature``, the mean's guidance
         ``mean_cfg_scale``."""
