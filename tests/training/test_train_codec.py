@@ -91,6 +91,13 @@ def test_resume_refuses_other_settings_but_allows_a_longer_run(tiny_corpus, tmp_
     assert torch.load(tmp_path / "train_state.pt", weights_only=False)["step"] == 2  # untouched
     train_codec(_cfg(tiny_corpus, tmp_path, max_steps=3, eval_every=50, adversarial_start=100, log_every=2))
     assert torch.load(tmp_path / "train_state.pt", weights_only=False)["step"] == 3
+    # asked for: the run continues with the new lr, says so, and the log keeps what changed
+    train_codec(_cfg(tiny_corpus, tmp_path, max_steps=4, eval_every=50, adversarial_start=100, lr=1e-3,
+                     allow_config_change=True))  # fmt: skip
+    state = torch.load(tmp_path / "train_state.pt", weights_only=False)
+    assert state["step"] == 4 and state["config"]["lr"] == 1e-3
+    notes = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert {"step": 3, "config_changed": ["lr 0.0003 -> 0.001"]} in notes
 
 
 def test_a_kill_between_the_train_state_and_the_model_file_resumes_on_the_same_curve(tiny_corpus, tmp_path,

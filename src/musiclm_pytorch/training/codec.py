@@ -16,15 +16,13 @@ number of levels on held-out clips, and a spectrogram comparison PNG.
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from ..checkpoint import load, save
 from ..codec.losses import (
@@ -38,18 +36,8 @@ from ..codec.mdct import MDCTCodec
 from ..codec.soundstream import SoundStream
 from ..data.datasets import BadRow, CaptionedAudioDataset, ClipOptions, SkipStats, collate, data_rows
 from ..evaluation.codec_eval import evaluate_codec
-from .common import (
-    EpochCursor,
-    JsonLog,
-    atomic_torch_save,
-    check_finite,
-    check_resume_config,
-    load_config,
-    make_accelerator,
-    plot_curves,
-    rng_state,
-    set_rng_state,
-)
+from .common import EpochCursor, atomic_torch_save, load_config, make_accelerator
+from .core import TrainRun
 
 CODEC_CLASSES: dict[str, type[SoundStream] | type[MDCTCodec]] = {"soundstream": SoundStream, "mdct_codec": MDCTCodec}
 CODEC_PRESETS: dict[str, dict[str, Any]] = {
@@ -92,6 +80,7 @@ class CodecTrainConfig:
     eval_every: int = 500
     eval_clips: int = 16
     checkpoint_every: int = 100
+    allow_config_change: bool = False  # resume with other settings (logged) instead of refusing
     seed: int = 0
     progress: bool = True
 
@@ -172,54 +161,33 @@ def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
     skipped.update(bad)
     if not rows:
         raise ValueError(f"codec data {cfg.data!r} has no usable rows: {skipped.report()}")
-    out.mkdir(parents=True, exist_ok=True)  # after the data check: bad data leaves no empty run folder
     accelerator = make_accelerator()
+    run = TrainRun(cfg, out=out, accelerator=accelerator, desc="codec", model_file="codec.safetensors")
     val_rows = (
         _rows(cfg.val_data or cfg.data, val=True)[0][: cfg.eval_clips]
         if (cfg.val_data or Path(cfg.data).is_dir())
         else []
     )
-    model_path, disc_path, state_path = out / "codec.safetensors", out / "discriminator.pt", out / "train_state.pt"
-    resume = model_path.is_file() and state_path.is_file() and disc_path.is_file()
+    disc_path = out / "discriminator.pt"
     torch.manual_seed(cfg.seed)
-    codec = load(model_path) if resume else build_codec(cfg.preset)
+    codec = load(run.model_file) if run.resuming else build_codec(cfg.preset)
     if not isinstance(codec, (SoundStream, MDCTCodec)):
-        raise ValueError(f"{model_path} holds a {type(codec).__name__}, not a codec this trainer trains")
-    if not resume and isinstance(codec, MDCTCodec) and cfg.init_clips:
+        raise ValueError(f"{run.model_file} holds a {type(codec).__name__}, not a codec this trainer trains")
+    if not run.resuming and isinstance(codec, MDCTCodec) and cfg.init_clips:
         fitted = _fit_init(codec, rows, cfg)
         (out / "fit_init.json").write_text(json.dumps(fitted, indent=2))
         accelerator.print(f"MDCT codec fitted on {cfg.init_clips} clips: {fitted}")
     disc = STFTDiscriminator()
-    if resume:
-        disc.load_state_dict(torch.load(disc_path, weights_only=True))
     mel_loss = MultiScaleMelLoss(sample_rate=codec.sample_rate)
     opt_g = torch.optim.AdamW(codec.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
     opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.9))
-    step = 0
     cursor = EpochCursor(len(rows), batch_size=cfg.batch_size, num_processes=accelerator.num_processes, seed=cfg.seed)
-    if resume:
-        state = torch.load(state_path, weights_only=False)
-        check_resume_config(state.get("config"), asdict(cfg), out)
-        if "model" in state:  # this step's weights (the exported files may be a checkpoint older)
-            codec.load_state_dict(state["model"])
-            disc.load_state_dict(state["disc"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
-        step = state["step"]
-        cursor.load_state_dict(state)
-        set_rng_state(state["rng"])
-        accelerator.print(f"resuming from step {step}")
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    log = JsonLog(out / "log.jsonl", resume_step=step if resume else None)
+    run.restore(model=codec, disc=disc, opt_g=opt_g, opt_d=opt_d, cursor=cursor)
     codec, disc, mel_loss, opt_g, opt_d = accelerator.prepare(codec, disc, mel_loss, opt_g, opt_d)
     model: SoundStream | MDCTCodec = accelerator.unwrap_model(codec)
     opts = ClipOptions(sample_rate=model.sample_rate, crop_seconds=cfg.crop_seconds, crop="random")
     dataset = CaptionedAudioDataset(rows, opts, seed=cfg.seed)
     report: dict[str, Any] = {}
-    bar = tqdm(
-        total=cfg.max_steps, initial=step, desc="codec", disable=not (cfg.progress and accelerator.is_main_process)
-    )
-    t_last, clips = time.perf_counter(), 0
 
     def make_loader(epoch: int, order: list[int]) -> Any:
         dataset.set_epoch(epoch)
@@ -234,15 +202,20 @@ def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
         result = evaluate_codec(model, wavs)
         flat = {f"val_si_snr_q{q}": v["si_snr_db"] for q, v in result["per_levels"].items()}
         flat.update({f"val_mel_q{q}": v["log_mel_mae"] for q, v in result["per_levels"].items()})
-        log.write({"step": step, **flat})
-        (out / f"eval_step{step}.json").write_text(json.dumps(result, indent=2))
+        run.write(flat)
+        (out / f"eval_step{run.step}.json").write_text(json.dumps(result, indent=2))
         if wavs:
             spectrogram_png(model, wavs[0][: model.sample_rate * 5], out / "spectrograms.png")
         return result
 
-    if val_rows and not resume and accelerator.is_main_process:  # step 0: what the initialisation gives
+    def export() -> None:
+        save(model, run.model_file, extra={"step": run.step})
+        # the discriminator's weights are in the train state: this copy is for users who fine-tune on
+        atomic_torch_save(accelerator.unwrap_model(disc).state_dict(), disc_path)
+
+    if val_rows and not run.resuming and run.is_main:  # step 0: what the initialisation gives
         report = validate()
-    batches = cursor.batches(make_loader) if step < cfg.max_steps else iter(())
+    batches = cursor.batches(make_loader) if run.running else iter(())
     for batch in batches:
         skipped.update(batch["skipped"])
         if len(batch["paths"]) == 0:
@@ -251,13 +224,10 @@ def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
         codec.train()
         recon, _, commit = codec(wav)
         recon = recon[..., : wav.shape[-1]]
-        adversarial = step >= cfg.adversarial_start
+        adversarial = run.step >= cfg.adversarial_start
         if adversarial:  # discriminator step on detached reconstructions
             d_loss = discriminator_hinge_loss(disc(wav), disc(recon.detach()))
-            check_finite(d_loss, step, "discriminator loss")
-            opt_d.zero_grad(set_to_none=True)
-            accelerator.backward(d_loss)
-            opt_d.step()
+            run.update(d_loss, opt_d, disc.parameters(), what="discriminator loss")
         g_mel = mel_loss(recon, wav)
         g_wave = F.l1_loss(recon, wav)
         g_snr = snr_loss(recon, wav)
@@ -270,40 +240,21 @@ def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
             g_adv, g_fm = generator_hinge_loss(fake), feature_matching_loss(real, fake)
             g_loss = g_loss + cfg.adversarial_weight * g_adv + cfg.feature_weight * g_fm
             record.update(adv=g_adv.item(), fm=g_fm.item(), disc=d_loss.item())
-        check_finite(g_loss, step)  # a NaN never reaches the weights or a checkpoint
-        opt_g.zero_grad(set_to_none=True)
-        accelerator.backward(g_loss)
-        if cfg.grad_clip:
-            check_finite(accelerator.clip_grad_norm_(codec.parameters(), cfg.grad_clip), step, "gradient norm")
-        opt_g.step()
-        step += 1
-        clips += wav.shape[0]
-        bar.update()
-        if step % cfg.log_every == 0 and accelerator.is_main_process:
-            now = time.perf_counter()
-            log.write({"step": step, **{k: round(v, 5) for k, v in record.items()},
-                       "clips_per_s": round(clips / (now - t_last), 2)})  # fmt: skip
-            t_last, clips = now, 0
-            bar.set_postfix(mel=f"{record['mel']:.3f}")
-        if val_rows and (step % cfg.eval_every == 0 or step == cfg.max_steps) and accelerator.is_main_process:
+        # a NaN never reaches the weights or a checkpoint
+        run.update(g_loss, opt_g, codec.parameters(), grad_clip=cfg.grad_clip)
+        run.advance(items=wav.shape[0])
+        if run.due(cfg.log_every):
+            run.log({k: round(v, 5) for k, v in record.items()}, rate="clips_per_s", postfix=("mel",))
+        if val_rows and run.due(cfg.eval_every) and run.is_main:
             report = validate()
-        if (step % cfg.checkpoint_every == 0 or step == cfg.max_steps) and accelerator.is_main_process:
-            # the train state holds both networks' weights and is written first: it alone is what a resume
-            # reads, so a kill before the exported files are written resumes this step as a whole
-            disc_state = accelerator.unwrap_model(disc).state_dict()
-            state = {"opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "step": step, **cursor.state_dict(),
-                     "rng": rng_state(), "config": asdict(cfg), "model": model.state_dict(),
-                     "disc": disc_state}  # fmt: skip
-            atomic_torch_save(state, state_path)
-            save(model, model_path, extra={"step": step})
-            atomic_torch_save(disc_state, disc_path)
+        if run.due(cfg.checkpoint_every):
             keys = ["mel", "snr_db", "commit", "adv", "fm", "disc", "val_si_snr_q1",
                     f"val_si_snr_q{model.num_quantizers}"]  # fmt: skip
-            plot_curves(log, out / "curves.png", keys=keys, title=f"codec {cfg.preset}")
-        if step >= cfg.max_steps:
+            run.checkpoint(export, curves=keys, title=f"codec {cfg.preset}")
+        if not run.running:
             break
-    bar.close()
-    accelerator.print(f"codec training done at step {step}; data: {skipped.report()}")
+    run.close()
+    accelerator.print(f"codec training done at step {run.step}; data: {skipped.report()}")
     return report
 
 

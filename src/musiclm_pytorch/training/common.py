@@ -128,23 +128,27 @@ def check_finite(value: torch.Tensor, step: int, what: str = "loss") -> None:
 # anything else (lr, batch size, data, model, seed...) would silently make one run of two
 RESUMABLE_CHANGES = frozenset({
     "max_steps", "out", "progress", "threads", "num_workers", "log_every", "eval_every", "eval_clips",
-    "eval_items", "checkpoint_every", "val_data",
+    "eval_items", "checkpoint_every", "val_data", "allow_config_change",
 })  # fmt: skip
 
 
-def check_resume_config(stored: dict[str, Any] | None, requested: dict[str, Any], out: str | os.PathLike) -> None:
+def check_resume_config(stored: dict[str, Any] | None, requested: dict[str, Any], out: str | os.PathLike, *,
+                        allow: bool = False) -> list[str]:  # fmt: skip
     """Refuse to resume the run in ``out`` with other settings than it was started with (``stored``, the
-    config its train state keeps): only :data:`RESUMABLE_CHANGES` may differ. Settings the stored config
-    lacks (written by an older version) and requested ``None`` (unset: what the checkpoint has) are not
-    compared."""
+    config its train state keeps): only :data:`RESUMABLE_CHANGES` may differ, unless ``allow`` (the
+    trainers' ``--allow-config-change``). Settings the stored config lacks (written by an older version)
+    and requested ``None`` (unset: what the checkpoint has) are not compared. Returns the changes
+    (``"key old -> new"``) that were allowed."""
     if not stored:
-        return
+        return []
     changed = [f"{k} {stored[k]!r} -> {v!r}" for k, v in requested.items()
                if k in stored and v is not None and k not in RESUMABLE_CHANGES and stored[k] != v]  # fmt: skip
-    if changed:
+    if changed and not allow:
         raise ValueError(f"{str(out)!r} holds a run started with other settings: {', '.join(changed)}. Resume it "
                          "with its own settings (only max_steps, the log / eval / checkpoint cadence, threads and "
-                         "workers may change), or train into a new --out")  # fmt: skip
+                         "workers may change), train into a new --out, or pass --allow-config-change to continue "
+                         "it with the new settings")  # fmt: skip
+    return changed
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:

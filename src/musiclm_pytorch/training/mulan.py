@@ -30,14 +30,12 @@ import contextlib
 import hashlib
 import json
 import random
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from ..checkpoint import load, save
 from ..data.captions import perturb_caption, swap_instrument
@@ -51,17 +49,11 @@ from ..presets import build_mulan
 from .common import (
     EMA,
     EpochCursor,
-    JsonLog,
-    atomic_torch_save,
-    check_finite,
-    check_resume_config,
     load_config,
     make_accelerator,
-    plot_curves,
-    rng_state,
-    set_rng_state,
     warmup_cosine,
 )
+from .core import TrainRun
 
 POSITIVE_ATTRIBUTES = ("program", "tempo_class", "tonic", "mode", "drums")
 
@@ -98,6 +90,7 @@ class MuLaNTrainConfig:
     eval_every: int = 250
     eval_clips: int = 1000
     checkpoint_every: int = 100
+    allow_config_change: bool = False  # resume with other settings (logged) instead of refusing
     seed: int = 0
     progress: bool = True
 
@@ -237,18 +230,16 @@ def train_mulan(cfg: MuLaNTrainConfig) -> dict[str, Any]:
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     rows, skipped = _rows(cfg.data)  # before --out exists: bad data leaves no empty run folder
-    out.mkdir(parents=True, exist_ok=True)
     accelerator = make_accelerator(cfg.mixed_precision)
+    run = TrainRun(cfg, out=out, accelerator=accelerator, desc="mulan", model_file="mulan.safetensors")
     if cfg.full_captions:
         rows = [with_full_caption(r) for r in rows]
     val_rows = _val_rows(cfg)
     if not val_rows:
         accelerator.print("no validation data (val_data, or DATA/val.jsonl): training without evaluation")
-    state_path, model_path = out / "train_state.pt", out / "mulan.safetensors"
-    resume = state_path.is_file() and model_path.is_file()
     torch.manual_seed(cfg.seed)
-    if resume:
-        mulan = load(model_path, expected=MuLaN)
+    if run.resuming:
+        mulan = load(run.model_file, expected=MuLaN)
     elif cfg.init_checkpoint:
         mulan = load(cfg.init_checkpoint, expected=MuLaN)
     else:
@@ -264,38 +255,26 @@ def train_mulan(cfg: MuLaNTrainConfig) -> dict[str, Any]:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps)
     )
-    step = 0
     cursor = EpochCursor(len(rows), batch_size=cfg.batch_size, num_processes=accelerator.num_processes, seed=cfg.seed)
-    if resume:
-        state = torch.load(state_path, weights_only=False)
-        check_resume_config(state.get("config"), asdict(cfg), out)
-        if "model" in state:  # this step's weights (the exported file may be a checkpoint older)
-            mulan.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step = state["step"]
-        cursor.load_state_dict(state)
-        set_rng_state(state["rng"])
-        accelerator.print(f"resuming from step {step} (epoch {cursor.epoch}, batch {cursor.batch_in_epoch})")
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    log = JsonLog(out / "log.jsonl", resume_step=step if resume else None)
+    queue = FeatureQueue(cfg.queue_size, mulan.dim_latent)
+    ema = EMA(mulan, cfg.ema_decay) if cfg.ema_decay else None
+    run.restore(model=mulan, optimizer=optimizer, scheduler=scheduler, cursor=cursor, queue=queue, ema=ema)
+    if run.resuming:
+        run.print(f"(epoch {cursor.epoch}, batch {cursor.batch_in_epoch})")
     mulan, optimizer = accelerator.prepare(mulan, optimizer)
     model: MuLaN = accelerator.unwrap_model(mulan)
+    if ema is not None:
+        ema.model.to(accelerator.device)
     opts = ClipOptions(sample_rate=model.sample_rate, crop_seconds=cfg.crop_seconds, crop="random",
                        normalize=cfg.normalize)  # type: ignore[arg-type]  # fmt: skip
     dataset = CaptionedAudioDataset(rows, opts, seed=cfg.seed)
-    queue = FeatureQueue(cfg.queue_size, model.dim_latent)
-    if resume and "queue" in state:
-        queue.load_state_dict(state["queue"])
-    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
-    if ema is not None and resume and "ema" in state:
-        ema.load_state_dict(state["ema"])
     report: dict[str, Any] = {}
-    bar = tqdm(
-        total=cfg.max_steps, initial=step, desc="mulan", disable=not (cfg.progress and accelerator.is_main_process)
-    )
-    t_last, clips_since = time.perf_counter(), 0
     mulan.train()
+
+    def export() -> None:
+        save(model, run.model_file, extra={"step": run.step})
+        if ema is not None:
+            save(ema.model, out / "mulan_ema.safetensors", extra={"step": run.step, "ema_decay": ema.decay})
 
     def make_loader(epoch: int, order: list[int]) -> Any:
         dataset.set_epoch(epoch)
@@ -305,7 +284,7 @@ def train_mulan(cfg: MuLaNTrainConfig) -> dict[str, Any]:
     def epoch_done(epoch: int) -> None:
         accelerator.print(f"epoch {epoch} done; data: {skipped.report()}")
 
-    batches = cursor.batches(make_loader, epoch_done) if step < cfg.max_steps else iter(())
+    batches = cursor.batches(make_loader, epoch_done) if run.running else iter(())
     for batch in batches:  # the cursor counts every batch consumed, used or not
         skipped.update(batch["skipped"])
         if len(batch["captions"]) < 2:
@@ -320,59 +299,36 @@ def train_mulan(cfg: MuLaNTrainConfig) -> dict[str, Any]:
         audio_latents, text_latents = audio_latents.float(), text_latents.float()
         hard = []
         if cfg.hard_negatives:
-            hard.append(_hard_negative_latents(model, captions, batch["tags"], cfg.seed, step))
+            hard.append(_hard_negative_latents(model, captions, batch["tags"], cfg.seed, run.step))
         if cfg.mined_negatives:
-            hard.append(_mined_negative_latents(model, audio_latents, captions, batch["tags"], cfg.seed, step))
+            hard.append(_mined_negative_latents(model, audio_latents, captions, batch["tags"], cfg.seed, run.step))
         hard_text = torch.stack([h[0] for h in hard], dim=1) if hard else None  # [B, K, D]
         hard_mask = torch.stack([h[1] for h in hard], dim=1) if hard else None
         loss = model.contrast(audio_latents, text_latents, keys=keys, extra=queue.negatives(), hard_text=hard_text,
                               hard_mask=hard_mask)  # fmt: skip
-        check_finite(loss, step)
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        if cfg.grad_clip:
-            check_finite(accelerator.clip_grad_norm_(mulan.parameters(), cfg.grad_clip), step, "gradient norm")
-        optimizer.step()
-        scheduler.step()
-        if ema is not None:
-            ema.update(model)
+        run.update(loss, optimizer, mulan.parameters(), grad_clip=cfg.grad_clip, scheduler=scheduler, ema=ema,
+                   model=model)  # fmt: skip
         if cfg.queue_size:
             queue.push(audio_latents, text_latents, keys if keys is not None else torch.full((len(captions),), -1))
-        step += 1
-        clips_since += len(captions)
-        bar.update()
-        if step % cfg.log_every == 0 or step == cfg.max_steps:
-            now = time.perf_counter()
-            record = {"step": step, "epoch": cursor.epoch, "loss": round(loss.item(), 5),
-                      "lr": scheduler.get_last_lr()[0], "temperature": round(model.contrast.temperature.item(), 5),  # type: ignore[operator]
-                      "clips_per_s": round(clips_since / (now - t_last), 2)}  # fmt: skip
-            t_last, clips_since = now, 0
-            bar.set_postfix(loss=f"{record['loss']:.3f}", clips_s=record["clips_per_s"])
-            if accelerator.is_main_process:
-                log.write(record)
-        if val_rows and (step % cfg.eval_every == 0 or step == cfg.max_steps) and accelerator.is_main_process:
+        run.advance(items=len(captions))
+        if run.due(cfg.log_every):
+            run.log({"epoch": cursor.epoch, "loss": round(loss.item(), 5), "lr": scheduler.get_last_lr()[0],
+                     "temperature": round(model.contrast.temperature.item(), 5)},  # type: ignore[operator]
+                    rate="clips_per_s")  # fmt: skip
+        if val_rows and run.due(cfg.eval_every) and run.is_main:
             report = evaluate_mulan(ema.model if ema is not None else model, val_rows)
-            flat = eval_record(step, report)
-            log.write(flat)
-            (out / f"eval_step{step}.json").write_text(json.dumps(report, indent=2))
-            accelerator.print(json.dumps(flat))
+            flat = eval_record(run.step, report)
+            run.write(flat)
+            (out / f"eval_step{run.step}.json").write_text(json.dumps(report, indent=2))
+            run.print(json.dumps(flat))
             mulan.train()
-        if (step % cfg.checkpoint_every == 0 or step == cfg.max_steps) and accelerator.is_main_process:
-            # the train state holds the weights too and is written first: it alone is what a resume reads
-            atomic_torch_save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                               "step": step, **cursor.state_dict(), "rng": rng_state(), "queue": queue.state_dict(),
-                               "config": asdict(cfg), "model": model.state_dict(),
-                               **({"ema": ema.state_dict()} if ema else {})}, state_path)  # fmt: skip
-            save(model, model_path, extra={"step": step})
-            if ema is not None:
-                save(ema.model, out / "mulan_ema.safetensors", extra={"step": step, "ema_decay": ema.decay})
-            curves = ["loss", "temperature", "val_t2a_R@1", "val_t2a_R@10", "zs_family", "zs_drums"]
-            plot_curves(log, out / "curves.png", keys=curves, title=f"MuLaN {cfg.preset}")
-        if step >= cfg.max_steps:
+        if run.due(cfg.checkpoint_every):
+            run.checkpoint(export, curves=["loss", "temperature", "val_t2a_R@1", "val_t2a_R@10", "zs_family",
+                                           "zs_drums"], title=f"MuLaN {cfg.preset}")  # fmt: skip
+        if not run.running:
             break
-    bar.close()
-    accelerator.print(f"training done at step {step}; data: {skipped.report()}")
-    accelerator.wait_for_everyone()
+    run.close()
+    accelerator.print(f"training done at step {run.step}; data: {skipped.report()}")
     return report
 
 

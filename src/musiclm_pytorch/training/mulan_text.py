@@ -29,30 +29,19 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from ..checkpoint import identity, load, save
 from ..evaluation.mulan_eval import embed_rows, evaluate_mulan
 from ..mulan.model import MuLaN
 from ..mulan.text_tower import PretrainedTextTransformer, TextTransformer
 from ..presets import MULAN_PRESETS
-from .common import (
-    JsonLog,
-    atomic_torch_save,
-    check_finite,
-    check_resume_config,
-    load_config,
-    plot_curves,
-    rng_state,
-    set_rng_state,
-    warmup_cosine,
-)
+from .common import atomic_torch_save, load_config, make_accelerator, warmup_cosine
+from .core import TrainRun
 from .mulan import _rows, _val_rows, eval_record, positive_key, with_full_caption
 
 TEXT_TOWERS = ("minilm-adapter", "minilm", "scratch")
@@ -79,6 +68,7 @@ class TextAlignConfig:
     eval_every: int = 500
     eval_clips: int = 1000
     checkpoint_every: int = 200
+    allow_config_change: bool = False  # resume with other settings (logged) instead of refusing
     log_every: int = 10
     seed: int = 0
     threads: int = 2
@@ -134,16 +124,15 @@ def align_text(cfg: TextAlignConfig) -> dict[str, Any]:
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     rows, skipped = _rows(cfg.data)  # before --out exists: bad data leaves no empty run folder
-    out.mkdir(parents=True, exist_ok=True)
+    accelerator = make_accelerator()
+    run = TrainRun(cfg, out=out, accelerator=accelerator, desc="mulan text", model_file="mulan.safetensors")
     rows = rows[: cfg.max_clips] if cfg.max_clips else rows
     if cfg.full_captions:
         rows = [with_full_caption(r) for r in rows]
     val_rows = _val_rows(cfg)
-    state_path, model_path = out / "train_state.pt", out / "mulan.safetensors"
-    resume = state_path.is_file() and model_path.is_file()
     torch.manual_seed(cfg.seed)
-    mulan = load(model_path if resume else cfg.mulan, expected=MuLaN)
-    if cfg.text_tower and not resume:
+    mulan = load(run.model_file if run.resuming else cfg.mulan, expected=MuLaN)
+    if cfg.text_tower and not run.resuming:
         mulan = mulan.with_text_tower(new_text_tower(cfg.text_tower))
     mulan.audio.requires_grad_(False)
     mulan.audio_to_latents.requires_grad_(False)
@@ -160,68 +149,46 @@ def align_text(cfg: TextAlignConfig) -> dict[str, Any]:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps)
     )
-    step, rng = 0, random.Random(cfg.seed)
-    if resume:
-        state = torch.load(state_path, weights_only=False)
-        check_resume_config(state.get("config"), asdict(cfg), out)
-        if "model" in state:  # this step's weights (the exported file may be a checkpoint older)
-            mulan.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step = state["step"]
-        rng.setstate(state["sampler"])
-        set_rng_state(state["rng"])
-        print(f"resuming from step {step}")
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    log = JsonLog(out / "log.jsonl", resume_step=step if resume else None)
+    run.restore(model=mulan, optimizer=optimizer, scheduler=scheduler)
     if isinstance(mulan.text, PretrainedTextTransformer) and mulan.text.freeze:
         mulan.text.cache()  # the encoder runs once per distinct caption
+    mulan, optimizer = accelerator.prepare(mulan, optimizer)
+    model: MuLaN = accelerator.unwrap_model(mulan)
+    a_train = a_train.to(accelerator.device)
     report: dict[str, Any] = {}
-    bar = tqdm(total=cfg.max_steps, initial=step, desc="mulan text", disable=not cfg.progress)
-    mulan.text.train()
-    t_last = time.perf_counter()
-    while step < cfg.max_steps:
+    model.text.train()
+
+    def export() -> None:
+        save(model, run.model_file, extra={"step": run.step, "audio_side_of": str(cfg.mulan)})
+
+    while run.running:
+        # each step's batch is drawn from (seed, step, process): a resumed run draws the same ones
+        rng = random.Random((cfg.seed * 1_000_003 + run.step) * 1_009 + accelerator.process_index)
         idx = rng.sample(range(len(rows)), min(cfg.batch_size, len(rows)))
         captions = [rng.choice(rows[i]["captions"]) for i in idx]
-        text = mulan.get_text_latents(raw_texts=captions)
+        text = model.get_text_latents(raw_texts=captions)
         keys = None
         if cfg.multi_positive:
-            keys = torch.tensor([positive_key(rows[i].get("tags") or {}, c) for i, c in zip(idx, captions)])
-        loss = mulan.contrast(a_train[idx], text, keys=keys)
-        check_finite(loss, step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            check_finite(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip), step, "gradient norm")
-        optimizer.step()
-        scheduler.step()
-        step += 1
-        bar.update()
-        if step % cfg.log_every == 0 or step == cfg.max_steps:
-            now = time.perf_counter()
-            record = {"step": step, "loss": round(loss.item(), 5), "lr": scheduler.get_last_lr()[0],
-                      "temperature": round(mulan.contrast.temperature.item(), 5),  # type: ignore[operator]
-                      "steps_per_s": round(min(cfg.log_every, step) / (now - t_last), 2)}  # fmt: skip
-            t_last = now
-            bar.set_postfix(loss=f"{record['loss']:.3f}")
-            log.write(record)
-        if val is not None and (step % cfg.eval_every == 0 or step == cfg.max_steps):
-            report = evaluate_mulan(mulan, val[1], audio=val)
-            mulan.text.train()
-            flat = eval_record(step, report)
-            log.write(flat)
-            (out / f"eval_step{step}.json").write_text(json.dumps(report, indent=2))
-            print(json.dumps(flat))
-        if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
-            # the train state holds the weights too and is written first: it alone is what a resume reads
-            atomic_torch_save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
-                               "sampler": rng.getstate(), "rng": rng_state(), "config": asdict(cfg),
-                               "model": mulan.state_dict()}, state_path)  # fmt: skip
-            save(mulan, model_path, extra={"step": step, "audio_side_of": str(cfg.mulan)})
-            plot_curves(log, out / "curves.png", keys=["loss", "temperature", "val_t2a_R@1", "zs_family"],
-                        title="MuLaN text side")  # fmt: skip
-    bar.close()
-    print(f"text side done at step {step}; data: {skipped.report()}")
+            keys = torch.tensor([positive_key(rows[i].get("tags") or {}, c) for i, c in zip(idx, captions)],
+                                device=a_train.device)  # fmt: skip
+        loss = model.contrast(a_train[idx], text, keys=keys)
+        run.update(loss, optimizer, params, grad_clip=cfg.grad_clip, scheduler=scheduler)
+        run.advance(items=len(idx))
+        if run.due(cfg.log_every):
+            run.log({"loss": round(loss.item(), 5), "lr": scheduler.get_last_lr()[0],
+                     "temperature": round(model.contrast.temperature.item(), 5)},  # type: ignore[operator]
+                    rate="clips_per_s")  # fmt: skip
+        if val is not None and run.due(cfg.eval_every) and run.is_main:
+            report = evaluate_mulan(model, val[1], audio=val)
+            model.text.train()
+            flat = eval_record(run.step, report)
+            run.write(flat)
+            (out / f"eval_step{run.step}.json").write_text(json.dumps(report, indent=2))
+            run.print(json.dumps(flat))
+        if run.due(cfg.checkpoint_every):
+            run.checkpoint(export, curves=["loss", "temperature", "val_t2a_R@1", "zs_family"], title="MuLaN text side")
+    run.close()
+    run.print(f"text side done at step {run.step}; data: {skipped.report()}")
     return report
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,19 +38,8 @@ from ..lm.layouts import CoarseLayout, FineLayout, SemanticLayout
 from ..lm.masked import MaskedAcousticLM
 from ..lm.regression import LatentAcousticLM
 from ..lm.transformer import TokenLM
-from .common import (
-    EMA,
-    JsonLog,
-    atomic_torch_save,
-    check_finite,
-    check_resume_config,
-    load_config,
-    make_accelerator,
-    plot_curves,
-    rng_state,
-    set_rng_state,
-    warmup_cosine,
-)
+from .common import EMA, atomic_torch_save, load_config, make_accelerator, warmup_cosine
+from .core import TrainRun
 
 
 def _as_is(item: Any) -> Any:
@@ -261,6 +249,7 @@ class StageTrainConfig:
     eval_every: int = 250
     eval_items: int = 64  # validation clips per evaluation (one crop each, fixed across evaluations)
     checkpoint_every: int = 100
+    allow_config_change: bool = False  # resume with other settings (logged) instead of refusing
     seed: int = 0
     progress: bool = True
 
@@ -356,9 +345,9 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
     seq_len = {"semantic": frames, "coarse": frames + frames * ratio * getattr(layout, "num_coarse", 0),
                "fine": frames * ratio * getattr(layout, "levels", 0),
                "acoustic": frames * ratio, "latent": frames * ratio, "flow": frames * ratio}[cfg.stage]  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
-    model_path, state_path = out / f"{cfg.stage}.safetensors", out / "train_state.pt"
-    resume = model_path.is_file() and state_path.is_file()
+    run = TrainRun(cfg, out=out, accelerator=accelerator, desc=f"{cfg.stage} LM",
+                   model_file=f"{cfg.stage}.safetensors")  # fmt: skip
+    model_path, resume = run.model_file, run.resuming
     torch.manual_seed(cfg.seed)
     lm: TokenLM | MaskedAcousticLM | LatentAcousticLM
     codec = _latent_codec(cfg, train) if cfg.stage in ("latent", "flow") else None
@@ -422,22 +411,8 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: warmup_cosine(s, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps)
     )
-    step = 0
     ema = EMA(lm, cfg.ema_decay) if cfg.ema_decay else None
-    if resume:
-        state = torch.load(state_path, weights_only=False)
-        check_resume_config(state.get("config"), asdict(cfg), out)
-        if "model" in state:  # the weights of the state's own step (the exported file may be a checkpoint older)
-            lm.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        step = state["step"]
-        set_rng_state(state["rng"])
-        if ema is not None and "ema" in state:
-            ema.load_state_dict(state["ema"])
-        accelerator.print(f"resuming from step {step}")
-    log = JsonLog(out / "log.jsonl", resume_step=step if resume else None)
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    run.restore(model=lm, optimizer=opt, scheduler=sched, ema=ema)
     lm_ddp, opt = accelerator.prepare(lm, opt)
     if codec is not None:  # the latent stage's targets are computed from codes on the training device
         codec.to(accelerator.device)
@@ -459,12 +434,21 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
     num_levels = train["num_quantizers"]
     items = train["items"]
     report: dict[str, Any] = {}
-    main = accelerator.is_main_process
-    bar = tqdm(total=cfg.max_steps, initial=step, desc=f"{cfg.stage} LM", disable=not (cfg.progress and main))
-    t_last, tokens_since = time.perf_counter(), 0
+    keys = ["loss", "val_loss", "val_loss_shuffled_cond"]
+    keys += {"latent": ["val_loss_null_cond"], "flow": ["val_loss_null_cond"],
+             "acoustic": ["val_level1_from_blank", "val_level1_from_blank_shuffled_cond",
+                          "val_level1_from_blank_null_cond"]}.get(cfg.stage, [])  # fmt: skip
+
+    def export() -> None:
+        extra = {"step": run.step, "stage": cfg.stage, "identity": stage_identity(cfg.stage, train["identity"]),
+                 "config": asdict(cfg)}  # fmt: skip
+        save(model, model_path, extra=extra)
+        if ema is not None:
+            save(ema.model, out / f"{cfg.stage}_ema.safetensors", extra={**extra, "ema_decay": ema.decay})
+
     lm_ddp.train()
-    while step < cfg.max_steps:
-        rng = random.Random((cfg.seed * 1_000_003 + step) * 1_009 + accelerator.process_index)
+    while run.running:
+        rng = random.Random((cfg.seed * 1_000_003 + run.step) * 1_009 + accelerator.process_index)
         batch_items = [items[rng.randrange(len(items))] for _ in range(cfg.batch_size)]
         if isinstance(model, FlowAcousticLM):  # flow matching on the residual of the frozen regression
             assert codec is not None
@@ -503,55 +487,18 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
             with accelerator.autocast():
                 logits = lm_ddp(tokens, cond)
             loss = F.cross_entropy(logits[mask].float(), tokens[mask])
-        check_finite(loss, step)
-        opt.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        if cfg.grad_clip:
-            check_finite(accelerator.clip_grad_norm_(lm_ddp.parameters(), cfg.grad_clip), step, "gradient norm")
-        opt.step()
-        sched.step()
-        if ema is not None:
-            ema.update(model)
-        step += 1
-        tokens_since += int(mask.sum()) * accelerator.num_processes
-        bar.update()
-        if step % cfg.log_every == 0 or step == cfg.max_steps:
-            now = time.perf_counter()
-            record = {"step": step, "loss": round(loss.item(), 5), "lr": sched.get_last_lr()[0],
-                      "tokens_per_s": round(tokens_since / (now - t_last), 1)}  # fmt: skip
-            t_last, tokens_since = now, 0
-            bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=record["tokens_per_s"])
-            if main:
-                log.write(record)
-        if val is not None and main and (step % cfg.eval_every == 0 or step == cfg.max_steps):
+        run.update(loss, opt, lm_ddp.parameters(), grad_clip=cfg.grad_clip, scheduler=sched, ema=ema, model=model)
+        run.advance(items=int(mask.sum()))
+        if run.due(cfg.log_every):
+            run.log({"loss": round(loss.item(), 5), "lr": sched.get_last_lr()[0]}, rate="tokens_per_s")
+        if val is not None and run.is_main and run.due(cfg.eval_every):
             with accelerator.autocast():
                 report = evaluate(ema.model if ema is not None else model)
-            log.write({"step": step, **{k: v for k, v in report.items() if isinstance(v, float)}})
+            run.write({k: v for k, v in report.items() if isinstance(v, float)})
             lm_ddp.train()
-        if main and (step % cfg.checkpoint_every == 0 or step == cfg.max_steps):
-            # the train state holds the weights too and is written first: it alone is what a resume reads, so a
-            # kill between it and the exported model file resumes this step's weights with this step's optimizer
-            state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step, "rng": rng_state(),
-                     "config": asdict(cfg), "model": model.state_dict(),
-                     **({"ema": ema.state_dict()} if ema is not None else {})}  # fmt: skip
-            atomic_torch_save(state, state_path)
-            extra = {"step": step, "stage": cfg.stage, "identity": stage_identity(cfg.stage, train["identity"]),
-                     "config": asdict(cfg)}  # fmt: skip
-            save(model, model_path, extra=extra)
-            if ema is not None:
-                save(ema.model, out / f"{cfg.stage}_ema.safetensors", extra={**extra, "ema_decay": ema.decay})
-            keys = ["loss", "val_loss", "val_loss_shuffled_cond"]
-            if cfg.stage in ("latent", "flow"):
-                keys += ["val_loss_null_cond"]
-            if cfg.stage == "acoustic":
-                keys += [
-                    "val_level1_from_blank",
-                    "val_level1_from_blank_shuffled_cond",
-                    "val_level1_from_blank_null_cond",
-                ]
-            plot_curves(log, out / "curves.png", keys=keys, title=cfg.stage)
-    bar.close()
-    accelerator.wait_for_everyone()
+        if run.due(cfg.checkpoint_every):
+            run.checkpoint(export, curves=keys, title=cfg.stage)
+    run.close()
     return report
 
 
