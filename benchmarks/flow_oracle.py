@@ -12,7 +12,7 @@ Scored by MuLaN (caption R@1, cycle consistency) and the independent judge, as `
     python benchmarks/flow_oracle.py --flow /work/runs/flow/flow.safetensors \
         --latent src/musiclm_pytorch/pretrained/musiclm_small/acoustic_lm.safetensors \
         --codec src/musiclm_pytorch/pretrained/musiclm_small/codec.safetensors \
-        --mulan checkpoints/mulan_small/mulan.safetensors --tokens /work/runs/tokens_spec \
+        --mulan src/musiclm_pytorch/pretrained/musiclm_small/conditioning.safetensors --tokens /work/runs/tokens_spec \
         --data /work/data/synth10k/val.jsonl --clips 128 --out benchmarks/results/flow_oracle_val128.json
 """
 
@@ -30,6 +30,7 @@ from musiclm_pytorch.data.datasets import manifest_rows
 from musiclm_pytorch.evaluation.acoustic_oracle import _swapped, knn_prior, plot_versions
 from musiclm_pytorch.evaluation.codec_eval import score_versions
 from musiclm_pytorch.evaluation.judge import Judge, score
+from musiclm_pytorch.mulan.model import MuLaN
 
 
 def main() -> None:
@@ -68,7 +69,8 @@ def main() -> None:
     matched = [by_path[str(Path(it["path"]).resolve())] for it in items]
     texts = [r.get("full_caption") or r["caption"] for r in matched]
     tags = [r["tags"] for r in matched]
-    flow, latent, codec, mulan = (load(p).eval() for p in (args.flow, args.latent, args.codec, args.mulan))
+    flow, latent, codec = (load(p).eval() for p in (args.flow, args.latent, args.codec))
+    mulan = load(args.mulan, expected=MuLaN).eval()  # a MuLaN file, or the conditioning file that holds one
     judge = Judge()
     frames = min(len(it["semantic"]) for it in items)
     semantic = torch.stack([it["semantic"][:frames].long() for it in items])

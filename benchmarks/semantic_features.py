@@ -88,9 +88,9 @@ def featurizers(mulan_path: str | None) -> dict:
 
     feats = {"musical": musical, "log-mel": logmel}
     if mulan_path:
-        from musiclm_pytorch import load
+        from musiclm_pytorch import MuLaN, load
 
-        tower = load(mulan_path).audio.eval()
+        tower = load(mulan_path, expected=MuLaN).audio.eval()
 
         def states(wav: np.ndarray) -> np.ndarray:
             s = tower.frame_states(torch.from_numpy(wav)[None].float())[0].numpy()

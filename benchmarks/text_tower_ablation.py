@@ -7,7 +7,8 @@ temperature), batch, steps and schedule, on the training captions of the same cl
 held-out clips with held-out caption wordings: text -> audio retrieval with the full captions, and
 zero-shot tagging with the prompt ensembles, exactly as ``musiclm eval mulan`` does.
 
-    python benchmarks/text_tower_ablation.py --mulan checkpoints/mulan_small/mulan.safetensors \\
+    python benchmarks/text_tower_ablation.py \\
+        --mulan src/musiclm_pytorch/pretrained/musiclm_small/conditioning.safetensors \\
         --data /work/data/synth10k --train-clips 4000 --val-clips 1000 --steps 600 --out benchmarks/text_tower.json
 
 Arms: ``minilm`` (frozen MiniLM-L6, mean-pooled, + a new linear projection; features cached per

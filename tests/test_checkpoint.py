@@ -37,6 +37,20 @@ def test_wrong_component_is_refused(tmp_path):
     assert isinstance(load(path), AudioSpectrogramTransformer)
 
 
+def test_a_mulan_is_loaded_from_the_conditioning_file_that_holds_it(tmp_path, tiny_mulan):
+    from musiclm_pytorch import MuLaNEmbedQuantizer
+    from musiclm_pytorch.checkpoint import identity
+    from musiclm_pytorch.lm import TokenLM
+
+    cond = MuLaNEmbedQuantizer(tiny_mulan, conditioning_dims=(), namespaces=(), num_quantizers=2, codebook_size=4)
+    path = save(cond, tmp_path / "conditioning.safetensors")
+    mulan = load(path, expected=MuLaN)  # one copy on disk serves both
+    assert isinstance(mulan, MuLaN) and identity(mulan) == identity(tiny_mulan)
+    assert isinstance(load(path), MuLaNEmbedQuantizer)
+    with pytest.raises(CheckpointError, match="holds a 'mulan_embed_quantizer', expected a 'token_lm'"):
+        load(path, expected=TokenLM)
+
+
 def test_corrupt_and_foreign_files(tmp_path, tiny_mulan):
     path = save(tiny_mulan, tmp_path / "m.safetensors")
     data = path.read_bytes()

@@ -257,7 +257,9 @@ def load(path: str | os.PathLike, *, expected: type[T] | None = None, map_locati
 
     Args:
         path: the ``.safetensors`` file.
-        expected: if given, the file must hold this class (or a subclass), else ``CheckpointError``.
+        expected: if given, the file must hold this class (or a subclass), or a component that holds one
+            (its class's ``inner_components``: component name -> attribute; e.g. the conditioning file
+            gives its MuLaN), else ``CheckpointError``.
         map_location: device for the weights.
     """
     header = read_header(path)
@@ -265,7 +267,8 @@ def load(path: str | os.PathLike, *, expected: type[T] | None = None, map_locati
     cls = _registered(name)
     if cls is None:
         raise CheckpointError(path, f"unknown component {name!r}; registered: {sorted(_REGISTRY)}")
-    if expected is not None and not issubclass(cls, expected):
+    inner = getattr(cls, "inner_components", {}).get(getattr(expected, "component_name", None))
+    if expected is not None and not issubclass(cls, expected) and inner is None:
         raise CheckpointError(path, f"holds a {name!r}, expected a {expected.component_name!r}")
     try:
         model = cls.from_config(header["config"])
@@ -286,6 +289,8 @@ def load(path: str | os.PathLike, *, expected: type[T] | None = None, map_locati
             path,
             f"weights do not match the config: missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}",
         )
+    if inner is not None:  # a component stored inside another (the conditioning's MuLaN): one copy on disk
+        return getattr(model, inner)  # type: ignore[no-any-return]
     return model  # type: ignore[return-value]
 
 

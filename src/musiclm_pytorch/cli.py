@@ -653,6 +653,7 @@ def _cmd_eval_codec(args: argparse.Namespace) -> int:
     if args.mulan:
         from .checkpoint import load
         from .evaluation.codec_eval import evaluate_fidelity
+        from .mulan.model import MuLaN
 
         if codec is None:
             raise ValueError("--mulan measures what survives a codec: pass --checkpoint or --pretrained too")
@@ -660,7 +661,7 @@ def _cmd_eval_codec(args: argparse.Namespace) -> int:
         texts = [row.get("full_caption") or (row.get("captions") or [""])[0] for _, row in good]
         if not all(texts):
             raise ValueError(f"--mulan needs captioned clips; {str(data)!r} has clips without a caption")
-        mulan: Any = load(args.mulan).eval()
+        mulan: Any = load(args.mulan, expected=MuLaN).eval()
         n = min(len(good), args.fidelity_clips)
         report["fidelity"] = evaluate_fidelity(codec, [it["wav"] for it, _ in good[:n]], texts[:n],
                                                [it["tags"] for it, _ in good[:n]], mulan=mulan,
@@ -680,6 +681,7 @@ def _cmd_eval_acoustic(args: argparse.Namespace) -> int:
     from .checkpoint import load
     from .data.datasets import manifest_rows
     from .evaluation.acoustic_oracle import acoustic_oracle
+    from .mulan.model import MuLaN
 
     torch.set_num_threads(args.threads)
     val_path = Path(args.tokens) / "val.pt"
@@ -698,8 +700,8 @@ def _cmd_eval_acoustic(args: argparse.Namespace) -> int:
         train_items = torch.load(Path(args.tokens) / "train.pt", weights_only=False)["items"]
         bank = torch.stack([it["mulan"].float() for it in train_items])
     texts = [r.get("full_caption") or r["caption"] for r in matched]
-    report = acoustic_oracle(stage=load(args.stage), codec=load(args.codec), mulan=load(args.mulan), items=items,
-                             texts=texts, tags=[r["tags"] for r in matched], cfg_scale=args.cfg_scale,
+    report = acoustic_oracle(stage=load(args.stage), codec=load(args.codec), mulan=load(args.mulan, expected=MuLaN),
+                             items=items, texts=texts, tags=[r["tags"] for r in matched], cfg_scale=args.cfg_scale,
                              steps=tuple(args.steps), temperature=args.temperature, seed=args.seed, bank=bank,
                              knn=args.knn or 8, other_scales=tuple(args.other_scales), out_dir=Path(args.out),
                              examples=args.examples)  # fmt: skip

@@ -87,6 +87,7 @@ class MuLaNEmbedQuantizer(Component):
     """
 
     component_name = "mulan_embed_quantizer"
+    inner_components = {"mulan": "mulan"}  # load(conditioning file, expected=MuLaN) gives its MuLaN
     codebooks: Tensor
     ema_counts: Tensor
     ema_sums: Tensor
