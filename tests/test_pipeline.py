@@ -325,6 +325,30 @@ def test_flow_stage_in_the_pipeline_with_the_guidance_its_file_stores(acoustic_p
     assert seen[:4] == [1.0, 1.0, 1.0, 2.5] and set(seen[4:]) == {1.0}
 
 
+def test_a_semantic_lm_that_reads_a_latent_gets_the_acoustic_stages_conditioning(acoustic_parts, monkeypatch):
+    from musiclm_pytorch.lm import TokenLM
+
+    sem = acoustic_parts["semantic_lm"]
+    reads = TokenLM(**{**sem.config, "cond_latent_dim": 128}).eval()
+    mlm = MusicLM(**{**acoustic_parts, "semantic_lm": reads})
+    seen: list[torch.Tensor | None] = []
+    real = reads.generate
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("cond_latent"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(reads, "generate", spy)
+    texts = ["calm piano", "loud drums"]
+    out = mlm.generate(texts, seconds=1.0, num_candidates=2, cfg_scale=2.0, generator=torch.Generator().manual_seed(0))
+    assert out.wavs.shape == (2, 16000)
+    _, _, acoustic, _ = mlm.text_condition(texts)
+    assert acoustic is not None and torch.equal(seen[0], acoustic.repeat_interleave(2, dim=0))
+    mlm.generate_long([("calm piano", 1.6), ("loud drums", 1.6)], window_seconds=2.0, stride_seconds=1.0)
+    assert all(z is not None and z.shape == (1, 128) for z in seen[1:])
+    assert MusicLM(**acoustic_parts).semantic_latent(acoustic, acoustic) is None  # an LM of ids only gets none
+
+
 @pytest.mark.parametrize("path", ["coarse_fine", "masked", "latent"])
 def test_continuation_primes_every_stage_with_the_prompt(parts, acoustic_parts, path, monkeypatch):
     from musiclm_pytorch.semantic import SemanticTokenizer

@@ -290,7 +290,7 @@ def load(path: str | os.PathLike, *, expected: type[T] | None = None, map_locati
             f"weights do not match the config: missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}",
         )
     if inner is not None:  # a component stored inside another (the conditioning's MuLaN): one copy on disk
-        return getattr(model, inner)  # type: ignore[no-any-return]
+        return getattr(model, inner)
     return model  # type: ignore[return-value]
 
 

@@ -239,6 +239,7 @@ class MusicLM:
         if melody is not None:
             semantic = self.melody_ids(*melody, frames=frames).repeat(b * n, 1)
         else:
+            sem_latent = self.semantic_latent(acoustic_cond, text)
             semantic = self.semantic_lm.generate(
                 steps=frames,
                 cond_ids=cond,
@@ -246,6 +247,7 @@ class MusicLM:
                 generator=generator,
                 prior_log_probs=None if prior_lp is None else prior_lp.repeat_interleave(n, dim=0),
                 prior_mix=mix,
+                cond_latent=None if sem_latent is None else sem_latent.repeat_interleave(n, dim=0),
             )
         wavs: Tensor | None = None
         latents = None if acoustic_cond is None else acoustic_cond.repeat_interleave(n, dim=0)  # [B*N, C]
@@ -370,6 +372,7 @@ class MusicLM:
         rate = self.semantic_tokenizer.frame_rate
         win_f, overlap_f = int(window * rate), int((window - stride) * rate)
         conds, prior_lp, acoustic_cond, text = cond
+        sem_latent = self.semantic_latent(acoustic_cond, text)
         p0 = 0 if prefix is None else prefix.shape[1]
         owner = torch.cat([torch.zeros(p0, dtype=torch.long), owner])  # the prefix frames: the first condition
         total, new_samples = len(owner), int((len(owner) - p0) / rate * self.sample_rate)
@@ -381,9 +384,10 @@ class MusicLM:
             steps = min(total - start, win_f - (prime.shape[1] if prime is not None else 0))
             seg = int(owner[start])
             seg_lp = None if prior_lp is None else prior_lp[seg][None]
+            seg_latent = None if sem_latent is None else sem_latent[seg][None]
             new = self.semantic_lm.generate(steps=steps, cond_ids=conds[seg][None], prime=prime, sampling=sampling[0],
                                             generator=generator, prior_mix=self.prior_mix(None),
-                                            prior_log_probs=seg_lp)  # fmt: skip
+                                            prior_log_probs=seg_lp, cond_latent=seg_latent)  # fmt: skip
             semantic = torch.cat([semantic, new[:, -steps:]], dim=1)
         if isinstance(self.acoustic_lm, LatentAcousticLM):
             assert acoustic_cond is not None
@@ -463,6 +467,16 @@ class MusicLM:
         cond, _ = self.conditioner.quantize(latent)
         return TextCondition(cond, self.prior.token_log_prior(text), latent if self.acoustic_lm is not None else None,
                              text)  # fmt: skip
+
+    def semantic_latent(self, acoustic: Tensor | None, text: Tensor) -> Tensor | None:
+        """The continuous conditioning of a semantic LM that reads one (``cond_latent_dim``): the latent
+        the acoustic stage gets (with a prior, the nearest training clips' mean audio latent, as the LM
+        trained on a clip's own audio latent), else the text latent; ``None`` for an LM of ids only."""
+        if not getattr(self.semantic_lm, "cond_latent_dim", 0):
+            return None
+        if acoustic is not None:
+            return acoustic
+        return self.prior.latent(text) if self.prior is not None else text
 
     def match_frames(self, text: Tensor, predicted: Tensor, frame_blend: float | None = None, *,
                      semantic: Tensor | None = None) -> Tensor:  # fmt: skip

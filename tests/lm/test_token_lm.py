@@ -156,3 +156,40 @@ def test_token_groups_add_one_learned_embedding_per_id_range(tmp_path):
     assert "token_groups" not in _lm().config  # checkpoints without groups keep their old config
     with pytest.raises(ValueError, match=r"token_groups \[10, 20\] must be positive sizes summing to vocab_size=50"):
         _lm(token_groups=[10, 20])
+
+
+def test_a_continuous_conditioning_added_at_every_position(tmp_path):
+    """cond_latent_dim: a latent that alone decides the tokens is learned and followed in generation (the
+    cache adds it as the full forward does), guided against the null vector, dropped with the ids, saved."""
+    lm = _lm(num_cond=0, cond_latent_dim=4, vocab_size=4, max_seq_len=8, cond_drop_prob=0.2).train()
+    opt = torch.optim.Adam(lm.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(150):
+        k = torch.randint(0, 4, (32,), generator=gen)
+        latent = torch.nn.functional.one_hot(k, 4).float() + 0.1 * torch.randn(32, 4, generator=gen)
+        loss = lm.loss(k[:, None].expand(32, 8), cond_latent=latent)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    lm.eval()
+    k = torch.arange(4).repeat(4)
+    latent = torch.nn.functional.one_hot(k, 4).float()
+    made = lm.generate(steps=8, cond_latent=latent, sampling=SamplingConfig(temperature=0.0))
+    assert (made == k[:, None]).float().mean() > 0.95
+    shuffled = lm.generate(steps=8, cond_latent=latent.roll(1, 0), sampling=SamplingConfig(temperature=0.0))
+    assert (shuffled == k[:, None]).float().mean() < 0.1
+    # cached decoding sees the same conditioning as a full forward, guided or not
+    tokens = torch.randint(0, 4, (16, 5))
+    for scale in (1.0, 2.5):
+        c, u = lm(torch.cat([tokens, tokens[:, :1]], 1), cond_latent=latent)[:, -1], lm(tokens[:, :6])[:, -1]
+        first = lm.generate(steps=1, cond_latent=latent, prime=tokens,
+                            sampling=SamplingConfig(temperature=0, cfg_scale=scale))  # fmt: skip
+        assert torch.equal(first[:, -1], (u + scale * (c - u)).argmax(-1))
+    dropped = lm(tokens, cond_latent=latent, drop=torch.ones(16, dtype=torch.bool))
+    torch.testing.assert_close(dropped, lm(tokens))  # dropped = the null vector
+    again = load(save(lm, tmp_path / "lm.safetensors"), expected=TokenLM).eval()
+    torch.testing.assert_close(again(tokens, cond_latent=latent), lm(tokens, cond_latent=latent))
+    with pytest.raises(ValueError, match=r"cond_latent must be \[B, 4\] = \[16, 4\], got \(16, 3\)"):
+        lm(tokens, cond_latent=latent[:, :3])
+    with pytest.raises(ValueError, match="has no cond_latent_dim"):
+        _lm()(tokens, torch.zeros(16, 3, dtype=torch.long), cond_latent=latent)

@@ -135,6 +135,20 @@ def test_each_stage_trains_and_resumes(tokens, tmp_path, stage):
             check_identity(ident, codec=other)
 
 
+def test_semantic_stage_reads_the_clip_latent_and_resumes_on_the_same_curve(tokens, tmp_path, monkeypatch):
+    """--cond-latent: the semantic LM also reads each clip's MuLaN audio latent at every position; its
+    validation shuffles ids and latent together; a killed run resumes bitwise (the noise draws too)."""
+    out, _, _ = tokens
+    cfg = dict(stage="semantic", tokens=str(out), out=str(tmp_path / "a"), dim=32, depth=1, heads=2, dim_head=16,
+               crop_seconds=1.0, batch_size=4, max_steps=8, warmup_steps=1, log_every=1, eval_every=8,
+               checkpoint_every=2, progress=False, cond_latent=True, cond_noise=0.1)  # fmt: skip
+    report = train_stage(StageTrainConfig(**cfg))
+    assert report["val_loss"] > 0 and report["val_loss_shuffled_cond"] != report["val_loss"]
+    lm = load(tmp_path / "a" / "semantic.safetensors", expected=TokenLM)
+    assert lm.cond_latent_dim == 128 and lm.num_cond == 2
+    _assert_resumes_on_the_same_curve(cfg, tmp_path, monkeypatch)
+
+
 def test_stage_ema_and_bf16(tokens, tmp_path):
     out, _, _ = tokens
     cfg = StageTrainConfig(stage="semantic", tokens=str(out), out=str(tmp_path), dim=32, depth=1, heads=2,

@@ -94,7 +94,8 @@ def guidance_sweep(
     texts = [p["text"] for p in prompts]
     mulan = model.conditioner.mulan
     if semantic_only:
-        cond_ids, prior_lp, *_ = model.text_condition(texts)
+        cond_ids, prior_lp, acoustic, text = model.text_condition(texts)
+        sem_latent = model.semantic_latent(acoustic, text)
     else:
         text_latents = mulan.get_text_latents(raw_texts=texts)  # [P, D]
         scorer = judge if judge is not None else Judge()
@@ -108,6 +109,7 @@ def guidance_sweep(
                 generator=torch.Generator().manual_seed(seed),
                 prior_log_probs=prior_lp,
                 prior_mix=model.prior_mix(prior_mix),
+                cond_latent=sem_latent,
             )
             per_scale.append({"scale": float(s), **_semantic_measures(semantic, prompts, model.semantic_tokenizer)})
             continue

@@ -147,6 +147,10 @@ class TokenLM(Component):
             semantic ids, then each codec level); every id's input embedding adds its range's learned
             embedding, so the model knows a token's level from the first step instead of learning it
             separately for each of thousands of ids. ``None``: one range, no group embedding.
+        cond_latent_dim: size of a continuous conditioning (a MuLaN latent, unit-normalised here) whose
+            projection is added to EVERY input position, so each step reads the conditioning directly
+            rather than through attention to a prefix far behind; dropped with the ids (the null
+            vector), guided with them. 0: none (the ids alone, as in the paper).
     """
 
     component_name = "token_lm"
@@ -166,6 +170,7 @@ class TokenLM(Component):
         cond_drop_prob: float = 0.1,
         max_seq_len: int = 2048,
         token_groups: Sequence[int] | None = None,
+        cond_latent_dim: int = 0,
     ):
         super().__init__()
         ff_hidden = ff_hidden or 4 * dim
@@ -174,6 +179,7 @@ class TokenLM(Component):
             vocab_size=vocab_size, dim=dim, depth=depth, heads=heads, dim_head=dim_head, ff_hidden=ff_hidden,
             dropout=dropout, num_cond=num_cond, cond_vocab=cond_vocab, cond_drop_prob=cond_drop_prob,
             max_seq_len=max_seq_len, **({"token_groups": groups} if groups else {}),
+            **({"cond_latent_dim": cond_latent_dim} if cond_latent_dim else {}),
         )  # fmt: skip
         if groups and (sum(groups) != vocab_size or min(groups) < 1):
             raise ValueError(f"token_groups {groups} must be positive sizes summing to vocab_size={vocab_size}")
@@ -195,6 +201,10 @@ class TokenLM(Component):
         self.cond_emb = nn.Embedding(max(1, num_cond * cond_vocab), dim)
         self.null_cond = nn.Parameter(torch.randn(max(1, num_cond), dim) * 0.02)
         self.register_buffer("cond_offsets", torch.arange(num_cond) * cond_vocab, persistent=False)
+        self.cond_latent_dim = cond_latent_dim
+        if cond_latent_dim:
+            self.cond_latent = nn.Linear(cond_latent_dim, dim)
+            self.null_latent = nn.Parameter(torch.zeros(dim))
         self.rotary = RotaryEmbedding(dim_head, num_axes=1)
         self.blocks = nn.ModuleList(_Block(dim, heads, dim_head, ff_hidden, dropout) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
@@ -233,6 +243,23 @@ class TokenLM(Component):
             cond = torch.where(drop[:, None, None], null, cond)
         return torch.cat([cond, start], dim=1)
 
+    def latent_bias(self, cond_latent: Tensor | None, batch: int, *, drop: Tensor | None = None) -> Tensor | None:
+        """``[B, 1, D]``: the continuous conditioning's vector added to every input position (the null
+        vector where ``cond_latent`` is ``None`` or ``drop`` is True); ``None`` without ``cond_latent_dim``."""
+        if not self.cond_latent_dim:
+            if cond_latent is not None:
+                raise ValueError("cond_latent given, but this TokenLM has no cond_latent_dim (it reads ids only)")
+            return None
+        null = self.null_latent.expand(batch, 1, -1)
+        if cond_latent is None:
+            return null
+        if cond_latent.shape != (batch, self.cond_latent_dim):
+            raise ValueError(f"cond_latent must be [B, {self.cond_latent_dim}] = [{batch}, {self.cond_latent_dim}], "
+                             f"got {tuple(cond_latent.shape)}")  # fmt: skip
+        ref = self.null_latent  # the weights' device and dtype (the projection may be int8-quantized)
+        bias = self.cond_latent(F.normalize(cond_latent.to(ref.device).float(), dim=-1).to(ref.dtype))[:, None]
+        return bias if drop is None else torch.where(drop[:, None, None], null, bias)
+
     def _check_tokens(self, tokens: Tensor) -> None:
         if tokens.ndim != 2 or tokens.dtype not in (torch.long, torch.int32):
             raise ValueError(
@@ -253,24 +280,28 @@ class TokenLM(Component):
         return self.to_logits(self.norm(x))
 
     # ---- training ----------------------------------------------------------------------------
-    def forward(self, tokens: Tensor, cond_ids: Tensor | None = None, *, drop: Tensor | None = None) -> Tensor:
+    def forward(self, tokens: Tensor, cond_ids: Tensor | None = None, *, drop: Tensor | None = None,
+                cond_latent: Tensor | None = None) -> Tensor:  # fmt: skip
         """Next-token logits ``[B, N, V]`` for ``tokens [B, N]``: position i predicts ``tokens[:, i]``.
 
-        In training mode, without an explicit ``drop``, each row's condition is dropped with
-        probability ``cond_drop_prob`` (classifier-free guidance training).
+        In training mode, without an explicit ``drop``, each row's condition (ids and ``cond_latent``)
+        is dropped with probability ``cond_drop_prob`` (classifier-free guidance training).
         """
         self._check_tokens(tokens)
         if self.quantized and self.training:
             raise RuntimeError("this TokenLM was quantized to int8 for decoding (quantize_int8) and cannot train")
         b, n = tokens.shape
-        if drop is None and self.training and self.cond_drop_prob > 0 and cond_ids is not None:
+        conditioned = cond_ids is not None or cond_latent is not None
+        if drop is None and self.training and self.cond_drop_prob > 0 and conditioned:
             drop = torch.rand(b, device=tokens.device) < self.cond_drop_prob
         x = torch.cat([self.prefix(cond_ids, b, drop=drop), self.embed(tokens[:, :-1])], dim=1)
-        logits = self._run(x, 0, None)
+        bias = self.latent_bias(cond_latent, b, drop=drop)
+        logits = self._run(x if bias is None else x + bias, 0, None)
         return logits[:, -n:]
 
-    def loss(self, tokens: Tensor, cond_ids: Tensor | None = None, *, ignore_index: int = -100) -> Tensor:
-        logits = self(tokens, cond_ids)
+    def loss(self, tokens: Tensor, cond_ids: Tensor | None = None, *, ignore_index: int = -100,
+             cond_latent: Tensor | None = None) -> Tensor:  # fmt: skip
+        logits = self(tokens, cond_ids, cond_latent=cond_latent)
         return F.cross_entropy(
             logits.reshape(-1, self.vocab_size).float(), tokens.reshape(-1), ignore_index=ignore_index
         )
@@ -312,6 +343,7 @@ class TokenLM(Component):
         logit_bias: Tensor | None = None,
         prior_log_probs: Tensor | None = None,
         prior_mix: float = 0.0,
+        cond_latent: Tensor | None = None,
     ) -> Tensor:
         """Sample ``steps`` tokens after ``prime [B, N0]`` (optional). Returns ``[B, N0 + steps]``.
 
@@ -325,29 +357,38 @@ class TokenLM(Component):
         ``logit_bias [B, V]`` is added to every step's (guided) logits. ``prior_log_probs [B, V]`` is a
         log distribution mixed into every step's next-id distribution with share ``prior_mix`` (the
         retrieval prior's, :class:`~musiclm_pytorch.lm.RetrievalPrior`, as in the kNN-LM).
+        ``cond_latent [B, C]``: the continuous conditioning (with ``cond_latent_dim``), guided with the ids.
         """
         sampling = sampling or SamplingConfig()
         was_training = self.training
         self.eval()
         if prime is not None:
             self._check_tokens(prime)
-        b = prime.shape[0] if prime is not None else cond_ids.shape[0] if cond_ids is not None else batch
+        b = (prime.shape[0] if prime is not None else cond_ids.shape[0] if cond_ids is not None
+             else cond_latent.shape[0] if cond_latent is not None else batch)  # fmt: skip
         if b is None:
             raise ValueError("pass cond_ids, prime or batch to set the batch size")
         n0 = prime.shape[1] if prime is not None else 0
         if n0 + steps > self.max_seq_len:
             raise ValueError(f"prime ({n0}) + steps ({steps}) exceed max_seq_len={self.max_seq_len}")
-        guided = sampling.cfg_scale != 1.0 and cond_ids is not None and self.num_cond > 0
+        guided = sampling.cfg_scale != 1.0 and (
+            (cond_ids is not None and self.num_cond > 0) or (cond_latent is not None and self.cond_latent_dim > 0)
+        )
         rows = 2 * b if guided else b
         prefix = self.prefix(cond_ids, b)
+        bias = self.latent_bias(cond_latent, b)
         if guided:
             prefix = torch.cat([prefix, self.prefix(None, b)])
+            bias = None if bias is None else torch.cat([bias, self.latent_bias(None, b)])  # type: ignore[list-item]
         device = prefix.device
         out = prime.to(device).long() if prime is not None else torch.zeros(b, 0, dtype=torch.long, device=device)
         cache = self.new_cache(rows)
         x = prefix
         if n0:
             x = torch.cat([x, self.embed(torch.cat([out, out]) if guided else out)], dim=1)
+        if bias is not None:
+            bias = bias.to(x.dtype)
+            x = x + bias
         logits = self._run(x, 0, cache)[:, -1]
         cache.length = x.shape[1]
         if eos_id is not None and not 0 <= eos_id < self.vocab_size:
@@ -385,7 +426,8 @@ class TokenLM(Component):
                 out = F.pad(out, (0, steps - 1 - i), value=eos_id)
                 break
             step_in = torch.cat([nxt, nxt]) if guided else nxt
-            logits = self._run(self.embed(step_in[:, None]), cache.length, cache)[:, -1]
+            x = self.embed(step_in[:, None])
+            logits = self._run(x if bias is None else x + bias, cache.length, cache)[:, -1]
             cache.length += 1
         self.train(was_training)
         return out

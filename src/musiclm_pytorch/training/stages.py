@@ -241,6 +241,9 @@ class StageTrainConfig:
     # by measurement on MDCT codes (benchmarks/RESULTS.md): fine 8.37 -> 6.79 val loss at 300 steps,
     # coarse 5.52 without against 6.08 with, at 450 steps (one seed each)
     level_embeddings: bool | None = None
+    # semantic / coarse / fine stages: also read the clip's continuous MuLaN audio latent at every position
+    # (TokenLM cond_latent_dim; --cond-noise applies to it), beside the 12 conditioning ids
+    cond_latent: bool = False
     grad_clip: float = 1.0
     mixed_precision: str = "no"  # "no" or "bf16"
     ema_decay: float | None = None  # e.g. 0.999
@@ -300,6 +303,27 @@ def _crop(item: dict[str, Any], frames: int, ratio: int, rng: random.Random) -> 
 
 
 Layout = SemanticLayout | CoarseLayout | FineLayout
+
+
+def _cond_latent_dim(cfg: StageTrainConfig, train: dict[str, Any]) -> int:
+    if not cfg.cond_latent:
+        return 0
+    if "mulan" not in train["items"][0]:
+        raise ValueError(f"{cfg.tokens} holds no MuLaN latents (tokenized before they were stored): --cond-latent "
+                         "reads them; run `musiclm data tokenize --reuse` into a new folder")  # fmt: skip
+    return int(train["items"][0]["mulan"].shape[-1])
+
+
+def _noisy_latents(items: list[dict[str, Any]], noise: float, rng: random.Random) -> Tensor:
+    """The clips' MuLaN audio latents ``[B, C]`` (unit), each with Gaussian noise of a per-row std drawn in
+    ``[0, noise]`` per dimension, as the frame-aligned stages train (generation conditions on latents
+    derived from text); the TokenLM normalises them again."""
+    latents = F.normalize(torch.stack([it["mulan"].float() for it in items]), dim=-1)
+    if noise <= 0:
+        return latents
+    gen = torch.Generator().manual_seed(rng.randrange(2**62))
+    std = torch.rand(len(items), 1, generator=gen) * noise
+    return latents + std * torch.randn(latents.shape, generator=gen)
 
 
 def _batch(
@@ -402,7 +426,8 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
         lm = TokenLM(vocab_size=layout.vocab_size, dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, dim_head=cfg.dim_head,
                      dropout=cfg.dropout, num_cond=train["num_cond"], cond_vocab=train["cond_vocab"],
                      cond_drop_prob=cfg.cond_drop_prob, max_seq_len=seq_len,
-                     token_groups=layout.groups if _level_embeddings(cfg) else None)  # fmt: skip
+                     token_groups=layout.groups if _level_embeddings(cfg) else None,
+                     cond_latent_dim=_cond_latent_dim(cfg, train))  # fmt: skip
     if isinstance(lm, FlowAcousticLM):  # the regression part is frozen: only the flow's weights get gradients
         lm.requires_grad_(False)
         for p in lm.flow_parameters():
@@ -484,8 +509,9 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
             tokens, mask, cond = (
                 t.to(accelerator.device) for t in _batch(batch_items, layout, ratio, frames, rng, num_levels)
             )
+            latent = _noisy_latents(batch_items, cfg.cond_noise, rng) if model.cond_latent_dim else None
             with accelerator.autocast():
-                logits = lm_ddp(tokens, cond)
+                logits = lm_ddp(tokens, cond, cond_latent=None if latent is None else latent.to(accelerator.device))
             loss = F.cross_entropy(logits[mask].float(), tokens[mask])
         run.update(loss, opt, lm_ddp.parameters(), grad_clip=cfg.grad_clip, scheduler=sched, ema=ema, model=model)
         run.advance(items=int(mask.sum()))
@@ -686,8 +712,10 @@ def evaluate_stage(
     for start, end in zip(bounds, bounds[1:]):
         part = chosen[start:end]
         tokens, mask, cond = (t.to(device) for t in _batch(part, layout, ratio, frames, rng, num_levels))
-        logits = lm(tokens, cond).float()
-        shuffled = lm(tokens, cond.roll(1, dims=0)).float()
+        latent = _noisy_latents(part, 0.0, rng).to(device) if lm.cond_latent_dim else None
+        logits = lm(tokens, cond, cond_latent=latent).float()
+        shuffled = lm(tokens, cond.roll(1, dims=0), cond_latent=None if latent is None else latent.roll(1, dims=0))
+        shuffled = shuffled.float()
         n = int(mask.sum())
         ce = F.cross_entropy(logits.transpose(1, 2), tokens, reduction="none")  # [B, N]
         ce_shuffled = F.cross_entropy(shuffled.transpose(1, 2), tokens, reduction="none")
