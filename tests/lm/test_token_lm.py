@@ -164,10 +164,13 @@ def test_a_continuous_conditioning_added_at_every_position(tmp_path):
     lm = _lm(num_cond=0, cond_latent_dim=4, vocab_size=4, max_seq_len=8, cond_drop_prob=0.2).train()
     opt = torch.optim.Adam(lm.parameters(), lr=3e-3)
     gen = torch.Generator().manual_seed(0)
-    for _ in range(150):
+    for _ in range(200):  # random ids, then the latent's id k: after the random part only the latent tells
         k = torch.randint(0, 4, (32,), generator=gen)
         latent = torch.nn.functional.one_hot(k, 4).float() + 0.1 * torch.randn(32, 4, generator=gen)
-        loss = lm.loss(k[:, None].expand(32, 8), cond_latent=latent)
+        seq = k[:, None].repeat(1, 8)
+        noise = torch.arange(8)[None] < torch.randint(0, 5, (32, 1), generator=gen)
+        seq = torch.where(noise, torch.randint(0, 4, (32, 8), generator=gen), seq)
+        loss = lm.loss(seq, cond_latent=latent)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -175,16 +178,19 @@ def test_a_continuous_conditioning_added_at_every_position(tmp_path):
     k = torch.arange(4).repeat(4)
     latent = torch.nn.functional.one_hot(k, 4).float()
     made = lm.generate(steps=8, cond_latent=latent, sampling=SamplingConfig(temperature=0.0))
-    assert (made == k[:, None]).float().mean() > 0.95
+    assert (made[:, 4:] == k[:, None]).float().mean() > 0.95
     shuffled = lm.generate(steps=8, cond_latent=latent.roll(1, 0), sampling=SamplingConfig(temperature=0.0))
-    assert (shuffled == k[:, None]).float().mean() < 0.1
-    # cached decoding sees the same conditioning as a full forward, guided or not
-    tokens = torch.randint(0, 4, (16, 5))
+    assert (shuffled[:, 4:] == k[:, None]).float().mean() < 0.1
+    # cached decoding sees the same conditioning as a full forward, guided or not, step after step (a random
+    # prime, so the tokens after it must come from the latent, not from copying)
+    tokens = torch.randint(0, 4, (16, 4), generator=gen)
     for scale in (1.0, 2.5):
-        c, u = lm(torch.cat([tokens, tokens[:, :1]], 1), cond_latent=latent)[:, -1], lm(tokens[:, :6])[:, -1]
-        first = lm.generate(steps=1, cond_latent=latent, prime=tokens,
-                            sampling=SamplingConfig(temperature=0, cfg_scale=scale))  # fmt: skip
-        assert torch.equal(first[:, -1], (u + scale * (c - u)).argmax(-1))
+        made = lm.generate(steps=4, cond_latent=latent, prime=tokens, sampling=SamplingConfig(0, cfg_scale=scale))
+        for i in range(4, 8):
+            nxt = torch.cat([made[:, :i], made[:, :1]], 1)  # position i predicts token i
+            c, u = lm(nxt, cond_latent=latent)[:, -1], lm(nxt)[:, -1]
+            assert torch.equal(made[:, i], (u + scale * (c - u)).argmax(-1))
+        assert (made[:, 4:] == k[:, None]).float().mean() > 0.9
     dropped = lm(tokens, cond_latent=latent, drop=torch.ones(16, dtype=torch.bool))
     torch.testing.assert_close(dropped, lm(tokens))  # dropped = the null vector
     again = load(save(lm, tmp_path / "lm.safetensors"), expected=TokenLM).eval()

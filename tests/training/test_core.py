@@ -101,3 +101,29 @@ def test_cadence():
     assert run.due(2) and not run.due(3) and not run.due(0)
     run.step = 10
     assert run.due(3) and run.due(0)  # the last step always
+
+
+@dataclasses.dataclass
+class _ArchCfg(_Cfg):
+    dim: int = 1
+
+
+def test_allowed_changes_take_effect_and_the_architecture_cannot_change(tmp_path):
+    def run_with(cfg):
+        run = TrainRun(cfg, out=tmp_path, accelerator=None, desc="fit", model_file="w.pt")
+        model = torch.nn.Linear(1, 1, bias=False)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 / (1 + s))
+        run.restore(model=model, optimizer=opt, scheduler=sched)
+        while run.running:
+            run.update(model.weight.sum() ** 2, opt, model.parameters(), scheduler=sched)
+            run.advance()
+            if run.due(2):
+                run.checkpoint(lambda: torch.save(model.state_dict(), tmp_path / "w.pt"))
+        return opt, sched
+
+    run_with(_ArchCfg(lr=0.1, max_steps=2))
+    opt, sched = run_with(_ArchCfg(lr=0.4, max_steps=4, allow_config_change=True))
+    assert sched.base_lrs == [pytest.approx(0.4)] and opt.param_groups[0]["lr"] == pytest.approx(0.4 / 5)
+    with pytest.raises(ValueError, match="dim 1 -> 2 cannot change on resume, not even with"):
+        run_with(_ArchCfg(lr=0.4, max_steps=6, dim=2, allow_config_change=True))

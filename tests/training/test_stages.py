@@ -146,6 +146,12 @@ def test_semantic_stage_reads_the_clip_latent_and_resumes_on_the_same_curve(toke
     assert report["val_loss"] > 0 and report["val_loss_shuffled_cond"] != report["val_loss"]
     lm = load(tmp_path / "a" / "semantic.safetensors", expected=TokenLM)
     assert lm.cond_latent_dim == 128 and lm.num_cond == 2
+    torch.manual_seed(0)  # the trainer's seed before it builds the model: the same initial weights
+    init = TokenLM(**lm.config)
+    moved = (lm.cond_latent.weight - init.cond_latent.weight).abs().max()
+    assert moved > 1e-4  # the projection got gradients: the latent reached the loss
+    with pytest.raises(ValueError, match="--cond-latent is for the semantic stage"):
+        StageTrainConfig(stage="coarse", cond_latent=True)
     _assert_resumes_on_the_same_curve(cfg, tmp_path, monkeypatch)
 
 

@@ -96,6 +96,7 @@ def test_resume_refuses_other_settings_but_allows_a_longer_run(tiny_corpus, tmp_
                      allow_config_change=True))  # fmt: skip
     state = torch.load(tmp_path / "train_state.pt", weights_only=False)
     assert state["step"] == 4 and state["config"]["lr"] == 1e-3
+    assert state["opt_g"]["param_groups"][0]["lr"] == pytest.approx(1e-3)  # in effect, not only recorded
     notes = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert {"step": 3, "config_changed": ["lr 0.0003 -> 0.001"]} in notes
 

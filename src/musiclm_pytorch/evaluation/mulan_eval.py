@@ -123,8 +123,8 @@ def evaluate_mulan(
     else:
         (a, kept), skipped = audio, "no rows skipped"
     captions = [r.get("full_caption") or r["captions"][0] for r in kept]
-    t = text_latents(mulan, captions)
-    sim = (a @ t.t()).float().numpy()
+    a, t = a.float().cpu(), text_latents(mulan, captions).float().cpu()  # the model may sit on a GPU
+    sim = (a @ t.t()).numpy()
     report: dict[str, Any] = {
         "clips": len(kept),
         "skipped": skipped,
@@ -158,7 +158,7 @@ def _zero_shot(mulan: MuLaN, a: torch.Tensor, kept: list[dict[str, Any]], *, ens
             prompts = attribute_prompts(attribute)
             names = list(prompts)
             value_latents = text_latents(mulan, [prompts[n] for n in names])
-        scores = (a @ value_latents.t()).float().numpy()  # [N, V]
+        scores = (a @ value_latents.float().cpu().t()).numpy()  # [N, V]
         truth = np.array([names.index(str(v)) for v in values])
         aucs = [roc_auc(scores[:, j], truth == j) for j in range(len(names))]
         out[attribute] = {

@@ -182,7 +182,9 @@ def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
     opt_g = torch.optim.AdamW(codec.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
     opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.9))
     cursor = EpochCursor(len(rows), batch_size=cfg.batch_size, num_processes=accelerator.num_processes, seed=cfg.seed)
-    run.restore(model=codec, disc=disc, opt_g=opt_g, opt_d=opt_d, cursor=cursor)
+    state = run.restore(model=codec, disc=disc, opt_g=opt_g, opt_d=opt_d, cursor=cursor)
+    if run.resuming and "disc" not in state and disc_path.is_file():  # train states that kept it beside
+        disc.load_state_dict(torch.load(disc_path, weights_only=True))
     codec, disc, mel_loss, opt_g, opt_d = accelerator.prepare(codec, disc, mel_loss, opt_g, opt_d)
     model: SoundStream | MDCTCodec = accelerator.unwrap_model(codec)
     opts = ClipOptions(sample_rate=model.sample_rate, crop_seconds=cfg.crop_seconds, crop="random")
@@ -253,7 +255,7 @@ def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
             run.checkpoint(export, curves=keys, title=f"codec {cfg.preset}")
         if not run.running:
             break
-    run.close()
+    run.close(model)
     accelerator.print(f"codec training done at step {run.step}; data: {skipped.report()}")
     return report
 

@@ -132,6 +132,15 @@ RESUMABLE_CHANGES = frozenset({
 })  # fmt: skip
 
 
+# settings that build the model: a resumed run rebuilds it from its own file, so a change could not take
+# effect and is refused even with --allow-config-change
+ARCHITECTURE_KEYS = frozenset({
+    "stage", "preset", "dim", "depth", "heads", "dim_head", "dropout", "num_coarse", "cond_latent", "cond_drop_prob",
+    "acoustic_levels", "codec", "mean_stage", "level_embeddings", "text_tower", "mulan", "loss", "crop_seconds",
+    "prior_size", "init_checkpoint",
+})  # fmt: skip
+
+
 def check_resume_config(stored: dict[str, Any] | None, requested: dict[str, Any], out: str | os.PathLike, *,
                         allow: bool = False) -> list[str]:  # fmt: skip
     """Refuse to resume the run in ``out`` with other settings than it was started with (``stored``, the
@@ -143,6 +152,11 @@ def check_resume_config(stored: dict[str, Any] | None, requested: dict[str, Any]
         return []
     changed = [f"{k} {stored[k]!r} -> {v!r}" for k, v in requested.items()
                if k in stored and v is not None and k not in RESUMABLE_CHANGES and stored[k] != v]  # fmt: skip
+    frozen = [c for c in changed if c.split(" ", 1)[0] in ARCHITECTURE_KEYS]
+    if allow and frozen:
+        raise ValueError(f"{str(out)!r}: {', '.join(frozen)} cannot change on resume, not even with "
+                         "--allow-config-change (the model is rebuilt from its own file): train into a new "
+                         "--out")  # fmt: skip
     if changed and not allow:
         raise ValueError(f"{str(out)!r} holds a run started with other settings: {', '.join(changed)}. Resume it "
                          "with its own settings (only max_steps, the log / eval / checkpoint cadence, threads and "

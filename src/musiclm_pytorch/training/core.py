@@ -29,6 +29,7 @@ gradient clipping.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import time
@@ -123,9 +124,13 @@ class TrainRun:
                     obj.load_state_dict(part)
             self.step = int(state["step"])
             set_rng_state(state["rng"])
+            old_lr = (state.get("config") or {}).get("lr")
+            if changed and old_lr is not None and getattr(self.cfg, "lr", old_lr) != old_lr:
+                self._apply_lr(float(old_lr), float(self.cfg.lr))
             self.print(f"resuming from step {self.step}")
-        (self.out / "config.json").write_text(json.dumps(self.config, indent=2))
-        self.log_file = JsonLog(self.out / "log.jsonl", resume_step=self.step if self.resuming else None)
+        if self.is_main:  # one writer: the other processes would rewrite the log under it
+            (self.out / "config.json").write_text(json.dumps(self.config, indent=2))
+            self.log_file = JsonLog(self.out / "log.jsonl", resume_step=self.step if self.resuming else None)
         if self.resuming and changed:  # allowed by --allow-config-change: said, and kept in the log
             self.print(f"resuming with changed settings: {', '.join(changed)}")
             self.write({"config_changed": changed})
@@ -134,23 +139,47 @@ class TrainRun:
         self._t_last = time.perf_counter()
         return state
 
+    def _apply_lr(self, old: float, new: float) -> None:
+        """A learning rate changed with --allow-config-change: the optimizer and scheduler states just
+        loaded hold the old one; rescale every parameter group that runs on it (not, e.g., a
+        discriminator's own rate) and its scheduler's base."""
+        ratio = new / old
+        for obj in self._objects.values():
+            if isinstance(obj, torch.optim.Optimizer):
+                for group in obj.param_groups:
+                    if math.isclose(group.get("initial_lr", group["lr"]), old, rel_tol=1e-9):
+                        group["lr"] *= ratio
+                        if "initial_lr" in group:
+                            group["initial_lr"] *= ratio
+            elif hasattr(obj, "base_lrs"):
+                obj.base_lrs = [b * ratio if math.isclose(b, old, rel_tol=1e-9) else b for b in obj.base_lrs]
+
     @property
     def running(self) -> bool:
         return self.step < self.max_steps
 
     def update(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, parameters: Iterable[torch.nn.Parameter],
                *, grad_clip: float = 0.0, scheduler: Any = None, ema: EMA | None = None, model: Any = None,
-               what: str = "loss") -> None:  # fmt: skip
+               what: str = "loss", sync_grads: bool = False) -> None:  # fmt: skip
         """One optimizer step on ``loss``; a non-finite loss or gradient norm stops the run before the
-        weights change (the last checkpoint stays the last good one). ``ema`` follows ``model``."""
+        weights change (the last checkpoint stays the last good one). ``ema`` follows ``model``.
+        ``sync_grads``: average the gradients over the processes here, for a model that is not wrapped
+        in DDP (a trainer that calls its model's methods rather than one forward: DDP syncs only what
+        went through its own forward)."""
         check_finite(loss, self.step, what)
+        params = list(parameters)
         optimizer.zero_grad(set_to_none=True)
         if self.accelerator is not None:
             self.accelerator.backward(loss)
         else:
             loss.backward()
+        world = self.accelerator.num_processes if self.accelerator is not None else 1
+        if sync_grads and world > 1:
+            for p in params:
+                if p.grad is not None:
+                    torch.distributed.all_reduce(p.grad)
+                    p.grad /= world
         if grad_clip:
-            params = list(parameters)
             clip = self.accelerator.clip_grad_norm_ if self.accelerator is not None else torch.nn.utils.clip_grad_norm_
             check_finite(clip(params, grad_clip), self.step, "gradient norm")
         optimizer.step()
@@ -206,7 +235,19 @@ class TrainRun:
         if curves and self.log_file is not None:
             plot_curves(self.log_file, self.out / "curves.png", keys=curves, title=title or self.desc)
 
-    def close(self) -> None:
+    def close(self, model: torch.nn.Module | None = None) -> None:
+        """End the run; with ``model`` and several processes, check that they all hold the same weights
+        (gradients that were not synchronised would leave each process its own model, and only the
+        main process's would be saved)."""
         self.bar.close()
-        if self.accelerator is not None:
-            self.accelerator.wait_for_everyone()
+        if self.accelerator is None:
+            return
+        self.accelerator.wait_for_everyone()
+        if model is not None and self.accelerator.num_processes > 1:
+            with torch.no_grad():
+                total = sum((p.double().sum() for p in model.parameters() if p.requires_grad), torch.zeros((),
+                            dtype=torch.float64, device=self.accelerator.device))  # fmt: skip
+            every = self.accelerator.gather(total[None])
+            if not torch.allclose(every, every[0].expand_as(every), rtol=1e-6, atol=1e-6):
+                raise RuntimeError(f"the {len(every)} processes ended with different weights (sums "
+                                   f"{every.tolist()}): their gradients were not synchronised")  # fmt: skip

@@ -261,8 +261,10 @@ def train_mulan(cfg: MuLaNTrainConfig) -> dict[str, Any]:
     run.restore(model=mulan, optimizer=optimizer, scheduler=scheduler, cursor=cursor, queue=queue, ema=ema)
     if run.resuming:
         run.print(f"(epoch {cursor.epoch}, batch {cursor.batch_in_epoch})")
-    mulan, optimizer = accelerator.prepare(mulan, optimizer)
-    model: MuLaN = accelerator.unwrap_model(mulan)
+    # not wrapped in DDP: a step calls the towers, the hard negatives and the loss apart, never one forward
+    # that DDP would see; the training core averages the gradients over the processes instead
+    model: MuLaN = mulan.to(accelerator.device)
+    optimizer = accelerator.prepare(optimizer)
     if ema is not None:
         ema.model.to(accelerator.device)
     opts = ClipOptions(sample_rate=model.sample_rate, crop_seconds=cfg.crop_seconds, crop="random",
@@ -306,8 +308,8 @@ def train_mulan(cfg: MuLaNTrainConfig) -> dict[str, Any]:
         hard_mask = torch.stack([h[1] for h in hard], dim=1) if hard else None
         loss = model.contrast(audio_latents, text_latents, keys=keys, extra=queue.negatives(), hard_text=hard_text,
                               hard_mask=hard_mask)  # fmt: skip
-        run.update(loss, optimizer, mulan.parameters(), grad_clip=cfg.grad_clip, scheduler=scheduler, ema=ema,
-                   model=model)  # fmt: skip
+        run.update(loss, optimizer, model.parameters(), grad_clip=cfg.grad_clip, scheduler=scheduler, ema=ema,
+                   model=model, sync_grads=True)  # fmt: skip
         if cfg.queue_size:
             queue.push(audio_latents, text_latents, keys if keys is not None else torch.full((len(captions),), -1))
         run.advance(items=len(captions))
@@ -327,7 +329,7 @@ def train_mulan(cfg: MuLaNTrainConfig) -> dict[str, Any]:
                                            "zs_drums"], title=f"MuLaN {cfg.preset}")  # fmt: skip
         if not run.running:
             break
-    run.close()
+    run.close(model)
     accelerator.print(f"training done at step {run.step}; data: {skipped.report()}")
     return report
 

@@ -152,8 +152,9 @@ def align_text(cfg: TextAlignConfig) -> dict[str, Any]:
     run.restore(model=mulan, optimizer=optimizer, scheduler=scheduler)
     if isinstance(mulan.text, PretrainedTextTransformer) and mulan.text.freeze:
         mulan.text.cache()  # the encoder runs once per distinct caption
-    mulan, optimizer = accelerator.prepare(mulan, optimizer)
-    model: MuLaN = accelerator.unwrap_model(mulan)
+    # not wrapped in DDP (a step calls the text tower and the loss apart): the core averages the gradients
+    model: MuLaN = mulan.to(accelerator.device)
+    optimizer = accelerator.prepare(optimizer)
     a_train = a_train.to(accelerator.device)
     report: dict[str, Any] = {}
     model.text.train()
@@ -172,7 +173,7 @@ def align_text(cfg: TextAlignConfig) -> dict[str, Any]:
             keys = torch.tensor([positive_key(rows[i].get("tags") or {}, c) for i, c in zip(idx, captions)],
                                 device=a_train.device)  # fmt: skip
         loss = model.contrast(a_train[idx], text, keys=keys)
-        run.update(loss, optimizer, params, grad_clip=cfg.grad_clip, scheduler=scheduler)
+        run.update(loss, optimizer, params, grad_clip=cfg.grad_clip, scheduler=scheduler, sync_grads=True)
         run.advance(items=len(idx))
         if run.due(cfg.log_every):
             run.log({"loss": round(loss.item(), 5), "lr": scheduler.get_last_lr()[0],
@@ -187,7 +188,7 @@ def align_text(cfg: TextAlignConfig) -> dict[str, Any]:
             run.print(json.dumps(flat))
         if run.due(cfg.checkpoint_every):
             run.checkpoint(export, curves=["loss", "temperature", "val_t2a_R@1", "zs_family"], title="MuLaN text side")
-    run.close()
+    run.close(model)
     run.print(f"text side done at step {run.step}; data: {skipped.report()}")
     return report
 

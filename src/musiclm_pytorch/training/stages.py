@@ -261,6 +261,9 @@ class StageTrainConfig:
             raise ValueError(f"stage must be semantic, coarse, fine, acoustic, latent or flow, got {self.stage!r}")
         if self.stage in ("latent", "flow") and not self.codec:
             raise ValueError(f"the {self.stage} stage needs --codec: the SpectralCodec whose latents it learns")
+        if self.cond_latent and self.stage != "semantic":
+            raise ValueError(f"--cond-latent is for the semantic stage (the pipeline gives the continuous "
+                             f"conditioning to the semantic LM only), not {self.stage!r}")  # fmt: skip
         if self.stage == "flow" and not self.mean_stage:
             raise ValueError("the flow stage needs --mean-stage: a trained `train stage --stage latent` checkpoint")
         if not self.tokens:
@@ -524,7 +527,7 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
             lm_ddp.train()
         if run.due(cfg.checkpoint_every):
             run.checkpoint(export, curves=keys, title=cfg.stage)
-    run.close()
+    run.close(model)
     return report
 
 
