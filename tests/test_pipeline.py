@@ -263,6 +263,11 @@ def test_bundle_gathers_components_into_a_checked_model_folder(parts, tmp_path, 
     mlm = load_musiclm(tmp_path / "model")
     assert mlm.semantic_lm.token_emb.weight.dtype == torch.float32  # loaded back into float32 models
     assert torch.allclose(mlm.semantic_lm.token_emb.weight, parts["semantic_lm"].token_emb.weight, atol=1e-3)
+    assert mlm.default_cfg_scale == (1.0, 3.0)
+    assert main([*argv, "--semantic-cfg-scale", "2", "--acoustic-cfg-scale", "4"]) == 0  # stored in the stages' files
+    assert load_musiclm(tmp_path / "model").default_cfg_scale == (2.0, 4.0)
+    assert main([*argv[: argv.index("--half")], *argv[argv.index("--half") + 1 :]]) == 0  # as they were
+    capsys.readouterr()
     # a component that already lies in the folder (the shipped model's recipe rebuilds its own folder) stays
     before = (tmp_path / "model" / "codec.safetensors").read_bytes()
     again = (
@@ -347,6 +352,10 @@ def test_a_semantic_lm_that_reads_a_latent_gets_the_acoustic_stages_conditioning
     mlm.generate_long([("calm piano", 1.6), ("loud drums", 1.6)], window_seconds=2.0, stride_seconds=1.0)
     assert all(z is not None and z.shape == (1, 128) for z in seen[1:])
     assert MusicLM(**acoustic_parts).semantic_latent(acoustic, acoustic) is None  # an LM of ids only gets none
+    # a guidance default stored in the semantic LM's file is the pipeline's
+    assert mlm.default_cfg_scale == (1.0, 3.0)
+    stored = TokenLM(**{**reads.config, "default_cfg_scale": 2.5})
+    assert MusicLM(**{**acoustic_parts, "semantic_lm": stored}).default_cfg_scale == (2.5, 3.0)
 
 
 @pytest.mark.parametrize("path", ["coarse_fine", "masked", "latent"])

@@ -228,6 +228,8 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
     sources = {"conditioner": args.conditioning, "semantic_tokenizer": args.semantic_tokenizer, "codec": args.codec,
                "semantic_lm": args.semantic_lm, "acoustic_lm": args.acoustic_lm, "coarse_lm": args.coarse_lm,
                "fine_lm": args.fine_lm, "prior": args.prior}  # fmt: skip
+    defaults = {"semantic_lm": args.semantic_cfg_scale,
+                "acoustic_lm" if args.acoustic_lm else "coarse_lm": args.acoustic_cfg_scale}  # fmt: skip
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     written = {}
@@ -235,11 +237,14 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
         if src is None:
             continue
         dst = out / BUNDLE_FILES[key]
-        if args.half and key in ("semantic_lm", "acoustic_lm", "coarse_lm", "fine_lm"):
+        scale = defaults.get(key)
+        if scale is not None or (args.half and key in ("semantic_lm", "acoustic_lm", "coarse_lm", "fine_lm")):
             # stage weights in float16 (half the download); they load back into float32 models. The
             # tokenizers stay float32: the stages check their identity (a hash of the exact weights).
             model: Any = load(src)
-            save(model.to(torch.float16), dst, extra=read_header(src)["extra"])
+            if scale is not None:
+                _store_guidance(model, scale, src)
+            save(model.to(torch.float16) if args.half else model, dst, extra=read_header(src)["extra"])
         elif Path(src).resolve() != dst.resolve():  # a file already in the folder stays as it is
             shutil.copyfile(src, dst)
         written[BUNDLE_FILES[key]] = dst.stat().st_size
@@ -248,6 +253,19 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
               "max_seconds": mlm.max_seconds()}  # fmt: skip
     print(json.dumps(report, indent=2))
     return 0
+
+
+def _store_guidance(model: Any, scale: float, src: str) -> None:
+    """Make ``scale`` the guidance a stage's file gives the pipeline when its caller gives none."""
+    from .lm import FlowAcousticLM, TokenLM
+
+    if isinstance(model, FlowAcousticLM):
+        model.set_sampling(mean_cfg_scale=scale)
+    elif isinstance(model, TokenLM):
+        model.default_cfg_scale = model._config["default_cfg_scale"] = scale
+    else:
+        raise ValueError(f"{src!r} holds a {model.component_name!r}, which stores no guidance default (a token LM "
+                         "or the flow stage does): drop the --*-cfg-scale flag for it")  # fmt: skip
 
 
 def _cmd_similarity(args: argparse.Namespace) -> int:
@@ -914,6 +932,11 @@ def build_parser() -> argparse.ArgumentParser:
     bun.add_argument("--fine-lm", help="with --coarse-lm: the fine stage")
     bun.add_argument("--prior", help="`train retrieval-prior` output")
     bun.add_argument("--half", action="store_true", help="store the stage LMs in float16 (half the size)")
+    bun.add_argument("--semantic-cfg-scale", type=float, default=None,
+                     help="the semantic LM's guidance when a caller gives none (stored in its file)")  # fmt: skip
+    bun.add_argument("--acoustic-cfg-scale", type=float, default=None,
+                     help="the acoustic stage's guidance when a caller gives none: a coarse LM's, or the flow "
+                     "stage's mean guidance (stored in its file)")  # fmt: skip
     bun.set_defaults(func=_cmd_bundle)
 
     sim = sub.add_parser("similarity", help="MuLaN cosine similarity between audio files and captions")

@@ -176,10 +176,12 @@ class MusicLM:
 
     @property
     def default_cfg_scale(self) -> tuple[float, float]:
-        """``(semantic, acoustic)`` guidance when a caller gives none: 1 (none) for the semantic stage; for
-        the acoustic stages the default their file stores (the flow stage's ``mean_cfg_scale``), else 3."""
-        stored = getattr(self.acoustic_lm, "default_cfg_scale", None)
-        return 1.0, 3.0 if stored is None else float(stored)
+        """``(semantic, acoustic)`` guidance when a caller gives none: what each stage's file stores (the
+        semantic LM's ``default_cfg_scale``, the flow stage's ``mean_cfg_scale``), else 1 for the semantic
+        stage and 3 for the acoustic ones."""
+        sem = getattr(self.semantic_lm, "default_cfg_scale", None)
+        ac = getattr(self.acoustic_lm if self.acoustic_lm is not None else self.coarse_lm, "default_cfg_scale", None)
+        return 1.0 if sem is None else float(sem), 3.0 if ac is None else float(ac)
 
     def guidance(self, cfg_scale: float | tuple[float, float] | None) -> tuple[float, float]:
         """``(semantic, acoustic)`` guidance scales from one scale, a pair, or ``None`` (the defaults)."""

@@ -151,6 +151,8 @@ class TokenLM(Component):
             projection is added to EVERY input position, so each step reads the conditioning directly
             rather than through attention to a prefix far behind; dropped with the ids (the null
             vector), guided with them. 0: none (the ids alone, as in the paper).
+        default_cfg_scale: the guidance :class:`~musiclm_pytorch.MusicLM` uses for this stage when its
+            caller gives none (``None``: the pipeline's default); kept in the file.
     """
 
     component_name = "token_lm"
@@ -171,6 +173,7 @@ class TokenLM(Component):
         max_seq_len: int = 2048,
         token_groups: Sequence[int] | None = None,
         cond_latent_dim: int = 0,
+        default_cfg_scale: float | None = None,
     ):
         super().__init__()
         ff_hidden = ff_hidden or 4 * dim
@@ -180,7 +183,9 @@ class TokenLM(Component):
             dropout=dropout, num_cond=num_cond, cond_vocab=cond_vocab, cond_drop_prob=cond_drop_prob,
             max_seq_len=max_seq_len, **({"token_groups": groups} if groups else {}),
             **({"cond_latent_dim": cond_latent_dim} if cond_latent_dim else {}),
+            **({"default_cfg_scale": default_cfg_scale} if default_cfg_scale is not None else {}),
         )  # fmt: skip
+        self.default_cfg_scale = default_cfg_scale
         if groups and (sum(groups) != vocab_size or min(groups) < 1):
             raise ValueError(f"token_groups {groups} must be positive sizes summing to vocab_size={vocab_size}")
         if not 0.0 <= cond_drop_prob < 1.0:
