@@ -257,12 +257,8 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
 
 def _store_guidance(model: Any, scale: float, src: str) -> None:
     """Make ``scale`` the guidance a stage's file gives the pipeline when its caller gives none."""
-    from .lm import FlowAcousticLM, TokenLM
-
-    if isinstance(model, FlowAcousticLM):
-        model.set_sampling(mean_cfg_scale=scale)
-    elif isinstance(model, TokenLM):
-        model.default_cfg_scale = model._config["default_cfg_scale"] = scale
+    if hasattr(model, "set_default_cfg_scale"):  # token LMs and the flow stage
+        model.set_default_cfg_scale(scale)
     else:
         raise ValueError(f"{src!r} holds a {model.component_name!r}, which stores no guidance default (a token LM "
                          "or the flow stage does): drop the --*-cfg-scale flag for it")  # fmt: skip
@@ -877,7 +873,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--cfg-scale", type=float, nargs="+", default=None,
                      help="classifier-free guidance: one scale for every stage, or semantic then acoustic (default: "
-                     "the model's, semantic 1 and the acoustic stage's stored scale or 3)")  # fmt: skip
+                     "the model's: each stage's stored scale, else semantic 1 and acoustic 3)")  # fmt: skip
     gen.add_argument("--prior-mix", type=float, default=None,
                      help="the retrieval prior's share in the semantic stage's sampling, in [0, 1) (default: the "
                      "model's)")  # fmt: skip

@@ -91,6 +91,10 @@ class FlowAcousticLM(LatentAcousticLM):
         """The mean's guidance that :class:`~musiclm_pytorch.MusicLM` uses when its caller gives none."""
         return self.mean_cfg_scale
 
+    def set_default_cfg_scale(self, scale: float) -> FlowAcousticLM:
+        """The mean's guidance the pipeline uses when its caller gives none (``set_sampling(mean_cfg_scale=)``)."""
+        return self.set_sampling(mean_cfg_scale=float(scale))
+
     def set_sampling(self, *, steps: int | None = None, cfg_scale: float | None = None,
                      temperature: float | None = None,
                      mean_cfg_scale: float | None = None) -> FlowAcousticLM:  # fmt: skip

@@ -21,6 +21,16 @@ from .prior import knn_mean
 from .transformer import _Block
 
 
+def noisy_condition(cond: Tensor, noise: float, generator: torch.Generator | None = None) -> Tensor:
+    """Unit conditioning latents ``[B, C]`` plus Gaussian noise of a per-row std drawn in ``[0, noise]`` (per
+    dimension), re-normalised: how every stage trains on audio latents so that it takes the latents
+    derived from text at generation. ``noise <= 0``: ``cond`` as it is."""
+    if noise <= 0:
+        return cond
+    scale = torch.rand(cond.shape[0], 1, generator=generator).to(cond) * noise
+    return F.normalize(cond + scale * torch.randn(cond.shape, generator=generator).to(cond), dim=-1)
+
+
 class FrameAlignedStage(Component):
     """Base of the frame-aligned stages; a subclass calls :meth:`_init_trunk` in its constructor."""
 
@@ -87,10 +97,7 @@ class FrameAlignedStage(Component):
 
     def noisy(self, cond: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """``cond`` plus Gaussian noise of a per-row std in ``[0, cond_noise]``, re-normalised."""
-        if self.cond_noise <= 0:
-            return cond
-        scale = torch.rand(cond.shape[0], 1, generator=generator).to(cond) * self.cond_noise
-        return F.normalize(cond + scale * torch.randn(cond.shape, generator=generator).to(cond), dim=-1)
+        return noisy_condition(cond, self.cond_noise, generator)
 
     def _transform(self, x: Tensor) -> Tensor:
         """The bidirectional transformer over frames: ``[B, T, D] -> [B, T, D]`` (normalised)."""

@@ -248,6 +248,12 @@ class TokenLM(Component):
             cond = torch.where(drop[:, None, None], null, cond)
         return torch.cat([cond, start], dim=1)
 
+    def set_default_cfg_scale(self, scale: float) -> TokenLM:
+        """Make ``scale`` the guidance the pipeline uses for this stage when its caller gives none (kept in
+        the config, so a saved LM keeps it)."""
+        self.default_cfg_scale = self._config["default_cfg_scale"] = float(scale)
+        return self
+
     def latent_bias(self, cond_latent: Tensor | None, batch: int, *, drop: Tensor | None = None) -> Tensor | None:
         """``[B, 1, D]``: the continuous conditioning's vector added to every input position (the null
         vector where ``cond_latent`` is ``None`` or ``drop`` is True); ``None`` without ``cond_latent_dim``."""

@@ -53,19 +53,6 @@ from .common import (
 )
 
 
-class RandomState:
-    """A ``random.Random`` as a state-dict object (a trainer's own sampler)."""
-
-    def __init__(self, rng: random.Random):
-        self.rng = rng
-
-    def state_dict(self) -> Any:
-        return self.rng.getstate()
-
-    def load_state_dict(self, state: Any) -> None:
-        self.rng.setstate(state)
-
-
 class TrainRun:
     """One run of a trainer in ``out``: ``train_state.pt`` (everything a resume needs, one atomic file),
     ``config.json``, ``log.jsonl``, ``curves.png`` and the trainer's exported files.
@@ -76,17 +63,15 @@ class TrainRun:
         accelerator: from :func:`~.common.make_accelerator` (or ``None``: one process, the CPU).
         desc: the progress bar's label.
         model_file: the exported model's file name in ``out`` (what a resume builds the model from).
-        max_steps: the step budget (default ``cfg.max_steps``).
     """
 
-    def __init__(self, cfg: Any, *, out: str | os.PathLike, accelerator: Any, desc: str, model_file: str,
-                 max_steps: int | None = None):  # fmt: skip
+    def __init__(self, cfg: Any, *, out: str | os.PathLike, accelerator: Any, desc: str, model_file: str):
         self.cfg, self.config = cfg, asdict(cfg)
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.accelerator = accelerator
         self.desc = desc
-        self.max_steps = int(cfg.max_steps if max_steps is None else max_steps)
+        self.max_steps = int(cfg.max_steps)
         self.state_path, self.model_file = self.out / "train_state.pt", self.out / model_file
         self.resuming = self.state_path.is_file()
         if self.resuming and not self.model_file.is_file():
@@ -153,6 +138,12 @@ class TrainRun:
                             group["initial_lr"] *= ratio
             elif hasattr(obj, "base_lrs"):
                 obj.base_lrs = [b * ratio if math.isclose(b, old, rel_tol=1e-9) else b for b in obj.base_lrs]
+
+    def step_rng(self) -> random.Random:
+        """This step's data generator, seeded by (seed, step, process): a resumed run draws what the
+        unbroken run would have, and each process draws its own batch."""
+        rank = self.accelerator.process_index if self.accelerator is not None else 0
+        return random.Random((self.cfg.seed * 1_000_003 + self.step) * 1_009 + rank)
 
     @property
     def running(self) -> bool:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -163,8 +162,7 @@ def align_text(cfg: TextAlignConfig) -> dict[str, Any]:
         save(model, run.model_file, extra={"step": run.step, "audio_side_of": str(cfg.mulan)})
 
     while run.running:
-        # each step's batch is drawn from (seed, step, process): a resumed run draws the same ones
-        rng = random.Random((cfg.seed * 1_000_003 + run.step) * 1_009 + accelerator.process_index)
+        rng = run.step_rng()
         idx = rng.sample(range(len(rows)), min(cfg.batch_size, len(rows)))
         captions = [rng.choice(rows[i]["captions"]) for i in idx]
         text = model.get_text_latents(raw_texts=captions)

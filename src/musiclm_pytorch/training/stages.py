@@ -34,6 +34,7 @@ from ..audio import resample
 from ..checkpoint import STAGE_INPUTS, check_identity, identity, load, save, stage_identity
 from ..data.datasets import CaptionedAudioDataset, ClipOptions, SkipStats, manifest_rows
 from ..lm.flow import FlowAcousticLM
+from ..lm.frame_aligned import noisy_condition
 from ..lm.layouts import CoarseLayout, FineLayout, SemanticLayout
 from ..lm.masked import MaskedAcousticLM
 from ..lm.regression import LatentAcousticLM
@@ -318,15 +319,12 @@ def _cond_latent_dim(cfg: StageTrainConfig, train: dict[str, Any]) -> int:
 
 
 def _noisy_latents(items: list[dict[str, Any]], noise: float, rng: random.Random) -> Tensor:
-    """The clips' MuLaN audio latents ``[B, C]`` (unit), each with Gaussian noise of a per-row std drawn in
-    ``[0, noise]`` per dimension, as the frame-aligned stages train (generation conditions on latents
-    derived from text); the TokenLM normalises them again."""
+    """The clips' MuLaN audio latents ``[B, C]`` (unit) with the frame-aligned stages' training noise
+    (:func:`~musiclm_pytorch.lm.frame_aligned.noisy_condition`), drawn from ``rng``."""
     latents = F.normalize(torch.stack([it["mulan"].float() for it in items]), dim=-1)
     if noise <= 0:
         return latents
-    gen = torch.Generator().manual_seed(rng.randrange(2**62))
-    std = torch.rand(len(items), 1, generator=gen) * noise
-    return latents + std * torch.randn(latents.shape, generator=gen)
+    return noisy_condition(latents, noise, torch.Generator().manual_seed(rng.randrange(2**62)))
 
 
 def _batch(
@@ -476,7 +474,7 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
 
     lm_ddp.train()
     while run.running:
-        rng = random.Random((cfg.seed * 1_000_003 + run.step) * 1_009 + accelerator.process_index)
+        rng = run.step_rng()
         batch_items = [items[rng.randrange(len(items))] for _ in range(cfg.batch_size)]
         if isinstance(model, FlowAcousticLM):  # flow matching on the residual of the frozen regression
             assert codec is not None
