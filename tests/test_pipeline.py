@@ -435,3 +435,36 @@ def test_frame_bank_pulls_the_latent_stage_toward_real_frames(acoustic_parts):
     assert story.shape == (38400,)
     with pytest.raises(ValueError, match="frame_blend=0.5 needs a retrieval prior with a frame bank"):
         MusicLM(**parts).generate(texts, seconds=1.0, frame_blend=0.5)
+
+
+def test_bundle_stores_envelope_guidance_in_a_latent_stage(acoustic_parts, tmp_path, capsys):
+    from musiclm_pytorch import save
+    from musiclm_pytorch.cli import main
+    from musiclm_pytorch.pipeline import BUNDLE_FILES, load_musiclm
+
+    parts = _latent_parts(acoustic_parts)
+    with torch.no_grad():
+        parts["acoustic_lm"].cond_to_latent.weight.normal_()  # a conditioning that moves the prediction
+    flags = {"conditioner": "--conditioning", "semantic_tokenizer": "--semantic-tokenizer", "codec": "--codec",
+             "semantic_lm": "--semantic-lm", "acoustic_lm": "--acoustic-lm"}  # fmt: skip
+    argv = ["bundle", "--out", str(tmp_path / "model")]
+    for key, flag in flags.items():
+        save(parts[key], tmp_path / f"{key}.safetensors")
+        argv += [flag, str(tmp_path / f"{key}.safetensors")]
+    assert main(argv) == 0
+    plain = load_musiclm(tmp_path / "model")
+    assert plain.acoustic_lm.guidance_filter is None
+    assert main([*argv, "--acoustic-guidance-envelope", "4"]) == 0
+    capsys.readouterr()
+    mlm = load_musiclm(tmp_path / "model")
+    stage = mlm.acoustic_lm
+    assert stage.guidance_envelope == 4 and BUNDLE_FILES["acoustic_lm"] == "acoustic_lm.safetensors"
+    expected = parts["acoustic_lm"].set_guidance_envelope(parts["codec"].basis, 4).guidance_filter
+    assert torch.allclose(stage.guidance_filter, expected, atol=1e-6)
+    texts = ["calm piano", "loud drums"]
+    a = mlm.generate(texts, seconds=1.0, generator=torch.Generator().manual_seed(0))
+    b = plain.generate(texts, seconds=1.0, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a.semantic, b.semantic) and not torch.allclose(a.wavs, b.wavs, atol=1e-4)
+    argv[argv.index("--acoustic-lm") + 1] = str(tmp_path / "semantic_lm.safetensors")  # not a latent stage
+    assert main([*argv, "--acoustic-guidance-envelope", "4"]) == 2
+    assert "--acoustic-guidance-envelope is for a latent acoustic stage" in capsys.readouterr().err

@@ -238,12 +238,16 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
             continue
         dst = out / BUNDLE_FILES[key]
         scale = defaults.get(key)
-        if scale is not None or (args.half and key in ("semantic_lm", "acoustic_lm", "coarse_lm", "fine_lm")):
+        envelope = args.acoustic_guidance_envelope if key == "acoustic_lm" else None
+        if (scale is not None or envelope is not None
+                or (args.half and key in ("semantic_lm", "acoustic_lm", "coarse_lm", "fine_lm"))):  # fmt: skip
             # stage weights in float16 (half the download); they load back into float32 models. The
             # tokenizers stay float32: the stages check their identity (a hash of the exact weights).
             model: Any = load(src)
             if scale is not None:
                 _store_guidance(model, scale, src)
+            if envelope is not None:
+                _store_guidance_envelope(model, envelope, src, args.codec)
             save(model.to(torch.float16) if args.half else model, dst, extra=read_header(src)["extra"])
         elif Path(src).resolve() != dst.resolve():  # a file already in the folder stays as it is
             shutil.copyfile(src, dst)
@@ -262,6 +266,22 @@ def _store_guidance(model: Any, scale: float, src: str) -> None:
     else:
         raise ValueError(f"{src!r} holds a {model.component_name!r}, which stores no guidance default (a token LM "
                          "or the flow stage does): drop the --*-cfg-scale flag for it")  # fmt: skip
+
+
+def _store_guidance_envelope(model: Any, coefficients: int, src: str, codec_path: str | None) -> None:
+    """Make a latent stage guide only the spectral envelope (``LatentAcousticLM.set_guidance_envelope``),
+    through the basis of the bundle's codec."""
+    from .checkpoint import load
+
+    if not hasattr(model, "set_guidance_envelope"):
+        raise ValueError(f"{src!r} holds a {model.component_name!r}: --acoustic-guidance-envelope is for a latent "
+                         "acoustic stage (LatentAcousticLM)")  # fmt: skip
+    if codec_path is None:
+        raise ValueError("--acoustic-guidance-envelope needs --codec (the envelope is taken over its spectrum)")
+    basis = getattr(load(codec_path), "basis", None)
+    if basis is None:
+        raise ValueError(f"--codec {codec_path!r} has no latent basis (a SpectralCodec has): no envelope to guide")
+    model.set_guidance_envelope(basis, coefficients)
 
 
 def _cmd_similarity(args: argparse.Namespace) -> int:
@@ -933,6 +953,10 @@ def build_parser() -> argparse.ArgumentParser:
     bun.add_argument("--acoustic-cfg-scale", type=float, default=None,
                      help="the acoustic stage's guidance when a caller gives none: a coarse LM's, or the flow "
                      "stage's mean guidance (stored in its file)")  # fmt: skip
+    bun.add_argument("--acoustic-guidance-envelope", type=int, default=None, metavar="K",
+                     help="a latent acoustic stage guides only the spectral envelope of the conditioning's effect: "
+                     "its first K cepstral coefficients over the codec's spectrum (the shipped model: 20; 0: plain "
+                     "guidance; stored in its file)")  # fmt: skip
     bun.set_defaults(func=_cmd_bundle)
 
     sim = sub.add_parser("similarity", help="MuLaN cosine similarity between audio files and captions")

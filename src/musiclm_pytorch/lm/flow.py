@@ -218,7 +218,7 @@ class FlowAcousticLM(LatentAcousticLM):
             drop = torch.arange(2 * b, device=semantic.device) >= b
             semantic, cond = torch.cat([semantic, semantic]), torch.cat([cond, cond])
             hidden, means = self.features(semantic, cond, frames=frames, drop=drop)
-            mean = means[b:] + cfg_scale * (means[:b] - means[b:])
+            mean = self.guide(means[:b], means[b:], cfg_scale)
         else:
             hidden, means = self.features(semantic, cond, frames=frames)
             mean = means

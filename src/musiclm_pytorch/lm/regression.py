@@ -16,6 +16,16 @@ the transformer then refines. One bidirectional forward makes 10 s; classifier-f
 the conditioned prediction away from the null one, ``null + s * (cond - null)``, in one batched
 forward (as diffusion models guide their noise estimates).
 
+Guidance on the spectral envelope only (:meth:`LatentAcousticLM.set_guidance_envelope`): the conditioning
+acts on this stage's prediction as an almost constant shift of the log spectrum (an equaliser per clip:
+averaging ``cond - null`` over time changes no judged attribute, RESULTS.md), so plain guidance multiplies
+that shift, fine structure included, and the exaggerated ripple buries the partials that carry the key
+and the transients that carry the drums. With an envelope of ``k`` coefficients, the difference is
+mapped to log-magnitudes, kept only below quefrency ``k`` (the first ``k`` coefficients of its
+orthonormal DCT-II over frequency: the cepstral envelope, liftering as in Oppenheim and Schafer) and
+mapped back: ``cond + (s - 1) * envelope(cond - null)``. The guided prediction keeps the conditioned
+prediction's fine structure and exaggerates only its envelope, the instrument's colour.
+
 It predicts the conditional *mean* spectrum: the variety of a piece comes from the semantic stage,
 which samples; the spectra are smoother than real ones. Its codes, where tokens are wanted, are the
 codec's quantization of the prediction (``SpectralCodec.quantize_latents``).
@@ -48,22 +58,25 @@ class LatentAcousticLM(FrameAlignedStage):
             training, drawn uniformly per example; 0 disables.
         prior_size, prior_k: training audio latents kept for the text prior, and how many are averaged
             (:mod:`.frame_aligned`); 0: generation from text uses the text latent itself.
+        guidance_envelope: cepstral coefficients of the envelope that guidance acts on (0: plain guidance
+            on the whole latent); set with :meth:`set_guidance_envelope`, which needs the codec's basis.
     """
 
     component_name = "latent_acoustic_lm"
+    guidance_filter: Tensor | None
 
     def __init__(
         self, *, semantic_vocab: int, latent_dim: int, ratio: int = 2, cond_dim: int = 128, dim: int = 256,
         depth: int = 6, heads: int = 4, dim_head: int = 64, ff_hidden: int | None = None, dropout: float = 0.1,
         cond_drop_prob: float = 0.1, cond_noise: float = 0.0,
-        prior_size: int = 0, prior_k: int = 8,
+        prior_size: int = 0, prior_k: int = 8, guidance_envelope: int = 0,
     ):  # fmt: skip
         super().__init__()
         ff_hidden = ff_hidden or 4 * dim
         self.save_config(
             semantic_vocab=semantic_vocab, latent_dim=latent_dim, ratio=ratio, cond_dim=cond_dim, dim=dim, depth=depth,
             heads=heads, dim_head=dim_head, ff_hidden=ff_hidden, dropout=dropout, cond_drop_prob=cond_drop_prob,
-            cond_noise=cond_noise, prior_size=prior_size, prior_k=prior_k,
+            cond_noise=cond_noise, prior_size=prior_size, prior_k=prior_k, guidance_envelope=guidance_envelope,
         )  # fmt: skip
         self._init_trunk(semantic_vocab=semantic_vocab, ratio=ratio, cond_dim=cond_dim, dim=dim, depth=depth,
                          heads=heads, dim_head=dim_head, ff_hidden=ff_hidden, dropout=dropout,
@@ -82,6 +95,34 @@ class LatentAcousticLM(FrameAlignedStage):
         for p in (self.cond_to_latent.weight, self.cond_to_latent.bias, self.semantic_to_latent.weight,
                   self.to_latent.weight, self.to_latent.bias):  # fmt: skip
             nn.init.zeros_(p)
+        self.guidance_envelope = guidance_envelope
+        # [L, L]: the projection of a latent difference onto its spectral envelope (set_guidance_envelope;
+        # a saved stage restores it from its file)
+        self.register_buffer("guidance_filter", torch.eye(latent_dim) if guidance_envelope else None)
+
+    @torch.no_grad()
+    def set_guidance_envelope(self, basis: Tensor | None, coefficients: int) -> LatentAcousticLM:
+        """Make guidance act on the spectral envelope of the conditioning's effect only (module docstring):
+        ``basis [F, L]`` is the codec's map from latents to log-magnitude deviations (``SpectralCodec.basis``,
+        orthonormal columns), ``coefficients`` the envelope's DCT coefficients over the ``F`` bins (with
+        ``n_fft`` 1,280, 20 keep ripples no narrower than 64 bins, 800 Hz at 16 kHz); 0 restores plain
+        guidance. Kept in the config and the weights, so a saved stage keeps it."""
+        if coefficients == 0:
+            self.guidance_filter = None
+            self.guidance_envelope = self._config["guidance_envelope"] = 0
+            return self
+        if basis is None or basis.ndim != 2 or basis.shape[1] != self.latent_dim:
+            got = None if basis is None else tuple(basis.shape)
+            raise ValueError(f"basis must be [F, {self.latent_dim}] (the codec's latent basis), got {got}")
+        bins = basis.shape[0]
+        if not 1 <= coefficients <= bins:
+            raise ValueError(f"coefficients must be in [0, {bins}] (the basis has {bins} frequency bins), "
+                             f"got {coefficients}")  # fmt: skip
+        dct = dct_matrix(bins)[:coefficients].double()  # [k, F]
+        b = basis.double()
+        self.guidance_filter = (b.T @ dct.T @ dct @ b).to(self.null_latent)
+        self.guidance_envelope = self._config["guidance_envelope"] = int(coefficients)
+        return self
 
     def forward(self, semantic: Tensor, cond: Tensor | None, *, frames: int | None = None,
                 drop: Tensor | None = None) -> Tensor:  # fmt: skip
@@ -165,7 +206,8 @@ class LatentAcousticLM(FrameAlignedStage):
     def generate(self, semantic: Tensor, cond: Tensor | None = None, *, frames: int | None = None,
                  cfg_scale: float = 1.0, generator: torch.Generator | None = None) -> Tensor:  # fmt: skip
         """Latents ``[B, T, L]``; with ``cfg_scale != 1`` the conditioned and null rows run in one batched
-        forward and the prediction is ``null + cfg_scale * (cond - null)``. ``generator`` is unused (the
+        forward and the prediction is ``null + cfg_scale * (cond - null)``, or with a guidance envelope
+        (:meth:`set_guidance_envelope`) ``cond + (cfg_scale - 1) * envelope(cond - null)``. ``generator`` is unused (the
         regression is deterministic): every latent stage is called alike, and a sampling one uses it."""
         was_training = self.training
         self.eval()
@@ -177,9 +219,25 @@ class LatentAcousticLM(FrameAlignedStage):
             drop = torch.arange(2 * b, device=semantic.device) >= b
             both = self(torch.cat([semantic, semantic]), torch.cat([cond, cond]).to(semantic.device), frames=frames,
                         drop=drop)  # fmt: skip
-            out = both[b:] + cfg_scale * (both[:b] - both[b:])
+            out = self.guide(both[:b], both[b:], cfg_scale)
         self.train(was_training)
         return out
 
+    def guide(self, cond: Tensor, null: Tensor, scale: float) -> Tensor:
+        """The guided prediction from the conditioned and null ones ``[B, T, L]``: ``null + scale * (cond -
+        null)``, or with a guidance envelope ``cond + (scale - 1) * envelope(cond - null)``."""
+        if self.guidance_filter is None:
+            return null + scale * (cond - null)
+        return cond + (scale - 1) * (cond - null) @ self.guidance_filter.to(cond.dtype)
 
-__all__ = ["LatentAcousticLM"]
+
+def dct_matrix(n: int) -> Tensor:
+    """``[n, n]`` orthonormal DCT-II: row ``k`` is ``sqrt(2 / n) cos(pi k (i + 0.5) / n)`` (row 0 scaled by
+    ``sqrt(1 / n)``), so ``dct_matrix(n) @ x`` equals ``scipy.fft.dct(x, norm="ortho")``."""
+    i = torch.arange(n, dtype=torch.float64)
+    m = torch.cos(torch.pi * i[:, None] * (i[None] + 0.5) / n) * (2.0 / n) ** 0.5
+    m[0] /= 2**0.5
+    return m
+
+
+__all__ = ["LatentAcousticLM", "dct_matrix"]
