@@ -95,7 +95,6 @@ class LatentAcousticLM(FrameAlignedStage):
         for p in (self.cond_to_latent.weight, self.cond_to_latent.bias, self.semantic_to_latent.weight,
                   self.to_latent.weight, self.to_latent.bias):  # fmt: skip
             nn.init.zeros_(p)
-        self.guidance_envelope = guidance_envelope
         # [L, L]: the projection of a latent difference onto its spectral envelope (set_guidance_envelope;
         # a saved stage restores it from its file)
         self.register_buffer("guidance_filter", torch.eye(latent_dim) if guidance_envelope else None)
@@ -109,7 +108,7 @@ class LatentAcousticLM(FrameAlignedStage):
         guidance. Kept in the config and the weights, so a saved stage keeps it."""
         if coefficients == 0:
             self.guidance_filter = None
-            self.guidance_envelope = self._config["guidance_envelope"] = 0
+            self._config["guidance_envelope"] = 0
             return self
         if basis is None or basis.ndim != 2 or basis.shape[1] != self.latent_dim:
             got = None if basis is None else tuple(basis.shape)
@@ -121,8 +120,13 @@ class LatentAcousticLM(FrameAlignedStage):
         dct = dct_matrix(bins)[:coefficients].double()  # [k, F]
         b = basis.double()
         self.guidance_filter = (b.T @ dct.T @ dct @ b).to(self.null_latent)
-        self.guidance_envelope = self._config["guidance_envelope"] = int(coefficients)
+        self._config["guidance_envelope"] = int(coefficients)
         return self
+
+    @property
+    def guidance_envelope(self) -> int:
+        """Cepstral coefficients of the envelope that guidance acts on (0: plain guidance)."""
+        return int(self._config.get("guidance_envelope", 0))
 
     def forward(self, semantic: Tensor, cond: Tensor | None, *, frames: int | None = None,
                 drop: Tensor | None = None) -> Tensor:  # fmt: skip
