@@ -6,12 +6,13 @@ onset curve; its normalised autocorrelation peak over beat lags (60-250 bpm) is 
 lag of that peak a tempo. For validation clips this compares, by whether the caption asks for drums:
 
 - the clips' true ids (the ceiling) and ids generated for their captions at each sampling setting
-  (``--settings temperature:top_k``), with shuffled captions as the control;
+  (``--settings temperature:top_k[:prior_mix]``, the prior's share defaulting to the model's), with
+  shuffled captions as the control;
 - with ``--render``, what the shipped acoustic stage makes of each id set, by the independent judge
   (drums where asked / not, tempo class): whether a cleaner onset grid reaches the audio.
 
     python benchmarks/semantic_rhythm_probe.py --tokens /work/runs/tokens_spec \
-        --manifest /work/data/synth10k/val.jsonl --clips 96 --settings 1:0 0.8:0 0.6:0 1:20 --render \
+        --manifest /work/data/synth10k/val.jsonl --clips 96 --settings 1:0 1:0:0 0.8:0 0.6:0 1:20 --render \
         --out benchmarks/results/semantic_rhythm_val96.json
 """
 
@@ -83,7 +84,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=Path, required=True, help="token folder with val.pt (musiclm data tokenize)")
     ap.add_argument("--manifest", type=Path, required=True, help="the manifest whose rows the tokens came from")
     ap.add_argument("--clips", type=int, default=96)
-    ap.add_argument("--settings", nargs="+", default=["1:0"], help="temperature:top_k of the semantic LM")
+    ap.add_argument("--settings", nargs="+", default=["1:0"], help="temperature:top_k[:prior_mix] of the semantic LM")
     ap.add_argument("--render", action="store_true", help="render every id set and judge the audio")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seed", type=int, default=1)
@@ -126,7 +127,10 @@ def main() -> None:
         true_wavs = torch.cat(parts)
     record("true", true, true_wavs)
     for setting in args.settings:
-        temp, top_k = float(setting.split(":")[0]), int(setting.split(":")[1])
+        fields = setting.split(":")
+        temp, top_k = float(fields[0]), int(fields[1])
+        mix = float(fields[2]) if len(fields) > 2 else None
+        name = f"t{temp:g}_k{top_k}" + (f"_mix{mix:g}" if mix is not None else "")
         for label, prompts in (("", texts), ("shuffled/", shuffled)):
             if label and setting != args.settings[0]:
                 continue  # the control once, at the first setting
@@ -134,10 +138,10 @@ def main() -> None:
             ids, wavs = [], []
             for i in range(0, len(items), args.batch):
                 res = ml.generate(prompts[i : i + args.batch], seconds=10, temperatures=(temp, 1.0, 1.0),
-                                  top_k=top_k, generator=gen)  # fmt: skip
+                                  top_k=top_k, prior_mix=mix, generator=gen)  # fmt: skip
                 ids.append(res.semantic[:, :frames])
                 wavs.append(res.wavs)
-            record(f"{label}t{temp:g}_k{top_k}", torch.cat(ids), torch.cat(wavs) if args.render else None)
+            record(label + name, torch.cat(ids), torch.cat(wavs) if args.render else None)
     args.out.write_text(json.dumps(report, indent=1))
     print("wrote", args.out)
 
