@@ -264,8 +264,11 @@ def test_bundle_gathers_components_into_a_checked_model_folder(parts, tmp_path, 
     assert mlm.semantic_lm.token_emb.weight.dtype == torch.float32  # loaded back into float32 models
     assert torch.allclose(mlm.semantic_lm.token_emb.weight, parts["semantic_lm"].token_emb.weight, atol=1e-3)
     assert mlm.default_cfg_scale == (1.0, 3.0)
-    assert main([*argv, "--semantic-cfg-scale", "2", "--acoustic-cfg-scale", "4"]) == 0  # stored in the stages' files
+    assert mlm.default_temperatures == (1.0, 0.95, 0.4)  # none stored: the paper's
+    argv_stored = [*argv, "--semantic-cfg-scale", "2", "--acoustic-cfg-scale", "4", "--semantic-temperature", "0.8"]
+    assert main(argv_stored) == 0  # stored in the stages' files
     assert load_musiclm(tmp_path / "model").default_cfg_scale == (2.0, 4.0)
+    assert load_musiclm(tmp_path / "model").default_temperatures == (0.8, 0.95, 0.4)
     assert main([*argv[: argv.index("--half")], *argv[argv.index("--half") + 1 :]]) == 0  # as they were
     capsys.readouterr()
     # a component that already lies in the folder (the shipped model's recipe rebuilds its own folder) stays
@@ -356,6 +359,32 @@ def test_a_semantic_lm_that_reads_a_latent_gets_the_acoustic_stages_conditioning
     assert mlm.default_cfg_scale == (1.0, 3.0)
     stored = TokenLM(**{**reads.config, "default_cfg_scale": 2.5})
     assert MusicLM(**{**acoustic_parts, "semantic_lm": stored}).default_cfg_scale == (2.5, 3.0)
+
+
+def test_a_stored_semantic_temperature_samples_unless_the_caller_gives_one(acoustic_parts, monkeypatch):
+    sem = acoustic_parts["semantic_lm"]
+    with pytest.raises(ValueError, match="default_temperature must be > 0"):
+        TokenLM(**{**sem.config, "default_temperature": 0.0})
+    stored = TokenLM(**sem.config).set_default_temperature(0.7)
+    again = TokenLM(**stored.config)  # kept in the config, hence in the file
+    assert again.default_temperature == 0.7
+    mlm = MusicLM(**{**acoustic_parts, "semantic_lm": again})
+    used: list[float] = []
+    real = again.generate
+
+    def spy(*args, **kwargs):
+        used.append(kwargs["sampling"].temperature)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(again, "generate", spy)
+    mlm.generate(["calm piano"], seconds=0.5)
+    mlm.generate(["calm piano"], seconds=0.5, temperatures=(1.3, 0.95, 0.4))
+    mlm.generate_long([("calm piano", 1.0)], window_seconds=0.8, stride_seconds=0.4)
+    assert used[0] == 0.7 and used[1] == 1.3 and set(used[2:]) == {0.7}
+    with pytest.raises(ValueError, match="temperatures must be three values > 0"):
+        mlm.generate(["calm piano"], seconds=0.5, temperatures=(0.0, 0.95, 0.4))
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        stored.set_default_temperature(-1)
 
 
 @pytest.mark.parametrize("path", ["coarse_fine", "masked", "latent"])

@@ -140,11 +140,12 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     mlm = load_musiclm(args.model_dir or DEFAULT_MODEL, lm_precision=args.lm_precision).to(args.device)
     gen = torch.Generator(mlm.device).manual_seed(args.seed)
     out = Path(args.out)
+    temps = None if args.temperature is None else (args.temperature, *mlm.default_temperatures[1:])
     if args.continue_from is not None:  # continue an audio prompt; the file is the prompt + its continuation
         prompt, sr = load_audio(args.continue_from, sample_rate=mlm.sample_rate)
         cont = mlm.generate_continuation(prompt, sr, seconds=args.seconds, text=args.texts[0] if args.texts else None,
                                          cfg_scale=_cfg_pair(args.cfg_scale), generator=gen,
-                                         frame_blend=args.frame_blend).cpu()  # fmt: skip
+                                         frame_blend=args.frame_blend, temperatures=temps).cpu()  # fmt: skip
         level = float(prompt.pow(2).mean().sqrt()) if args.level_dbfs is None else 10 ** (args.level_dbfs / 20)
         if args.level_dbfs is not None:
             prompt = normalize_level(prompt, target_rms=level)
@@ -156,7 +157,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if args.story:  # the paper's story mode: one piece, each segment's text for its own seconds
         story = [(t, s) for t, s in args.story]
         wav = mlm.generate_long(story, cfg_scale=_cfg_pair(args.cfg_scale), generator=gen,
-                                frame_blend=args.frame_blend).cpu()  # fmt: skip
+                                frame_blend=args.frame_blend, temperatures=temps).cpu()  # fmt: skip
         if args.level_dbfs is not None:
             wav = normalize_level(wav, target_rms=10 ** (args.level_dbfs / 20))
         path = str(save_audio(out, wav, mlm.sample_rate))
@@ -175,11 +176,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if args.seconds <= mlm.max_seconds():
         made = mlm.generate(args.texts, seconds=args.seconds, num_candidates=args.candidates, cfg_scale=scale,
                             generator=gen, prior_mix=args.prior_mix, frame_blend=args.frame_blend,
-                            melody=melody)  # fmt: skip
+                            melody=melody, temperatures=temps)  # fmt: skip
         wavs, scores = list(made.wavs.cpu()), made.scores.tolist()
     else:  # longer than one window: the paper's long generation, windows with an overlap (no reranking)
-        wavs = [mlm.generate_long([(t, args.seconds)], cfg_scale=scale, generator=gen, frame_blend=args.frame_blend)
-                for t in args.texts]  # fmt: skip
+        wavs = [mlm.generate_long([(t, args.seconds)], cfg_scale=scale, generator=gen, frame_blend=args.frame_blend,
+                                  temperatures=temps) for t in args.texts]  # fmt: skip
         scores = mlm.rerank_scores(torch.stack(wavs), args.texts, 1).tolist()
         wavs = [w.cpu() for w in wavs]
     if args.level_dbfs is not None:  # the magnitude codec's output is some 20 dB quieter than its training audio
@@ -239,7 +240,8 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
         dst = out / BUNDLE_FILES[key]
         scale = defaults.get(key)
         envelope = args.acoustic_guidance_envelope if key == "acoustic_lm" else None
-        if (scale is not None or envelope is not None
+        temperature = args.semantic_temperature if key == "semantic_lm" else None
+        if (scale is not None or envelope is not None or temperature is not None
                 or (args.half and key in ("semantic_lm", "acoustic_lm", "coarse_lm", "fine_lm"))):  # fmt: skip
             # stage weights in float16 (half the download); they load back into float32 models. The
             # tokenizers stay float32: the stages check their identity (a hash of the exact weights).
@@ -248,6 +250,8 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
                 _store_guidance(model, scale, src)
             if envelope is not None:
                 _store_guidance_envelope(model, envelope, src, args.codec)
+            if temperature is not None:
+                model.set_default_temperature(temperature)
             save(model.to(torch.float16) if args.half else model, dst, extra=read_header(src)["extra"])
         elif Path(src).resolve() != dst.resolve():  # a file already in the folder stays as it is
             shutil.copyfile(src, dst)
@@ -894,6 +898,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--cfg-scale", type=float, nargs="+", default=None,
                      help="classifier-free guidance: one scale for every stage, or semantic then acoustic (default: "
                      "the model's: each stage's stored scale, else semantic 1 and acoustic 3)")  # fmt: skip
+    gen.add_argument("--temperature", type=float, default=None,
+                     help="the semantic stage's sampling temperature (default: the model's stored one, else 1.0)")  # fmt: skip
     gen.add_argument("--prior-mix", type=float, default=None,
                      help="the retrieval prior's share in the semantic stage's sampling, in [0, 1) (default: the "
                      "model's)")  # fmt: skip
@@ -953,6 +959,9 @@ def build_parser() -> argparse.ArgumentParser:
     bun.add_argument("--acoustic-cfg-scale", type=float, default=None,
                      help="the acoustic stage's guidance when a caller gives none: a coarse LM's, or the flow "
                      "stage's mean guidance (stored in its file)")  # fmt: skip
+    bun.add_argument("--semantic-temperature", type=float, default=None,
+                     help="the semantic LM's sampling temperature when a caller gives none (stored in its file; "
+                     "default: the paper's 1.0)")  # fmt: skip
     bun.add_argument("--acoustic-guidance-envelope", type=int, default=None, metavar="K",
                      help="a latent acoustic stage guides only the spectral envelope of the conditioning's effect: "
                      "its first K cepstral coefficients over the codec's spectrum (the shipped model: 20; 0: plain "

@@ -183,6 +183,21 @@ class MusicLM:
         ac = getattr(self.acoustic_lm if self.acoustic_lm is not None else self.coarse_lm, "default_cfg_scale", None)
         return 1.0 if sem is None else float(sem), 3.0 if ac is None else float(ac)
 
+    @property
+    def default_temperatures(self) -> tuple[float, float, float]:
+        """``(semantic, coarse or acoustic, fine)`` sampling temperatures when a caller gives none: the
+        semantic LM's stored ``default_temperature``, else the paper's 1.0, and the paper's 0.95 and 0.4."""
+        sem = getattr(self.semantic_lm, "default_temperature", None)
+        return 1.0 if sem is None else float(sem), 0.95, 0.4
+
+    def sampling_temperatures(self, temperatures: tuple[float, float, float] | None) -> tuple[float, float, float]:
+        """The given three temperatures, checked, or :attr:`default_temperatures` for ``None``."""
+        if temperatures is None:
+            return self.default_temperatures
+        if len(temperatures) != 3 or min(temperatures) <= 0:
+            raise ValueError(f"temperatures must be three values > 0 (semantic, coarse, fine), got {temperatures}")
+        return tuple(float(t) for t in temperatures)  # type: ignore[return-value]
+
     def guidance(self, cfg_scale: float | tuple[float, float] | None) -> tuple[float, float]:
         """``(semantic, acoustic)`` guidance scales from one scale, a pair, or ``None`` (the defaults)."""
         return self.default_cfg_scale if cfg_scale is None else _scales(cfg_scale)
@@ -206,7 +221,7 @@ class MusicLM:
         *,
         seconds: float,
         num_candidates: int = 1,
-        temperatures: tuple[float, float, float] = (1.0, 0.95, 0.4),
+        temperatures: tuple[float, float, float] | None = None,
         cfg_scale: float | tuple[float, float] | None = None,
         top_k: int = 0,
         acoustic_steps: tuple[int, ...] = (8, 1),
@@ -215,8 +230,10 @@ class MusicLM:
         frame_blend: float | None = None,
         melody: tuple[Tensor, int] | None = None,
     ) -> GenerationResult:
-        """Music for each text. Paper temperatures: semantic 1.0, coarse 0.95, fine 0.4 (with ``acoustic_lm``
-        the second is its sampling temperature; ``acoustic_steps`` its unmasking rounds per level).
+        """Music for each text. ``temperatures``: semantic, coarse, fine (default
+        :attr:`default_temperatures`: the semantic LM's stored one, else the paper's 1.0, 0.95, 0.4; with
+        ``acoustic_lm`` the second is its sampling temperature; ``acoustic_steps`` its unmasking rounds per
+        level).
         ``cfg_scale``: classifier-free guidance, one scale for every stage or ``(semantic, acoustic)``
         (default :attr:`default_cfg_scale`).
         ``prior_mix``: the retrieval prior's share in the semantic LM's next-id distribution (default
@@ -227,6 +244,7 @@ class MusicLM:
         stage renders that melody in the texts' style (semantic-id transfer; the latent stage then makes
         the same audio for every candidate)."""
         sem_cfg, cfg_scale = self.guidance(cfg_scale)
+        temperatures = self.sampling_temperatures(temperatures)
         if not texts:
             raise ValueError("texts is empty")
         if seconds <= 0 or seconds > self.max_seconds():
@@ -290,7 +308,7 @@ class MusicLM:
         *,
         window_seconds: float | None = None,
         stride_seconds: float | None = None,
-        temperatures: tuple[float, float, float] = (1.0, 0.95, 0.4),
+        temperatures: tuple[float, float, float] | None = None,
         cfg_scale: float | tuple[float, float] | None = None,
         top_k: int = 0,
         generator: torch.Generator | None = None,
@@ -320,7 +338,7 @@ class MusicLM:
         text: str | None = None,
         window_seconds: float | None = None,
         stride_seconds: float | None = None,
-        temperatures: tuple[float, float, float] = (1.0, 0.95, 0.4),
+        temperatures: tuple[float, float, float] | None = None,
         cfg_scale: float | tuple[float, float] | None = None,
         top_k: int = 0,
         generator: torch.Generator | None = None,
@@ -359,7 +377,7 @@ class MusicLM:
 
     def _long(
         self, cond: TextCondition, owner: Tensor, *, prefix: Tensor | None = None, prefix_codes: Tensor | None = None,
-        window_seconds: float | None, stride_seconds: float | None, temperatures: tuple[float, float, float],
+        window_seconds: float | None, stride_seconds: float | None, temperatures: tuple[float, float, float] | None,
         cfg_scale: float | tuple[float, float] | None, top_k: int, generator: torch.Generator | None,
         frame_blend: float | None,
     ) -> Tensor:  # fmt: skip
@@ -367,6 +385,7 @@ class MusicLM:
         of each) after the optional ``prefix`` ids ``[1, Tp]`` (and its codec codes); returns the new
         audio ``[S]``."""
         sem_cfg, ac_cfg = self.guidance(cfg_scale)
+        temperatures = self.sampling_temperatures(temperatures)
         window = window_seconds or self.max_seconds()
         stride = stride_seconds or window / 2
         if not 0 < stride < window <= self.max_seconds():

@@ -153,6 +153,7 @@ class TokenLM(Component):
             vector), guided with them. 0: none (the ids alone, as in the paper).
         default_cfg_scale: the guidance :class:`~musiclm_pytorch.MusicLM` uses for this stage when its
             caller gives none (``None``: the pipeline's default); kept in the file.
+        default_temperature: likewise the sampling temperature (``None``: the paper's for the stage).
     """
 
     component_name = "token_lm"
@@ -174,6 +175,7 @@ class TokenLM(Component):
         token_groups: Sequence[int] | None = None,
         cond_latent_dim: int = 0,
         default_cfg_scale: float | None = None,
+        default_temperature: float | None = None,
     ):
         super().__init__()
         ff_hidden = ff_hidden or 4 * dim
@@ -184,8 +186,12 @@ class TokenLM(Component):
             max_seq_len=max_seq_len, **({"token_groups": groups} if groups else {}),
             **({"cond_latent_dim": cond_latent_dim} if cond_latent_dim else {}),
             **({"default_cfg_scale": default_cfg_scale} if default_cfg_scale is not None else {}),
+            **({"default_temperature": default_temperature} if default_temperature is not None else {}),
         )  # fmt: skip
         self.default_cfg_scale = default_cfg_scale
+        if default_temperature is not None and default_temperature <= 0:
+            raise ValueError(f"default_temperature must be > 0, got {default_temperature}")
+        self.default_temperature = default_temperature
         if groups and (sum(groups) != vocab_size or min(groups) < 1):
             raise ValueError(f"token_groups {groups} must be positive sizes summing to vocab_size={vocab_size}")
         if not 0.0 <= cond_drop_prob < 1.0:
@@ -252,6 +258,14 @@ class TokenLM(Component):
         """Make ``scale`` the guidance the pipeline uses for this stage when its caller gives none (kept in
         the config, so a saved LM keeps it)."""
         self.default_cfg_scale = self._config["default_cfg_scale"] = float(scale)
+        return self
+
+    def set_default_temperature(self, temperature: float) -> TokenLM:
+        """Make ``temperature`` the sampling temperature the pipeline uses for this stage when its caller
+        gives none (kept in the config, so a saved LM keeps it)."""
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.default_temperature = self._config["default_temperature"] = float(temperature)
         return self
 
     def latent_bias(self, cond_latent: Tensor | None, batch: int, *, drop: Tensor | None = None) -> Tensor | None:
