@@ -121,6 +121,7 @@ def test_info_refuses_bad_files_on_one_line(tmp_path, capsys):
         (["--seconds", "-3"], "got -3"),
         (["--seconds", "60.5"], "--seconds must be > 0 and <= 60, got 60.5"),
         (["--seconds", "nan"], "got nan"),
+        (["--temperature", "0"], "--temperature must be > 0 and <= 10, got 0"),
     ],
 )
 def test_generate_bounds_are_one_line_naming_the_bound(tmp_path, capsys, flags, message):

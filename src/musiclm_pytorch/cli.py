@@ -116,6 +116,8 @@ def _check_generate_bounds(args: argparse.Namespace) -> None:
         raise ValueError(f"--candidates must be between 1 and {MAX_CANDIDATES}, got {args.candidates}")
     if not 0 < args.seconds <= MAX_SECONDS:  # also refuses nan
         raise ValueError(f"--seconds must be > 0 and <= {MAX_SECONDS:g}, got {args.seconds:g}")
+    if args.temperature is not None and not 0 < args.temperature <= 10:  # also refuses nan
+        raise ValueError(f"--temperature must be > 0 and <= 10, got {args.temperature:g}")
 
 
 def _level_dbfs(value: str) -> float | None:
@@ -899,7 +901,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="classifier-free guidance: one scale for every stage, or semantic then acoustic (default: "
                      "the model's: each stage's stored scale, else semantic 1 and acoustic 3)")  # fmt: skip
     gen.add_argument("--temperature", type=float, default=None,
-                     help="the semantic stage's sampling temperature (default: the model's stored one, else 1.0)")  # fmt: skip
+                     help="the semantic stage's sampling temperature (default: the model's stored one, else "
+                     "1.0)")  # fmt: skip
     gen.add_argument("--prior-mix", type=float, default=None,
                      help="the retrieval prior's share in the semantic stage's sampling, in [0, 1) (default: the "
                      "model's)")  # fmt: skip
