@@ -154,6 +154,12 @@ class TokenLM(Component):
         default_cfg_scale: the guidance :class:`~musiclm_pytorch.MusicLM` uses for this stage when its
             caller gives none (``None``: the pipeline's default); kept in the file.
         default_temperature: likewise the sampling temperature (``None``: the paper's for the stage).
+        beat_harmonics: with ``> 0``, a beat grid ``beat [B, 2]`` = (period, phase) in frames can be given:
+            each position adds a projection of the beat phase of the token it predicts (sine and cosine
+            at 1, 2, 4, ... times the beat, ``beat_harmonics`` of them, and at the bar of 4;
+            :func:`~musiclm_pytorch.semantic.beat.beat_features`), so where the beat falls need not be
+            inferred. A row with period <= 0 (unknown) gets a learned null vector; in training each row's
+            grid is dropped with ``beat_drop_prob``. Not dropped by guidance: both branches keep it.
     """
 
     component_name = "token_lm"
@@ -176,6 +182,8 @@ class TokenLM(Component):
         cond_latent_dim: int = 0,
         default_cfg_scale: float | None = None,
         default_temperature: float | None = None,
+        beat_harmonics: int = 0,
+        beat_drop_prob: float = 0.1,
     ):
         super().__init__()
         ff_hidden = ff_hidden or 4 * dim
@@ -187,6 +195,7 @@ class TokenLM(Component):
             **({"cond_latent_dim": cond_latent_dim} if cond_latent_dim else {}),
             **({"default_cfg_scale": default_cfg_scale} if default_cfg_scale is not None else {}),
             **({"default_temperature": default_temperature} if default_temperature is not None else {}),
+            **({"beat_harmonics": beat_harmonics, "beat_drop_prob": beat_drop_prob} if beat_harmonics else {}),
         )  # fmt: skip
         self.default_cfg_scale = default_cfg_scale
         if default_temperature is not None and default_temperature <= 0:
@@ -216,6 +225,13 @@ class TokenLM(Component):
         if cond_latent_dim:
             self.cond_latent = nn.Linear(cond_latent_dim, dim)
             self.null_latent = nn.Parameter(torch.zeros(dim))
+        if beat_harmonics < 0 or not 0.0 <= beat_drop_prob < 1.0:
+            raise ValueError(f"beat_harmonics must be >= 0 and beat_drop_prob in [0, 1), got {beat_harmonics}, "
+                             f"{beat_drop_prob}")  # fmt: skip
+        self.beat_harmonics, self.beat_drop_prob = beat_harmonics, beat_drop_prob
+        if beat_harmonics:
+            self.beat_proj = nn.Linear(2 * beat_harmonics + 2, dim, bias=False)
+            self.null_beat = nn.Parameter(torch.zeros(dim))
         self.rotary = RotaryEmbedding(dim_head, num_axes=1)
         self.blocks = nn.ModuleList(_Block(dim, heads, dim_head, ff_hidden, dropout) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
@@ -285,6 +301,32 @@ class TokenLM(Component):
         bias = self.cond_latent(F.normalize(cond_latent.to(ref.device).float(), dim=-1).to(ref.dtype))[:, None]
         return bias if drop is None else torch.where(drop[:, None, None], null, bias)
 
+    def beat_bias(
+        self, beat: Tensor | None, frames: Tensor, batch: int, *, drop: Tensor | None = None
+    ) -> Tensor | None:
+        """``[B, N, D]``: the beat-phase vector of each predicted token's frame ``frames [N]`` under the grids
+        ``beat [B, 2]`` (period, phase in frames; ``None``, period <= 0 or ``drop`` True: the null vector);
+        ``None`` without ``beat_harmonics``."""
+        if not self.beat_harmonics:
+            if beat is not None:
+                raise ValueError("beat given, but this TokenLM has no beat_harmonics (it reads no beat grid)")
+            return None
+        if beat is None:  # unknown for every row: the null vector, as for a dropped grid in training
+            return self.null_beat.expand(batch, len(frames), -1)
+        if beat.shape != (batch, 2):
+            raise ValueError(f"beat must be [B, 2] = [{batch}, 2] (period, phase in frames), got {tuple(beat.shape)}")
+        from ..semantic.beat import beat_features
+
+        ref = self.null_beat
+        beat = beat.to(ref.device).float()
+        known = beat[:, 0] > 0
+        if drop is not None:
+            known = known & ~drop.to(known.device)
+        period = torch.where(known, beat[:, 0], torch.ones_like(beat[:, 0]))
+        feats = beat_features(frames.to(ref.device), period, beat[:, 1], self.beat_harmonics)
+        vec = self.beat_proj(feats.to(ref.dtype))
+        return torch.where(known[:, None, None], vec, ref.expand_as(vec))
+
     def _check_tokens(self, tokens: Tensor) -> None:
         if tokens.ndim != 2 or tokens.dtype not in (torch.long, torch.int32):
             raise ValueError(
@@ -306,11 +348,12 @@ class TokenLM(Component):
 
     # ---- training ----------------------------------------------------------------------------
     def forward(self, tokens: Tensor, cond_ids: Tensor | None = None, *, drop: Tensor | None = None,
-                cond_latent: Tensor | None = None) -> Tensor:  # fmt: skip
+                cond_latent: Tensor | None = None, beat: Tensor | None = None) -> Tensor:  # fmt: skip
         """Next-token logits ``[B, N, V]`` for ``tokens [B, N]``: position i predicts ``tokens[:, i]``.
 
         In training mode, without an explicit ``drop``, each row's condition (ids and ``cond_latent``)
-        is dropped with probability ``cond_drop_prob`` (classifier-free guidance training).
+        is dropped with probability ``cond_drop_prob`` (classifier-free guidance training), and the beat
+        grid ``beat [B, 2]`` (with ``beat_harmonics``), independently, with ``beat_drop_prob``.
         """
         self._check_tokens(tokens)
         if self.quantized and self.training:
@@ -321,12 +364,20 @@ class TokenLM(Component):
             drop = torch.rand(b, device=tokens.device) < self.cond_drop_prob
         x = torch.cat([self.prefix(cond_ids, b, drop=drop), self.embed(tokens[:, :-1])], dim=1)
         bias = self.latent_bias(cond_latent, b, drop=drop)
-        logits = self._run(x if bias is None else x + bias, 0, None)
+        if bias is not None:
+            x = x + bias
+        beat_drop = None
+        if beat is not None and self.training and self.beat_drop_prob > 0:
+            beat_drop = torch.rand(b, device=tokens.device) < self.beat_drop_prob
+        grid = self.beat_bias(beat, torch.arange(n), b, drop=beat_drop)
+        if grid is not None:  # the input that predicts token j carries token j's beat phase
+            x = torch.cat([x[:, :-n], x[:, -n:] + grid], dim=1)
+        logits = self._run(x, 0, None)
         return logits[:, -n:]
 
     def loss(self, tokens: Tensor, cond_ids: Tensor | None = None, *, ignore_index: int = -100,
-             cond_latent: Tensor | None = None) -> Tensor:  # fmt: skip
-        logits = self(tokens, cond_ids, cond_latent=cond_latent)
+             cond_latent: Tensor | None = None, beat: Tensor | None = None) -> Tensor:  # fmt: skip
+        logits = self(tokens, cond_ids, cond_latent=cond_latent, beat=beat)
         return F.cross_entropy(
             logits.reshape(-1, self.vocab_size).float(), tokens.reshape(-1), ignore_index=ignore_index
         )
@@ -369,6 +420,7 @@ class TokenLM(Component):
         prior_log_probs: Tensor | None = None,
         prior_mix: float = 0.0,
         cond_latent: Tensor | None = None,
+        beat: Tensor | None = None,
     ) -> Tensor:
         """Sample ``steps`` tokens after ``prime [B, N0]`` (optional). Returns ``[B, N0 + steps]``.
 
@@ -383,6 +435,8 @@ class TokenLM(Component):
         log distribution mixed into every step's next-id distribution with share ``prior_mix`` (the
         retrieval prior's, :class:`~musiclm_pytorch.lm.RetrievalPrior`, as in the kNN-LM).
         ``cond_latent [B, C]``: the continuous conditioning (with ``cond_latent_dim``), guided with the ids.
+        ``beat [B, 2]``: the beat grid (period, phase) in frames counted from the first prime token (with
+        ``beat_harmonics``); both guidance branches keep it.
         """
         sampling = sampling or SamplingConfig()
         was_training = self.training
@@ -414,6 +468,10 @@ class TokenLM(Component):
         if bias is not None:
             bias = bias.to(x.dtype)
             x = x + bias
+        beat_rows = None if beat is None else (torch.cat([beat, beat]) if guided else beat)
+        grid = self.beat_bias(beat_rows, torch.arange(n0 + 1), rows)  # null rows without a beat
+        if grid is not None:  # the inputs that predict tokens 0..n0 carry their beat phases
+            x = torch.cat([x[:, : -(n0 + 1)], x[:, -(n0 + 1) :] + grid.to(x.dtype)], dim=1)
         logits = self._run(x, 0, cache)[:, -1]
         cache.length = x.shape[1]
         if eos_id is not None and not 0 <= eos_id < self.vocab_size:
@@ -452,7 +510,12 @@ class TokenLM(Component):
                 break
             step_in = torch.cat([nxt, nxt]) if guided else nxt
             x = self.embed(step_in[:, None])
-            logits = self._run(x if bias is None else x + bias, cache.length, cache)[:, -1]
+            if bias is not None:
+                x = x + bias
+            if grid is not None:
+                step_grid = self.beat_bias(beat_rows, torch.tensor([n0 + i + 1]), rows)
+                x = x + step_grid.to(x.dtype)  # type: ignore[union-attr]
+            logits = self._run(x, cache.length, cache)[:, -1]
             cache.length += 1
         self.train(was_training)
         return out
