@@ -155,6 +155,37 @@ def test_semantic_stage_reads_the_clip_latent_and_resumes_on_the_same_curve(toke
     _assert_resumes_on_the_same_curve(cfg, tmp_path, monkeypatch)
 
 
+def test_semantic_stage_reads_the_beat_grid_of_its_ids_and_resumes_on_the_same_curve(tokens, tmp_path, monkeypatch):
+    """--beat-from: each clip's beat grid comes from its own ids through the tokenizer that made them; the
+    LM reads it (the projection gets gradients), validation reports the loss with the tempo unknown, and a
+    killed run resumes bitwise; another tokenizer is refused."""
+    from musiclm_pytorch import save
+
+    out, _, (_, sem, _) = tokens
+    save(sem, tmp_path / "sem.safetensors")
+    cfg = dict(stage="semantic", tokens=str(out), out=str(tmp_path / "a"), dim=32, depth=1, heads=2, dim_head=16,
+               crop_seconds=1.0, batch_size=4, max_steps=8, warmup_steps=1, log_every=1, eval_every=8,
+               checkpoint_every=2, progress=False, beat_from=str(tmp_path / "sem.safetensors"),
+               beat_harmonics=2)  # fmt: skip
+    report = train_stage(StageTrainConfig(**cfg))
+    assert report["val_loss_no_beat"] > 0 and report["val_loss_no_beat"] != report["val_loss"]
+    lm = load(tmp_path / "a" / "semantic.safetensors", expected=TokenLM)
+    assert lm.beat_harmonics == 2
+    torch.manual_seed(0)
+    init = TokenLM(**lm.config)
+    assert (lm.beat_proj.weight - init.beat_proj.weight).abs().max() > 1e-4
+    _assert_resumes_on_the_same_curve(cfg, tmp_path, monkeypatch)
+    other = SemanticTokenizer(vocab_size=8)
+    other.centers.normal_()
+    save(other, tmp_path / "other.safetensors")
+    with pytest.raises(ValueError, match="differs from the one this stage was trained with"):
+        train_stage(
+            StageTrainConfig(**{**cfg, "out": str(tmp_path / "c"), "beat_from": str(tmp_path / "other.safetensors")})
+        )
+    with pytest.raises(ValueError, match="--beat-from is for the semantic stage"):
+        StageTrainConfig(stage="coarse", tokens="x", beat_from="sem.safetensors")
+
+
 def test_stage_ema_and_bf16(tokens, tmp_path):
     out, _, _ = tokens
     cfg = StageTrainConfig(stage="semantic", tokens=str(out), out=str(tmp_path), dim=32, depth=1, heads=2,

@@ -245,6 +245,10 @@ class StageTrainConfig:
     # semantic / coarse / fine stages: also read the clip's continuous MuLaN audio latent at every position
     # (TokenLM cond_latent_dim; --cond-noise applies to it), beside the 12 conditioning ids
     cond_latent: bool = False
+    # semantic stage: the semantic tokenizer the tokens were made with; its onset features give each clip's
+    # beat grid (semantic.beat), which the LM then reads at every position (TokenLM beat_harmonics). "": off
+    beat_from: str = ""
+    beat_harmonics: int = 3
     grad_clip: float = 1.0
     mixed_precision: str = "no"  # "no" or "bf16"
     ema_decay: float | None = None  # e.g. 0.999
@@ -265,6 +269,8 @@ class StageTrainConfig:
         if self.cond_latent and self.stage != "semantic":
             raise ValueError(f"--cond-latent is for the semantic stage (the pipeline gives the continuous "
                              f"conditioning to the semantic LM only), not {self.stage!r}")  # fmt: skip
+        if self.beat_from and self.stage != "semantic":
+            raise ValueError(f"--beat-from is for the semantic stage (the beat grid of its ids), not {self.stage!r}")
         if self.stage == "flow" and not self.mean_stage:
             raise ValueError("the flow stage needs --mean-stage: a trained `train stage --stage latent` checkpoint")
         if not self.tokens:
@@ -297,13 +303,33 @@ def _layout(cfg: StageTrainConfig, meta: dict[str, Any]) -> SemanticLayout | Coa
     return FineLayout(meta["codebook_size"], cfg.num_coarse, meta["num_quantizers"] - cfg.num_coarse)
 
 
-def _crop(item: dict[str, Any], frames: int, ratio: int, rng: random.Random) -> tuple[Tensor, Tensor]:
-    """A crop of ``frames`` semantic frames (and ``frames * ratio`` codec frames) on the shared grid."""
+def _crop(item: dict[str, Any], frames: int, ratio: int, rng: random.Random) -> tuple[Tensor, Tensor, int]:
+    """A crop of ``frames`` semantic frames (and ``frames * ratio`` codec frames) on the shared grid, and
+    its first semantic frame."""
     total = len(item["semantic"])
     start = rng.randrange(total - frames + 1) if total > frames else 0
     sem = item["semantic"][start : start + frames].long()
     codes = item["codes"][:, start * ratio : (start + frames) * ratio].long()
-    return sem, codes
+    return sem, codes, start
+
+
+def add_beat_grids(items: list[dict[str, Any]], tokenizer: Any, frame_rate: float) -> None:
+    """Each item's ``beat`` = ``[period, phase]`` in frames, estimated from its whole id sequence
+    (:func:`~musiclm_pytorch.semantic.beat.estimate_beat` over the onset strength its ids imply)."""
+    from ..semantic.beat import estimate_beat, onset_from_ids
+
+    for it in items:
+        period, phase, _ = estimate_beat(onset_from_ids(tokenizer, it["semantic"]), frame_rate)
+        it["beat"] = torch.tensor([period, phase])
+
+
+def _load_beat_tokenizer(cfg: StageTrainConfig, train: dict[str, Any]) -> Any:
+    """The semantic tokenizer of ``--beat-from``, checked to be the one the tokens were made with."""
+    from ..semantic import SemanticTokenizer
+
+    tok = load(cfg.beat_from, expected=SemanticTokenizer)
+    check_identity(train["identity"], semantic=tok)
+    return tok
 
 
 Layout = SemanticLayout | CoarseLayout | FineLayout
@@ -334,10 +360,15 @@ def _batch(
     frames: int,
     rng: random.Random,
     num_levels: int,
-) -> tuple[Tensor, Tensor, Tensor]:
-    tokens, masks, conds = [], [], []
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """``(tokens, mask, cond_ids, beat)`` of random crops; ``beat [B, 2]`` (period, phase from the crop's
+    first frame) when the items carry beat grids (:func:`add_beat_grids`), else ``None``."""
+    tokens, masks, conds, beats = [], [], [], []
     for item in items:
-        sem, codes = _crop(item, frames, ratio, rng)
+        sem, codes, start = _crop(item, frames, ratio, rng)
+        if "beat" in item:
+            period, phase = item["beat"].tolist()
+            beats.append(torch.tensor([period, (phase - start) % period]))
         if isinstance(layout, SemanticLayout):
             t, m = layout.flatten(sem[None])
         elif isinstance(layout, CoarseLayout):
@@ -348,7 +379,8 @@ def _batch(
         masks.append(m[0])
         conds.append(item["cond_ids"].long())
     n = min(len(t) for t in tokens)
-    return torch.stack([t[:n] for t in tokens]), torch.stack([m[:n] for m in masks]), torch.stack(conds)
+    beat = torch.stack(beats) if len(beats) == len(items) else None
+    return torch.stack([t[:n] for t in tokens]), torch.stack([m[:n] for m in masks]), torch.stack(conds), beat
 
 
 def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
@@ -365,6 +397,10 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
     train = torch.load(root / "train.pt", weights_only=False)
     val = torch.load(root / "val.pt", weights_only=False) if (root / "val.pt").is_file() else None
     layout = _layout(cfg, train) if cfg.stage not in ACOUSTIC else None
+    if cfg.beat_from:  # each clip's beat grid from its own ids: still trained from audio alone
+        beat_tok = _load_beat_tokenizer(cfg, train)
+        for split in (train, val) if val is not None else (train,):
+            add_beat_grids(split["items"], beat_tok, _semantic_rate(train))
     ratio = train["ratio"]
     frames = _crop_frames(cfg, train)
     seq_len = {"semantic": frames, "coarse": frames + frames * ratio * getattr(layout, "num_coarse", 0),
@@ -428,7 +464,8 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
                      dropout=cfg.dropout, num_cond=train["num_cond"], cond_vocab=train["cond_vocab"],
                      cond_drop_prob=cfg.cond_drop_prob, max_seq_len=seq_len,
                      token_groups=layout.groups if _level_embeddings(cfg) else None,
-                     cond_latent_dim=_cond_latent_dim(cfg, train))  # fmt: skip
+                     cond_latent_dim=_cond_latent_dim(cfg, train),
+                     beat_harmonics=cfg.beat_harmonics if cfg.beat_from else 0)  # fmt: skip
     if isinstance(lm, FlowAcousticLM):  # the regression part is frozen: only the flow's weights get gradients
         lm.requires_grad_(False)
         for p in lm.flow_parameters():
@@ -460,7 +497,7 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
     num_levels = train["num_quantizers"]
     items = train["items"]
     report: dict[str, Any] = {}
-    keys = ["loss", "val_loss", "val_loss_shuffled_cond"]
+    keys = ["loss", "val_loss", "val_loss_shuffled_cond"] + (["val_loss_no_beat"] if cfg.beat_from else [])
     keys += {"latent": ["val_loss_null_cond"], "flow": ["val_loss_null_cond"],
              "acoustic": ["val_level1_from_blank", "val_level1_from_blank_shuffled_cond",
                           "val_level1_from_blank_null_cond"]}.get(cfg.stage, [])  # fmt: skip
@@ -507,12 +544,12 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
             loss = F.cross_entropy(logits[target].float(), truth[target].long())
             mask = torch.ones_like(codes[:, 0], dtype=torch.bool)  # frames seen, for the throughput figure
         else:
-            tokens, mask, cond = (
-                t.to(accelerator.device) for t in _batch(batch_items, layout, ratio, frames, rng, num_levels)
-            )
+            tokens, mask, cond, beat = _batch(batch_items, layout, ratio, frames, rng, num_levels)
+            tokens, mask, cond = tokens.to(accelerator.device), mask.to(accelerator.device), cond.to(accelerator.device)
             latent = _noisy_latents(batch_items, cfg.cond_noise, rng) if model.cond_latent_dim else None
             with accelerator.autocast():
-                logits = lm_ddp(tokens, cond, cond_latent=None if latent is None else latent.to(accelerator.device))
+                logits = lm_ddp(tokens, cond, cond_latent=None if latent is None else latent.to(accelerator.device),
+                                beat=beat if getattr(model, "beat_harmonics", 0) else None)  # fmt: skip
             loss = F.cross_entropy(logits[mask].float(), tokens[mask])
         run.update(loss, opt, lm_ddp.parameters(), grad_clip=cfg.grad_clip, scheduler=sched, ema=ema, model=model)
         run.advance(items=int(mask.sum()))
@@ -532,7 +569,7 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
 def _acoustic_batch(items: list[dict[str, Any]], ratio: int, frames: int, rng: random.Random,
                     levels: int) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
     """``(semantic [B, frames], codes [B, levels, frames * ratio], MuLaN latents [B, C])`` of random crops."""
-    crops = [_crop(it, frames, ratio, rng) for it in items]
+    crops = [_crop(it, frames, ratio, rng)[:2] for it in items]
     n = min(len(sem) for sem, _ in crops)
     return (torch.stack([sem[:n] for sem, _ in crops]), torch.stack([c[:levels, : n * ratio] for _, c in crops]),
             torch.stack([it["mulan"].float() for it in items]))  # fmt: skip
@@ -712,11 +749,19 @@ def evaluate_stage(
     seconds = frames / semantic_rate
     for start, end in zip(bounds, bounds[1:]):
         part = chosen[start:end]
-        tokens, mask, cond = (t.to(device) for t in _batch(part, layout, ratio, frames, rng, num_levels))
+        tokens, mask, cond, beat = _batch(part, layout, ratio, frames, rng, num_levels)
+        tokens, mask, cond = tokens.to(device), mask.to(device), cond.to(device)
+        beat = beat if lm.beat_harmonics else None
         latent = _noisy_latents(part, 0.0, rng).to(device) if lm.cond_latent_dim else None
-        logits = lm(tokens, cond, cond_latent=latent).float()
-        shuffled = lm(tokens, cond.roll(1, dims=0), cond_latent=None if latent is None else latent.roll(1, dims=0))
+        logits = lm(tokens, cond, cond_latent=latent, beat=beat).float()
+        shuffled = lm(tokens, cond.roll(1, dims=0), cond_latent=None if latent is None else latent.roll(1, dims=0),
+                      beat=beat)  # fmt: skip
         shuffled = shuffled.float()
+        if beat is not None:  # what the grid is worth: the same crops with the tempo unknown
+            no_beat = lm(tokens, cond, cond_latent=latent, beat=torch.zeros_like(beat)).float()
+            sums["no_beat"] = (
+                sums.get("no_beat", 0.0) + F.cross_entropy(no_beat[mask], tokens[mask], reduction="sum").item()
+            )
         n = int(mask.sum())
         ce = F.cross_entropy(logits.transpose(1, 2), tokens, reduction="none")  # [B, N]
         ce_shuffled = F.cross_entropy(shuffled.transpose(1, 2), tokens, reduction="none")
@@ -746,6 +791,8 @@ def evaluate_stage(
                               "val_loss_first_second": round(sums["head"] / head_count, 5),
                               "val_loss_first_second_shuffled_cond": round(sums["head_shuffled"] / head_count, 5),
                               "val_clips": len(chosen)}  # fmt: skip
+    if "no_beat" in sums:
+        report["val_loss_no_beat"] = round(sums["no_beat"] / sums["count"], 5)
     if level_correct is not None and level_count is not None:
         per_level = (level_correct / level_count.clamp(min=1)).tolist()
         report["val_accuracy_per_level"] = {str(q): round(a, 4) for q, a in enumerate(per_level) if level_count[q]}
