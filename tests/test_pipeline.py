@@ -361,6 +361,35 @@ def test_a_semantic_lm_that_reads_a_latent_gets_the_acoustic_stages_conditioning
     assert MusicLM(**{**acoustic_parts, "semantic_lm": stored}).default_cfg_scale == (2.5, 3.0)
 
 
+def test_a_semantic_lm_that_reads_a_beat_grid_gets_the_tempo_the_text_names(acoustic_parts, monkeypatch):
+    sem = acoustic_parts["semantic_lm"]
+    plain = MusicLM(**acoustic_parts)
+    assert plain.beat_grids(["x at 120 bpm"]) is None  # an LM without a beat input gets none
+    with pytest.raises(ValueError, match="reads no beat grid"):
+        plain.generate(["x"], seconds=0.5, beat=torch.tensor([[12.0, 0.0]]))
+    beats = TokenLM(**{**sem.config, "beat_harmonics": 2}).eval()
+    mlm = MusicLM(**{**acoustic_parts, "semantic_lm": beats})
+    rate = mlm.semantic_tokenizer.frame_rate
+    grids = mlm.beat_grids(["a jig, about 140 bpm", "slow piano at 72.5 BPM", "no tempo named", "9000 bpm"])
+    assert torch.allclose(grids, torch.tensor([[60 * rate / 140, 0.0], [60 * rate / 72.5, 0.0], [0.0, 0.0],
+                                               [0.0, 0.0]]))  # fmt: skip
+    seen = []
+    real = beats.generate
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["beat"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(beats, "generate", spy)
+    mlm.generate(["calm piano, 100 bpm", "drums"], seconds=0.5, num_candidates=2)
+    assert torch.allclose(seen[0][:, 0], torch.tensor([60 * rate / 100] * 2 + [0.0] * 2))  # per candidate
+    given = torch.tensor([[10.0, 3.0]])
+    mlm.generate(["calm piano, 100 bpm"], seconds=0.5, beat=given)
+    assert torch.equal(seen[1], given)
+    with pytest.raises(ValueError, match=r"beat must be \[B, 2\] = \[1, 2\]"):
+        mlm.generate(["x"], seconds=0.5, beat=torch.zeros(2, 2))
+
+
 def test_a_stored_semantic_temperature_samples_unless_the_caller_gives_one(acoustic_parts, monkeypatch):
     sem = acoustic_parts["semantic_lm"]
     with pytest.raises(ValueError, match="default_temperature must be > 0"):

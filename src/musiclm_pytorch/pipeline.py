@@ -18,6 +18,7 @@ samples the fine levels, in chunks of the length it was trained on.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -33,6 +34,8 @@ from .lm.prior import RetrievalPrior
 from .lm.regression import LatentAcousticLM
 from .lm.transformer import SamplingConfig, TokenLM
 from .semantic import SemanticTokenizer
+
+_BPM = re.compile(r"\b(\d{2,3}(?:\.\d+)?)\s*(?:bpm|beats per minute)\b", flags=re.IGNORECASE)
 
 
 @dataclass
@@ -198,6 +201,27 @@ class MusicLM:
             raise ValueError(f"temperatures must be three values > 0 (semantic, coarse, fine), got {temperatures}")
         return tuple(float(t) for t in temperatures)  # type: ignore[return-value]
 
+    def beat_grids(self, texts: list[str], beat: Tensor | None = None) -> Tensor | None:
+        """``[B, 2]`` beat grids (period, phase in semantic frames) for a semantic LM that reads one
+        (``beat_harmonics``), else ``None``: ``beat`` as given, or the tempo a text names ("140 bpm") on a
+        grid starting at frame 0, or period 0 (tempo unknown: the LM's null grid)."""
+        if not getattr(self.semantic_lm, "beat_harmonics", 0):
+            if beat is not None:
+                raise ValueError("beat given, but this model's semantic LM reads no beat grid (beat_harmonics 0)")
+            return None
+        if beat is not None:
+            if beat.shape != (len(texts), 2):
+                raise ValueError(f"beat must be [B, 2] = [{len(texts)}, 2] (period, phase in frames), "
+                                 f"got {tuple(beat.shape)}")  # fmt: skip
+            return beat.float()
+        rate = float(self.semantic_tokenizer.frame_rate)
+        grids = []
+        for text in texts:
+            found = _BPM.search(text)
+            bpm = float(found.group(1)) if found else 0.0
+            grids.append([60.0 * rate / bpm if 20 <= bpm <= 400 else 0.0, 0.0])
+        return torch.tensor(grids)
+
     def guidance(self, cfg_scale: float | tuple[float, float] | None) -> tuple[float, float]:
         """``(semantic, acoustic)`` guidance scales from one scale, a pair, or ``None`` (the defaults)."""
         return self.default_cfg_scale if cfg_scale is None else _scales(cfg_scale)
@@ -229,6 +253,7 @@ class MusicLM:
         prior_mix: float | None = None,
         frame_blend: float | None = None,
         melody: tuple[Tensor, int] | None = None,
+        beat: Tensor | None = None,
     ) -> GenerationResult:
         """Music for each text. ``temperatures``: semantic, coarse, fine (default
         :attr:`default_temperatures`: the semantic LM's stored one, else the paper's 1.0, 0.95, 0.4; with
@@ -242,7 +267,9 @@ class MusicLM:
         ``melody``: ``(wav [S], sample_rate)`` of a hummed, whistled or played melody: its semantic ids
         (the tokenizer's pitch-class and onset features) replace the semantic stage's, so the acoustic
         stage renders that melody in the texts' style (semantic-id transfer; the latent stage then makes
-        the same audio for every candidate)."""
+        the same audio for every candidate).
+        ``beat [B, 2]``: with a semantic LM that reads a beat grid, each text's (period, phase) in semantic
+        frames (default :meth:`beat_grids`: the tempo the text names, else unknown)."""
         sem_cfg, cfg_scale = self.guidance(cfg_scale)
         temperatures = self.sampling_temperatures(temperatures)
         if not texts:
@@ -260,6 +287,7 @@ class MusicLM:
             semantic = self.melody_ids(*melody, frames=frames).repeat(b * n, 1)
         else:
             sem_latent = self.semantic_latent(acoustic_cond, text)
+            grids = self.beat_grids(texts, beat)
             semantic = self.semantic_lm.generate(
                 steps=frames,
                 cond_ids=cond,
@@ -268,6 +296,7 @@ class MusicLM:
                 prior_log_probs=None if prior_lp is None else prior_lp.repeat_interleave(n, dim=0),
                 prior_mix=mix,
                 cond_latent=None if sem_latent is None else sem_latent.repeat_interleave(n, dim=0),
+                beat=None if grids is None else grids.repeat_interleave(n, dim=0),
             )
         wavs: Tensor | None = None
         latents = None if acoustic_cond is None else acoustic_cond.repeat_interleave(n, dim=0)  # [B*N, C]
