@@ -1,7 +1,6 @@
 """Rhythm in semantic ids: do the ids the semantic LM generates keep the onset grid of real ids?
 
-The semantic tokenizer's features hold the onset strength of each 25 Hz frame (feature 24; 25 and 26 are
-the same one and two beats of 120 bpm earlier). Read through the k-means centers, an id sequence gives an
+The semantic tokenizer's features hold the onset strength of each 25 Hz frame (``semantic.beat.onset_from_ids``). Read through the k-means centers, an id sequence gives an
 onset curve; its normalised autocorrelation peak over beat lags (60-250 bpm) is the pulse clarity, and the
 lag of that peak a tempo. For validation clips this compares, by whether the caption asks for drums:
 
@@ -9,7 +8,11 @@ lag of that peak a tempo. For validation clips this compares, by whether the cap
   (``--settings temperature:top_k[:prior_mix]``, the prior's share defaulting to the model's), with
   shuffled captions as the control;
 - with ``--render``, what the shipped acoustic stage makes of each id set, by the independent judge
-  (drums where asked / not, tempo class): whether a cleaner onset grid reaches the audio.
+  (drums where asked / not, tempo class): whether a cleaner onset grid reaches the audio;
+- with ``--beats`` and a semantic LM that reads a beat grid (``train stage --beat-from``), the first
+  setting again with each grid source: ``ids`` the grid estimated from the clip's true ids (the oracle),
+  ``tags`` the tempo of the clip's tags on a grid from frame 0, ``text`` what the caption names
+  (``MusicLM.beat_grids``), ``none`` the null grid.
 
     python benchmarks/semantic_rhythm_probe.py --tokens /work/runs/tokens_spec \
         --manifest /work/data/synth10k/val.jsonl --clips 96 --settings 1:0 1:0:0 0.8:0 0.6:0 1:20 --render \
@@ -30,21 +33,14 @@ from musiclm_pytorch.data.datasets import manifest_rows
 from musiclm_pytorch.evaluation.judge import Judge, accuracy, score
 from musiclm_pytorch.lm.regression import LatentAcousticLM
 from musiclm_pytorch.pipeline import MusicLM
+from musiclm_pytorch.semantic.beat import estimate_beat, onset_from_ids
 
-ONSET = 24  # the current frame's onset strength in MusicalFeatureExtractor's 27 features
 LAGS = range(6, 26)  # 250 to 60 bpm at 25 Hz
-
-
-def onset_curves(ml: MusicLM, ids: torch.Tensor) -> np.ndarray:
-    """``ids [B, T] -> onset strength [B, T]`` read from the tokenizer's centers (de-standardised)."""
-    tok = ml.semantic_tokenizer
-    raw = tok.centers[:, ONSET].float() * tok.std[ONSET].float() + tok.mean[ONSET].float()
-    return raw[ids.long().cpu()].numpy()
 
 
 def rhythm_stats(ml: MusicLM, ids: torch.Tensor, tags: list[dict], frame_rate: float) -> list[dict]:
     out = []
-    for o, t, seq in zip(onset_curves(ml, ids), tags, ids.cpu().numpy()):
+    for o, t, seq in zip(onset_from_ids(ml.semantic_tokenizer, ids), tags, ids.cpu().numpy()):
         x = o - o.mean()
         r0 = float((x * x).sum()) + 1e-8
         ac = np.array([(x[lag:] * x[:-lag]).sum() / r0 for lag in LAGS])
@@ -86,6 +82,8 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=96)
     ap.add_argument("--settings", nargs="+", default=["1:0"], help="temperature:top_k[:prior_mix] of the semantic LM")
     ap.add_argument("--render", action="store_true", help="render every id set and judge the audio")
+    ap.add_argument("--beats", nargs="*", default=[], choices=["ids", "tags", "text", "none"],
+                    help="beat grid sources for a semantic LM that reads one (first setting only)")  # fmt: skip
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
@@ -142,6 +140,23 @@ def main() -> None:
                 ids.append(res.semantic[:, :frames])
                 wavs.append(res.wavs)
             record(label + name, torch.cat(ids), torch.cat(wavs) if args.render else None)
+    if args.beats:
+        temp, top_k = float(args.settings[0].split(":")[0]), int(args.settings[0].split(":")[1])
+        grids = {
+            "ids": torch.tensor([estimate_beat(onset_from_ids(ml.semantic_tokenizer, t), fr)[:2] for t in true]),
+            "tags": torch.tensor([[60.0 * fr / float(t["tempo_bpm"]), 0.0] for t in tags]),
+            "none": torch.zeros(len(items), 2),
+        }
+        for source in args.beats:
+            gen = torch.Generator().manual_seed(args.seed)
+            ids, wavs = [], []
+            for i in range(0, len(items), args.batch):
+                beat = None if source == "text" else grids[source][i : i + args.batch]
+                res = ml.generate(texts[i : i + args.batch], seconds=10, temperatures=(temp, 1.0, 1.0), top_k=top_k,
+                                  generator=gen, beat=beat)  # fmt: skip
+                ids.append(res.semantic[:, :frames])
+                wavs.append(res.wavs)
+            record(f"beat_{source}", torch.cat(ids), torch.cat(wavs) if args.render else None)
     args.out.write_text(json.dumps(report, indent=1))
     print("wrote", args.out)
 
