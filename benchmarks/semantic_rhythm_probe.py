@@ -1,8 +1,9 @@
 """Rhythm in semantic ids: do the ids the semantic LM generates keep the onset grid of real ids?
 
-The semantic tokenizer's features hold the onset strength of each 25 Hz frame (``semantic.beat.onset_from_ids``). Read through the k-means centers, an id sequence gives an
-onset curve; its normalised autocorrelation peak over beat lags (60-250 bpm) is the pulse clarity, and the
-lag of that peak a tempo. For validation clips this compares, by whether the caption asks for drums:
+The semantic tokenizer's features hold the onset strength of each 25 Hz frame: read through the k-means
+centers (``semantic.beat.onset_from_ids``), an id sequence gives an onset curve; its normalised
+autocorrelation peak over beat lags (60-250 bpm) is the pulse clarity, and the lag of that peak a tempo.
+For validation clips this compares, by whether the caption asks for drums:
 
 - the clips' true ids (the ceiling) and ids generated for their captions at each sampling setting
   (``--settings temperature:top_k[:prior_mix]``, the prior's share defaulting to the model's), with
