@@ -388,6 +388,18 @@ def test_a_semantic_lm_that_reads_a_beat_grid_gets_the_tempo_the_text_names(acou
     assert torch.equal(seen[1], given)
     with pytest.raises(ValueError, match=r"beat must be \[B, 2\] = \[1, 2\]"):
         mlm.generate(["x"], seconds=0.5, beat=torch.zeros(2, 2))
+    # a text that names no tempo: its nearest training clips' median period, from a prior that keeps them
+    from musiclm_pytorch.lm import RetrievalPrior
+
+    items = [{"mulan": torch.randn(128, generator=torch.Generator().manual_seed(i)), "semantic": torch.zeros(25)}
+             for i in range(4)]  # fmt: skip
+    prior = RetrievalPrior.from_items(items, vocab_size=8, k=1, beat_periods=True)
+    prior.set_beat_periods(torch.tensor([7.0, 9.0, 11.0, 13.0]))
+    with_prior = MusicLM(**{**acoustic_parts, "semantic_lm": beats, "prior": prior})
+    text = with_prior.conditioner.mulan.get_text_latents(raw_texts=["calm piano", "drums at 150 bpm"])
+    grids = with_prior.beat_grids(["calm piano", "drums at 150 bpm"], None, text)
+    assert grids[0, 0] == prior.periods[prior.neighbours(text[:1])[0, 0]]
+    assert grids[1, 0] == pytest.approx(60 * rate / 150)  # a named tempo comes first
 
 
 def test_a_stored_semantic_temperature_samples_unless_the_caller_gives_one(acoustic_parts, monkeypatch):

@@ -594,7 +594,19 @@ def _cmd_train_retrieval_prior(args: argparse.Namespace) -> int:
                                       frame_semantic_weight=args.frame_semantic_weight,
                                       frame_window=args.frame_window,
                                       frame_continuity=args.frame_continuity,
-                                      frame_neighbours=args.frame_neighbours)  # fmt: skip
+                                      frame_neighbours=args.frame_neighbours,
+                                      beat_periods=bool(args.beat_from))  # fmt: skip
+    if args.beat_from:  # each clip's beat period from its own ids, through the tokenizer that made them
+        from .checkpoint import check_identity, load
+        from .semantic import SemanticTokenizer
+        from .semantic.beat import estimate_beat, onset_from_ids
+
+        tok = load(args.beat_from, expected=SemanticTokenizer)
+        check_identity(train["identity"], semantic=tok)
+        rate = float(train.get("semantic_rate", 25.0))
+        kept = train["items"][: len(prior.latents)]
+        prior.set_beat_periods(torch.tensor([estimate_beat(onset_from_ids(tok, it["semantic"]), rate)[0]
+                                             for it in kept]))  # fmt: skip
     ident = stage_identity("prior", train["identity"])
     if not prior.has_frames:  # without a frame bank the prior does not depend on the codec
         ident.pop("codec", None)
@@ -1091,6 +1103,9 @@ def build_parser() -> argparse.ArgumentParser:
     trp.add_argument("--frame-continuity", type=float, default=0.0,
                      help="unit selection: the cost of a jump in one path through the bank frames (0: off; "
                           "needs --frame-k 1)")  # fmt: skip
+    trp.add_argument("--beat-from", default="", metavar="TOKENIZER",
+                     help="keep each clip's beat period, read from its ids through this semantic tokenizer (the "
+                     "tokens'): the tempo a beat-reading semantic LM gets when the text names none")  # fmt: skip
     trp.add_argument("--frame-neighbours", type=int, default=None,
                      help="match frames among this many nearest clips (default all --k)")  # fmt: skip
     trp.set_defaults(func=_cmd_train_retrieval_prior)

@@ -201,10 +201,12 @@ class MusicLM:
             raise ValueError(f"temperatures must be three values > 0 (semantic, coarse, fine), got {temperatures}")
         return tuple(float(t) for t in temperatures)  # type: ignore[return-value]
 
-    def beat_grids(self, texts: list[str], beat: Tensor | None = None) -> Tensor | None:
+    def beat_grids(self, texts: list[str], beat: Tensor | None = None, text_latents: Tensor | None = None
+                   ) -> Tensor | None:  # fmt: skip
         """``[B, 2]`` beat grids (period, phase in semantic frames) for a semantic LM that reads one
-        (``beat_harmonics``), else ``None``: ``beat`` as given, or the tempo a text names ("140 bpm") on a
-        grid starting at frame 0, or period 0 (tempo unknown: the LM's null grid)."""
+        (``beat_harmonics``), else ``None``: ``beat`` as given, or the tempo a text names ("140 bpm"), else
+        the median period of the text's nearest training clips (a prior with beat periods and
+        ``text_latents``), else period 0 (tempo unknown: the LM's null grid); grids start at frame 0."""
         if not getattr(self.semantic_lm, "beat_harmonics", 0):
             if beat is not None:
                 raise ValueError("beat given, but this model's semantic LM reads no beat grid (beat_harmonics 0)")
@@ -215,11 +217,13 @@ class MusicLM:
                                  f"got {tuple(beat.shape)}")  # fmt: skip
             return beat.float()
         rate = float(self.semantic_tokenizer.frame_rate)
+        known = self.prior is not None and self.prior.has_beats and text_latents is not None
+        near = self.prior.beat_period(text_latents).cpu() if known else torch.zeros(len(texts))  # type: ignore[union-attr,arg-type]
         grids = []
-        for text in texts:
+        for text, fallback in zip(texts, near.tolist()):
             found = _BPM.search(text)
             bpm = float(found.group(1)) if found else 0.0
-            grids.append([60.0 * rate / bpm if 20 <= bpm <= 400 else 0.0, 0.0])
+            grids.append([60.0 * rate / bpm if 20 <= bpm <= 400 else fallback, 0.0])
         return torch.tensor(grids)
 
     def guidance(self, cfg_scale: float | tuple[float, float] | None) -> tuple[float, float]:
@@ -287,7 +291,7 @@ class MusicLM:
             semantic = self.melody_ids(*melody, frames=frames).repeat(b * n, 1)
         else:
             sem_latent = self.semantic_latent(acoustic_cond, text)
-            grids = self.beat_grids(texts, beat)
+            grids = self.beat_grids(texts, beat, text)
             semantic = self.semantic_lm.generate(
                 steps=frames,
                 cond_ids=cond,

@@ -239,3 +239,20 @@ def test_frame_neighbours_match_only_the_nearest_clips_frames():
     assert any(any(torch.allclose(o, f) for f in other) for o in taken[0])  # with k=2 clip 4's frames are used
     with pytest.raises(ValueError, match="frame_neighbours must be in"):
         RetrievalPrior(size=2, cond_dim=4, vocab_size=8, k=2, frame_neighbours=3)
+
+
+def test_beat_periods_give_a_text_its_neighbours_median_tempo(tmp_path):
+    from musiclm_pytorch import load, save
+
+    prior = RetrievalPrior.from_items(_items(), vocab_size=8, k=3, beat_periods=True)
+    prior.set_beat_periods(torch.tensor([10.0, 20.0, 30.0, 40.0, 14.0, 60.0]))
+    text = torch.tensor([[1.0, 0.2, 0.0, 0.1]])  # nearest: clips 0 and 4 (e0), then 1 (e1)
+    assert prior.beat_period(text).tolist() == [14.0]  # median of 10, 14, 20
+    back = load(save(prior, tmp_path / "p.safetensors"), expected=RetrievalPrior)
+    assert back.has_beats and torch.equal(back.periods, prior.periods)
+    plain = RetrievalPrior.from_items(_items(), vocab_size=8)
+    assert not plain.has_beats  # priors without periods keep their file layout
+    with pytest.raises(ValueError, match="keeps no beat periods"):
+        plain.beat_period(text)
+    with pytest.raises(ValueError, match=r"periods must be \(6,\) and > 0"):
+        prior.set_beat_periods(torch.zeros(6))

@@ -186,6 +186,26 @@ def test_semantic_stage_reads_the_beat_grid_of_its_ids_and_resumes_on_the_same_c
         StageTrainConfig(stage="coarse", tokens="x", beat_from="sem.safetensors")
 
 
+def test_retrieval_prior_keeps_each_clips_beat_period(tokens, tmp_path, capsys):
+    from musiclm_pytorch import save
+    from musiclm_pytorch.cli import main
+    from musiclm_pytorch.lm import RetrievalPrior
+    from musiclm_pytorch.semantic.beat import estimate_beat, onset_from_ids
+
+    out, _, (_, sem, _) = tokens
+    save(sem, tmp_path / "sem.safetensors")
+    argv = ["train", "retrieval-prior", "--tokens", str(out), "--out", str(tmp_path / "p.safetensors")]
+    assert main([*argv, "--beat-from", str(tmp_path / "sem.safetensors")]) == 0
+    prior = load(tmp_path / "p.safetensors", expected=RetrievalPrior)
+    first = torch.load(out / "train.pt", weights_only=False)["items"][0]["semantic"]
+    assert prior.has_beats and prior.periods[0] == pytest.approx(estimate_beat(onset_from_ids(sem, first), 25.0)[0])
+    other = SemanticTokenizer(vocab_size=8)
+    save(other, tmp_path / "other.safetensors")
+    capsys.readouterr()
+    assert main([*argv, "--beat-from", str(tmp_path / "other.safetensors")]) == 2
+    assert "differs from the one this stage was trained with" in capsys.readouterr().err
+
+
 def test_stage_ema_and_bf16(tokens, tmp_path):
     out, _, _ = tokens
     cfg = StageTrainConfig(stage="semantic", tokens=str(out), out=str(tmp_path), dim=32, depth=1, heads=2,

@@ -42,6 +42,10 @@ semantic ids, and for a text latent gives
   run is at most that long: 125 frames of the 50 Hz codec are 2.5 s, under the 3 s the paper's
   memorisation audit counts as a copy.
 
+With ``beat_periods`` (``train retrieval-prior --beat-from``), the prior also keeps each clip's beat period
+(:mod:`musiclm_pytorch.semantic.beat`, from its ids): :meth:`beat_period` gives a text the median period of
+its neighbours, the tempo a semantic LM that reads a beat grid is given when the text names none.
+
 Shape letters: B batch, N bank rows, C conditioning dim, V semantic vocabulary, K neighbours,
 F bank frames per clip, Q codec levels, T codec frames, L codec latent dim.
 """
@@ -95,6 +99,7 @@ class RetrievalPrior(Component):
             > 0 needs ``frame_k == 1``).
         frame_neighbours: the frames are matched among the bank frames of this many nearest neighbours
             (None: all ``k``); the nearest clips share the prompt's key far more often than the 8th.
+        beat_periods: keep each clip's beat period in semantic frames (:meth:`set_beat_periods`).
     """
 
     component_name = "retrieval_prior"
@@ -103,7 +108,8 @@ class RetrievalPrior(Component):
                  mix: float = 0.25, frames_per_clip: int = 0, frame_levels: int = 0, frame_k: int = 4,
                  frame_blend: float = 1.0, frame_pitch_weight: float = 0.0,
                  frame_semantic_weight: float = 0.0, frame_window: bool = False,
-                 frame_continuity: float = 0.0, frame_neighbours: int | None = None):  # fmt: skip
+                 frame_continuity: float = 0.0, frame_neighbours: int | None = None,
+                 beat_periods: bool = False):  # fmt: skip
         super().__init__()
         if size < 1 or cond_dim < 1 or vocab_size < 1 or k < 1 or smoothing <= 0 or not 0 <= mix < 1:
             raise ValueError(f"need size, cond_dim, vocab_size, k >= 1, smoothing > 0 and 0 <= mix < 1; got {size}, "
@@ -122,7 +128,8 @@ class RetrievalPrior(Component):
                          frames_per_clip=frames_per_clip, frame_levels=frame_levels, frame_k=frame_k,
                          frame_blend=frame_blend, frame_pitch_weight=frame_pitch_weight,
                          frame_semantic_weight=frame_semantic_weight, frame_window=frame_window,
-                         frame_continuity=frame_continuity, frame_neighbours=frame_neighbours)  # fmt: skip
+                         frame_continuity=frame_continuity, frame_neighbours=frame_neighbours,
+                         **({"beat_periods": True} if beat_periods else {}))  # fmt: skip
         self.k, self.smoothing, self.mix = k, smoothing, mix
         self.frame_window, self.frame_continuity = frame_window, frame_continuity
         self.frame_neighbours = frame_neighbours or k
@@ -139,8 +146,12 @@ class RetrievalPrior(Component):
             # the semantic id covering each kept frame
             self.register_buffer("frame_semantic", torch.zeros(size, frames_per_clip, dtype=torch.int16))
 
+        if beat_periods:  # only then, so that priors saved before beat periods existed load unchanged
+            self.register_buffer("periods", torch.zeros(size))
+
     latents: Tensor
     counts: Tensor
+    periods: Tensor
     frame_codes: Tensor
     frame_semantic: Tensor
 
@@ -198,6 +209,24 @@ class RetrievalPrior(Component):
             self.frame_codes[i] = c[:q, pick].T.to(torch.int16)
             ids = semantic[i].long()
             self.frame_semantic[i] = ids[(pick * len(ids) // c.shape[1]).clamp(max=len(ids) - 1)].to(torch.int16)
+
+    @property
+    def has_beats(self) -> bool:
+        return hasattr(self, "periods")
+
+    def set_beat_periods(self, periods: Tensor) -> None:
+        """Keep each bank clip's beat period ``periods [N]`` in semantic frames (> 0)."""
+        if not self.has_beats:
+            raise ValueError("this retrieval prior keeps no beat periods: build it with beat_periods=True")
+        if periods.shape != self.periods.shape or not bool((periods > 0).all()):
+            raise ValueError(f"periods must be {tuple(self.periods.shape)} and > 0, got {tuple(periods.shape)}")
+        self.periods.copy_(periods.float())
+
+    def beat_period(self, text_latents: Tensor) -> Tensor:
+        """``[B]``: the median beat period (frames) of each text's neighbours."""
+        if not self.has_beats:
+            raise ValueError("this retrieval prior keeps no beat periods (train retrieval-prior --beat-from)")
+        return self.periods[self.neighbours(text_latents)].median(dim=1).values
 
     def set_bank(self, latents: Tensor, counts: Tensor) -> None:
         """Keep ``latents [N, C]`` (normalised here) and their clips' semantic id ``counts [N, V]``."""
