@@ -386,6 +386,13 @@ def test_a_semantic_lm_that_reads_a_beat_grid_gets_the_tempo_the_text_names(acou
     given = torch.tensor([[10.0, 3.0]])
     mlm.generate(["calm piano, 100 bpm"], seconds=0.5, beat=given)
     assert torch.equal(seen[1], given)
+    # long generation: each window gets the piece's grid shifted to the window's first frame
+    mlm.generate_long([("calm piano, 120 bpm", 1.6)], window_seconds=1.0, stride_seconds=0.5)
+    period = 60 * rate / 120
+    windows = seen[2:]
+    assert len(windows) >= 2 and torch.allclose(windows[0], torch.tensor([[period, 0.0]]))
+    first = int(1.0 * rate) - int(0.5 * rate)  # the second window's first frame: the first's end less the overlap
+    assert torch.allclose(windows[1], torch.tensor([[period, (-first) % period]]))
     with pytest.raises(ValueError, match=r"beat must be \[B, 2\] = \[1, 2\]"):
         mlm.generate(["x"], seconds=0.5, beat=torch.zeros(2, 2))
     # a text that names no tempo: its nearest training clips' median period, from a prior that keeps them
@@ -461,6 +468,30 @@ def test_continuation_primes_every_stage_with_the_prompt(parts, acoustic_parts, 
         mlm.generate_continuation(prompt[None], 22050, seconds=1.0)
     with pytest.raises(ValueError, match="shorter than one semantic frame"):
         mlm.generate_continuation(prompt[:100], 22050, seconds=1.0)
+
+
+def test_a_continuation_keeps_the_beat_of_its_prompt(acoustic_parts, monkeypatch):
+    from musiclm_pytorch.semantic import SemanticTokenizer
+    from musiclm_pytorch.semantic.beat import estimate_beat, onset_from_ids
+
+    sem = SemanticTokenizer(vocab_size=8)
+    sem.fit([torch.randn(2, 16000, generator=torch.Generator().manual_seed(0)) * 0.1])
+    beats = TokenLM(**{**acoustic_parts["semantic_lm"].config, "beat_harmonics": 2}).eval()
+    mlm = MusicLM(**{**acoustic_parts, "semantic_tokenizer": sem, "semantic_lm": beats})
+    t = torch.arange(32000) / 16000
+    prompt = torch.sin(2 * torch.pi * 440 * t) * ((t * 2) % 1 < 0.1)  # 2 s of 120 bpm blips
+    seen = []
+    real = beats.generate
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["beat"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(beats, "generate", spy)
+    mlm.generate_continuation(prompt, 16000, seconds=0.8, window_seconds=2.0, stride_seconds=1.0)
+    prefix = sem(prompt[-16000:][None])[0]  # the last (window - stride) = 1 s: the first window's prefix
+    period, phase, _ = estimate_beat(onset_from_ids(sem, prefix), 25.0)
+    assert torch.allclose(seen[0], torch.tensor([[period, phase]]))
 
 
 def test_melody_ids_replace_the_semantic_stage(acoustic_parts):

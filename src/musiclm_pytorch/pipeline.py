@@ -357,9 +357,11 @@ class MusicLM:
         rate = self.semantic_tokenizer.frame_rate
         # which segment's text conditions each semantic frame
         owner = torch.cat([torch.full((int(sec * rate),), i) for i, (_, sec) in enumerate(segments)])
-        return self._long(self.text_condition([t for t, _ in segments]), owner, window_seconds=window_seconds,
-                          stride_seconds=stride_seconds, temperatures=temperatures, cfg_scale=cfg_scale, top_k=top_k,
-                          generator=generator, frame_blend=frame_blend)  # fmt: skip
+        texts = [t for t, _ in segments]
+        cond = self.text_condition(texts)
+        return self._long(cond, owner, window_seconds=window_seconds, stride_seconds=stride_seconds,
+                          temperatures=temperatures, cfg_scale=cfg_scale, top_k=top_k, generator=generator,
+                          frame_blend=frame_blend, grids=self.beat_grids(texts, None, cond.text))  # fmt: skip
 
     @torch.no_grad()
     def generate_continuation(
@@ -404,19 +406,25 @@ class MusicLM:
             cond = self.audio_condition(mulan.get_audio_latents(_resample(wav, self.sample_rate, mulan.sample_rate)))
         codes = None if isinstance(self.acoustic_lm, LatentAcousticLM) else self.codec.encode(wav[:, None])
         owner = torch.zeros(int(seconds * rate), dtype=torch.long)
+        grids = None
+        if getattr(self.semantic_lm, "beat_harmonics", 0):  # the continuation keeps the prompt's own beat
+            from .semantic.beat import estimate_beat, onset_from_ids
+
+            grids = torch.tensor([estimate_beat(onset_from_ids(self.semantic_tokenizer, prefix[0]), rate)[:2]])
         return self._long(cond, owner, prefix=prefix, prefix_codes=codes, window_seconds=window,
                           stride_seconds=stride, temperatures=temperatures, cfg_scale=cfg_scale, top_k=top_k,
-                          generator=generator, frame_blend=frame_blend)  # fmt: skip
+                          generator=generator, frame_blend=frame_blend, grids=grids)  # fmt: skip
 
     def _long(
         self, cond: TextCondition, owner: Tensor, *, prefix: Tensor | None = None, prefix_codes: Tensor | None = None,
         window_seconds: float | None, stride_seconds: float | None, temperatures: tuple[float, float, float] | None,
         cfg_scale: float | tuple[float, float] | None, top_k: int, generator: torch.Generator | None,
-        frame_blend: float | None,
+        frame_blend: float | None, grids: Tensor | None = None,
     ) -> Tensor:  # fmt: skip
         """Window-by-window generation of ``len(owner)`` new semantic frames (``owner``: the condition row
         of each) after the optional ``prefix`` ids ``[1, Tp]`` (and its codec codes); returns the new
-        audio ``[S]``."""
+        audio ``[S]``. ``grids [rows, 2]``: each condition row's beat grid, its phase counted from the
+        first frame (of the prefix, if any); each window gets it shifted to its own first frame."""
         sem_cfg, ac_cfg = self.guidance(cfg_scale)
         temperatures = self.sampling_temperatures(temperatures)
         window = window_seconds or self.max_seconds()
@@ -439,9 +447,14 @@ class MusicLM:
             seg = int(owner[start])
             seg_lp = None if prior_lp is None else prior_lp[seg][None]
             seg_latent = None if sem_latent is None else sem_latent[seg][None]
+            seg_beat = None
+            if grids is not None:  # the grid from the window's first frame
+                period, phase = grids[seg].tolist()
+                first = max(0, start - overlap_f)
+                seg_beat = torch.tensor([[period, (phase - first) % period if period > 0 else 0.0]])
             new = self.semantic_lm.generate(steps=steps, cond_ids=conds[seg][None], prime=prime, sampling=sampling[0],
                                             generator=generator, prior_mix=self.prior_mix(None),
-                                            prior_log_probs=seg_lp, cond_latent=seg_latent)  # fmt: skip
+                                            prior_log_probs=seg_lp, cond_latent=seg_latent, beat=seg_beat)  # fmt: skip
             semantic = torch.cat([semantic, new[:, -steps:]], dim=1)
         if isinstance(self.acoustic_lm, LatentAcousticLM):
             assert acoustic_cond is not None
