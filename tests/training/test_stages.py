@@ -309,7 +309,8 @@ def test_each_stage_overfits_one_batch(tokens, stage):
     data = torch.load(out / "train.pt", weights_only=False)
     cfg = StageTrainConfig(stage=stage, tokens=str(out), num_coarse=2)
     layout = _layout(cfg, data)
-    tokens_, mask, cond = _batch(data["items"][:4], layout, data["ratio"], 10, random.Random(0), data["num_quantizers"])
+    items = data["items"][:4]
+    tokens_, mask, cond, _ = _batch(items, layout, data["ratio"], 10, random.Random(0), data["num_quantizers"])
     lm = TokenLM(vocab_size=layout.vocab_size, dim=64, depth=2, heads=2, dim_head=32, num_cond=data["num_cond"],
                  cond_vocab=data["cond_vocab"], dropout=0.0, cond_drop_prob=0.0,
                  max_seq_len=tokens_.shape[1])  # fmt: skip
