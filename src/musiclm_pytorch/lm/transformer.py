@@ -469,9 +469,11 @@ class TokenLM(Component):
             bias = bias.to(x.dtype)
             x = x + bias
         beat_rows = None if beat is None else (torch.cat([beat, beat]) if guided else beat)
-        grid = self.beat_bias(beat_rows, torch.arange(n0 + 1), rows)  # null rows without a beat
+        # the beat vector of every token to predict, once (null rows without a beat)
+        grid = self.beat_bias(beat_rows, torch.arange(n0 + max(steps, 1)), rows)
         if grid is not None:  # the inputs that predict tokens 0..n0 carry their beat phases
-            x = torch.cat([x[:, : -(n0 + 1)], x[:, -(n0 + 1) :] + grid.to(x.dtype)], dim=1)
+            grid = grid.to(x.dtype)
+            x = torch.cat([x[:, : -(n0 + 1)], x[:, -(n0 + 1) :] + grid[:, : n0 + 1]], dim=1)
         logits = self._run(x, 0, cache)[:, -1]
         cache.length = x.shape[1]
         if eos_id is not None and not 0 <= eos_id < self.vocab_size:
@@ -513,8 +515,7 @@ class TokenLM(Component):
             if bias is not None:
                 x = x + bias
             if grid is not None:
-                step_grid = self.beat_bias(beat_rows, torch.tensor([n0 + i + 1]), rows)
-                x = x + step_grid.to(x.dtype)  # type: ignore[union-attr]
+                x = x + grid[:, n0 + i + 1 : n0 + i + 2]
             logits = self._run(x, cache.length, cache)[:, -1]
             cache.length += 1
         self.train(was_training)
