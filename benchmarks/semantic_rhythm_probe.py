@@ -34,7 +34,7 @@ from musiclm_pytorch.data.datasets import manifest_rows
 from musiclm_pytorch.evaluation.judge import Judge, accuracy, score
 from musiclm_pytorch.lm.regression import LatentAcousticLM
 from musiclm_pytorch.pipeline import MusicLM
-from musiclm_pytorch.semantic.beat import estimate_beat, onset_from_ids
+from musiclm_pytorch.semantic.beat import grid_of_ids, onset_from_ids
 
 LAGS = range(6, 26)  # 250 to 60 bpm at 25 Hz
 
@@ -144,7 +144,7 @@ def main() -> None:
     if args.beats:
         temp, top_k = float(args.settings[0].split(":")[0]), int(args.settings[0].split(":")[1])
         grids = {
-            "ids": torch.tensor([estimate_beat(onset_from_ids(ml.semantic_tokenizer, t), fr)[:2] for t in true]),
+            "ids": torch.tensor([grid_of_ids(ml.semantic_tokenizer, t) for t in true]),
             "tags": torch.tensor([[60.0 * fr / float(t["tempo_bpm"]), 0.0] for t in tags]),
             "none": torch.zeros(len(items), 2),
         }

@@ -597,16 +597,12 @@ def _cmd_train_retrieval_prior(args: argparse.Namespace) -> int:
                                       frame_neighbours=args.frame_neighbours,
                                       beat_periods=bool(args.beat_from))  # fmt: skip
     if args.beat_from:  # each clip's beat period from its own ids, through the tokenizer that made them
-        from .checkpoint import check_identity, load
-        from .semantic import SemanticTokenizer
-        from .semantic.beat import estimate_beat, onset_from_ids
+        from .semantic.beat import grid_of_ids
+        from .training.stages import load_beat_tokenizer
 
-        tok = load(args.beat_from, expected=SemanticTokenizer)
-        check_identity(train["identity"], semantic=tok)
-        rate = float(train.get("semantic_rate", 25.0))
+        tok = load_beat_tokenizer(args.beat_from, train["identity"])
         kept = train["items"][: len(prior.latents)]
-        prior.set_beat_periods(torch.tensor([estimate_beat(onset_from_ids(tok, it["semantic"]), rate)[0]
-                                             for it in kept]))  # fmt: skip
+        prior.set_beat_periods(torch.tensor([grid_of_ids(tok, it["semantic"])[0] for it in kept]))
     ident = stage_identity("prior", train["identity"])
     if not prior.has_frames:  # without a frame bank the prior does not depend on the codec
         ident.pop("codec", None)

@@ -408,9 +408,9 @@ class MusicLM:
         owner = torch.zeros(int(seconds * rate), dtype=torch.long)
         grids = None
         if getattr(self.semantic_lm, "beat_harmonics", 0):  # the continuation keeps the prompt's own beat
-            from .semantic.beat import estimate_beat, onset_from_ids
+            from .semantic.beat import grid_of_ids
 
-            grids = torch.tensor([estimate_beat(onset_from_ids(self.semantic_tokenizer, prefix[0]), rate)[:2]])
+            grids = torch.tensor([grid_of_ids(self.semantic_tokenizer, prefix[0])])
         return self._long(cond, owner, prefix=prefix, prefix_codes=codes, window_seconds=window,
                           stride_seconds=stride, temperatures=temperatures, cfg_scale=cfg_scale, top_k=top_k,
                           generator=generator, frame_blend=frame_blend, grids=grids)  # fmt: skip

@@ -65,6 +65,13 @@ def estimate_beat(
     return period, phase, min(strength, 1.0)
 
 
+def grid_of_ids(tokenizer: SemanticTokenizer, ids: Tensor) -> tuple[float, float]:
+    """``(period, phase)`` in frames of one id sequence ``ids [T]``: :func:`estimate_beat` over the onset
+    strength its ids imply through ``tokenizer`` (at the tokenizer's frame rate)."""
+    period, phase, _ = estimate_beat(onset_from_ids(tokenizer, ids), float(tokenizer.frame_rate))
+    return period, phase
+
+
 def beat_features(frames: Tensor, period: Tensor, phase: Tensor, harmonics: int) -> Tensor:
     """Beat-phase features ``[B, N, 2 * harmonics + 2]`` of frame indices ``frames [N]`` for grids
     ``period, phase [B]`` (frames): sine and cosine of the beat phase at 1, 2, 4, ... times the beat

@@ -313,22 +313,21 @@ def _crop(item: dict[str, Any], frames: int, ratio: int, rng: random.Random) -> 
     return sem, codes, start
 
 
-def add_beat_grids(items: list[dict[str, Any]], tokenizer: Any, frame_rate: float) -> None:
+def add_beat_grids(items: list[dict[str, Any]], tokenizer: Any) -> None:
     """Each item's ``beat`` = ``[period, phase]`` in frames, estimated from its whole id sequence
-    (:func:`~musiclm_pytorch.semantic.beat.estimate_beat` over the onset strength its ids imply)."""
-    from ..semantic.beat import estimate_beat, onset_from_ids
+    (:func:`~musiclm_pytorch.semantic.beat.grid_of_ids`)."""
+    from ..semantic.beat import grid_of_ids
 
     for it in items:
-        period, phase, _ = estimate_beat(onset_from_ids(tokenizer, it["semantic"]), frame_rate)
-        it["beat"] = torch.tensor([period, phase])
+        it["beat"] = torch.tensor(grid_of_ids(tokenizer, it["semantic"]))
 
 
-def _load_beat_tokenizer(cfg: StageTrainConfig, train: dict[str, Any]) -> Any:
-    """The semantic tokenizer of ``--beat-from``, checked to be the one the tokens were made with."""
+def load_beat_tokenizer(path: str, tokens_identity: dict[str, Any]) -> Any:
+    """The semantic tokenizer at ``path`` (``--beat-from``), checked to be the one the tokens were made with."""
     from ..semantic import SemanticTokenizer
 
-    tok = load(cfg.beat_from, expected=SemanticTokenizer)
-    check_identity(train["identity"], semantic=tok)
+    tok = load(path, expected=SemanticTokenizer)
+    check_identity(tokens_identity, semantic=tok)
     return tok
 
 
@@ -398,9 +397,9 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
     val = torch.load(root / "val.pt", weights_only=False) if (root / "val.pt").is_file() else None
     layout = _layout(cfg, train) if cfg.stage not in ACOUSTIC else None
     if cfg.beat_from:  # each clip's beat grid from its own ids: still trained from audio alone
-        beat_tok = _load_beat_tokenizer(cfg, train)
+        beat_tok = load_beat_tokenizer(cfg.beat_from, train["identity"])
         for split in (train, val) if val is not None else (train,):
-            add_beat_grids(split["items"], beat_tok, _semantic_rate(train))
+            add_beat_grids(split["items"], beat_tok)
     ratio = train["ratio"]
     frames = _crop_frames(cfg, train)
     seq_len = {"semantic": frames, "coarse": frames + frames * ratio * getattr(layout, "num_coarse", 0),
