@@ -7,6 +7,19 @@ from musiclm_pytorch.lm import TokenLM
 from musiclm_pytorch.pipeline import MusicLM
 
 
+def _record_calls(monkeypatch, obj, pick) -> list:
+    """Calls of ``obj.generate`` go through unchanged; ``pick(kwargs)`` of each is appended to the list returned."""
+    seen: list = []
+    real = obj.generate
+
+    def spy(*args, **kwargs):
+        seen.append(pick(kwargs))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(obj, "generate", spy)
+    return seen
+
+
 @pytest.fixture(scope="module")
 def parts(musiclm_parts):
     return musiclm_parts
@@ -313,14 +326,7 @@ def test_flow_stage_in_the_pipeline_with_the_guidance_its_file_stores(acoustic_p
             save(part, tmp_path / name)
     mlm = load_musiclm(tmp_path)
     assert isinstance(mlm.acoustic_lm, FlowAcousticLM) and mlm.default_cfg_scale == (1.0, 1.0)
-    seen: list[float] = []
-    real = mlm.acoustic_lm.generate
-
-    def spy(*args, **kwargs):
-        seen.append(kwargs["cfg_scale"])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(mlm.acoustic_lm, "generate", spy)
+    seen = _record_calls(monkeypatch, mlm.acoustic_lm, lambda kw: kw["cfg_scale"])
     texts = ["calm piano", "loud drums"]
     out = mlm.generate(texts, seconds=1.0, num_candidates=2, generator=torch.Generator().manual_seed(0))
     assert out.wavs.shape == (2, 16000) and torch.isfinite(out.wavs).all()
@@ -339,14 +345,7 @@ def test_a_semantic_lm_that_reads_a_latent_gets_the_acoustic_stages_conditioning
     sem = acoustic_parts["semantic_lm"]
     reads = TokenLM(**{**sem.config, "cond_latent_dim": 128}).eval()
     mlm = MusicLM(**{**acoustic_parts, "semantic_lm": reads})
-    seen: list[torch.Tensor | None] = []
-    real = reads.generate
-
-    def spy(*args, **kwargs):
-        seen.append(kwargs.get("cond_latent"))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(reads, "generate", spy)
+    seen = _record_calls(monkeypatch, reads, lambda kw: kw.get("cond_latent"))
     texts = ["calm piano", "loud drums"]
     out = mlm.generate(texts, seconds=1.0, num_candidates=2, cfg_scale=2.0, generator=torch.Generator().manual_seed(0))
     assert out.wavs.shape == (2, 16000)
@@ -373,14 +372,7 @@ def test_a_semantic_lm_that_reads_a_beat_grid_gets_the_tempo_the_text_names(acou
     grids = mlm.beat_grids(["a jig, about 140 bpm", "slow piano at 72.5 BPM", "no tempo named", "9000 bpm"])
     assert torch.allclose(grids, torch.tensor([[60 * rate / 140, 0.0], [60 * rate / 72.5, 0.0], [0.0, 0.0],
                                                [0.0, 0.0]]))  # fmt: skip
-    seen = []
-    real = beats.generate
-
-    def spy(*args, **kwargs):
-        seen.append(kwargs["beat"])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(beats, "generate", spy)
+    seen = _record_calls(monkeypatch, beats, lambda kw: kw["beat"])
     mlm.generate(["calm piano, 100 bpm", "drums"], seconds=0.5, num_candidates=2)
     assert torch.allclose(seen[0][:, 0], torch.tensor([60 * rate / 100] * 2 + [0.0] * 2))  # per candidate
     given = torch.tensor([[10.0, 3.0]])
@@ -417,14 +409,7 @@ def test_a_stored_semantic_temperature_samples_unless_the_caller_gives_one(acous
     again = TokenLM(**stored.config)  # kept in the config, hence in the file
     assert again.default_temperature == 0.7
     mlm = MusicLM(**{**acoustic_parts, "semantic_lm": again})
-    used: list[float] = []
-    real = again.generate
-
-    def spy(*args, **kwargs):
-        used.append(kwargs["sampling"].temperature)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(again, "generate", spy)
+    used = _record_calls(monkeypatch, again, lambda kw: kw["sampling"].temperature)
     mlm.generate(["calm piano"], seconds=0.5)
     mlm.generate(["calm piano"], seconds=0.5, temperatures=(1.3, 0.95, 0.4))
     mlm.generate_long([("calm piano", 1.0)], window_seconds=0.8, stride_seconds=0.4)
@@ -446,14 +431,7 @@ def test_continuation_primes_every_stage_with_the_prompt(parts, acoustic_parts, 
     mlm = MusicLM(**{**chosen, "semantic_tokenizer": sem})
     t = torch.arange(int(1.3 * 22050)) / 22050
     prompt = 0.3 * torch.sin(2 * torch.pi * 330 * t)  # 1.3 s at another sample rate: resampled
-    seen: list[torch.Tensor | None] = []
-    real = mlm.semantic_lm.generate
-
-    def spy(*args, **kwargs):
-        seen.append(kwargs.get("prime"))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(mlm.semantic_lm, "generate", spy)
+    seen = _record_calls(monkeypatch, mlm.semantic_lm, lambda kw: kw.get("prime"))
     out = mlm.generate_continuation(prompt, 22050, seconds=1.6, window_seconds=2.0, stride_seconds=1.0,
                                     generator=torch.Generator().manual_seed(0))  # fmt: skip
     assert out.shape == (int(1.6 * 16000),) and torch.isfinite(out).all()
@@ -480,14 +458,7 @@ def test_a_continuation_keeps_the_beat_of_its_prompt(acoustic_parts, monkeypatch
     mlm = MusicLM(**{**acoustic_parts, "semantic_tokenizer": sem, "semantic_lm": beats})
     t = torch.arange(32000) / 16000
     prompt = torch.sin(2 * torch.pi * 440 * t) * ((t * 2) % 1 < 0.1)  # 2 s of 120 bpm blips
-    seen = []
-    real = beats.generate
-
-    def spy(*args, **kwargs):
-        seen.append(kwargs["beat"])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(beats, "generate", spy)
+    seen = _record_calls(monkeypatch, beats, lambda kw: kw["beat"])
     mlm.generate_continuation(prompt, 16000, seconds=0.8, window_seconds=2.0, stride_seconds=1.0)
     prefix = sem(prompt[-16000:][None])[0]  # the last (window - stride) = 1 s: the first window's prefix
     period, phase, _ = estimate_beat(onset_from_ids(sem, prefix), 25.0)
