@@ -234,11 +234,16 @@ class TrainRun:
         if self.accelerator is None:
             return
         self.accelerator.wait_for_everyone()
-        if model is not None and self.accelerator.num_processes > 1:
-            with torch.no_grad():
-                total = sum((p.double().sum() for p in model.parameters() if p.requires_grad), torch.zeros((),
-                            dtype=torch.float64, device=self.accelerator.device))  # fmt: skip
-            every = self.accelerator.gather(total[None])
-            if not torch.allclose(every, every[0].expand_as(every), rtol=1e-6, atol=1e-6):
-                raise RuntimeError(f"the {len(every)} processes ended with different weights (sums "
-                                   f"{every.tolist()}): their gradients were not synchronised")  # fmt: skip
+        try:
+            if model is not None and self.accelerator.num_processes > 1:
+                with torch.no_grad():
+                    total = sum((p.double().sum() for p in model.parameters() if p.requires_grad), torch.zeros((),
+                                dtype=torch.float64, device=self.accelerator.device))  # fmt: skip
+                every = self.accelerator.gather(total[None])
+                if not torch.allclose(every, every[0].expand_as(every), rtol=1e-6, atol=1e-6):
+                    raise RuntimeError(f"the {len(every)} processes ended with different weights (sums "
+                                       f"{every.tolist()}): their gradients were not synchronised")  # fmt: skip
+        finally:
+            # tear the process group down before the interpreter does: left to exit, its threads can
+            # abort a process ("terminate called without an active exception") after a finished run
+            self.accelerator.end_training()
