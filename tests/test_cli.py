@@ -160,6 +160,24 @@ def test_story_items_need_text_and_seconds(item, capsys):
     assert exc.value.code == 2 and "want 'text:seconds'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["generate", "a", "--cfg-scale", "nan"], "--cfg-scale: want a guidance scale from 0 to 20, got 'nan'"),
+        (["generate", "a", "--cfg-scale", "3", "-1"], "got '-1'"),
+        (["generate", "a", "--cfg-scale", "1e9"], "got '1e9'"),
+        (["generate", "a", "--threads", "0"], "--threads: want an integer from 1 to 256, got '0'"),
+        (["eval", "generate", "--prompts", "p.jsonl", "--candidates", "100000"], "from 1 to 16, got '100000'"),
+        (["eval", "generate", "--prompts", "p.jsonl", "--num-prompts", "0"], "--num-prompts: want an integer from 1"),
+        (["eval", "guidance", "--prompts", "p.jsonl", "--scales", "2", "inf"], "got 'inf'"),
+    ],
+)
+def test_numeric_flags_are_bounded_at_parse_time(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_generate_bounds_are_inclusive(tmp_path, capsys):
     for flags in (["--candidates", "1"], ["--candidates", str(MAX_CANDIDATES)], ["--seconds", f"{MAX_SECONDS:g}"]):
         assert main(["generate", "calm piano", "--model-dir", str(tmp_path / "nowhere"), *flags]) == 2

@@ -4,6 +4,7 @@ argument and no network, its components agree, and it makes audio from text that
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -36,6 +37,20 @@ def test_shipped_model_generates_audio_that_follows_the_text(shipped):
     cond, log_probs, latent, _ = shipped.text_condition(texts)
     assert not torch.equal(cond[0], cond[1]) and not torch.allclose(latent[0], latent[1])
     assert not torch.allclose(out.wavs[0], out.wavs[1])
+
+
+def test_generate_cli_makes_many_texts_in_passes(tmp_path, capsys, monkeypatch):
+    """More texts than one pass takes are generated a few at a time (memory is texts x candidates): one file
+    and one score per text, in order."""
+    import musiclm_pytorch.cli as cli
+
+    monkeypatch.setattr(cli, "TEXTS_PER_PASS", 2)
+    texts = ["calm piano", "fast drums", "sad strings"]
+    assert cli.main([*["generate", *texts], "--seconds", "0.5", "--candidates", "2", "-o", str(tmp_path),
+                     "--threads", "1"]) == 0  # fmt: skip
+    report = json.loads(capsys.readouterr().out)
+    assert report["texts"] == texts and [Path(f).name for f in report["files"]] == ["00.wav", "01.wav", "02.wav"]
+    assert [len(s) for s in report["mulan_scores"]] == [2, 2, 2]
 
 
 def test_generate_cli_uses_the_shipped_model(tmp_path, capsys):

@@ -46,6 +46,38 @@ from typing import Any
 # longer music is pipeline.generate_long's job (windows with an overlap), not one longer sample.
 MAX_CANDIDATES = 16
 MAX_SECONDS = 60.0
+MAX_CFG_SCALE = 20.0  # guidance scales measured up to 10 (benchmarks/RESULTS.md); beyond 20 only noise
+MAX_THREADS = 256
+TEXTS_PER_PASS = 8  # texts generated together: memory grows with texts x candidates, so more go in several passes
+
+
+def _int_in(lo: int, hi: int) -> Any:
+    """An argparse ``type``: an integer from ``lo`` to ``hi``, else an error naming the bounds."""
+
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            n = lo - 1
+        if not lo <= n <= hi:
+            raise argparse.ArgumentTypeError(f"want an integer from {lo} to {hi}, got {value!r}")
+        return n
+
+    return parse
+
+
+def _cfg_scale(value: str) -> float:
+    """``--cfg-scale``: a finite guidance scale in ``[0, MAX_CFG_SCALE]`` (1: none; 0: unconditional)."""
+    try:
+        scale = float(value)
+    except ValueError:
+        scale = float("nan")
+    if not 0 <= scale <= MAX_CFG_SCALE:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"want a guidance scale from 0 to {MAX_CFG_SCALE:g}, got {value!r}")
+    return scale
+
+
+_threads = _int_in(1, MAX_THREADS)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -176,10 +208,14 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         melody = (wav, sr)
         args.seconds = seconds
     if args.seconds <= mlm.max_seconds():
-        made = mlm.generate(args.texts, seconds=args.seconds, num_candidates=args.candidates, cfg_scale=scale,
-                            generator=gen, prior_mix=args.prior_mix, frame_blend=args.frame_blend,
-                            melody=melody, temperatures=temps)  # fmt: skip
-        wavs, scores = list(made.wavs.cpu()), made.scores.tolist()
+        wavs, scores = [], []
+        for i in range(0, len(args.texts), TEXTS_PER_PASS):
+            made = mlm.generate(args.texts[i : i + TEXTS_PER_PASS], seconds=args.seconds,
+                                num_candidates=args.candidates, cfg_scale=scale, generator=gen,
+                                prior_mix=args.prior_mix, frame_blend=args.frame_blend, melody=melody,
+                                temperatures=temps)  # fmt: skip
+            wavs += list(made.wavs.cpu())
+            scores += made.scores.tolist()
     else:  # longer than one window: the paper's long generation, windows with an overlap (no reranking)
         wavs = [mlm.generate_long([(t, args.seconds)], cfg_scale=scale, generator=gen, frame_blend=args.frame_blend,
                                   temperatures=temps) for t in args.texts]  # fmt: skip
@@ -883,7 +919,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="train a tiny MuLaN on synthetic tones (about 20 s on 2 CPU threads)")
     demo.add_argument("--steps", type=int, default=400)
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--threads", type=int, default=2)
+    demo.add_argument("--threads", type=_threads, default=2)
     demo.add_argument("--out", help="save the trained MuLaN checkpoint here (.safetensors)")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(func=_cmd_demo)
@@ -905,7 +941,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--candidates", type=int, default=4, help=f"samples per text, reranked by MuLaN (1 to {MAX_CANDIDATES})"
     )
-    gen.add_argument("--cfg-scale", type=float, nargs="+", default=None,
+    gen.add_argument("--cfg-scale", type=_cfg_scale, nargs="+", default=None,
                      help="classifier-free guidance: one scale for every stage, or semantic then acoustic (default: "
                      "the model's: each stage's stored scale, else semantic 1 and acoustic 3)")  # fmt: skip
     gen.add_argument("--temperature", type=float, default=None,
@@ -924,7 +960,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="share of real training frames matched into the acoustic stage's frames, in [0, 1] "
                      "(default: the model's; 0 turns matching off)")  # fmt: skip
     gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--threads", type=int, default=2)
+    gen.add_argument("--threads", type=_threads, default=2)
     gen.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     gen.add_argument(
         "--lm-precision",
@@ -949,7 +985,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--queue-size", type=int, default=8, help="requests that may wait; more are refused")
     srv.add_argument("--lm-precision", choices=["float32", "bfloat16", "int8"], default="float32")
     srv.add_argument("--device", default="cpu")
-    srv.add_argument("--threads", type=int, default=2)
+    srv.add_argument("--threads", type=_threads, default=2)
     srv.set_defaults(func=_cmd_serve)
 
     bun = sub.add_parser(
@@ -1067,7 +1103,7 @@ def build_parser() -> argparse.ArgumentParser:
     tsc.add_argument("--max-clips", type=int, default=600)
     tsc.add_argument("--max-frames", type=int, default=200_000)
     tsc.add_argument("--seed", type=int, default=0)
-    tsc.add_argument("--threads", type=int, default=2)
+    tsc.add_argument("--threads", type=_threads, default=2)
     tsc.add_argument("--quiet", action="store_true")
     tsc.set_defaults(func=_cmd_train_spectral_codec)
 
@@ -1132,7 +1168,7 @@ def build_parser() -> argparse.ArgumentParser:
     eo.add_argument("--tokens", required=True, help="tokens folder whose val.pt holds the held-out clips")
     eo.add_argument("--data", required=True, help="the manifest of those clips (captions and tags)")
     eo.add_argument("--clips", type=int, default=300)
-    eo.add_argument("--cfg-scale", type=float, default=3.0)
+    eo.add_argument("--cfg-scale", type=_cfg_scale, default=3.0)
     eo.add_argument("--other-scales", type=float, nargs="*", default=[], help="also generate from text at these "
                     "guidance scales (a sweep)")  # fmt: skip
     eo.add_argument("--steps", type=int, nargs="+", default=[8, 1], help="unmasking rounds per level")
@@ -1141,7 +1177,7 @@ def build_parser() -> argparse.ArgumentParser:
     eo.add_argument("--examples", type=int, default=4, help="clips written as WAVs and drawn in acoustic_oracle.png")
     eo.add_argument("--knn", type=int, default=0, help="also condition on the mean audio latent of the K training "
                     "clips nearest the caption (tokens/train.pt); 0: off")  # fmt: skip
-    eo.add_argument("--threads", type=int, default=2)
+    eo.add_argument("--threads", type=_threads, default=2)
     eo.add_argument("--out", default="acoustic_oracle")
     eo.set_defaults(func=_cmd_eval_acoustic)
     ec = ev.add_parser("codec", help="SI-SNR / log-mel distance / bitrate of a codec beside Opus, Vorbis, MP3")
@@ -1164,7 +1200,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(MuLaN cycle consistency, caption R@1, the judge's accuracy), original vs decoded",
     )
     ec.add_argument("--fidelity-clips", type=int, default=48, help="clips for --mulan (all in one batch)")
-    ec.add_argument("--threads", type=int, default=2)
+    ec.add_argument("--threads", type=_threads, default=2)
     ec.add_argument("--out", default="codec_eval")
     ec.set_defaults(func=_cmd_eval_codec)
     es = ev.add_parser("stage", help="validation loss of a stage LM with true vs shuffled conditioning")
@@ -1173,7 +1209,7 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--items", type=int, default=256, help="validation clips (one crop each)")
     es.add_argument("--batch-size", type=int, default=16)
     es.add_argument("--crop-seconds", type=float, help="default: the crop the stage was trained with")
-    es.add_argument("--threads", type=int, default=2)
+    es.add_argument("--threads", type=_threads, default=2)
     es.set_defaults(func=_cmd_eval_stage)
 
     def model_eval(name: str, help_text: str, func: Any, out: str) -> argparse.ArgumentParser:
@@ -1183,7 +1219,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--lm-precision", default="float32", choices=["float32", "bfloat16", "int8"])
         p.add_argument("--device", default="cpu")
-        p.add_argument("--threads", type=int, default=2)
+        p.add_argument("--threads", type=_threads, default=2)
         p.add_argument("--out", default=out)
         p.add_argument("--quiet", action="store_true")
         p.set_defaults(func=func)
@@ -1198,21 +1234,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     egen.add_argument("--prompts", required=True, help="corpus manifest (real clips give the ceiling) or {text, tags} "
                       "rows")  # fmt: skip
-    egen.add_argument("--num-prompts", type=int, default=200)
+    egen.add_argument("--num-prompts", type=_int_in(1, 100_000), default=200)
     egen.add_argument("--seconds", type=float, default=10.0)
-    egen.add_argument("--candidates", type=int, default=1, help="samples per prompt, reranked by MuLaN")
+    egen.add_argument("--candidates", type=_int_in(1, MAX_CANDIDATES), default=1,
+                      help=f"samples per prompt, reranked by MuLaN (1 to {MAX_CANDIDATES})")  # fmt: skip
     egen.add_argument("--tokens", help="tokens folder of the training set: the memorisation audit")
 
     emel = model_eval("melody", "per-40 ms pitch-class agreement of melody-conditioned generations", _cmd_eval_melody,
                       "melody_eval")  # fmt: skip
     emel.add_argument("--prompts", required=True, help="manifest of held-out rows (their captions are the prompts)")
-    emel.add_argument("--num-prompts", type=int, default=50)
+    emel.add_argument("--num-prompts", type=_int_in(1, 100_000), default=50)
     emel.add_argument("--seconds", type=float, default=10.0)
 
     ec = model_eval("continuation", "judge agreement of continuations with their prompts (key, tempo, ...)",
                     _cmd_eval_continuation, "continuation_eval")  # fmt: skip
     ec.add_argument("--data", required=True, help="manifest of held-out clips (e.g. corpus/val.jsonl)")
-    ec.add_argument("--clips", type=int, default=100)
+    ec.add_argument("--clips", type=_int_in(1, 100_000), default=100)
     ec.add_argument("--prompt-seconds", type=float, default=5.0)
     ec.add_argument("--seconds", type=float, default=5.0, help="length of each continuation")
     ec.add_argument("--text", action="store_true", help="also give each clip's caption (default: audio only)")
@@ -1220,8 +1257,8 @@ def build_parser() -> argparse.ArgumentParser:
     eg = ev.add_parser("guidance", help="sweep the classifier-free guidance scale: MCC, prompt R@1, judge accuracy")
     eg.add_argument("--model", required=True, help="model folder (see `musiclm generate`)")
     eg.add_argument("--prompts", required=True, help="corpus manifest of held-out rows (e.g. corpus/val.jsonl)")
-    eg.add_argument("--num-prompts", type=int, default=16)
-    eg.add_argument("--scales", type=float, nargs="+", default=[0.0, 1.0, 2.0, 3.0, 5.0])
+    eg.add_argument("--num-prompts", type=_int_in(1, 100_000), default=16)
+    eg.add_argument("--scales", type=_cfg_scale, nargs="+", default=[0.0, 1.0, 2.0, 3.0, 5.0])
     eg.add_argument("--seconds", type=float, default=4.0)
     eg.add_argument("--seed", type=int, default=0)
     eg.add_argument("--semantic-only", action="store_true", help="sample the semantic stage alone (fast)")
@@ -1231,7 +1268,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="the retrieval prior's share in the semantic LM's next-id distribution (default: the model's)",
     )
-    eg.add_argument("--candidates", type=int, default=1, help="samples per prompt, reranked by MuLaN")
+    eg.add_argument("--candidates", type=_int_in(1, MAX_CANDIDATES), default=1,
+                    help=f"samples per prompt, reranked by MuLaN (1 to {MAX_CANDIDATES})")  # fmt: skip
     eg.add_argument("--acoustic-cfg-scale", type=float, default=None,
                     help="hold the acoustic stages at this guidance and sweep the semantic stage's only")  # fmt: skip
     eg.add_argument(
@@ -1241,7 +1279,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of matched real frames (latent stage + prior frame bank; default the prior's)",
     )
     eg.add_argument("--lm-precision", default="int8", choices=["float32", "bfloat16", "int8"])
-    eg.add_argument("--threads", type=int, default=2)
+    eg.add_argument("--threads", type=_threads, default=2)
     eg.add_argument("--out", default="guidance_eval")
     eg.add_argument("--quiet", action="store_true")
     eg.set_defaults(func=_cmd_eval_guidance)

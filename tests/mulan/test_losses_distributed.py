@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
@@ -57,16 +56,10 @@ def _worker(rank: int, world: int, port: int, name: str, out: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("name", sorted(LOSSES))
-def test_two_process_gather_equals_joint_batch(tmp_path, name):
+def test_two_process_gather_equals_joint_batch(tmp_path, name, free_port):
     out = str(tmp_path / "rank0.pt")
-    mp.spawn(_worker, args=(2, _free_port(), name, out), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port, name, out), nprocs=2, join=True)
     got = torch.load(out, weights_only=True)
     ref_loss, ref_grads = _step(name, *_setup())
     torch.testing.assert_close(got["loss"], ref_loss, rtol=1e-5, atol=1e-6)

@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import json
-import shutil
-import socket
 import subprocess
-import sys
 
 from musiclm_pytorch import MuLaN, load
 
 
-def _free_port() -> int:
-    with socket.socket() as s:  # the OS picks a port no one holds
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_process_training_run(tiny_corpus, tmp_path):
-    torchrun = shutil.which("torchrun") or str(__import__("pathlib").Path(sys.executable).with_name("torchrun"))
+def test_two_process_training_run(tiny_corpus, tmp_path, torchrun, free_port):
     out = tmp_path / "ddp"
-    argv = [torchrun, "--nproc_per_node", "2", "--master_port", str(_free_port()), "-m", "musiclm_pytorch.cli",
+    argv = [torchrun, "--nproc_per_node", "2", "--master_port", str(free_port), "-m", "musiclm_pytorch.cli",
             "train", "mulan",
             "--data", str(tiny_corpus), "--out", str(out), "--preset", "tiny", "--batch-size", "2", "--max-steps", "4",
             "--warmup-steps", "1", "--crop-seconds", "2", "--num-workers", "0", "--threads", "1", "--log-every", "1",

@@ -174,16 +174,24 @@ def test_a_non_finite_loss_or_gradient_stops_the_run_before_the_update():
         check_finite(torch.tensor(float("inf")), 0, "gradient norm")
 
 
-def test_a_kill_between_the_train_state_and_the_model_file_resumes_on_the_same_curve(tiny_corpus, tmp_path,
-                                                                                      kill_export_at):  # fmt: skip
+@pytest.mark.parametrize("kill_at", [2, 4])
+def test_a_kill_between_state_and_model_file_resumes_on_the_same_curve(tiny_corpus, tmp_path, kill_export_at,
+                                                                       kill_at):  # fmt: skip
+    """At step 4 the train state is written and the model file of step 2 stays: the rerun resumes at 4. At
+    the first checkpoint (step 2) the model file goes first: killed as it is written, the folder holds
+    neither, and the rerun starts over (a train state without a model file could not be resumed)."""
     import musiclm_pytorch.training.mulan as trainer
 
     kw = dict(max_steps=8, checkpoint_every=2, eval_every=100)
     train_mulan(_cfg(tiny_corpus, tmp_path / "a", **kw))
-    patched = kill_export_at(trainer, 4)
+    patched = kill_export_at(trainer, kill_at)
     with pytest.raises(KeyboardInterrupt):
         train_mulan(_cfg(tiny_corpus, tmp_path / "b", **kw))
     patched.undo()
-    assert torch.load(tmp_path / "b" / "train_state.pt", weights_only=False)["step"] == 4  # mulan.safetensors: 2
+    state = tmp_path / "b" / "train_state.pt"
+    if kill_at == 4:
+        assert torch.load(state, weights_only=False)["step"] == 4  # mulan.safetensors: step 2
+    else:
+        assert not state.exists() and not (tmp_path / "b" / "mulan.safetensors").exists()
     train_mulan(_cfg(tiny_corpus, tmp_path / "b", **kw))
-    assert _losses(tmp_path / "b") == _losses(tmp_path / "a")  # steps 5-8 on the unbroken run's curve
+    assert _losses(tmp_path / "b") == _losses(tmp_path / "a")  # the steps after the kill on the unbroken curve

@@ -215,13 +215,18 @@ class TrainRun:
     def checkpoint(self, export: Callable[[], None] | None = None, *, curves: list[str] | None = None,
                    title: str = "") -> None:  # fmt: skip
         """The train state (every registered object's state, the step, RNGs, config), written atomically
-        and first; then ``export()`` writes the trainer's model files; then the curves plot."""
+        and first; then ``export()`` writes the trainer's model files; then the curves plot. At the first
+        checkpoint the model file goes first: a resume builds the model from it, so a train state must
+        never exist without one (a kill between the two leaves a folder that starts over)."""
         if not self.is_main:
             return
         state = {name: obj.state_dict() for name, obj in self._objects.items()}
         state.update(step=self.step, rng=rng_state(), config=self.config)
+        first = not self.model_file.is_file()
+        if export is not None and first:
+            export()
         atomic_torch_save(state, self.state_path)
-        if export is not None:
+        if export is not None and not first:
             export()
         if curves and self.log_file is not None:
             plot_curves(self.log_file, self.out / "curves.png", keys=curves, title=title or self.desc)
