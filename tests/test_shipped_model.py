@@ -32,11 +32,21 @@ def test_shipped_model_generates_audio_that_follows_the_text(shipped):
     texts = ["a solo piano piece in C major", "a recording of drums and bass, fast"]
     out = shipped.generate(texts, seconds=2.0, generator=torch.Generator().manual_seed(0))
     assert out.wavs.shape == (2, 2 * shipped.sample_rate) and torch.isfinite(out.wavs).all()
+    assert out.sample_rate == shipped.sample_rate == 16000 and torch.equal(out.audio, out.wavs[:, None])  # [B, C, S]
     assert float(out.wavs.abs().max()) > 1e-3  # not silence
     # the two prompts condition the stages differently: different neighbours, different audio
     cond, log_probs, latent, _ = shipped.text_condition(texts)
     assert not torch.equal(cond[0], cond[1]) and not torch.allclose(latent[0], latent[1])
     assert not torch.allclose(out.wavs[0], out.wavs[1])
+
+
+def test_from_pretrained_takes_a_dtype_as_transformers_does():
+    bf16 = MusicLM.from_pretrained(dtype=torch.bfloat16)
+    assert next(bf16.semantic_lm.parameters()).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="int8 has no dtype"):
+        MusicLM.from_pretrained(dtype=torch.float16)
+    with pytest.raises(ValueError, match="lm_precision 'int8'"):
+        MusicLM.from_pretrained(dtype=torch.bfloat16, lm_precision="int8")
 
 
 def test_generate_cli_makes_many_texts_in_passes(tmp_path, capsys, monkeypatch):

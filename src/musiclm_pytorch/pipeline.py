@@ -40,12 +40,18 @@ _BPM = re.compile(r"\b(\d{2,3}(?:\.\d+)?)\s*(?:bpm|beats per minute)\b", flags=r
 
 @dataclass
 class GenerationResult:
-    wavs: Tensor  # [B, S] the chosen candidate per text
+    wavs: Tensor  # [B, S] the chosen candidate per text (mono)
     scores: Tensor  # [B, N] MuLaN cosine of every candidate with its text
     chosen: Tensor  # [B] index of the chosen candidate
     semantic: Tensor  # [B, T] semantic ids of the chosen candidates
     codes: Tensor  # [B, Q, T'] codec codes of the chosen candidates
     candidates: Tensor  # [B, N, S] every candidate, in the order of ``scores``
+    sample_rate: int = 16000  # of ``wavs`` and ``candidates``
+
+    @property
+    def audio(self) -> Tensor:
+        """``[B, C, S]`` with ``C = 1``: the chosen candidates in the layout audio libraries use."""
+        return self.wavs[:, None]
 
 
 class TextCondition(NamedTuple):
@@ -146,11 +152,19 @@ class MusicLM:
 
     @classmethod
     def from_pretrained(cls, folder: str | Path | None = None, *, device: str | torch.device = "cpu",
-                        lm_precision: str = "float32") -> MusicLM:  # fmt: skip
+                        dtype: torch.dtype | None = None, lm_precision: str | None = None) -> MusicLM:  # fmt: skip
         """The model in ``folder`` (component files named in ``BUNDLE_FILES``), or with ``None`` the one
         that ships in the package (``DEFAULT_MODEL``), on ``device``; no download, ever. ``lm_precision``:
-        the stage LMs' decoding precision (:func:`load_musiclm`)."""
-        return load_musiclm(DEFAULT_MODEL if folder is None else folder, lm_precision=lm_precision).to(device)
+        the stage LMs' decoding precision (:func:`load_musiclm`: float32, bfloat16 or int8); ``dtype``
+        (``torch.float32`` or ``torch.bfloat16``) says the same in transformers' words."""
+        if dtype is not None:
+            named = {torch.float32: "float32", torch.bfloat16: "bfloat16"}.get(dtype)
+            if named is None or (lm_precision is not None and lm_precision != named):
+                raise ValueError(f"dtype {dtype} with lm_precision {lm_precision!r}: give dtype torch.float32 or "
+                                 "torch.bfloat16, or lm_precision alone (int8 has no dtype)")  # fmt: skip
+            lm_precision = named
+        folder = DEFAULT_MODEL if folder is None else folder
+        return load_musiclm(folder, lm_precision=lm_precision or "float32").to(device)
 
     def modules(self) -> dict[str, torch.nn.Module]:
         """The components that hold weights, by name (absent ones left out)."""
@@ -332,7 +346,8 @@ class MusicLM:
         chosen = scores.argmax(dim=1)
         pick = torch.arange(b, device=chosen.device) * n + chosen
         return GenerationResult(wavs=wavs[pick], scores=scores, chosen=chosen, semantic=semantic[pick],
-                                codes=codes[pick], candidates=wavs.reshape(b, n, -1))  # fmt: skip
+                                codes=codes[pick], candidates=wavs.reshape(b, n, -1),
+                                sample_rate=self.sample_rate)  # fmt: skip
 
     @torch.no_grad()
     def generate_long(
