@@ -72,9 +72,7 @@ def test_crash_resumes_on_the_same_curve_without_re_embedding(tiny_ckpt, tiny_co
     monkeypatch.setattr(mulan_text, "embed_rows", no_embedding)
     align_text(_cfg(tiny_ckpt, tiny_corpus, out, max_steps=20, eval_every=10))
     got, want = _losses(out), _losses(ref)
-    assert sorted(got) == list(range(1, 21))
-    for step in range(1, 21):
-        assert got[step] == pytest.approx(want[step], abs=1e-5), step
+    assert sorted(got) == list(range(1, 21)) and got == want  # bitwise: the resumed run is the unbroken one
 
 
 @pytest.mark.parametrize("tower", ["minilm", "minilm-adapter"])

@@ -246,7 +246,7 @@ def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
         run.update(g_loss, opt_g, codec.parameters(), grad_clip=cfg.grad_clip)
         run.advance(items=wav.shape[0])
         if run.due(cfg.log_every):
-            run.log({k: round(v, 5) for k, v in record.items()}, rate="clips_per_s", postfix=("mel",))
+            run.log(record, rate="clips_per_s", postfix=("mel",))
         if val_rows and run.due(cfg.eval_every) and run.is_main:
             report = validate()
         if run.due(cfg.checkpoint_every):

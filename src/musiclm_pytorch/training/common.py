@@ -11,6 +11,7 @@ import json
 import math
 import os
 import random
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -173,14 +174,24 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
 
 
 def rng_state() -> dict[str, Any]:
-    # numpy's legacy global RNG is what third-party code (librosa, augmentations) draws from
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}  # noqa: NPY002
+    """Every global RNG a step draws from: Python's, numpy's legacy one (what third-party code such as
+    librosa and augmentations use), torch's CPU generator and, on a GPU, each CUDA device's (dropout)."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}  # noqa: NPY002
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])  # noqa: NPY002
     torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        if len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        else:  # another machine: the run goes on, its dropout draws no longer those of an unbroken run
+            warnings.warn(f"the train state holds {len(state['cuda'])} CUDA generators, this machine has "
+                          f"{torch.cuda.device_count()} devices: their RNGs start afresh", stacklevel=2)  # fmt: skip
 
 
 def epoch_order(n: int, *, seed: int, epoch: int, skip: int = 0) -> list[int]:

@@ -314,7 +314,7 @@ def train_mulan(cfg: MuLaNTrainConfig) -> dict[str, Any]:
             queue.push(audio_latents, text_latents, keys if keys is not None else torch.full((len(captions),), -1))
         run.advance(items=len(captions))
         if run.due(cfg.log_every):
-            run.log({"epoch": cursor.epoch, "loss": round(loss.item(), 5), "lr": scheduler.get_last_lr()[0],
+            run.log({"epoch": cursor.epoch, "loss": loss.item(), "lr": scheduler.get_last_lr()[0],
                      "temperature": round(model.contrast.temperature.item(), 5)},  # type: ignore[operator]
                     rate="clips_per_s")  # fmt: skip
         if val_rows and run.due(cfg.eval_every) and run.is_main:

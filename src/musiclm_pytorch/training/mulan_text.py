@@ -174,7 +174,7 @@ def align_text(cfg: TextAlignConfig) -> dict[str, Any]:
         run.update(loss, optimizer, params, grad_clip=cfg.grad_clip, scheduler=scheduler, sync_grads=True)
         run.advance(items=len(idx))
         if run.due(cfg.log_every):
-            run.log({"loss": round(loss.item(), 5), "lr": scheduler.get_last_lr()[0],
+            run.log({"loss": loss.item(), "lr": scheduler.get_last_lr()[0],
                      "temperature": round(model.contrast.temperature.item(), 5)},  # type: ignore[operator]
                     rate="clips_per_s")  # fmt: skip
         if val is not None and run.due(cfg.eval_every) and run.is_main:

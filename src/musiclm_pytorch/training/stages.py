@@ -553,7 +553,7 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
         run.update(loss, opt, lm_ddp.parameters(), grad_clip=cfg.grad_clip, scheduler=sched, ema=ema, model=model)
         run.advance(items=int(mask.sum()))
         if run.due(cfg.log_every):
-            run.log({"loss": round(loss.item(), 5), "lr": sched.get_last_lr()[0]}, rate="tokens_per_s")
+            run.log({"loss": loss.item(), "lr": sched.get_last_lr()[0]}, rate="tokens_per_s")
         if val is not None and run.is_main and run.due(cfg.eval_every):
             with accelerator.autocast():
                 report = evaluate(ema.model if ema is not None else model)
