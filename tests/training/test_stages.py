@@ -470,6 +470,10 @@ def test_flow_stage_trains_around_a_frozen_latent_stage_and_resumes_on_the_same_
     with pytest.raises(ValueError, match="is a flow stage already"):
         train_stage(StageTrainConfig(**{**cfg, "mean_stage": str(tmp_path / "a" / "flow.safetensors"),
                                         "out": str(tmp_path / "c")}))  # fmt: skip
+    with pytest.raises(FileNotFoundError, match="--mean-stage .*nowhere.safetensors.*: no such file"):
+        train_stage(StageTrainConfig(**{**cfg, "mean_stage": str(tmp_path / "nowhere.safetensors"),
+                                        "out": str(tmp_path / "e")}))  # fmt: skip
+    assert not (tmp_path / "e").exists()  # checked before the run folder is made
 
 
 def test_latent_stage_refuses_another_codec(spectral_tokens, tmp_path):

@@ -75,6 +75,25 @@ def test_crash_resumes_on_the_same_curve_without_re_embedding(tiny_ckpt, tiny_co
     assert sorted(got) == list(range(1, 21)) and got == want  # bitwise: the resumed run is the unbroken one
 
 
+def test_a_kill_between_state_and_model_file_resumes_on_the_same_curve(tiny_ckpt, tiny_corpus, tmp_path,
+                                                                       kill_export_at):  # fmt: skip
+    kw = dict(max_steps=8, checkpoint_every=2, eval_every=100)
+    align_text(_cfg(tiny_ckpt, tiny_corpus, tmp_path / "a", **kw))
+    patched = kill_export_at(mulan_text, 4)
+    with pytest.raises(KeyboardInterrupt):
+        align_text(_cfg(tiny_ckpt, tiny_corpus, tmp_path / "b", **kw))
+    patched.undo()
+    assert torch.load(tmp_path / "b" / "train_state.pt", weights_only=False)["step"] == 4  # the model file: step 2
+    align_text(_cfg(tiny_ckpt, tiny_corpus, tmp_path / "b", **kw))
+    assert _losses(tmp_path / "b") == _losses(tmp_path / "a")
+
+
+def test_a_missing_mulan_leaves_no_run_folder(tiny_corpus, tmp_path):
+    with pytest.raises(FileNotFoundError, match="--mulan .*nowhere.*: no such file"):
+        align_text(_cfg(tmp_path / "nowhere.safetensors", tiny_corpus, tmp_path / "o"))
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize("tower", ["minilm", "minilm-adapter"])
 def test_a_new_text_tower_on_the_same_audio_side(tiny_ckpt, tiny_corpus, tmp_path, tower):
     out = tmp_path / tower

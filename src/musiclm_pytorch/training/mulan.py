@@ -230,6 +230,8 @@ def train_mulan(cfg: MuLaNTrainConfig) -> dict[str, Any]:
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     rows, skipped = _rows(cfg.data)  # before --out exists: bad data leaves no empty run folder
+    if cfg.init_checkpoint and not Path(cfg.init_checkpoint).is_file():
+        raise FileNotFoundError(f"--init-checkpoint {cfg.init_checkpoint!r}: no such file")
     accelerator = make_accelerator(cfg.mixed_precision)
     run = TrainRun(cfg, out=out, accelerator=accelerator, desc="mulan", model_file="mulan.safetensors")
     if cfg.full_captions:

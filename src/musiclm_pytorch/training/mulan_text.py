@@ -123,6 +123,8 @@ def align_text(cfg: TextAlignConfig) -> dict[str, Any]:
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     rows, skipped = _rows(cfg.data)  # before --out exists: bad data leaves no empty run folder
+    if not (out / "train_state.pt").is_file() and not Path(cfg.mulan).is_file():
+        raise FileNotFoundError(f"--mulan {cfg.mulan!r}: no such file (a trained MuLaN checkpoint)")
     accelerator = make_accelerator()
     run = TrainRun(cfg, out=out, accelerator=accelerator, desc="mulan text", model_file="mulan.safetensors")
     rows = rows[: cfg.max_clips] if cfg.max_clips else rows

@@ -405,15 +405,18 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
     seq_len = {"semantic": frames, "coarse": frames + frames * ratio * getattr(layout, "num_coarse", 0),
                "fine": frames * ratio * getattr(layout, "levels", 0),
                "acoustic": frames * ratio, "latent": frames * ratio, "flow": frames * ratio}[cfg.stage]  # fmt: skip
+    # every input is checked before TrainRun makes the run folder: a bad one leaves no empty run behind
+    codec = _latent_codec(cfg, train) if cfg.stage in ("latent", "flow") else None
+    if cfg.stage in ACOUSTIC and "mulan" not in train["items"][0]:
+        raise ValueError(f"{root} holds no MuLaN latents (tokenized before they were stored): the {cfg.stage} stage "
+                         "conditions on them; run `musiclm data tokenize --reuse` into a new folder")  # fmt: skip
+    if cfg.stage == "flow" and cfg.mean_stage and not Path(cfg.mean_stage).is_file():
+        raise FileNotFoundError(f"--mean-stage {cfg.mean_stage!r}: no such file")
     run = TrainRun(cfg, out=out, accelerator=accelerator, desc=f"{cfg.stage} LM",
                    model_file=f"{cfg.stage}.safetensors")  # fmt: skip
     model_path, resume = run.model_file, run.resuming
     torch.manual_seed(cfg.seed)
     lm: TokenLM | MaskedAcousticLM | LatentAcousticLM
-    codec = _latent_codec(cfg, train) if cfg.stage in ("latent", "flow") else None
-    if cfg.stage in ACOUSTIC and "mulan" not in train["items"][0]:
-        raise ValueError(f"{root} holds no MuLaN latents (tokenized before they were stored): the {cfg.stage} stage "
-                         "conditions on them; run `musiclm data tokenize --reuse` into a new folder")  # fmt: skip
     if resume and cfg.stage == "acoustic":
         lm = load(model_path, expected=MaskedAcousticLM)
     elif resume and cfg.stage == "latent":
