@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import tarfile
 
 import numpy as np
@@ -62,6 +63,8 @@ def test_manifest_counts_cheap_bad_rows(manifest):
     reasons = sorted(b.reason.split(":")[0] for b in bad)
     assert reasons == ["empty caption", "invalid JSON", "missing file", "no path"]
     assert any("train.jsonl:9" in b.source for b in bad)  # line numbers name the row
+    missing = next(b for b in bad if b.reason == "missing file")  # the row's line and the file it names
+    assert re.fullmatch(r"train\.jsonl:\d+ \(.+\)", missing.source), missing.source
     with pytest.raises(FileNotFoundError, match="nope.jsonl"):
         manifest_rows(manifest.parent / "nope.jsonl")
 

@@ -84,6 +84,9 @@ def test_config_errors(tmp_path, tiny_corpus):
     with pytest.raises(ValueError, match="no usable rows.*1 missing file"):
         train_mulan(_cfg(empty, tmp_path / "o"))
     assert not (tmp_path / "o").exists()  # bad data leaves no empty run folder behind
+    (tmp_path / "blank.jsonl").write_text("\n")
+    with pytest.raises(ValueError, match="has no usable rows: it holds no rows"):
+        train_mulan(_cfg(tmp_path / "blank.jsonl", tmp_path / "o"))
     with pytest.raises(FileNotFoundError, match="--init-checkpoint .*: no such file"):
         train_mulan(_cfg(tiny_corpus, tmp_path / "o", init_checkpoint=str(tmp_path / "nowhere.safetensors")))
     assert not (tmp_path / "o").exists()

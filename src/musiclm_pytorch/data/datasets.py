@@ -65,6 +65,10 @@ class SkipStats:
     def total(self) -> int:
         return sum(self.counts.values())
 
+    def why_empty(self) -> str:
+        """Why a source gave no usable rows: the skipped rows, or that it holds none."""
+        return self.report() if self.total else "it holds no rows"
+
     def report(self) -> str:
         if not self.total:
             return "no rows skipped"
@@ -113,7 +117,7 @@ def manifest_rows(manifest: str | Path, *, require_caption: bool = True) -> tupl
         path = Path(row["path"])
         path = path if path.is_absolute() else manifest.parent / path
         if not path.is_file():
-            bad.append(BadRow(str(path), "missing file"))
+            bad.append(BadRow(f"{where} ({path})", "missing file"))
             continue
         rows.append({**row, "key": str(row["path"]), "path": str(path), "captions": captions})
     return rows, bad

@@ -160,7 +160,7 @@ def train_codec(cfg: CodecTrainConfig) -> dict[str, Any]:
     skipped = SkipStats()
     skipped.update(bad)
     if not rows:
-        raise ValueError(f"codec data {cfg.data!r} has no usable rows: {skipped.report()}")
+        raise ValueError(f"codec data {cfg.data!r} has no usable rows: {skipped.why_empty()}")
     accelerator = make_accelerator()
     run = TrainRun(cfg, out=out, accelerator=accelerator, desc="codec", model_file="codec.safetensors")
     val_rows = (

@@ -108,7 +108,7 @@ def _rows(path: str) -> tuple[list[dict[str, Any]], SkipStats]:
     rows, bad = data_rows(path, what="training data")
     stats.update(bad)
     if not rows:
-        raise ValueError(f"training data {path!r} has no usable rows: {stats.report()}")
+        raise ValueError(f"training data {path!r} has no usable rows: {stats.why_empty()}")
     return rows, stats
 
 
