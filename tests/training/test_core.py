@@ -67,6 +67,12 @@ def test_a_non_finite_loss_stops_before_the_weights_change(tmp_path):
     with pytest.raises(FloatingPointError, match="loss is nan at step 1: stopped before the update"):
         run.update(model.weight.sum() * float("nan"), opt, model.parameters())
     assert torch.equal(model.weight, before) and not (tmp_path / "train_state.pt").exists()
+    # a finite loss whose gradient is not: stopped too, without any clipping
+    hook = model.weight.register_hook(lambda grad: grad * float("nan"))
+    with pytest.raises(FloatingPointError, match="gradient norm of the loss is nan at step 1"):
+        run.update(model.weight.sum(), opt, model.parameters(), grad_clip=0.0)
+    hook.remove()
+    assert torch.equal(model.weight, before)
 
 
 def test_resume_checks_the_settings_and_the_files(tmp_path):

@@ -170,9 +170,9 @@ class TrainRun:
                 if p.grad is not None:
                     torch.distributed.all_reduce(p.grad)
                     p.grad /= world
-        if grad_clip:
-            clip = self.accelerator.clip_grad_norm_ if self.accelerator is not None else torch.nn.utils.clip_grad_norm_
-            check_finite(clip(params, grad_clip), self.step, "gradient norm")
+        # the norm is checked with or without clipping (an infinite bound measures it and clips nothing)
+        clip = self.accelerator.clip_grad_norm_ if self.accelerator is not None else torch.nn.utils.clip_grad_norm_
+        check_finite(clip(params, grad_clip or float("inf")), self.step, f"gradient norm of the {what}")
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
