@@ -37,7 +37,7 @@ from ..codec.soundstream import SoundStream
 from ..data.datasets import BadRow, CaptionedAudioDataset, ClipOptions, SkipStats, collate, data_rows
 from ..evaluation.codec_eval import evaluate_codec
 from .common import EpochCursor, atomic_torch_save, load_config, make_accelerator
-from .core import TrainRun
+from .core import RunSettings, TrainRun
 
 CODEC_CLASSES: dict[str, type[SoundStream] | type[MDCTCodec]] = {"soundstream": SoundStream, "mdct_codec": MDCTCodec}
 CODEC_PRESETS: dict[str, dict[str, Any]] = {
@@ -56,7 +56,7 @@ CODEC_PRESETS: dict[str, dict[str, Any]] = {
 
 
 @dataclass
-class CodecTrainConfig:
+class CodecTrainConfig(RunSettings):
     data: str = ""
     val_data: str | None = None
     out: str = "runs/codec"
@@ -75,14 +75,8 @@ class CodecTrainConfig:
     feature_weight: float = 1.0
     grad_clip: float = 1.0
     num_workers: int = 2
-    threads: int = 2
-    log_every: int = 10
     eval_every: int = 500
     eval_clips: int = 16
-    checkpoint_every: int = 100
-    allow_config_change: bool = False  # resume with other settings (logged) instead of refusing
-    seed: int = 0
-    progress: bool = True
 
     def __post_init__(self) -> None:
         if not self.data:

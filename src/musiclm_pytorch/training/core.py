@@ -34,7 +34,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,19 @@ from .common import (
     rng_state,
     set_rng_state,
 )
+
+
+@dataclass
+class RunSettings:
+    """The settings every trainer's config shares: how a run reports, checkpoints and resumes, not what it
+    trains (a trainer's config dataclass subclasses this and adds its own)."""
+
+    threads: int = 2
+    log_every: int = 10
+    checkpoint_every: int = 100
+    allow_config_change: bool = False  # resume with other settings (logged) instead of refusing
+    seed: int = 0
+    progress: bool = True
 
 
 class TrainRun:

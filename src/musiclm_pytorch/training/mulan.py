@@ -53,13 +53,13 @@ from .common import (
     make_accelerator,
     warmup_cosine,
 )
-from .core import TrainRun
+from .core import RunSettings, TrainRun
 
 POSITIVE_ATTRIBUTES = ("program", "tempo_class", "tonic", "mode", "drums")
 
 
 @dataclass
-class MuLaNTrainConfig:
+class MuLaNTrainConfig(RunSettings):
     """Everything a MuLaN run needs. Unknown keys in a config file are rejected."""
 
     data: str = ""  # a corpus folder (train.jsonl / val.jsonl), a manifest, or an audio folder
@@ -85,14 +85,8 @@ class MuLaNTrainConfig:
     ema_decay: float | None = None  # e.g. 0.999: validate and also save an EMA of the weights
     text_cache: bool = True
     num_workers: int = 2
-    threads: int = 2
-    log_every: int = 10
     eval_every: int = 250
     eval_clips: int = 1000
-    checkpoint_every: int = 100
-    allow_config_change: bool = False  # resume with other settings (logged) instead of refusing
-    seed: int = 0
-    progress: bool = True
 
     def __post_init__(self) -> None:
         if self.batch_size < 2:

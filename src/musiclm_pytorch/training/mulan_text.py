@@ -40,14 +40,14 @@ from ..mulan.model import MuLaN
 from ..mulan.text_tower import PretrainedTextTransformer, TextTransformer
 from ..presets import MULAN_PRESETS
 from .common import atomic_torch_save, load_config, make_accelerator, warmup_cosine
-from .core import TrainRun
+from .core import RunSettings, TrainRun
 from .mulan import _rows, _val_rows, eval_record, positive_key, with_full_caption
 
 TEXT_TOWERS = ("minilm-adapter", "minilm", "scratch")
 
 
 @dataclass
-class TextAlignConfig:
+class TextAlignConfig(RunSettings):
     """Everything a text-side run needs. Unknown keys in a config file are rejected."""
 
     mulan: str = ""  # a trained MuLaN checkpoint: its audio side is kept frozen
@@ -67,11 +67,6 @@ class TextAlignConfig:
     eval_every: int = 500
     eval_clips: int = 1000
     checkpoint_every: int = 200
-    allow_config_change: bool = False  # resume with other settings (logged) instead of refusing
-    log_every: int = 10
-    seed: int = 0
-    threads: int = 2
-    progress: bool = True
 
     def __post_init__(self) -> None:
         if not self.mulan:

@@ -40,7 +40,7 @@ from ..lm.masked import MaskedAcousticLM
 from ..lm.regression import LatentAcousticLM
 from ..lm.transformer import TokenLM
 from .common import EMA, atomic_torch_save, load_config, make_accelerator, warmup_cosine
-from .core import TrainRun
+from .core import RunSettings, TrainRun
 
 
 def _as_is(item: Any) -> Any:
@@ -208,7 +208,7 @@ def _reusable(
 
 
 @dataclass
-class StageTrainConfig:
+class StageTrainConfig(RunSettings):
     stage: str = "semantic"
     tokens: str = ""
     out: str = "runs/stage"
@@ -252,14 +252,8 @@ class StageTrainConfig:
     grad_clip: float = 1.0
     mixed_precision: str = "no"  # "no" or "bf16"
     ema_decay: float | None = None  # e.g. 0.999
-    threads: int = 2
-    log_every: int = 10
     eval_every: int = 250
     eval_items: int = 64  # validation clips per evaluation (one crop each, fixed across evaluations)
-    checkpoint_every: int = 100
-    allow_config_change: bool = False  # resume with other settings (logged) instead of refusing
-    seed: int = 0
-    progress: bool = True
 
     def __post_init__(self) -> None:
         if self.stage not in ("semantic", "coarse", "fine", "acoustic", "latent", "flow"):
