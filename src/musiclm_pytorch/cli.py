@@ -1030,6 +1030,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--sample-rate", dest="sample_rate", type=int)
     synth.add_argument("--seed", type=int)
     synth.add_argument("--val-fraction", dest="val_fraction", type=float)
+    synth.add_argument("--test-fraction", dest="test_fraction", type=float,
+                       help="share of generated compositions in the sealed test split (test.jsonl; "
+                       "default 0)")  # fmt: skip
     synth.add_argument("--renders-per-source", dest="renders_per_source", type=int)
     synth.add_argument("--bach-fraction", dest="bach_fraction", type=float)
     synth.add_argument("--workers", type=int)

@@ -45,6 +45,21 @@ def test_merge_keeps_base_val_and_drops_held_out_sources(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "merged" / "merge.json").read_text()) == summary
 
 
+def test_merge_keeps_the_test_split_sealed(tmp_path):
+    base = _corpus(tmp_path / "base", {"train": [("train-0", "gen-1")], "val": [("val-1", "gen-2")],
+                                       "test": [("test-2", "gen-3"), ("test-3", "gen-3")]})  # fmt: skip
+    extra = _corpus(tmp_path / "extra", {"train": [("train-9", "gen-3"), ("train-8", "gen-50")], "val": [],
+                                         "test": [("test-7", "gen-51")]})  # fmt: skip
+    summary = merge_corpora(tmp_path / "merged", base, [extra])
+    assert summary["test_rows"] == 2 and summary["held_out_sources"] == 2
+    train, _ = manifest_rows(tmp_path / "merged" / "train.jsonl")
+    test, _ = manifest_rows(tmp_path / "merged" / "test.jsonl")
+    assert [r["tags"]["source"] for r in train] == ["gen-1", "gen-50"]  # base's test composition never trained on
+    assert [r["id"] for r in test] == ["test-2", "test-3"]  # base's whole; extra's neither trained nor merged
+    merge_corpora(tmp_path / "m3", _corpus(tmp_path / "b3", {"train": [("a", "gen-7")], "val": []}), [base])
+    assert not (tmp_path / "m3" / "test.jsonl").exists()
+
+
 def test_merge_errors(tmp_path):
     base = _corpus(tmp_path / "base", {"train": [("a", "gen-1")], "val": [("b", "gen-2")]})
     with pytest.raises(ValueError, match="at least one corpus"):

@@ -35,10 +35,25 @@ def test_plan_is_deterministic_and_held_out_by_source():
     assert any(heldout_combo(s.tags["family"], s.tags["tempo_class"], s.tags["drums"]) for s in a if s.split == "val")
 
 
+def test_the_sealed_test_split_holds_generated_compositions_of_its_own():
+    cfg = dict(num_clips=400, bach_fraction=0.3)
+    b = plan(_cfg(**cfg, test_fraction=0.3))
+    sources = {split: {s.source for s in b if s.split == split} for split in ("train", "val", "test")}
+    assert all(sources.values()) and not (sources["test"] & (sources["train"] | sources["val"]))
+    assert all(src.startswith("gen-") for src in sources["test"])  # a chorale is never unseen: none in test
+    assert any(src.startswith("bach-") for src in sources["train"])
+    assert any(heldout_combo(s.tags["family"], s.tags["tempo_class"], s.tags["drums"]) for s in b if s.split == "test")
+    with pytest.raises(ValueError, match="test_fraction must be in"):
+        _cfg(val_fraction=0.5, test_fraction=0.6)
+    only_test = plan(_cfg(num_clips=20, val_fraction=0.0, test_fraction=1.0))
+    assert {s.split for s in only_test} == {"test"}
+
+
 def test_synthesize_small_corpus(tmp_path):
-    summary = synthesize(_cfg(shard_size=5), tmp_path, progress=False)
-    assert summary["counts"]["train"] + summary["counts"]["val"] == 16 and summary["failed"] == 0
-    rows = [json.loads(line) for s in ("train", "val") for line in (tmp_path / f"{s}.jsonl").read_text().splitlines()]
+    summary = synthesize(_cfg(shard_size=5, test_fraction=0.25), tmp_path, progress=False)
+    assert sum(summary["counts"][s] for s in ("train", "val", "test")) == 16 and summary["failed"] == 0
+    rows = [json.loads(line) for s in ("train", "val", "test")
+            for line in (tmp_path / f"{s}.jsonl").read_text().splitlines()]  # fmt: skip
     for row in rows:
         validate_tags(row["tags"])
         wav, sr = sf.read(tmp_path / row["path"])
@@ -46,15 +61,14 @@ def test_synthesize_small_corpus(tmp_path):
         rms = float(np.sqrt(np.mean(wav**2)))
         assert 1e-3 < rms and np.abs(wav).max() < 1.0  # music, not silence, not clipped
         assert len(row["captions"]) == 4 and row["caption"] == row["captions"][0]
-    val = [r for r in rows if r["split"] == "val"]
-    assert val
+    assert {r["split"] for r in rows} == {"train", "val", "test"}
     heldout = set(HELDOUT_TEMPLATES + FULL_TEMPLATES_HELDOUT)
-    for row in rows:  # validation captions use held-out wordings only, training captions never do
+    for row in rows:  # validation and test captions use held-out wordings only, training captions never do
         for text in [*row["captions"], row["full_caption"]]:
             matches = set(templates_matching(text))
             assert matches, text
             # slot-only templates ("{fam} {drums}") match many texts, so ask which set can explain it
-            assert (matches & heldout) if row["split"] == "val" else (matches - heldout), text
+            assert (matches & heldout) if row["split"] != "train" else (matches - heldout), text
     shards = summary["shards"]["train"] + summary["shards"]["val"]
     assert all((tmp_path / s).is_file() for s in shards)
     corpus = json.loads((tmp_path / "corpus.json").read_text())
@@ -65,6 +79,7 @@ def test_renders_are_deterministic(tmp_path):
     cfg = _cfg(num_clips=3, val_fraction=0.0)
     synthesize(cfg, tmp_path / "a", progress=False)
     synthesize(cfg, tmp_path / "b", progress=False)
+    assert not (tmp_path / "a" / "test.jsonl").exists()  # a test split only when asked for
     for name in ("train-000000", "train-000002"):
         a, _ = sf.read(tmp_path / "a" / "audio" / "train" / f"{name}.flac")
         b, _ = sf.read(tmp_path / "b" / "audio" / "train" / f"{name}.flac")

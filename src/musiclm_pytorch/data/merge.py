@@ -10,9 +10,12 @@ ones, and takes the *training* rows of BASE and of every EXTRA corpus:
 - EXTRA validation rows are never trained on (their captions use the held-out wordings);
 - paths become absolute, so the manifests work from any folder; ids are prefixed with their corpus
   folder's name when they would collide.
+- the sealed test split stays sealed: BASE's ``test.jsonl`` is kept unchanged like its validation split,
+  its compositions are dropped from every corpus's training rows, and an EXTRA test split is never
+  trained on nor merged (a test split is one corpus's, whole).
 
-It writes ``OUT/train.jsonl``, ``OUT/val.jsonl`` and ``OUT/merge.json`` (what came from where, what was
-dropped and why). No audio is copied.
+It writes ``OUT/train.jsonl``, ``OUT/val.jsonl`` (and ``OUT/test.jsonl`` when BASE has one) and
+``OUT/merge.json`` (what came from where, what was dropped and why). No audio is copied.
 """
 
 from __future__ import annotations
@@ -52,10 +55,11 @@ def merge_corpora(out: str | Path, base: str | Path, extras: list[str | Path]) -
     if out.resolve() in {f.resolve() for f in folders}:
         raise ValueError(f"out {str(out)!r} is one of the corpora being merged")
     val = _corpus_rows(base, "val")
-    held_out = {s for s in map(_source, val) if s is not None}
+    test = _corpus_rows(base, "test") if (base / "test.jsonl").is_file() else None
+    held_out = {s for s in map(_source, [*val, *(test or [])]) if s is not None}
     train, ids = [], set()
-    summary: dict[str, Any] = {"base": str(base), "val_rows": len(val), "held_out_sources": len(held_out),
-                               "corpora": []}  # fmt: skip
+    summary: dict[str, Any] = {"base": str(base), "val_rows": len(val), "test_rows": len(test or []),
+                               "held_out_sources": len(held_out), "corpora": []}  # fmt: skip
     for folder in folders:
         rows = _corpus_rows(folder, "train")
         kept = [r for r in rows if _source(r) not in held_out]
@@ -70,7 +74,7 @@ def merge_corpora(out: str | Path, base: str | Path, extras: list[str | Path]) -
                                    "dropped_held_out_source": len(rows) - len(kept)})  # fmt: skip
     summary["train_rows"] = len(train)
     out.mkdir(parents=True, exist_ok=True)
-    for name, rows in (("train", train), ("val", val)):
+    for name, rows in (("train", train), ("val", val), *((("test", test),) if test is not None else ())):
         tmp = out / f"{name}.jsonl.tmp"
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
         tmp.replace(out / f"{name}.jsonl")

@@ -7,11 +7,19 @@ Splits are held out by *source*: every render of a composition lands in the spli
 composition. Validation also holds out caption templates (``HELDOUT_TEMPLATES``) and a fixed set
 of (family, tempo class, drums) combinations that training never sees.
 
+With ``test_fraction`` a third split, the sealed test split, is drawn the same way as validation
+(held-out templates and combinations) from generated compositions only: the Bach chorales are one
+finite list that every seed draws from, so a chorale can never be unseen. It is written to
+``test.jsonl``, which no trainer reads; evaluation commands read it only when told ``--split test``,
+and its figures steer no choice (``musiclm data synth TEST --seed 11 --val-fraction 0 --test-fraction 1
+--bach-fraction 0`` makes a test-only corpus whose compositions no other seed's corpus holds).
+
 Output folder::
 
     OUT/corpus.json            config, counts, timing, tag schema version
     OUT/train.jsonl, val.jsonl rows: id, path (relative to OUT), caption, captions, full_caption,
                                tags, duration, sample_rate, split
+    OUT/test.jsonl             with test_fraction > 0 only
     OUT/audio/{split}/{id}.flac
     OUT/shards/{split}-000000.tar  (with --shards: WebDataset shards of {id}.flac + {id}.json)
 """
@@ -61,6 +69,7 @@ class SynthConfig:
     sample_rate: int = 16000
     seed: int = 0
     val_fraction: float = 0.1
+    test_fraction: float = 0.0  # the sealed test split (generated compositions only; module docstring)
     renders_per_source: int = 2
     bach_fraction: float = 0.15
     drums_prob: float = 0.5
@@ -79,6 +88,9 @@ class SynthConfig:
             raise ValueError(f"seconds must be positive, got {self.seconds}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if not 0 <= self.test_fraction <= 1 - self.val_fraction:
+            raise ValueError(f"test_fraction must be in [0, 1 - val_fraction = {1 - self.val_fraction:g}], got "
+                             f"{self.test_fraction}")  # fmt: skip
         if self.audio_format not in ("flac", "wav", "ogg"):
             raise ValueError(f"audio_format must be flac, wav or ogg, got {self.audio_format!r}")
 
@@ -153,12 +165,14 @@ def plan(cfg: SynthConfig) -> list[ClipSpec]:
         else:
             source, kind = f"gen-{gen_seed + s}", "generated"
             mode = generate_composition(gen_seed + s).mode
-        val = (_stable_hash(f"{cfg.seed}|{source}") % 10_000) < cfg.val_fraction * 10_000
+        draw = _stable_hash(f"{cfg.seed}|{source}") % 10_000
+        val = draw < cfg.val_fraction * 10_000
+        test = not val and kind == "generated" and draw < (cfg.val_fraction + cfg.test_fraction) * 10_000
         for _ in range(cfg.renders_per_source):
             if len(specs) == cfg.num_clips:
                 break
-            split = "val" if val else "train"
-            tags = _sample_tags(rng, cfg, source, kind, mode if mode != "unknown" else "major", val)
+            split = "val" if val else "test" if test else "train"
+            tags = _sample_tags(rng, cfg, source, kind, mode if mode != "unknown" else "major", val or test)
             bass = rng.choice(sorted(BASS_PROGRAMS)) if tags["bass"] else None
             specs.append(
                 ClipSpec(
@@ -212,7 +226,7 @@ def render_spec(spec: ClipSpec, renderer: Any, *, captions_per_clip: int = 4) ->
     rng = random.Random(spec.render_seed)
     soundfont = rng.choice(sorted(renderer.soundfonts))
     spec.tags["soundfont"] = soundfont
-    heldout = spec.split == "val"
+    heldout = spec.split in ("val", "test")
     spec.captions = [caption(spec.tags, rng, heldout=heldout) for _ in range(captions_per_clip)]
     spec.full_caption = full_caption(spec.tags, rng, heldout=heldout)
     t = spec.tags
@@ -311,7 +325,9 @@ def synthesize(cfg: SynthConfig, out: str | Path, *, progress: bool = True) -> d
     render_seconds = time.perf_counter() - start
     failed = [r for r in rows if "error" in r]
     rows = sorted((r for r in rows if "error" not in r), key=lambda r: r["id"])
-    splits = {s: [r for r in rows if r["split"] == s] for s in ("train", "val")}
+    splits = {s: [r for r in rows if r["split"] == s] for s in ("train", "val", "test")}
+    if not splits["test"] and not cfg.test_fraction:
+        del splits["test"]  # no test.jsonl unless asked for
     for split, split_rows in splits.items():
         _write_jsonl(out / f"{split}.jsonl", split_rows)
     shards = {}
