@@ -316,3 +316,22 @@ def test_eval_codec_fidelity_with_mulan(tmp_path, capsys, tiny_mulan):
     capsys.readouterr()
     assert main(["eval", "codec", "--data", str(folder), "--classic", "--mulan", str(tmp_path / "m.st")]) == 2
     assert "--mulan measures what survives a codec" in capsys.readouterr().err
+
+
+SPLIT_READERS = [
+    ["eval", "generate", "--prompts"],
+    ["eval", "melody", "--prompts"],
+    ["eval", "continuation", "--data"],
+    ["eval", "guidance", "--model", "m", "--prompts"],
+    ["eval", "mulan", "--checkpoint", "x", "--data"],
+]
+
+
+@pytest.mark.parametrize("command", SPLIT_READERS)
+def test_evaluations_read_the_sealed_test_split_only_when_told(tmp_path, capsys, command):
+    rows = [{"path": "a.wav", "caption": "calm piano", "tags": {}, "split": "test", "duration": 20}] * 2
+    manifest = tmp_path / "test.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "a.wav").write_bytes(b"")
+    assert main([*command, str(manifest)]) == 2  # before any model is loaded
+    assert "holds rows of the sealed test split: pass --split test" in capsys.readouterr().err

@@ -427,8 +427,8 @@ def _cmd_eval_guidance(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    prompts = load_prompts(args.prompts, args.num_prompts, seed=args.seed, split=args.split)
     model = load_musiclm(args.model, lm_precision=args.lm_precision)
-    prompts = load_prompts(args.prompts, args.num_prompts, seed=args.seed)
     report = guidance_sweep(model, prompts, scales=args.scales, seconds=args.seconds, seed=args.seed,
                             semantic_only=args.semantic_only, progress=not args.quiet,
                             prior_mix=args.prior_mix, acoustic_cfg_scale=args.acoustic_cfg_scale,
@@ -461,12 +461,14 @@ def _write_report(out: str, name: str, report: dict[str, Any], *, hide: tuple[st
 def _cmd_eval_generate(args: argparse.Namespace) -> int:
     import torch
 
+    from .data.datasets import check_split
     from .evaluation.suite import evaluate_generation, plot_report, sample_prompts
 
     path = Path(args.prompts)
     if not path.is_file():
         raise ValueError(f"--prompts {args.prompts!r}: no such file")
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    check_split(rows, args.split, path)
     prompts = sample_prompts([r for r in rows if r.get("text") or r.get("full_caption") or r.get("caption")],
                              args.num_prompts, seed=args.seed)  # fmt: skip
     train_semantic = None
@@ -487,7 +489,7 @@ def _cmd_eval_melody(args: argparse.Namespace) -> int:
     from .evaluation.guidance import load_prompts
     from .evaluation.melody import melody_agreement
 
-    prompts = [p["text"] for p in load_prompts(args.prompts, args.num_prompts, seed=args.seed)]
+    prompts = [p["text"] for p in load_prompts(args.prompts, args.num_prompts, seed=args.seed, split=args.split)]
     report = melody_agreement(_eval_model(args), prompts, seconds=args.seconds, seed=args.seed,
                               progress=not args.quiet)  # fmt: skip
     _write_report(args.out, "melody.json", report, hide=("per_prompt",))
@@ -497,11 +499,13 @@ def _cmd_eval_melody(args: argparse.Namespace) -> int:
 def _cmd_eval_continuation(args: argparse.Namespace) -> int:
     import random
 
-    from .data.datasets import manifest_rows
+    from .data.datasets import check_split, manifest_rows
     from .evaluation.continuation import continuation_agreement
 
     need = args.prompt_seconds + args.seconds
-    rows = [r for r in manifest_rows(args.data, require_caption=False)[0] if float(r.get("duration", need)) >= need]
+    rows = manifest_rows(args.data, require_caption=False)[0]
+    check_split(rows, args.split, args.data)
+    rows = [r for r in rows if float(r.get("duration", need)) >= need]
     if len(rows) < 2:
         raise ValueError(f"{args.data!r}: fewer than 2 clips of at least {need:g} s")
     rows = random.Random(args.seed).sample(rows, min(args.clips, len(rows)))
@@ -562,7 +566,7 @@ def _cmd_eval_stage(args: argparse.Namespace) -> int:
     from .training.stages import evaluate_checkpoint
 
     report = evaluate_checkpoint(args.checkpoint, args.tokens, items=args.items, batch_size=args.batch_size,
-                                 crop_seconds=args.crop_seconds, threads=args.threads)  # fmt: skip
+                                 crop_seconds=args.crop_seconds, threads=args.threads, split=args.split)  # fmt: skip
     print(json.dumps(report, indent=2))
     return 0
 
@@ -653,8 +657,8 @@ def _cmd_data_tokenize(args: argparse.Namespace) -> int:
 
     summary = tokenize_corpus(conditioner=load(args.conditioning).eval(), semantic=load(args.semantic),
                               codec=load(args.codec).eval(), data=args.data, out=args.out, max_clips=args.max_clips,
-                              max_val_clips=args.max_val_clips, num_workers=args.workers, reuse=args.reuse,
-                              progress=not args.quiet)  # fmt: skip
+                              max_val_clips=args.max_val_clips, test=args.test, num_workers=args.workers,
+                              reuse=args.reuse, progress=not args.quiet)  # fmt: skip
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -676,16 +680,23 @@ def _cmd_train_conditioning(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_split_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--split", choices=["val", "test"], default="val",
+                        help="val (default) or test: the sealed test split (a corpus's test.jsonl, tokens' test.pt), "
+                        "read only when named; its figures are reported, never used to choose")  # fmt: skip
+
+
 def _cmd_eval_mulan(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .checkpoint import load
-    from .data.datasets import manifest_rows
+    from .data.datasets import check_split, manifest_rows
     from .evaluation.mulan_eval import evaluate_mulan, plot_similarity
     from .mulan.model import MuLaN
 
-    mulan = load(args.checkpoint, expected=MuLaN).eval()
     rows, bad = manifest_rows(args.data)
+    check_split(rows, args.split, args.data)
+    mulan = load(args.checkpoint, expected=MuLaN).eval()
     report = evaluate_mulan(mulan, rows, max_clips=args.max_clips, progress=not args.quiet)
     report["manifest_rows_skipped"] = len(bad)
     out = Path(args.out)
@@ -701,7 +712,7 @@ def _cmd_eval_codec(args: argparse.Namespace) -> int:
 
     import torch
 
-    from .data.datasets import CaptionedAudioDataset, ClipOptions, data_rows
+    from .data.datasets import CaptionedAudioDataset, ClipOptions, check_split, data_rows
     from .evaluation.codec_eval import evaluate_classic, evaluate_codec
 
     torch.set_num_threads(args.threads)
@@ -718,7 +729,8 @@ def _cmd_eval_codec(args: argparse.Namespace) -> int:
         codec = PretrainedCodec(args.pretrained)
     sample_rate = codec.sample_rate if codec is not None else args.sample_rate
     data = Path(args.data)
-    rows, bad = data_rows(data, split="val", require_caption=False, what="codec evaluation data")
+    rows, bad = data_rows(data, split=args.split, require_caption=False, what="codec evaluation data")
+    check_split(rows, args.split, data)
     opts = ClipOptions(sample_rate=sample_rate, crop_seconds=args.seconds, crop="center", min_seconds=1.0,
                        normalize=None)  # fmt: skip
     ds = CaptionedAudioDataset(rows[: args.max_clips], opts)
@@ -763,16 +775,18 @@ def _cmd_eval_acoustic(args: argparse.Namespace) -> int:
     import torch
 
     from .checkpoint import load
-    from .data.datasets import manifest_rows
+    from .data.datasets import check_split, manifest_rows
     from .evaluation.acoustic_oracle import acoustic_oracle
     from .mulan.model import MuLaN
 
     torch.set_num_threads(args.threads)
-    val_path = Path(args.tokens) / "val.pt"
+    val_path = Path(args.tokens) / f"{args.split}.pt"
     if not val_path.is_file():
-        raise FileNotFoundError(f"no tokens at {str(val_path)!r}: run `musiclm data tokenize` first")
+        raise FileNotFoundError(f"no tokens at {str(val_path)!r}: run `musiclm data tokenize` first"
+                                + (" (with --test)" if args.split == "test" else ""))  # fmt: skip
     items = torch.load(val_path, weights_only=False)["items"][: args.clips]
     rows, _ = manifest_rows(Path(args.data), require_caption=False)
+    check_split(rows, args.split, args.data)
     by_path = {str(Path(r["path"]).resolve()): r for r in rows}
     missing = [it["path"] for it in items if str(Path(it["path"]).resolve()) not in by_path]
     if missing:
@@ -1050,6 +1064,8 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--out", required=True)
     tok.add_argument("--max-clips", type=int, help="tokenize the first N training rows")
     tok.add_argument("--max-val-clips", type=int, help="tokenize the first N validation rows")
+    tok.add_argument("--test", action="store_true", help="also the sealed test split: test.jsonl into test.pt "
+                     "(for eval stage / eval acoustic --split test; no trainer reads it)")  # fmt: skip
     tok.add_argument("--workers", type=int, default=1, help="processes that decode audio (0: this one)")
     tok.add_argument(
         "--reuse", help="an earlier tokens folder: copy the ids of every component whose weights are unchanged"
@@ -1163,6 +1179,7 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--max-clips", type=int, default=1000)
     em.add_argument("--out", default="mulan_eval")
     em.add_argument("--quiet", action="store_true")
+    _add_split_flag(em)
     em.set_defaults(func=_cmd_eval_mulan)
     eo = ev.add_parser("acoustic", help="acoustic oracle: true semantic ids + caption conditioning -> audio, judged")
     eo.add_argument("--stage", required=True, help="acoustic stage checkpoint (train stage --stage acoustic)")
@@ -1182,6 +1199,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "clips nearest the caption (tokens/train.pt); 0: off")  # fmt: skip
     eo.add_argument("--threads", type=_threads, default=2)
     eo.add_argument("--out", default="acoustic_oracle")
+    _add_split_flag(eo)
     eo.set_defaults(func=_cmd_eval_acoustic)
     ec = ev.add_parser("codec", help="SI-SNR / log-mel distance / bitrate of a codec beside Opus, Vorbis, MP3")
     ec.add_argument("--checkpoint", help="our codec checkpoint (MDCTCodec or SoundStream .safetensors)")
@@ -1205,6 +1223,7 @@ def build_parser() -> argparse.ArgumentParser:
     ec.add_argument("--fidelity-clips", type=int, default=48, help="clips for --mulan (all in one batch)")
     ec.add_argument("--threads", type=_threads, default=2)
     ec.add_argument("--out", default="codec_eval")
+    _add_split_flag(ec)
     ec.set_defaults(func=_cmd_eval_codec)
     es = ev.add_parser("stage", help="validation loss of a stage LM with true vs shuffled conditioning")
     es.add_argument("--checkpoint", required=True, help="a stage LM written by `musiclm train stage`")
@@ -1213,6 +1232,7 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--batch-size", type=int, default=16)
     es.add_argument("--crop-seconds", type=float, help="default: the crop the stage was trained with")
     es.add_argument("--threads", type=_threads, default=2)
+    _add_split_flag(es)
     es.set_defaults(func=_cmd_eval_stage)
 
     def model_eval(name: str, help_text: str, func: Any, out: str) -> argparse.ArgumentParser:
@@ -1225,6 +1245,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--threads", type=_threads, default=2)
         p.add_argument("--out", default=out)
         p.add_argument("--quiet", action="store_true")
+        _add_split_flag(p)
         p.set_defaults(func=func)
         return p
 
@@ -1285,6 +1306,7 @@ def build_parser() -> argparse.ArgumentParser:
     eg.add_argument("--threads", type=_threads, default=2)
     eg.add_argument("--out", default="guidance_eval")
     eg.add_argument("--quiet", action="store_true")
+    _add_split_flag(eg)
     eg.set_defaults(func=_cmd_eval_guidance)
     jfit = ev.add_parser("judge-fit", help="calibrate the independent judge on rendered clips")
     jfit.add_argument("--num-clips", type=int, default=1200)

@@ -17,6 +17,7 @@ from musiclm_pytorch.data.datasets import (
     ClipOptions,
     SkipStats,
     WebDatasetSource,
+    check_split,
     collate,
     data_rows,
     folder_rows,
@@ -209,3 +210,18 @@ def test_collate_refuses_ragged_batches():
              {"wav": torch.zeros(12), "caption": "b", "tags": {}, "path": "y"}]  # fmt: skip
     with pytest.raises(ValueError, match="set crop_seconds"):
         collate(items)
+
+
+def test_the_sealed_test_split_is_read_only_when_named():
+    val, test = [{"split": "val"}, {"split": "val"}], [{"split": "test"}] * 2
+    check_split(val, "val", "v.jsonl")
+    check_split([{"text": "x"}], "val", "prompts.jsonl")  # rows of no split (a prompt set): as validation
+    check_split(test, "test", "t.jsonl")
+    with pytest.raises(ValueError, match="'t.jsonl' holds rows of the sealed test split: pass --split test"):
+        check_split(test, "val", "t.jsonl")
+    with pytest.raises(ValueError, match=r"--split test, but 'v.jsonl' holds rows of \['val'\]"):
+        check_split(val, "test", "v.jsonl")
+    with pytest.raises(ValueError, match=r"holds rows of \['None'\]"):
+        check_split([{"text": "x"}], "test", "prompts.jsonl")
+    with pytest.raises(ValueError, match="split must be one of"):
+        check_split(val, "train", "v.jsonl")

@@ -65,6 +65,19 @@ def test_tokenize_limits_splits_and_counts_corrupt_files(tokens, tiny_corpus, tm
     summary = tokenize_corpus(conditioner=cond, semantic=sem, codec=codec, data=str(tmp_path), out=str(tmp_path / "v"),
                               max_clips=1, num_workers=0, progress=False)  # fmt: skip
     assert summary["splits"] == {"train": 1}
+    # the sealed test split: tokenized only when asked for, whole
+    with pytest.raises(FileNotFoundError, match="has no test.jsonl"):
+        tokenize_corpus(conditioner=cond, semantic=sem, codec=codec, data=str(tmp_path), out=str(tmp_path / "w"),
+                        test=True, progress=False)  # fmt: skip
+    (tmp_path / "test.jsonl").write_text(
+        (tiny_corpus / "val.jsonl").read_text().replace('"path": "', f'"path": "{tiny_corpus}/')
+    )
+    summary = tokenize_corpus(conditioner=cond, semantic=sem, codec=codec, data=str(tmp_path), out=str(tmp_path / "w"),
+                              max_clips=1, max_val_clips=0, num_workers=0, progress=False)  # fmt: skip
+    assert summary["splits"] == {"train": 1} and not (tmp_path / "w" / "test.pt").exists()
+    summary = tokenize_corpus(conditioner=cond, semantic=sem, codec=codec, data=str(tmp_path), out=str(tmp_path / "w"),
+                              max_clips=1, max_val_clips=0, test=True, num_workers=0, progress=False)  # fmt: skip
+    assert summary["splits"] == {"train": 1, "test": 6}
 
 
 def test_tokenize_reuses_the_ids_of_unchanged_components(tokens, tiny_corpus, tmp_path, monkeypatch):
@@ -288,6 +301,11 @@ def test_validation_shows_when_conditioning_matters(tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed["stage"] == "semantic" and printed["crop_seconds"] == 2.0 and printed["val_clips"] == 32
     assert printed["val_loss"] == pytest.approx(report["val_loss"], abs=1e-4)
+    argv = ["eval", "stage", "--checkpoint", str(tmp_path / "run" / "semantic.safetensors"), "--tokens", str(tmp_path),
+            "--items", "32", "--threads", "1", "--split", "test"]  # fmt: skip
+    assert main(argv) == 2 and "test.pt" in capsys.readouterr().err  # no sealed split tokenized yet
+    (tmp_path / "test.pt").write_bytes((tmp_path / "val.pt").read_bytes())
+    assert main(argv) == 0 and json.loads(capsys.readouterr().out)["val_loss"] == printed["val_loss"]
 
 
 @pytest.mark.parametrize("stage", ["semantic", "coarse", "fine"])

@@ -123,6 +123,24 @@ def manifest_rows(manifest: str | Path, *, require_caption: bool = True) -> tupl
     return rows, bad
 
 
+SPLITS = ("val", "test")  # what an evaluation reads: the validation split, or (asked for) the sealed test split
+
+
+def check_split(rows: Sequence[dict[str, Any]], split: str, source: str | Path) -> None:
+    """The sealed test split is read only when asked for: rows of it (``"split": "test"``, as ``data
+    synth --test-fraction`` writes them) under ``split="val"`` are an error, and so is ``split="test"``
+    on rows that are not all of it. Its figures are reported, never used to choose."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    found = {r.get("split") for r in rows}
+    if split != "test" and "test" in found:
+        raise ValueError(f"{str(source)!r} holds rows of the sealed test split: pass --split test to read them (its "
+                         "figures are reported, never used to choose)")  # fmt: skip
+    if split == "test" and found != {"test"}:
+        raise ValueError(f"--split test, but {str(source)!r} holds rows of {sorted(map(str, found - {'test'}))} "
+                         "(the sealed test split is a corpus's test.jsonl, `data synth --test-fraction`)")  # fmt: skip
+
+
 def data_rows(path: str | Path, *, split: str = "train", require_caption: bool = True,
               what: str = "data") -> tuple[list[dict[str, Any]], list[BadRow]]:  # fmt: skip
     """What every command reads as data: a corpus folder (its ``{split}.jsonl``), a JSONL manifest, or a

@@ -49,11 +49,15 @@ def semantic_key(ids: torch.Tensor, tokenizer: SemanticTokenizer) -> tuple[str, 
     return tonic, mode
 
 
-def load_prompts(manifest: str | Path, num: int, *, seed: int = 0) -> list[dict[str, Any]]:
+def load_prompts(manifest: str | Path, num: int, *, seed: int = 0, split: str = "val") -> list[dict[str, Any]]:
     """``num`` rows of a corpus manifest as ``{text, tags}`` (the full caption, which states every
     recorded attribute), drawn with ``seed``. Rows that already are ``{text, tags}`` (a prompt set such
-    as ``benchmarks/prompts/freeform_v1.jsonl``) are taken as they are."""
+    as ``benchmarks/prompts/freeform_v1.jsonl``) are taken as they are. ``split="test"`` reads the sealed
+    test split (:func:`~musiclm_pytorch.data.datasets.check_split`)."""
+    from ..data.datasets import check_split
+
     rows = [json.loads(line) for line in Path(manifest).read_text().splitlines() if line.strip()]
+    check_split(rows, split, manifest)
     rows = [r for r in rows if r.get("text") or r.get("full_caption") or r.get("caption")]
     if len(rows) < 2:
         raise ValueError(f"{str(manifest)!r} has {len(rows)} captioned rows; a sweep needs at least 2")

@@ -57,6 +57,7 @@ def tokenize_corpus(
     out: str,
     max_clips: int | None = None,
     max_val_clips: int | None = None,
+    test: bool = False,
     num_workers: int = 1,
     reuse: str | None = None,
     batch_size: int = 16,
@@ -64,6 +65,8 @@ def tokenize_corpus(
 ) -> dict[str, Any]:
     """Tokenize ``data/{train,val}.jsonl`` into ``out/{split}.pt`` (the first ``max_clips`` training and
     ``max_val_clips`` validation rows; ``num_workers`` processes decode audio while this one tokenizes).
+    ``test``: also the sealed test split, all of ``data/test.jsonl`` into ``out/test.pt`` (read by
+    ``eval stage --split test`` and ``eval acoustic --split test``, never by a trainer).
 
     ``reuse``: an earlier tokens folder. Each of the three token kinds (MuLaN conditioning ids, semantic
     ids, codec codes) whose component has the same identity (weights hash) there is copied for the
@@ -84,14 +87,16 @@ def tokenize_corpus(
         "mulan": identity(conditioner.mulan),
     }
     summary: dict[str, Any] = {"identity": ids, "splits": {}}
-    for split in ("train", "val"):
+    if test and not (Path(data) / "test.jsonl").is_file():
+        raise FileNotFoundError(f"{str(data)!r} has no test.jsonl (a sealed test split: data synth --test-fraction)")
+    for split in ("train", "val", "test") if test else ("train", "val"):
         path = Path(data) / f"{split}.jsonl"
         if not path.is_file():
             continue
         rows, _ = manifest_rows(path)
-        limit = max_clips if split == "train" else max_val_clips
+        limit = {"train": max_clips, "val": max_val_clips}.get(split)
         rows = rows[:limit] if limit is not None else rows
-        if split == "val" and not rows:  # no held-out rows (an empty val.jsonl, or --max-val-clips 0): no val.pt
+        if not rows:  # none in the split (a test-only corpus, --max-val-clips 0): no {split}.pt
             continue
         ds = CaptionedAudioDataset(rows, ClipOptions(sample_rate=codec.sample_rate, crop_seconds=None, min_seconds=1.0))
         loader = DataLoader(ds, batch_size=None, num_workers=num_workers, collate_fn=_as_is)
@@ -796,18 +801,23 @@ def evaluate_stage(
 
 
 def evaluate_checkpoint(checkpoint: str, tokens: str, *, items: int = 256, batch_size: int = 16,
-                        crop_seconds: float | None = None, threads: int = 2) -> dict[str, Any]:  # fmt: skip
-    """:func:`evaluate_stage` of a saved stage LM on ``tokens/val.pt`` (the stage, crop and number of
-    coarse levels come from the checkpoint's training config unless given)."""
+                        crop_seconds: float | None = None, threads: int = 2,
+                        split: str = "val") -> dict[str, Any]:  # fmt: skip
+    """:func:`evaluate_stage` of a saved stage LM on ``tokens/val.pt`` (``split="test"``: ``test.pt``, the
+    sealed test split that ``data tokenize --test`` writes; the stage, crop and number of coarse levels
+    come from the checkpoint's training config unless given)."""
     from ..checkpoint import read_header
 
     torch.set_num_threads(threads)
     extra = read_header(checkpoint)["extra"]
     if "stage" not in extra:
         raise ValueError(f"{checkpoint!r} is not a stage LM written by `musiclm train stage` (no stage recorded)")
-    val_path = Path(tokens) / "val.pt"
+    if split not in ("val", "test"):
+        raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+    val_path = Path(tokens) / f"{split}.pt"
     if not val_path.is_file():
-        raise FileNotFoundError(f"no tokens at {str(val_path)!r}: run `musiclm data tokenize` first")
+        raise FileNotFoundError(f"no tokens at {str(val_path)!r}: run `musiclm data tokenize` first"
+                                + (" (with --test)" if split == "test" else ""))  # fmt: skip
     val = torch.load(val_path, weights_only=False)
     needed = stage_identity(extra["stage"], val["identity"])
     if extra.get("identity") and stage_identity(extra["stage"], extra["identity"]) != needed:
