@@ -34,6 +34,34 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     assert err.count("\n") == 1
 
 
+def test_a_value_error_from_inside_a_library_is_a_bug_not_a_user_error(monkeypatch, tmp_path, capsys):
+    import numpy as np
+
+    import musiclm_pytorch.cli as cli
+
+    def broken(args):
+        np.zeros(3).reshape(2, 2)  # numpy raises a ValueError: a bug here, not a bad input
+
+    monkeypatch.setattr(cli, "_cmd_info", broken)
+    with pytest.raises(ValueError, match="cannot reshape"):
+        main(["info", str(tmp_path / "x.safetensors")])
+
+
+def test_info_into_a_closed_pipe_is_quiet():
+    """`musiclm info x | head -1`: the reader is gone before the output is written; no traceback."""
+    import subprocess
+    import sys
+
+    from musiclm_pytorch.pipeline import DEFAULT_MODEL
+
+    argv = [sys.executable, "-m", "musiclm_pytorch.cli", "info", str(DEFAULT_MODEL / "semantic_lm.safetensors")]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before the interpreter has even started: every write meets a closed pipe
+    err = proc.stderr.read()
+    assert proc.wait() == 1 and "Traceback" not in err and "BrokenPipe" not in err, err
+
+
 def test_debug_shows_the_traceback(tmp_path, capsys):
     assert main(["--debug", "info", str(tmp_path / "missing.safetensors")]) == 2
     err = capsys.readouterr().err

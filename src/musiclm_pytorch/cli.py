@@ -1331,10 +1331,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _is_user_error(error: Exception) -> bool:
-    """Errors the user fixes (a bad value, a missing file, a missing synthesizer): one line, no traceback."""
+    """Errors the user fixes (a bad value, a missing file, a missing synthesizer): one line, no traceback.
+
+    A ``ValueError`` is one only where this package raised it, on purpose, about an input: one raised
+    inside a library (torch, numpy, ...) or by Python itself (an unpacking that went wrong) is a bug
+    here, shown in full."""
     from .data.render import SynthUnavailableError  # here, not at the top: it imports numpy
 
-    return isinstance(error, (ValueError, FileNotFoundError, SynthUnavailableError))
+    if isinstance(error, (FileNotFoundError, SynthUnavailableError)):
+        return True
+    if not isinstance(error, ValueError) or error.__traceback__ is None:
+        return False
+    import traceback
+
+    last = traceback.extract_tb(error.__traceback__)[-1]
+    ours = Path(last.filename).resolve().is_relative_to(Path(__file__).resolve().parent)
+    return ours and (last.line or "").lstrip().startswith("raise ")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1343,6 +1355,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except BrokenPipeError:  # `musiclm info x | head`: the reader left; stdout goes nowhere from here on
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what Python's docs advise
+        return 1
     except Exception as e:
         if not _is_user_error(e):
             raise
