@@ -462,7 +462,7 @@ def _cmd_eval_generate(args: argparse.Namespace) -> int:
     import torch
 
     from .data.datasets import check_split
-    from .evaluation.suite import evaluate_generation, plot_report, sample_prompts
+    from .evaluation.suite import evaluate_generation, plot_report, prompted_memorisation, sample_prompts
 
     path = Path(args.prompts)
     if not path.is_file():
@@ -471,15 +471,22 @@ def _cmd_eval_generate(args: argparse.Namespace) -> int:
     check_split(rows, args.split, path)
     prompts = sample_prompts([r for r in rows if r.get("text") or r.get("full_caption") or r.get("caption")],
                              args.num_prompts, seed=args.seed)  # fmt: skip
-    train_semantic = None
+    train_items = None
+    if args.memorisation_clips and not args.tokens:
+        raise ValueError("--memorisation-clips prompts with training clips: give their --tokens folder")
     if args.tokens:
         tokens = Path(args.tokens) / "train.pt"
         if not tokens.is_file():
             raise ValueError(f"--tokens {args.tokens!r} holds no train.pt (musiclm data tokenize)")
-        train_semantic = [it["semantic"] for it in torch.load(tokens, weights_only=False)["items"]]
-    report = evaluate_generation(_eval_model(args), prompts, root=path.parent, seconds=args.seconds,
-                                 num_candidates=args.candidates, seed=args.seed, train_semantic=train_semantic,
-                                 progress=not args.quiet)  # fmt: skip
+        train_items = torch.load(tokens, weights_only=False)["items"]
+    model = _eval_model(args)
+    train_semantic = None if train_items is None else [it["semantic"] for it in train_items]
+    report = evaluate_generation(model, prompts, root=path.parent, seconds=args.seconds, num_candidates=args.candidates,
+                                 seed=args.seed, train_semantic=train_semantic, progress=not args.quiet)  # fmt: skip
+    if args.memorisation_clips:
+        assert train_items is not None
+        report["memorisation_prompted"] = prompted_memorisation(model, train_items[: args.memorisation_clips],
+                                                                seed=args.seed, progress=not args.quiet)  # fmt: skip
     _write_report(args.out, "report.json", report)
     plot_report(report, Path(args.out) / "report.png")
     return 0
@@ -1263,6 +1270,9 @@ def build_parser() -> argparse.ArgumentParser:
     egen.add_argument("--candidates", type=_int_in(1, MAX_CANDIDATES), default=1,
                       help=f"samples per prompt, reranked by MuLaN (1 to {MAX_CANDIDATES})")  # fmt: skip
     egen.add_argument("--tokens", help="tokens folder of the training set: the memorisation audit")
+    egen.add_argument("--memorisation-clips", type=_int_in(0, 100_000), default=0,
+                      help="also the paper's audit: this many training clips' ids as prompts (0, 2.5 and 5 s), "
+                      "their 5 s continuations against what the clips hold next (needs --tokens)")  # fmt: skip
 
     emel = model_eval("melody", "per-40 ms pitch-class agreement of melody-conditioned generations", _cmd_eval_melody,
                       "melody_eval")  # fmt: skip

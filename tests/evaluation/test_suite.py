@@ -64,3 +64,38 @@ def test_eval_generate_cli_reports_ceiling_chance_and_audit(tmp_path, capsys):
     assert report["memorisation_audio"]["windows"] == 3  # the generated audio tokenized again
     assert (tmp_path / "out" / "report.png").stat().st_size > 5000
     capsys.readouterr()
+
+
+def test_prompted_memorisation_finds_a_model_that_copies_its_training_clips(monkeypatch):
+    """The paper's audit: primed with a training clip's ids and conditioned on its own audio latent, a
+    semantic stage that reproduces the clip is caught (every continuation exact), and a real one on
+    clips it never saw agrees with them no more than with another clip."""
+    from musiclm_pytorch import MusicLM
+    from musiclm_pytorch.evaluation.suite import prompted_memorisation
+
+    model = MusicLM.from_pretrained()
+    gen = torch.Generator().manual_seed(0)
+    dim = model.conditioner.mulan.dim_latent
+    unit = torch.nn.functional.normalize
+    items = [{"semantic": torch.randint(0, 512, (300,), generator=gen), "mulan": unit(torch.randn(dim, generator=gen),
+              dim=0)} for _ in range(6)]  # fmt: skip
+    with pytest.raises(ValueError, match="exceed the semantic stage's window of 10 s"):
+        prompted_memorisation(model, items, prompt_seconds=(9.0,), seconds=2.0)
+    with pytest.raises(ValueError, match="needs 2 training clips of at least 10 s"):
+        prompted_memorisation(model, [{**it, "semantic": it["semantic"][:200]} for it in items], prompt_seconds=(5.0,))
+    honest = prompted_memorisation(model, items, prompt_seconds=(0.0, 2.0), seconds=2.0, batch_size=4, progress=False)
+    assert honest["clips"] == 6 and honest["prompt_2s"]["exact"] == 0 and honest["prompt_2s"]["mean_share"] < 0.1
+
+    real_generate = model.semantic_lm.generate
+
+    def copying(*, steps, cond_latent, prime=None, **kwargs):  # finds each row's clip by its latent, and copies it
+        real_generate(steps=1, cond_latent=cond_latent, prime=prime, **kwargs)  # the real call's checks
+        rows = [next(it for it in items if torch.allclose(it["mulan"], c.cpu(), atol=1e-4)) for c in cond_latent]
+        p = 0 if prime is None else prime.shape[1]
+        return torch.stack([it["semantic"][: p + steps] for it in rows])
+
+    monkeypatch.setattr(model.semantic_lm, "generate", copying)
+    caught = prompted_memorisation(model, items, prompt_seconds=(0.0, 2.0), seconds=2.0, batch_size=4, progress=False)
+    for key in ("prompt_0s", "prompt_2s"):
+        assert caught[key]["exact"] == 6 and caught[key]["mean_share"] == 1.0
+        assert caught[key]["mean_share_other_clip"] < 0.1  # the control: another clip's next ids

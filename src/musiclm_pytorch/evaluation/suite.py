@@ -17,7 +17,9 @@ figures, never the judge's), then:
   each generation the best-aligned training window's share of equal ids; exact (share 1) and
   approximate (share >= 0.5 by default) matches are counted, beside the same audit of the real
   held-out clips' ids (what unrelated music of the same corpus scores); and again on the ids of the
-  generated *audio* tokenized anew (``memorisation_audio``), which is where copied audio shows.
+  generated *audio* tokenized anew (``memorisation_audio``), which is where copied audio shows; and the
+  paper's own audit (:func:`prompted_memorisation`, ``eval generate --memorisation-clips N``): training
+  clips' semantic ids as a prompt, the continuation against what the clip holds next.
 """
 
 from __future__ import annotations
@@ -70,6 +72,63 @@ def memorisation(generated: Sequence[torch.Tensor], train: Sequence[torch.Tensor
     return {"windows": len(arr), "window_ids": window, "mean_best_share": round(float(arr.mean()), 4),
             "max_best_share": round(float(arr.max()), 4), "exact": int((arr >= 1.0).sum()),
             f"approx_ge_{approx}": int((arr >= approx).sum())}  # fmt: skip
+
+
+@torch.no_grad()
+def prompted_memorisation(model: MusicLM, items: Sequence[dict[str, Any]], *, prompt_seconds: Sequence[float] = (0.0,
+                          2.5, 5.0), seconds: float = 5.0, approx: float = 0.5, batch_size: int = 16, seed: int = 0,
+                          progress: bool = True) -> dict[str, Any]:  # fmt: skip
+    """The paper's memorisation audit (MusicLM §6): the semantic stage, conditioned as in training on a
+    *training* clip's own MuLaN audio latent and primed with the clip's first ``prompt_seconds`` of
+    semantic ids, continues for ``seconds``; the continuation is compared id by id with what the clip
+    really holds next. Per prompt length: the mean share of equal ids, the exact (share 1) and
+    approximate (share >= ``approx``) matches, and the same share against *another* clip's next ids
+    (what chance agreement between two clips of the corpus is). ``items``: tokenized training clips
+    (``semantic`` ids and ``mulan`` latent, as ``data tokenize`` stores them)."""
+    from ..lm.transformer import SamplingConfig
+    from ..semantic.beat import grid_of_ids
+
+    rate = float(model.semantic_tokenizer.frame_rate)
+    steps = int(round(seconds * rate))
+    need = int(round(max(prompt_seconds) * rate)) + steps
+    if need > model.semantic_lm.max_seq_len:
+        raise ValueError(f"a {max(prompt_seconds):g} s prompt and a {seconds:g} s continuation exceed the semantic "
+                         f"stage's window of {model.semantic_lm.max_seq_len / rate:g} s")  # fmt: skip
+    clips = [it for it in items if len(it["semantic"]) >= need and "mulan" in it]
+    if len(clips) < 2:
+        raise ValueError(f"the audit needs 2 training clips of at least {need / rate:g} s with MuLaN latents, got "
+                         f"{len(clips)}")  # fmt: skip
+    sem_cfg, _ = model.default_cfg_scale
+    sampling = SamplingConfig(model.sampling_temperatures(None)[0], 0, 1.0, sem_cfg)
+    reads_beat = bool(getattr(model.semantic_lm, "beat_harmonics", 0))
+    gen = torch.Generator(model.device).manual_seed(seed)
+    report: dict[str, Any] = {"clips": len(clips), "continuation_seconds": seconds}
+    for p_sec in prompt_seconds:
+        p = int(round(p_sec * rate))
+        shares, chance = [], []
+        for start in tqdm(range(0, len(clips), batch_size), desc=f"memorisation, {p_sec:g} s prompt",
+                          disable=not progress):  # fmt: skip
+            part = clips[start : start + batch_size]
+            ids = torch.stack([it["semantic"][:need].long() for it in part]).to(model.device)
+            cond = model.audio_condition(torch.stack([it["mulan"].float() for it in part]).to(model.device))
+            beat = None
+            if reads_beat:  # the clip's own grid, as in training (its phase counted from frame 0)
+                beat = torch.tensor([grid_of_ids(model.semantic_tokenizer, it["semantic"].long()) for it in part])
+            new = model.semantic_lm.generate(steps=steps, cond_ids=cond.cond_ids, prime=ids[:, :p] if p else None,
+                                             sampling=sampling, generator=gen, prior_mix=model.prior_mix(None),
+                                             prior_log_probs=cond.prior_log_probs,
+                                             cond_latent=model.semantic_latent(cond.acoustic, cond.text),
+                                             beat=beat)[:, -steps:]  # fmt: skip
+            target = ids[:, p : p + steps]
+            shares += (new == target).float().mean(1).tolist()
+            chance += (new == target.roll(1, dims=0)).float().mean(1).tolist()
+        arr = np.array(shares)
+        report[f"prompt_{p_sec:g}s"] = {
+            "mean_share": round(float(arr.mean()), 4), "max_share": round(float(arr.max()), 4),
+            "exact": int((arr >= 1.0).sum()), f"approx_ge_{approx}": int((arr >= approx).sum()),
+            "mean_share_other_clip": round(float(np.mean(chance)), 4),
+        }  # fmt: skip
+    return report
 
 
 @torch.no_grad()
