@@ -642,13 +642,24 @@ def _cmd_train_retrieval_prior(args: argparse.Namespace) -> int:
                                       frame_window=args.frame_window,
                                       frame_continuity=args.frame_continuity,
                                       frame_neighbours=args.frame_neighbours,
-                                      beat_periods=bool(args.beat_from))  # fmt: skip
-    if args.beat_from:  # each clip's beat period from its own ids, through the tokenizer that made them
+                                      beat_periods=bool(args.beat_from or args.beat_tags))  # fmt: skip
+    kept = train["items"][: len(prior.latents)]
+    if args.beat_tags:  # each clip's period from the tempo it was rendered at (its manifest row's tags)
+        from .data.datasets import manifest_rows
+
+        rows, _ = manifest_rows(args.beat_tags, require_caption=False)
+        bpm = {str(Path(r["path"]).resolve()): (r.get("tags") or {}).get("tempo_bpm") for r in rows}
+        found = [bpm.get(str(Path(it["path"]).resolve())) for it in kept]
+        missing = [it["path"] for it, b in zip(kept, found) if not b or b <= 0]
+        if missing:
+            raise ValueError(f"--beat-tags {args.beat_tags!r}: {len(missing)} of the {len(kept)} clips have no row "
+                             f"with tags.tempo_bpm there (first: {missing[0]!r})")  # fmt: skip
+        prior.set_beat_periods(60.0 * float(train["semantic_rate"]) / torch.tensor(found, dtype=torch.float))
+    elif args.beat_from:  # each clip's beat period from its own ids, through the tokenizer that made them
         from .semantic.beat import grid_of_ids
         from .training.stages import load_beat_tokenizer
 
         tok = load_beat_tokenizer(args.beat_from, train["identity"])
-        kept = train["items"][: len(prior.latents)]
         prior.set_beat_periods(torch.tensor([grid_of_ids(tok, it["semantic"])[0] for it in kept]))
     ident = stage_identity("prior", train["identity"])
     if not prior.has_frames:  # without a frame bank the prior does not depend on the codec
@@ -1164,6 +1175,9 @@ def build_parser() -> argparse.ArgumentParser:
     trp.add_argument("--beat-from", default="", metavar="TOKENIZER",
                      help="keep each clip's beat period, read from its ids through this semantic tokenizer (the "
                      "tokens'): the tempo a beat-reading semantic LM gets when the text names none")  # fmt: skip
+    trp.add_argument("--beat-tags", default="", metavar="MANIFEST",
+                     help="keep each clip's beat period from the tempo its row in this manifest states "
+                     "(tags.tempo_bpm): the rendered tempo, where the ids' estimate can be an octave off")  # fmt: skip
     trp.add_argument("--frame-neighbours", type=int, default=None,
                      help="match frames among this many nearest clips (default all --k)")  # fmt: skip
     trp.set_defaults(func=_cmd_train_retrieval_prior)

@@ -216,6 +216,17 @@ def test_retrieval_prior_keeps_each_clips_beat_period(tokens, tmp_path, capsys):
     capsys.readouterr()
     assert main([*argv, "--beat-from", str(tmp_path / "other.safetensors")]) == 2
     assert "differs from the one this stage was trained with" in capsys.readouterr().err
+    # --beat-tags: the tempo each clip was rendered at, from its manifest row
+    items = torch.load(out / "train.pt", weights_only=False)["items"]
+    rows = [{"path": it["path"], "tags": {"tempo_bpm": 100.0 + i}} for i, it in enumerate(items)]
+    (tmp_path / "tags.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main([*argv, "--beat-tags", str(tmp_path / "tags.jsonl")]) == 0
+    prior = load(tmp_path / "p.safetensors", expected=RetrievalPrior)
+    assert torch.allclose(prior.periods, 60 * 25.0 / (100.0 + torch.arange(len(items)).float()))
+    (tmp_path / "tags.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    capsys.readouterr()
+    assert main([*argv, "--beat-tags", str(tmp_path / "tags.jsonl")]) == 2
+    assert f"{len(items) - 1} of the {len(items)} clips have no row with tags.tempo_bpm" in capsys.readouterr().err
 
 
 def test_stage_ema_and_bf16(tokens, tmp_path):
