@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from musiclm_pytorch.evaluation.suite import frechet_distance, memorisation
+from musiclm_pytorch.evaluation.suite import frechet_distance, longest_copied_run, memorisation
 
 
 def test_frechet_distance_matches_the_closed_form_for_diagonal_gaussians():
@@ -30,6 +30,10 @@ def test_memorisation_finds_copied_and_near_copied_windows():
     report = memorisation([torch.cat([copied, near]), fresh], train)
     assert report["windows"] == 3 and report["exact"] == 1 and report["approx_ge_0.5"] == 2
     assert report["max_best_share"] == 1.0 and report["mean_best_share"] < 0.6
+    # the run gate: the first sequence holds a 125-id copy (longer where the near copy happens to continue it)
+    assert report["longest_copied_run_ids"] >= 125 and report["sequences_with_copied_run_ge_75"] == 1
+    runs = longest_copied_run([train[5][100:180], fresh, torch.cat([fresh[:10], train[2][0:40], fresh[10:]])], train)
+    assert runs[0] == 80 and runs[1] < 5 and runs[2] >= 40
     with pytest.raises(ValueError, match="shorter than one window"):
         memorisation([torch.zeros(10, dtype=torch.long)], train)
 

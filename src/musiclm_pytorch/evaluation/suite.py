@@ -52,10 +52,42 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * covmean))
 
 
+def longest_copied_run(generated: Sequence[torch.Tensor], train: Sequence[torch.Tensor]) -> list[int]:
+    """For each generated id sequence, the length of its longest run of consecutive ids that also stands,
+    in that order, anywhere in a training sequence (the longest common substring with the training set):
+    a binary search over the run length, each length's n-grams compared as 64-bit hashes."""
+    weights = np.random.default_rng(0).integers(1, 2**62, size=max(len(g) for g in generated), dtype=np.int64) | 1
+
+    def hashes(seqs: Sequence[np.ndarray], n: int) -> np.ndarray:  # int64 arithmetic wraps: a hash mod 2^64
+        parts = [np.lib.stride_tricks.sliding_window_view(s, n) @ weights[:n] for s in seqs if len(s) >= n]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+    bank = [t.numpy().astype(np.int64) for t in train]
+    cache: dict[int, np.ndarray] = {}
+    out = []
+    for seq in generated:
+        g = seq.numpy().astype(np.int64)
+        lo, hi = 0, len(g)  # the longest copied run lies in [lo, hi]: a run of n copied holds runs of n - 1
+        while lo < hi:
+            n = (lo + hi + 1) // 2
+            if n not in cache:
+                cache[n] = np.unique(hashes(bank, n))
+            known, h = cache[n], hashes([g], n)
+            at = np.searchsorted(known, h).clip(max=len(known) - 1)
+            if len(known) and (known[at] == h).any():
+                lo = n
+            else:
+                hi = n - 1
+        out.append(lo)
+    return out
+
+
 def memorisation(generated: Sequence[torch.Tensor], train: Sequence[torch.Tensor], *, window: int = 125,
-                 approx: float = 0.5) -> dict[str, Any]:  # fmt: skip
+                 approx: float = 0.5, run_gate: int = 75) -> dict[str, Any]:  # fmt: skip
     """For every non-overlapping ``window`` of each generated id sequence, the largest share of equal ids
-    in any aligned training window; counts of exact (1.0) and approximate (``>= approx``) matches."""
+    in any aligned training window; counts of exact (1.0) and approximate (``>= approx``) matches. And
+    the gate of issue 18: each sequence's longest run of ids copied from a training sequence
+    (:func:`longest_copied_run`), and how many hold one of ``run_gate`` ids (3 s at 25 Hz) or more."""
     lengths = {len(t) for t in train}
     if not train or min(lengths) < window:
         raise ValueError(f"training sequences must hold at least {window} ids")
@@ -69,9 +101,12 @@ def memorisation(generated: Sequence[torch.Tensor], train: Sequence[torch.Tensor
     if not best:
         raise ValueError(f"generated sequences are shorter than one window ({window} ids)")
     arr = np.array(best)
+    runs = longest_copied_run(generated, train)
     return {"windows": len(arr), "window_ids": window, "mean_best_share": round(float(arr.mean()), 4),
             "max_best_share": round(float(arr.max()), 4), "exact": int((arr >= 1.0).sum()),
-            f"approx_ge_{approx}": int((arr >= approx).sum())}  # fmt: skip
+            f"approx_ge_{approx}": int((arr >= approx).sum()), "longest_copied_run_ids": max(runs),
+            "median_longest_copied_run_ids": float(np.median(runs)),
+            f"sequences_with_copied_run_ge_{run_gate}": sum(r >= run_gate for r in runs)}  # fmt: skip
 
 
 @torch.no_grad()
