@@ -7,7 +7,9 @@
 # codec, the committed semantic tokenizer and the committed MuLaN conditioning), and WORKDIR/data/test_s7:
 # the sealed test set, 300 clips of compositions no training or validation clip shares (seed 7, no Bach
 # chorales; all its rows land in its train.jsonl), on which no choice is ever made, and WORKDIR/runs/tokens_test_s7
-# (its 300 clips tokenized: the acoustic oracle's test figures).
+# (its 300 clips tokenized: the acoustic oracle's test figures); and WORKDIR/data/test_s11, the sealed test split
+# proper (1,000 clips, seed 11, its own test.jsonl read only through --split test; seventeenth session on),
+# with WORKDIR/runs/tokens_test_s11/test.pt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${1:-/work}
@@ -30,4 +32,13 @@ if [ ! -f "$WORK/runs/tokens_test_s7/train.pt" ]; then  # the test clips' true i
         --semantic checkpoints/semantic_512/semantic_tokenizer.safetensors --codec "$SHIPPED/codec.safetensors" \
         --data "$WORK/data/test_s7" --out "$WORK/runs/tokens_test_s7" --max-clips 300 --max-val-clips 0 --workers 1
 fi
-ls "$WORK/runs/tokens_spec" "$WORK/runs/tokens_test_s7"
+if [ ! -f "$WORK/data/test_s11/test.jsonl" ]; then  # the sealed test split (1,000 clips, seed 11): headline figures only
+    "$MUSICLM" data synth "$WORK/data/test_s11" --num-clips 1000 --seconds 10 --seed 11 --val-fraction 0 \
+        --test-fraction 1 --bach-fraction 0 --workers 2
+fi
+if [ ! -f "$WORK/runs/tokens_test_s11/test.pt" ]; then  # its true ids: eval stage / eval acoustic --split test
+    "$MUSICLM" data tokenize --conditioning "$SHIPPED/conditioning.safetensors" \
+        --semantic "$SHIPPED/semantic_tokenizer.safetensors" --codec "$SHIPPED/codec.safetensors" \
+        --data "$WORK/data/test_s11" --out "$WORK/runs/tokens_test_s11" --test --workers 1
+fi
+ls "$WORK/runs/tokens_spec" "$WORK/runs/tokens_test_s7" "$WORK/runs/tokens_test_s11"
