@@ -573,7 +573,8 @@ def _cmd_eval_stage(args: argparse.Namespace) -> int:
     from .training.stages import evaluate_checkpoint
 
     report = evaluate_checkpoint(args.checkpoint, args.tokens, items=args.items, batch_size=args.batch_size,
-                                 crop_seconds=args.crop_seconds, threads=args.threads, split=args.split)  # fmt: skip
+                                 crop_seconds=args.crop_seconds, threads=args.threads, split=args.split,
+                                 beat_from=args.beat_from)  # fmt: skip
     print(json.dumps(report, indent=2))
     return 0
 
@@ -1252,6 +1253,9 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--items", type=int, default=256, help="validation clips (one crop each)")
     es.add_argument("--batch-size", type=int, default=16)
     es.add_argument("--crop-seconds", type=float, help="default: the crop the stage was trained with")
+    es.add_argument("--beat-from", default="", metavar="TOKENIZER",
+                    help="for a semantic LM that reads a beat grid: the semantic tokenizer that made the tokens "
+                    "(default: the one its training run named)")  # fmt: skip
     es.add_argument("--threads", type=_threads, default=2)
     _add_split_flag(es)
     es.set_defaults(func=_cmd_eval_stage)

@@ -186,6 +186,14 @@ def test_semantic_stage_reads_the_beat_grid_of_its_ids_and_resumes_on_the_same_c
     torch.manual_seed(0)
     init = TokenLM(**lm.config)
     assert (lm.beat_proj.weight - init.beat_proj.weight).abs().max() > 1e-4
+    # the saved LM evaluated apart reads the same grids (from its run's --beat-from): the same figures
+    from musiclm_pytorch.training.stages import evaluate_checkpoint
+
+    again = evaluate_checkpoint(str(tmp_path / "a" / "semantic.safetensors"), str(out), items=64, threads=1)
+    assert again["val_loss"] == pytest.approx(report["val_loss"], abs=1e-4)
+    assert again["val_loss_no_beat"] == pytest.approx(report["val_loss_no_beat"], abs=1e-4)
+    with pytest.raises(ValueError, match="reads a beat grid: give the semantic tokenizer"):
+        evaluate_checkpoint(str(tmp_path / "a" / "semantic.safetensors"), str(out), beat_from=str(tmp_path / "no"))
     _assert_resumes_on_the_same_curve(cfg, tmp_path, monkeypatch)
     other = SemanticTokenizer(vocab_size=8)
     other.centers.normal_()

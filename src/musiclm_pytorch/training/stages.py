@@ -801,8 +801,8 @@ def evaluate_stage(
 
 
 def evaluate_checkpoint(checkpoint: str, tokens: str, *, items: int = 256, batch_size: int = 16,
-                        crop_seconds: float | None = None, threads: int = 2,
-                        split: str = "val") -> dict[str, Any]:  # fmt: skip
+                        crop_seconds: float | None = None, threads: int = 2, split: str = "val",
+                        beat_from: str = "") -> dict[str, Any]:  # fmt: skip
     """:func:`evaluate_stage` of a saved stage LM on ``tokens/val.pt`` (``split="test"``: ``test.pt``, the
     sealed test split that ``data tokenize --test`` writes; the stage, crop and number of coarse levels
     come from the checkpoint's training config unless given)."""
@@ -831,6 +831,12 @@ def evaluate_checkpoint(checkpoint: str, tokens: str, *, items: int = 256, batch
     layout = _layout(cfg, val)
     frames = _crop_frames(cfg, val)
     lm = load(checkpoint, expected=TokenLM)
+    if lm.beat_harmonics:  # the grid each clip's own ids give, as in training (else the LM's null grid)
+        source = beat_from or trained.get("beat_from", "")
+        if not source or not Path(source).is_file():
+            raise ValueError(f"{checkpoint!r} reads a beat grid: give the semantic tokenizer that made the tokens "
+                             f"(eval stage --beat-from; its run used {trained.get('beat_from')!r})")  # fmt: skip
+        add_beat_grids(val["items"], load_beat_tokenizer(source, val["identity"]))
     return {"stage": cfg.stage, "crop_seconds": frames / _semantic_rate(val), **evaluate_stage(lm, val["items"], cfg,
             layout, val["ratio"], frames, val["num_quantizers"], _semantic_rate(val))}  # fmt: skip
 
