@@ -56,6 +56,23 @@ def warmup_cosine(step: int, *, warmup_steps: int, max_steps: int, min_ratio: fl
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def adamw_warmup_cosine(parameters: Iterable[torch.nn.Parameter], *, lr: float, weight_decay: float,
+                        warmup_steps: int, max_steps: int, decay_vectors: bool = True) -> tuple[Any, Any]:  # fmt: skip
+    """Every trainer's optimizer: AdamW over the parameters that train, with :func:`warmup_cosine` as its
+    schedule. ``decay_vectors=False`` keeps biases and norm gains (1-D parameters) out of the weight decay,
+    in a second parameter group. Returns ``(optimizer, scheduler)``."""
+    params = [p for p in parameters if p.requires_grad]
+    groups: list[dict[str, Any]] = [{"params": params, "weight_decay": weight_decay}]
+    if not decay_vectors:
+        groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+                  {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]  # fmt: skip
+    optimizer = torch.optim.AdamW(groups, lr=lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: warmup_cosine(s, warmup_steps=warmup_steps, max_steps=max_steps)
+    )
+    return optimizer, scheduler
+
+
 def make_accelerator(mixed_precision: str = "no", **kwargs: Any) -> Any:
     """An ``accelerate.Accelerator`` (CPU when no GPU is visible) for one training run.
 

@@ -49,9 +49,9 @@ from ..presets import build_mulan
 from .common import (
     EMA,
     EpochCursor,
+    adamw_warmup_cosine,
     load_config,
     make_accelerator,
-    warmup_cosine,
 )
 from .core import RunSettings, TrainRun
 
@@ -242,15 +242,9 @@ def train_mulan(cfg: MuLaNTrainConfig) -> dict[str, Any]:
         mulan = build_mulan(cfg.preset, loss=cfg.loss)
     if cfg.text_cache and isinstance(mulan.text, PretrainedTextTransformer) and mulan.text.freeze:
         mulan.text.cache()
-    params = [p for p in mulan.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps)
-    )
+    optimizer, scheduler = adamw_warmup_cosine(mulan.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                               warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps,
+                                               decay_vectors=False)  # fmt: skip
     cursor = EpochCursor(len(rows), batch_size=cfg.batch_size, num_processes=accelerator.num_processes, seed=cfg.seed)
     queue = FeatureQueue(cfg.queue_size, mulan.dim_latent)
     ema = EMA(mulan, cfg.ema_decay) if cfg.ema_decay else None

@@ -39,7 +39,7 @@ from ..evaluation.mulan_eval import embed_rows, evaluate_mulan
 from ..mulan.model import MuLaN
 from ..mulan.text_tower import PretrainedTextTransformer, TextTransformer
 from ..presets import MULAN_PRESETS
-from .common import atomic_torch_save, load_config, make_accelerator, warmup_cosine
+from .common import adamw_warmup_cosine, atomic_torch_save, load_config, make_accelerator
 from .core import RunSettings, TrainRun
 from .mulan import _rows, _val_rows, eval_record, positive_key, with_full_caption
 
@@ -138,13 +138,9 @@ def align_text(cfg: TextAlignConfig) -> dict[str, Any]:
         cached_audio_latents(mulan, val_rows, out / "val_audio_latents.pt", progress=cfg.progress) if val_rows else None
     )
     params = [p for p in mulan.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}], lr=cfg.lr,
-    )  # fmt: skip
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps)
-    )
+    optimizer, scheduler = adamw_warmup_cosine(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                               warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps,
+                                               decay_vectors=False)  # fmt: skip
     run.restore(model=mulan, optimizer=optimizer, scheduler=scheduler)
     if isinstance(mulan.text, PretrainedTextTransformer) and mulan.text.freeze:
         mulan.text.cache()  # the encoder runs once per distinct caption

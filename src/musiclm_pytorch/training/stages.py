@@ -39,7 +39,7 @@ from ..lm.layouts import CoarseLayout, FineLayout, SemanticLayout
 from ..lm.masked import MaskedAcousticLM
 from ..lm.regression import LatentAcousticLM
 from ..lm.transformer import TokenLM
-from .common import EMA, atomic_torch_save, load_config, make_accelerator, warmup_cosine
+from .common import EMA, adamw_warmup_cosine, atomic_torch_save, load_config, make_accelerator
 from .core import RunSettings, TrainRun
 
 
@@ -471,10 +471,8 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
         lm.requires_grad_(False)
         for p in lm.flow_parameters():
             p.requires_grad_(True)
-    opt = torch.optim.AdamW([p for p in lm.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: warmup_cosine(s, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps)
-    )
+    opt, sched = adamw_warmup_cosine(lm.parameters(), lr=cfg.lr, weight_decay=0.01, warmup_steps=cfg.warmup_steps,
+                                     max_steps=cfg.max_steps)  # fmt: skip
     ema = EMA(lm, cfg.ema_decay) if cfg.ema_decay else None
     run.restore(model=lm, optimizer=opt, scheduler=sched, ema=ema)
     lm_ddp, opt = accelerator.prepare(lm, opt)
