@@ -672,7 +672,7 @@ def _cmd_train_retrieval_prior(args: argparse.Namespace) -> int:
 
 def _cmd_data_tokenize(args: argparse.Namespace) -> int:
     from .checkpoint import load
-    from .training.stages import tokenize_corpus
+    from .training.tokenize import tokenize_corpus
 
     summary = tokenize_corpus(conditioner=load(args.conditioning).eval(), semantic=load(args.semantic),
                               codec=load(args.codec).eval(), data=args.data, out=args.out, max_clips=args.max_clips,

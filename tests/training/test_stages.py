@@ -12,7 +12,8 @@ from musiclm_pytorch import MuLaNEmbedQuantizer, build_mulan, load
 from musiclm_pytorch.codec import SoundStream
 from musiclm_pytorch.lm import TokenLM
 from musiclm_pytorch.semantic import SemanticTokenizer
-from musiclm_pytorch.training.stages import STAGE_INPUTS, StageTrainConfig, check_identity, tokenize_corpus, train_stage
+from musiclm_pytorch.training.stages import STAGE_INPUTS, StageTrainConfig, check_identity, train_stage
+from musiclm_pytorch.training.tokenize import tokenize_corpus
 
 
 @pytest.fixture(scope="module")
