@@ -797,13 +797,10 @@ def _cmd_eval_acoustic(args: argparse.Namespace) -> int:
     from .data.datasets import check_split, manifest_rows
     from .evaluation.acoustic_oracle import acoustic_oracle
     from .mulan.model import MuLaN
+    from .training.tokenize import load_split_tokens
 
     torch.set_num_threads(args.threads)
-    val_path = Path(args.tokens) / f"{args.split}.pt"
-    if not val_path.is_file():
-        raise FileNotFoundError(f"no tokens at {str(val_path)!r}: run `musiclm data tokenize` first"
-                                + (" (with --test)" if args.split == "test" else ""))  # fmt: skip
-    items = torch.load(val_path, weights_only=False)["items"][: args.clips]
+    items = load_split_tokens(args.tokens, args.split)["items"][: args.clips]
     rows, _ = manifest_rows(Path(args.data), require_caption=False)
     check_split(rows, args.split, args.data)
     by_path = {str(Path(r["path"]).resolve()): r for r in rows}

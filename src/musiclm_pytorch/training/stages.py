@@ -31,6 +31,7 @@ from ..lm.regression import LatentAcousticLM
 from ..lm.transformer import TokenLM
 from .common import EMA, adamw_warmup_cosine, load_config, make_accelerator
 from .core import RunSettings, TrainRun
+from .tokenize import load_split_tokens
 
 
 def _level_embeddings(cfg: StageTrainConfig) -> bool:
@@ -635,13 +636,7 @@ def evaluate_checkpoint(checkpoint: str, tokens: str, *, items: int = 256, batch
     extra = read_header(checkpoint)["extra"]
     if "stage" not in extra:
         raise ValueError(f"{checkpoint!r} is not a stage LM written by `musiclm train stage` (no stage recorded)")
-    if split not in ("val", "test"):
-        raise ValueError(f"split must be 'val' or 'test', got {split!r}")
-    val_path = Path(tokens) / f"{split}.pt"
-    if not val_path.is_file():
-        raise FileNotFoundError(f"no tokens at {str(val_path)!r}: run `musiclm data tokenize` first"
-                                + (" (with --test)" if split == "test" else ""))  # fmt: skip
-    val = torch.load(val_path, weights_only=False)
+    val = load_split_tokens(tokens, split)
     needed = stage_identity(extra["stage"], val["identity"])
     if extra.get("identity") and stage_identity(extra["stage"], extra["identity"]) != needed:
         raise ValueError(

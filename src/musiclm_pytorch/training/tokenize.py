@@ -189,4 +189,18 @@ def _reusable(
     return {i: {k: it[k] for k in kinds if k in it} for i, it in enumerate(data["items"])}, kinds
 
 
-__all__ = ["tokenize_corpus"]
+def load_split_tokens(folder: str | Path, split: str) -> dict[str, Any]:
+    """What an evaluation reads from a tokens folder: ``val.pt``, or with ``split="test"`` the sealed test
+    split's ``test.pt`` (written only by :func:`tokenize_corpus` with ``test=True``)."""
+    from ..data.datasets import SPLITS
+
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    path = Path(folder) / f"{split}.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"no tokens at {str(path)!r}: run `musiclm data tokenize` first"
+                                + (" (with --test)" if split == "test" else ""))  # fmt: skip
+    return torch.load(path, weights_only=False)
+
+
+__all__ = ["load_split_tokens", "tokenize_corpus"]
