@@ -38,7 +38,7 @@ import importlib
 import json
 import struct
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,32 +51,28 @@ MAX_THREADS = 256
 TEXTS_PER_PASS = 8  # texts generated together: memory grows with texts x candidates, so more go in several passes
 
 
-def _int_in(lo: int, hi: int) -> Any:
-    """An argparse ``type``: an integer from ``lo`` to ``hi``, else an error naming the bounds."""
+def _number_in(cast: Callable[[str], Any], lo: float, hi: float, what: str) -> Callable[[str], Any]:
+    """An argparse ``type``: ``cast(value)`` from ``lo`` to ``hi``, else an error naming ``what`` and the
+    bounds (an unparsable value, and nan, are out of bounds)."""
 
-    def parse(value: str) -> int:
+    def parse(value: str) -> Any:
         try:
-            n = int(value)
+            number = cast(value)
         except ValueError:
-            n = lo - 1
-        if not lo <= n <= hi:
-            raise argparse.ArgumentTypeError(f"want an integer from {lo} to {hi}, got {value!r}")
-        return n
+            number = float("nan")
+        if not lo <= number <= hi:
+            raise argparse.ArgumentTypeError(f"want {what} from {lo:g} to {hi:g}, got {value!r}")
+        return number
 
     return parse
 
 
-def _cfg_scale(value: str) -> float:
-    """``--cfg-scale``: a finite guidance scale in ``[0, MAX_CFG_SCALE]`` (1: none; 0: unconditional)."""
-    try:
-        scale = float(value)
-    except ValueError:
-        scale = float("nan")
-    if not 0 <= scale <= MAX_CFG_SCALE:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"want a guidance scale from 0 to {MAX_CFG_SCALE:g}, got {value!r}")
-    return scale
+def _int_in(lo: int, hi: int) -> Callable[[str], int]:
+    return _number_in(int, lo, hi, "an integer")
 
 
+# --cfg-scale: 1 is no guidance, 0 unconditional
+_cfg_scale = _number_in(float, 0, MAX_CFG_SCALE, "a guidance scale")
 _threads = _int_in(1, MAX_THREADS)
 
 
