@@ -74,7 +74,8 @@ def merge_corpora(out: str | Path, base: str | Path, extras: list[str | Path]) -
                                    "dropped_held_out_source": len(rows) - len(kept)})  # fmt: skip
     summary["train_rows"] = len(train)
     out.mkdir(parents=True, exist_ok=True)
-    for name, rows in (("train", train), ("val", val), *((("test", test),) if test is not None else ())):
+    splits = {"train": train, "val": val, **({"test": test} if test is not None else {})}
+    for name, rows in splits.items():
         tmp = out / f"{name}.jsonl.tmp"
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
         tmp.replace(out / f"{name}.jsonl")

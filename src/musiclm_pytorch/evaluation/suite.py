@@ -138,21 +138,22 @@ def prompted_memorisation(model: MusicLM, items: Sequence[dict[str, Any]], *, pr
     reads_beat = bool(getattr(model.semantic_lm, "beat_harmonics", 0))
     gen = torch.Generator(model.device).manual_seed(seed)
     report: dict[str, Any] = {"clips": len(clips), "continuation_seconds": seconds}
+    batches = []  # each batch's ids, conditioning and beat grids, the same for every prompt length
+    for start in range(0, len(clips), batch_size):
+        part = clips[start : start + batch_size]
+        cond = model.audio_condition(torch.stack([it["mulan"].float() for it in part]).to(model.device))
+        beat = None
+        if reads_beat:  # the clip's own grid, as in training (its phase counted from frame 0)
+            beat = torch.tensor([grid_of_ids(model.semantic_tokenizer, it["semantic"].long()) for it in part])
+        batches.append((torch.stack([it["semantic"][:need].long() for it in part]).to(model.device), cond,
+                        model.semantic_latent(cond.acoustic, cond.text), beat))  # fmt: skip
     for p_sec in prompt_seconds:
         p = int(round(p_sec * rate))
         shares, chance = [], []
-        for start in tqdm(range(0, len(clips), batch_size), desc=f"memorisation, {p_sec:g} s prompt",
-                          disable=not progress):  # fmt: skip
-            part = clips[start : start + batch_size]
-            ids = torch.stack([it["semantic"][:need].long() for it in part]).to(model.device)
-            cond = model.audio_condition(torch.stack([it["mulan"].float() for it in part]).to(model.device))
-            beat = None
-            if reads_beat:  # the clip's own grid, as in training (its phase counted from frame 0)
-                beat = torch.tensor([grid_of_ids(model.semantic_tokenizer, it["semantic"].long()) for it in part])
+        for ids, cond, latent, beat in tqdm(batches, desc=f"memorisation, {p_sec:g} s prompt", disable=not progress):
             new = model.semantic_lm.generate(steps=steps, cond_ids=cond.cond_ids, prime=ids[:, :p] if p else None,
                                              sampling=sampling, generator=gen, prior_mix=model.prior_mix(None),
-                                             prior_log_probs=cond.prior_log_probs,
-                                             cond_latent=model.semantic_latent(cond.acoustic, cond.text),
+                                             prior_log_probs=cond.prior_log_probs, cond_latent=latent,
                                              beat=beat)[:, -steps:]  # fmt: skip
             target = ids[:, p : p + steps]
             shares += (new == target).float().mean(1).tolist()
