@@ -401,6 +401,44 @@ def test_a_semantic_lm_that_reads_a_beat_grid_gets_the_tempo_the_text_names(acou
     assert grids[1, 0] == pytest.approx(60 * rate / 150)  # a named tempo comes first
 
 
+def test_a_semantic_lm_that_reads_key_and_drums_gets_musics_reading_of_its_conditioning(acoustic_parts, monkeypatch):
+    from musiclm_pytorch.lm import RetrievalPrior
+    from musiclm_pytorch.lm.controls import ControlReader
+
+    sem = acoustic_parts["semantic_lm"]
+    plain = MusicLM(**acoustic_parts)
+    text = plain.conditioner.mulan.get_text_latents(raw_texts=["calm piano in D minor"])
+    assert plain.control_labels(text, None) is None  # an LM without labels gets none
+    with pytest.raises(ValueError, match="reads no key and drums labels"):
+        plain.generate(["x"], seconds=0.5, controls=torch.tensor([[0, 1]]))
+    reads = TokenLM(**{**sem.config, "control_classes": [24, 2], "cond_latent_dim": 128}).eval()
+    items = [{"mulan": torch.randn(128, generator=torch.Generator().manual_seed(i)), "semantic": torch.zeros(25)}
+             for i in range(4)]  # fmt: skip
+    prior = RetrievalPrior.from_items(items, vocab_size=8, k=2)
+    mlm = MusicLM(**{**acoustic_parts, "semantic_lm": reads, "prior": prior})
+    reader = ControlReader.from_mulan(mlm.conditioner.mulan)
+    texts = ["calm piano in D minor", "loud drums in A major"]
+    text = mlm.conditioner.mulan.get_text_latents(raw_texts=texts)
+    seen = _record_calls(monkeypatch, reads, lambda kw: kw["controls"])
+    mlm.generate(texts, seconds=0.5, num_candidates=2)
+    # the default source "prior": the latent the LM is conditioned on, the text's neighbours' mean audio latent
+    assert torch.equal(seen[0], reader.read(prior.latent(text)).repeat_interleave(2, dim=0))
+    reads.set_control_source("text")
+    mlm.generate(texts, seconds=0.5)
+    assert torch.equal(seen[1], reader.read(text))
+    given = torch.tensor([[3, 1], [-1, 0]])
+    mlm.generate(texts, seconds=0.5, controls=given)
+    assert torch.equal(seen[2], given)
+    mlm.generate_long([(texts[0], 0.8), (texts[1], 0.8)], window_seconds=1.0, stride_seconds=0.5)
+    labels = reader.read(text)
+    assert all(torch.equal(w, labels[:1]) or torch.equal(w, labels[1:]) for w in seen[3:])
+    assert any(torch.equal(w, labels[1:]) for w in seen[3:])  # the story's second text gets its own labels
+    with pytest.raises(ValueError, match=r"controls must be \[B, 2\] = \[2, 2\]"):
+        mlm.generate(texts, seconds=0.5, controls=torch.zeros(1, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="control source must be 'prior' or 'text'"):
+        mlm.control_labels(text, None, source="audio")
+
+
 def test_a_stored_semantic_temperature_samples_unless_the_caller_gives_one(acoustic_parts, monkeypatch):
     sem = acoustic_parts["semantic_lm"]
     with pytest.raises(ValueError, match="default_temperature must be > 0"):

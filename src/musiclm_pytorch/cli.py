@@ -275,7 +275,8 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
         scale = defaults.get(key)
         envelope = args.acoustic_guidance_envelope if key == "acoustic_lm" else None
         temperature = args.semantic_temperature if key == "semantic_lm" else None
-        if (scale is not None or envelope is not None or temperature is not None
+        control_source = args.semantic_control_source if key == "semantic_lm" else None
+        if (scale is not None or envelope is not None or temperature is not None or control_source is not None
                 or (args.half and key in ("semantic_lm", "acoustic_lm", "coarse_lm", "fine_lm"))):  # fmt: skip
             # stage weights in float16 (half the download); they load back into float32 models. The
             # tokenizers stay float32: the stages check their identity (a hash of the exact weights).
@@ -286,6 +287,11 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
                 _store_guidance_envelope(model, envelope, src, args.codec)
             if temperature is not None:
                 model.set_default_temperature(temperature)
+            if control_source is not None:
+                if not getattr(model, "control_classes", None):
+                    raise ValueError(f"--semantic-control-source: {src!r} reads no key and drums labels (train it "
+                                     "with --controls-from)")  # fmt: skip
+                model.set_control_source(control_source)
             save(model.to(torch.float16) if args.half else model, dst, extra=read_header(src)["extra"])
         elif Path(src).resolve() != dst.resolve():  # a file already in the folder stays as it is
             shutil.copyfile(src, dst)
@@ -570,7 +576,7 @@ def _cmd_eval_stage(args: argparse.Namespace) -> int:
 
     report = evaluate_checkpoint(args.checkpoint, args.tokens, items=args.items, batch_size=args.batch_size,
                                  crop_seconds=args.crop_seconds, threads=args.threads, split=args.split,
-                                 beat_from=args.beat_from)  # fmt: skip
+                                 beat_from=args.beat_from, controls_from=args.controls_from)  # fmt: skip
     print(json.dumps(report, indent=2))
     return 0
 
@@ -1035,6 +1041,9 @@ def build_parser() -> argparse.ArgumentParser:
     bun.add_argument("--semantic-temperature", type=float, default=None,
                      help="the semantic LM's sampling temperature when a caller gives none (stored in its file; "
                      "default: the paper's 1.0)")  # fmt: skip
+    bun.add_argument("--semantic-control-source", choices=("prior", "text"), default=None,
+                     help="for a semantic LM that reads key and drums labels: read them at generation from the "
+                     "retrieval prior's latent (prior) or the text's own (text) (stored in its file)")  # fmt: skip
     bun.add_argument("--acoustic-guidance-envelope", type=int, default=None, metavar="K",
                      help="a latent acoustic stage guides only the spectral envelope of the conditioning's effect: "
                      "its first K cepstral coefficients over the codec's spectrum (the shipped model: 20; 0: plain "
@@ -1249,6 +1258,9 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--beat-from", default="", metavar="TOKENIZER",
                     help="for a semantic LM that reads a beat grid: the semantic tokenizer that made the tokens "
                     "(default: the one its training run named)")  # fmt: skip
+    es.add_argument("--controls-from", default="", metavar="MULAN",
+                    help="for a semantic LM that reads key and drums labels: the MuLaN (or conditioning file) that "
+                    "made the tokens (default: the one its training run named)")  # fmt: skip
     es.add_argument("--threads", type=_threads, default=2)
     _add_split_flag(es)
     es.set_defaults(func=_cmd_eval_stage)

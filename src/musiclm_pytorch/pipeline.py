@@ -240,6 +240,37 @@ class MusicLM:
             grids.append([60.0 * rate / bpm if 20 <= bpm <= 400 else fallback, 0.0])
         return torch.tensor(grids)
 
+    def control_labels(self, text_latents: Tensor, lm_latents: Tensor | None, controls: Tensor | None = None,
+                       source: str | None = None) -> Tensor | None:  # fmt: skip
+        """``[B, 2]`` key and drums labels for a semantic LM that reads them (``control_classes``), else
+        ``None``: ``controls`` as given (-1: unknown), else MuLaN's zero-shot reading
+        (:class:`~musiclm_pytorch.lm.controls.ControlReader`, the reader training used) of ``source``'s latents:
+        ``"prior"`` the latent the LM is conditioned on (the retrieval prior's mean of the text's nearest
+        training clips, or a prompt's own audio latent), ``"text"`` the text latents themselves (default: the
+        LM's stored ``control_source``)."""
+        classes = getattr(self.semantic_lm, "control_classes", [])
+        if not classes:
+            if controls is not None:
+                raise ValueError("controls given, but this model's semantic LM reads no key and drums labels")
+            return None
+        b = len(text_latents)
+        if controls is not None:
+            if controls.shape != (b, len(classes)):
+                raise ValueError(f"controls must be [B, {len(classes)}] = [{b}, {len(classes)}] (key, drums; -1 "
+                                 f"unknown), got {tuple(controls.shape)}")  # fmt: skip
+            return controls.long().cpu()
+        source = source or self.semantic_lm.control_source
+        if source not in ("prior", "text"):
+            raise ValueError(f"control source must be 'prior' or 'text', got {source!r}")
+        if self._control_reader is None:
+            from .lm.controls import ControlReader
+
+            self._control_reader = ControlReader.from_mulan(self.conditioner.mulan)
+        latents = lm_latents if source == "prior" and lm_latents is not None else text_latents
+        return self._control_reader.read(latents)
+
+    _control_reader: Any = None
+
     def guidance(self, cfg_scale: float | tuple[float, float] | None) -> tuple[float, float]:
         """``(semantic, acoustic)`` guidance scales from one scale, a pair, or ``None`` (the defaults)."""
         return self.default_cfg_scale if cfg_scale is None else _scales(cfg_scale)
@@ -272,6 +303,7 @@ class MusicLM:
         frame_blend: float | None = None,
         melody: tuple[Tensor, int] | None = None,
         beat: Tensor | None = None,
+        controls: Tensor | None = None,
     ) -> GenerationResult:
         """Music for each text. ``temperatures``: semantic, coarse, fine (default
         :attr:`default_temperatures`: the semantic LM's stored one, else the paper's 1.0, 0.95, 0.4; with
@@ -287,7 +319,10 @@ class MusicLM:
         stage renders that melody in the texts' style (semantic-id transfer; the latent stage then makes
         the same audio for every candidate).
         ``beat [B, 2]``: with a semantic LM that reads a beat grid, each text's (period, phase) in semantic
-        frames (default :meth:`beat_grids`: the tempo the text names, else unknown)."""
+        frames (default :meth:`beat_grids`: the tempo the text names, else unknown).
+        ``controls [B, 2]``: with a semantic LM that reads key and drums labels, each text's (key index of
+        :func:`~musiclm_pytorch.lm.controls.key_index`, drums 0 / 1; -1 unknown) (default
+        :meth:`control_labels`: MuLaN's reading of the text's conditioning)."""
         sem_cfg, cfg_scale = self.guidance(cfg_scale)
         temperatures = self.sampling_temperatures(temperatures)
         if not texts:
@@ -306,6 +341,7 @@ class MusicLM:
         else:
             sem_latent = self.semantic_latent(acoustic_cond, text)
             grids = self.beat_grids(texts, beat, text)
+            labels = self.control_labels(text, sem_latent, controls)
             semantic = self.semantic_lm.generate(
                 steps=frames,
                 cond_ids=cond,
@@ -315,6 +351,7 @@ class MusicLM:
                 prior_mix=mix,
                 cond_latent=None if sem_latent is None else sem_latent.repeat_interleave(n, dim=0),
                 beat=None if grids is None else grids.repeat_interleave(n, dim=0),
+                controls=None if labels is None else labels.repeat_interleave(n, dim=0),
             )
         wavs: Tensor | None = None
         latents = None if acoustic_cond is None else acoustic_cond.repeat_interleave(n, dim=0)  # [B*N, C]
@@ -374,9 +411,11 @@ class MusicLM:
         owner = torch.cat([torch.full((int(sec * rate),), i) for i, (_, sec) in enumerate(segments)])
         texts = [t for t, _ in segments]
         cond = self.text_condition(texts)
+        labels = self.control_labels(cond.text, self.semantic_latent(cond.acoustic, cond.text))
         return self._long(cond, owner, window_seconds=window_seconds, stride_seconds=stride_seconds,
                           temperatures=temperatures, cfg_scale=cfg_scale, top_k=top_k, generator=generator,
-                          frame_blend=frame_blend, grids=self.beat_grids(texts, None, cond.text))  # fmt: skip
+                          frame_blend=frame_blend, grids=self.beat_grids(texts, None, cond.text),
+                          controls=labels)  # fmt: skip
 
     @torch.no_grad()
     def generate_continuation(
@@ -426,20 +465,22 @@ class MusicLM:
             from .semantic.beat import grid_of_ids
 
             grids = torch.tensor([grid_of_ids(self.semantic_tokenizer, prefix[0])])
+        labels = self.control_labels(cond.text, self.semantic_latent(cond.acoustic, cond.text))
         return self._long(cond, owner, prefix=prefix, prefix_codes=codes, window_seconds=window,
                           stride_seconds=stride, temperatures=temperatures, cfg_scale=cfg_scale, top_k=top_k,
-                          generator=generator, frame_blend=frame_blend, grids=grids)  # fmt: skip
+                          generator=generator, frame_blend=frame_blend, grids=grids, controls=labels)  # fmt: skip
 
     def _long(
         self, cond: TextCondition, owner: Tensor, *, prefix: Tensor | None = None, prefix_codes: Tensor | None = None,
         window_seconds: float | None, stride_seconds: float | None, temperatures: tuple[float, float, float] | None,
         cfg_scale: float | tuple[float, float] | None, top_k: int, generator: torch.Generator | None,
-        frame_blend: float | None, grids: Tensor | None = None,
+        frame_blend: float | None, grids: Tensor | None = None, controls: Tensor | None = None,
     ) -> Tensor:  # fmt: skip
         """Window-by-window generation of ``len(owner)`` new semantic frames (``owner``: the condition row
         of each) after the optional ``prefix`` ids ``[1, Tp]`` (and its codec codes); returns the new
         audio ``[S]``. ``grids [rows, 2]``: each condition row's beat grid, its phase counted from the
-        first frame (of the prefix, if any); each window gets it shifted to its own first frame."""
+        first frame (of the prefix, if any); each window gets it shifted to its own first frame.
+        ``controls [rows, 2]``: each condition row's key and drums labels (:meth:`control_labels`)."""
         sem_cfg, ac_cfg = self.guidance(cfg_scale)
         temperatures = self.sampling_temperatures(temperatures)
         window = window_seconds or self.max_seconds()
@@ -469,7 +510,8 @@ class MusicLM:
                 seg_beat = torch.tensor([[period, (phase - first) % period if period > 0 else 0.0]])
             new = self.semantic_lm.generate(steps=steps, cond_ids=conds[seg][None], prime=prime, sampling=sampling[0],
                                             generator=generator, prior_mix=self.prior_mix(None),
-                                            prior_log_probs=seg_lp, cond_latent=seg_latent, beat=seg_beat)  # fmt: skip
+                                            prior_log_probs=seg_lp, cond_latent=seg_latent, beat=seg_beat,
+                                            controls=None if controls is None else controls[seg][None])  # fmt: skip
             semantic = torch.cat([semantic, new[:, -steps:]], dim=1)
         if isinstance(self.acoustic_lm, LatentAcousticLM):
             assert acoustic_cond is not None

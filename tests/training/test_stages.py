@@ -207,6 +207,46 @@ def test_semantic_stage_reads_the_beat_grid_of_its_ids_and_resumes_on_the_same_c
         StageTrainConfig(stage="coarse", tokens="x", beat_from="sem.safetensors")
 
 
+def test_semantic_stage_reads_key_and_drums_labels_from_each_clips_audio_latent(tokens, tmp_path, monkeypatch):
+    """--controls-from: each clip's labels are MuLaN's zero-shot reading of its own audio latent (the MuLaN the
+    tokens were made with, here inside the conditioning file); the LM learns their vectors, validation reports
+    the loss with them unknown, the saved LM evaluated apart gets the same figures, a killed run resumes
+    bitwise, and another MuLaN is refused."""
+    from musiclm_pytorch import save
+    from musiclm_pytorch.lm.controls import ControlReader
+    from musiclm_pytorch.training.stages import add_controls, evaluate_checkpoint
+
+    out, _, (cond, _, _) = tokens
+    save(cond, tmp_path / "cond.safetensors")
+    cfg = dict(stage="semantic", tokens=str(out), out=str(tmp_path / "a"), dim=32, depth=1, heads=2, dim_head=16,
+               crop_seconds=1.0, batch_size=4, max_steps=8, warmup_steps=1, log_every=1, eval_every=8,
+               checkpoint_every=2, progress=False, controls_from=str(tmp_path / "cond.safetensors"))  # fmt: skip
+    report = train_stage(StageTrainConfig(**cfg))
+    assert report["val_loss_no_controls"] > 0 and report["val_loss_no_controls"] != report["val_loss"]
+    lm = load(tmp_path / "a" / "semantic.safetensors", expected=TokenLM)
+    assert lm.control_classes == [24, 2] and lm.control_source == "prior"
+    torch.manual_seed(0)
+    assert (lm.control_emb.weight - TokenLM(**lm.config).control_emb.weight).abs().max() > 1e-4
+    items = torch.load(out / "train.pt", weights_only=False)
+    add_controls(items["items"], str(tmp_path / "cond.safetensors"), items["identity"])
+    expected = ControlReader.from_mulan(cond.mulan).read(torch.stack([it["mulan"].float() for it in items["items"]]))
+    assert torch.equal(torch.stack([it["controls"] for it in items["items"]]), expected)
+    again = evaluate_checkpoint(str(tmp_path / "a" / "semantic.safetensors"), str(out), items=64, threads=1)
+    assert again["val_loss_no_controls"] == pytest.approx(report["val_loss_no_controls"], abs=1e-4)
+    with pytest.raises(ValueError, match="reads key and drums labels: give the MuLaN"):
+        evaluate_checkpoint(str(tmp_path / "a" / "semantic.safetensors"), str(out), controls_from=str(tmp_path / "no"))
+    _assert_resumes_on_the_same_curve(cfg, tmp_path, monkeypatch)
+    torch.manual_seed(1)
+    save(build_mulan("tiny"), tmp_path / "other.safetensors")
+    with pytest.raises(ValueError, match="differs from the one this stage was trained with"):
+        train_stage(StageTrainConfig(**{**cfg, "out": str(tmp_path / "c"),
+                                        "controls_from": str(tmp_path / "other.safetensors")}))  # fmt: skip
+    with pytest.raises(FileNotFoundError, match="--controls-from 'nowhere': no such file"):
+        train_stage(StageTrainConfig(**{**cfg, "out": str(tmp_path / "d"), "controls_from": "nowhere"}))
+    with pytest.raises(ValueError, match="--controls-from is for the semantic stage"):
+        StageTrainConfig(stage="coarse", tokens="x", controls_from="cond.safetensors")
+
+
 def test_retrieval_prior_keeps_each_clips_beat_period(tokens, tmp_path, capsys):
     from musiclm_pytorch import save
     from musiclm_pytorch.cli import main

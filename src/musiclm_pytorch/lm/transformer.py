@@ -160,6 +160,14 @@ class TokenLM(Component):
             :func:`~musiclm_pytorch.semantic.beat.beat_features`), so where the beat falls need not be
             inferred. A row with period <= 0 (unknown) gets a learned null vector; in training each row's
             grid is dropped with ``beat_drop_prob``. Not dropped by guidance: both branches keep it.
+        control_classes: class counts of categorical labels ``controls [B, len(control_classes)]`` the LM
+            reads (:mod:`~musiclm_pytorch.lm.controls`: key and drums), each a learned vector added to every
+            input position; label -1 (unknown) is the control's learned null vector. Part of the condition:
+            dropped with it (and each on its own with ``control_drop_prob`` in training), null in guidance's
+            unconditioned branch, so guidance amplifies them. ``None``: no controls.
+        control_source: where :class:`~musiclm_pytorch.MusicLM` reads the labels at generation: ``"prior"``
+            (MuLaN's zero-shot reading of the latent the LM is conditioned on, as in training) or ``"text"``
+            (of the text latent itself); kept in the file.
     """
 
     component_name = "token_lm"
@@ -184,6 +192,9 @@ class TokenLM(Component):
         default_temperature: float | None = None,
         beat_harmonics: int = 0,
         beat_drop_prob: float = 0.1,
+        control_classes: Sequence[int] | None = None,
+        control_drop_prob: float = 0.2,
+        control_source: str = "prior",
     ):
         super().__init__()
         ff_hidden = ff_hidden or 4 * dim
@@ -196,6 +207,8 @@ class TokenLM(Component):
             **({"default_cfg_scale": default_cfg_scale} if default_cfg_scale is not None else {}),
             **({"default_temperature": default_temperature} if default_temperature is not None else {}),
             **({"beat_harmonics": beat_harmonics, "beat_drop_prob": beat_drop_prob} if beat_harmonics else {}),
+            **({"control_classes": list(control_classes), "control_drop_prob": control_drop_prob,
+                "control_source": control_source} if control_classes else {}),
         )  # fmt: skip
         self.default_cfg_scale = default_cfg_scale
         if default_temperature is not None and default_temperature <= 0:
@@ -232,6 +245,20 @@ class TokenLM(Component):
         if beat_harmonics:
             self.beat_proj = nn.Linear(2 * beat_harmonics + 2, dim, bias=False)
             self.null_beat = nn.Parameter(torch.zeros(dim))
+        classes = [int(c) for c in control_classes or []]
+        if min(classes, default=1) < 1 or not 0.0 <= control_drop_prob < 1.0:
+            raise ValueError(f"control_classes must be positive counts and control_drop_prob in [0, 1), got "
+                             f"{control_classes}, {control_drop_prob}")  # fmt: skip
+        self.control_classes, self.control_drop_prob = classes, control_drop_prob
+        self.control_source = "prior"
+        if classes:
+            self.set_control_source(control_source)
+        if classes:  # each control's classes, then its null slot
+            self.control_emb = nn.Embedding(sum(c + 1 for c in classes), dim)
+            nn.init.normal_(self.control_emb.weight, std=0.02)
+            starts = torch.tensor([0] + [c + 1 for c in classes[:-1]]).cumsum(0)
+            self.register_buffer("control_offsets", starts, persistent=False)
+            self.register_buffer("control_sizes", torch.tensor(classes), persistent=False)
         self.rotary = RotaryEmbedding(dim_head, num_axes=1)
         self.blocks = nn.ModuleList(_Block(dim, heads, dim_head, ff_hidden, dropout) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
@@ -239,6 +266,8 @@ class TokenLM(Component):
 
     cond_offsets: Tensor
     group_of: Tensor
+    control_offsets: Tensor
+    control_sizes: Tensor
 
     def embed(self, tokens: Tensor) -> Tensor:
         """Input embeddings ``[B, N, D]`` of ids ``[B, N]``: the id's own plus its group's."""
@@ -284,6 +313,16 @@ class TokenLM(Component):
         self.default_temperature = self._config["default_temperature"] = float(temperature)
         return self
 
+    def set_control_source(self, source: str) -> TokenLM:
+        """Where the pipeline reads this LM's control labels at generation (``"prior"`` or ``"text"``; the
+        class docstring), kept in the config."""
+        if not self.control_classes:
+            raise ValueError("this TokenLM reads no control labels (control_classes unset)")
+        if source not in ("prior", "text"):
+            raise ValueError(f"control_source must be 'prior' or 'text', got {source!r}")
+        self.control_source = self._config["control_source"] = source
+        return self
+
     def latent_bias(self, cond_latent: Tensor | None, batch: int, *, drop: Tensor | None = None) -> Tensor | None:
         """``[B, 1, D]``: the continuous conditioning's vector added to every input position (the null
         vector where ``cond_latent`` is ``None`` or ``drop`` is True); ``None`` without ``cond_latent_dim``."""
@@ -300,6 +339,32 @@ class TokenLM(Component):
         ref = self.null_latent  # the weights' device and dtype (the projection may be int8-quantized)
         bias = self.cond_latent(F.normalize(cond_latent.to(ref.device).float(), dim=-1).to(ref.dtype))[:, None]
         return bias if drop is None else torch.where(drop[:, None, None], null, bias)
+
+    def control_bias(self, controls: Tensor | None, batch: int, *, drop: Tensor | None = None) -> Tensor | None:
+        """``[B, 1, D]``: the sum of the control labels' vectors ``controls [B, K]`` (-1 or ``drop [B]`` /
+        ``[B, K]`` True: the control's null vector; ``None``: every row null); ``None`` without
+        ``control_classes``."""
+        if not self.control_classes:
+            if controls is not None:
+                raise ValueError("controls given, but this TokenLM reads none (control_classes unset)")
+            return None
+        k = len(self.control_classes)
+        sizes = self.control_sizes
+        if controls is None:
+            labels = sizes.expand(batch, k)
+        else:
+            if controls.shape != (batch, k):
+                raise ValueError(f"controls must be [B, {k}] = [{batch}, {k}] (labels of {self.control_classes} "
+                                 f"classes, -1 unknown), got {tuple(controls.shape)}")  # fmt: skip
+            controls = controls.to(sizes.device).long()
+            if bool(((controls < -1) | (controls >= sizes)).any()):
+                raise ValueError(f"control labels must be in [-1, classes) for classes {self.control_classes}, got "
+                                 f"{controls.tolist()[:4]}...")  # fmt: skip
+            labels = torch.where(controls < 0, sizes.expand(batch, k), controls)
+        if drop is not None:
+            drop = drop.to(sizes.device)
+            labels = torch.where(drop if drop.ndim == 2 else drop[:, None], sizes.expand(batch, k), labels)
+        return self.control_emb(labels + self.control_offsets).sum(1, keepdim=True)
 
     def beat_bias(
         self, beat: Tensor | None, frames: Tensor, batch: int, *, drop: Tensor | None = None
@@ -348,24 +413,34 @@ class TokenLM(Component):
 
     # ---- training ----------------------------------------------------------------------------
     def forward(self, tokens: Tensor, cond_ids: Tensor | None = None, *, drop: Tensor | None = None,
-                cond_latent: Tensor | None = None, beat: Tensor | None = None) -> Tensor:  # fmt: skip
+                cond_latent: Tensor | None = None, beat: Tensor | None = None,
+                controls: Tensor | None = None) -> Tensor:  # fmt: skip
         """Next-token logits ``[B, N, V]`` for ``tokens [B, N]``: position i predicts ``tokens[:, i]``.
 
         In training mode, without an explicit ``drop``, each row's condition (ids and ``cond_latent``)
         is dropped with probability ``cond_drop_prob`` (classifier-free guidance training), and the beat
-        grid ``beat [B, 2]`` (with ``beat_harmonics``), independently, with ``beat_drop_prob``.
+        grid ``beat [B, 2]`` (with ``beat_harmonics``), independently, with ``beat_drop_prob``. The control
+        labels ``controls [B, K]`` (with ``control_classes``) drop with the condition and each on its own
+        with ``control_drop_prob``.
         """
         self._check_tokens(tokens)
         if self.quantized and self.training:
             raise RuntimeError("this TokenLM was quantized to int8 for decoding (quantize_int8) and cannot train")
         b, n = tokens.shape
-        conditioned = cond_ids is not None or cond_latent is not None
+        conditioned = cond_ids is not None or cond_latent is not None or controls is not None
         if drop is None and self.training and self.cond_drop_prob > 0 and conditioned:
             drop = torch.rand(b, device=tokens.device) < self.cond_drop_prob
         x = torch.cat([self.prefix(cond_ids, b, drop=drop), self.embed(tokens[:, :-1])], dim=1)
         bias = self.latent_bias(cond_latent, b, drop=drop)
         if bias is not None:
             x = x + bias
+        control_drop = None if drop is None else drop[:, None].expand(b, len(self.control_classes))
+        if controls is not None and self.training and self.control_drop_prob > 0 and self.control_classes:
+            own = torch.rand(b, len(self.control_classes), device=tokens.device) < self.control_drop_prob
+            control_drop = own if control_drop is None else control_drop | own
+        ctl = self.control_bias(controls, b, drop=control_drop)
+        if ctl is not None:
+            x = x + ctl
         beat_drop = None
         if beat is not None and self.training and self.beat_drop_prob > 0:
             beat_drop = torch.rand(b, device=tokens.device) < self.beat_drop_prob
@@ -376,8 +451,9 @@ class TokenLM(Component):
         return logits[:, -n:]
 
     def loss(self, tokens: Tensor, cond_ids: Tensor | None = None, *, ignore_index: int = -100,
-             cond_latent: Tensor | None = None, beat: Tensor | None = None) -> Tensor:  # fmt: skip
-        logits = self(tokens, cond_ids, cond_latent=cond_latent, beat=beat)
+             cond_latent: Tensor | None = None, beat: Tensor | None = None,
+             controls: Tensor | None = None) -> Tensor:  # fmt: skip
+        logits = self(tokens, cond_ids, cond_latent=cond_latent, beat=beat, controls=controls)
         return F.cross_entropy(
             logits.reshape(-1, self.vocab_size).float(), tokens.reshape(-1), ignore_index=ignore_index
         )
@@ -421,6 +497,7 @@ class TokenLM(Component):
         prior_mix: float = 0.0,
         cond_latent: Tensor | None = None,
         beat: Tensor | None = None,
+        controls: Tensor | None = None,
     ) -> Tensor:
         """Sample ``steps`` tokens after ``prime [B, N0]`` (optional). Returns ``[B, N0 + steps]``.
 
@@ -436,7 +513,8 @@ class TokenLM(Component):
         retrieval prior's, :class:`~musiclm_pytorch.lm.RetrievalPrior`, as in the kNN-LM).
         ``cond_latent [B, C]``: the continuous conditioning (with ``cond_latent_dim``), guided with the ids.
         ``beat [B, 2]``: the beat grid (period, phase) in frames counted from the first prime token (with
-        ``beat_harmonics``); both guidance branches keep it.
+        ``beat_harmonics``); both guidance branches keep it. ``controls [B, K]``: the control labels (with
+        ``control_classes``; -1 unknown), null in the unconditioned branch.
         """
         sampling = sampling or SamplingConfig()
         was_training = self.training
@@ -444,21 +522,28 @@ class TokenLM(Component):
         if prime is not None:
             self._check_tokens(prime)
         b = (prime.shape[0] if prime is not None else cond_ids.shape[0] if cond_ids is not None
-             else cond_latent.shape[0] if cond_latent is not None else batch)  # fmt: skip
+             else cond_latent.shape[0] if cond_latent is not None else controls.shape[0] if controls is not None
+             else batch)  # fmt: skip
         if b is None:
             raise ValueError("pass cond_ids, prime or batch to set the batch size")
         n0 = prime.shape[1] if prime is not None else 0
         if n0 + steps > self.max_seq_len:
             raise ValueError(f"prime ({n0}) + steps ({steps}) exceed max_seq_len={self.max_seq_len}")
         guided = sampling.cfg_scale != 1.0 and (
-            (cond_ids is not None and self.num_cond > 0) or (cond_latent is not None and self.cond_latent_dim > 0)
+            (cond_ids is not None and self.num_cond > 0)
+            or (cond_latent is not None and self.cond_latent_dim > 0)
+            or (controls is not None and bool(self.control_classes))
         )
         rows = 2 * b if guided else b
         prefix = self.prefix(cond_ids, b)
         bias = self.latent_bias(cond_latent, b)
+        ctl = self.control_bias(controls, b)
         if guided:
             prefix = torch.cat([prefix, self.prefix(None, b)])
             bias = None if bias is None else torch.cat([bias, self.latent_bias(None, b)])  # type: ignore[list-item]
+            ctl = None if ctl is None else torch.cat([ctl, self.control_bias(None, b)])  # type: ignore[list-item]
+        if ctl is not None:  # one per-row vector added to every input, as the latent's
+            bias = ctl if bias is None else bias + ctl
         device = prefix.device
         out = prime.to(device).long() if prime is not None else torch.zeros(b, 0, dtype=torch.long, device=device)
         cache = self.new_cache(rows)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..checkpoint import STAGE_INPUTS, check_identity, identity, load, save, stage_identity
+from ..lm.controls import CONTROL_CLASSES
 from ..lm.flow import FlowAcousticLM
 from ..lm.frame_aligned import noisy_condition
 from ..lm.layouts import CoarseLayout, FineLayout, SemanticLayout
@@ -80,6 +81,10 @@ class StageTrainConfig(RunSettings):
     # beat grid (semantic.beat), which the LM then reads at every position (TokenLM beat_harmonics). "": off
     beat_from: str = ""
     beat_harmonics: int = 3
+    # semantic stage: a MuLaN checkpoint (or the conditioning file holding it), the one the tokens were made
+    # with; its zero-shot reading of each clip's audio latent gives the clip's key and drums, labels the LM
+    # reads at every position (lm/controls.py; TokenLM control_classes). "": off
+    controls_from: str = ""
     grad_clip: float = 1.0
     mixed_precision: str = "no"  # "no" or "bf16"
     ema_decay: float | None = None  # e.g. 0.999
@@ -96,6 +101,8 @@ class StageTrainConfig(RunSettings):
                              f"conditioning to the semantic LM only), not {self.stage!r}")  # fmt: skip
         if self.beat_from and self.stage != "semantic":
             raise ValueError(f"--beat-from is for the semantic stage (the beat grid of its ids), not {self.stage!r}")
+        if self.controls_from and self.stage != "semantic":
+            raise ValueError(f"--controls-from is for the semantic stage (key and drums labels), not {self.stage!r}")
         if self.stage == "flow" and not self.mean_stage:
             raise ValueError("the flow stage needs --mean-stage: a trained `train stage --stage latent` checkpoint")
         if not self.tokens:
@@ -154,6 +161,29 @@ def load_beat_tokenizer(path: str, tokens_identity: dict[str, Any]) -> Any:
     tok = load(path, expected=SemanticTokenizer)
     check_identity(tokens_identity, semantic=tok)
     return tok
+
+
+def add_controls(items: list[dict[str, Any]], mulan_path: str, tokens_identity: dict[str, Any]) -> None:
+    """Each item's ``controls`` = ``[key, drums]`` labels: the zero-shot reading (:class:`~musiclm_pytorch.lm.
+    controls.ControlReader`) of its MuLaN audio latent by the MuLaN at ``mulan_path`` (a MuLaN or conditioning
+    file), checked to be the one the tokens were made with."""
+    from ..lm.controls import ControlReader
+    from ..mulan import MuLaN
+
+    if not Path(mulan_path).is_file():
+        raise FileNotFoundError(f"--controls-from {mulan_path!r}: no such file")
+    if "mulan" not in items[0]:
+        raise ValueError("these tokens hold no MuLaN latents (tokenized before they were stored): controls are "
+                         "read from them; run `musiclm data tokenize --reuse` into a new folder")  # fmt: skip
+    mulan = load(mulan_path, expected=MuLaN)
+    check_identity(tokens_identity, mulan=mulan)
+    labels = ControlReader.from_mulan(mulan).read(torch.stack([it["mulan"].float() for it in items]))
+    for it, row in zip(items, labels):
+        it["controls"] = row
+
+
+def _controls(items: list[dict[str, Any]]) -> Tensor | None:
+    return torch.stack([it["controls"] for it in items]) if "controls" in items[0] else None
 
 
 Layout = SemanticLayout | CoarseLayout | FineLayout
@@ -225,6 +255,9 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
         beat_tok = load_beat_tokenizer(cfg.beat_from, train["identity"])
         for split in (train, val) if val is not None else (train,):
             add_beat_grids(split["items"], beat_tok)
+    if cfg.controls_from:  # key and drums read from each clip's own audio latent: still trained from audio alone
+        for split in (train, val) if val is not None else (train,):
+            add_controls(split["items"], cfg.controls_from, train["identity"])
     ratio = train["ratio"]
     frames = _crop_frames(cfg, train)
     seq_len = {"semantic": frames, "coarse": frames + frames * ratio * getattr(layout, "num_coarse", 0),
@@ -292,7 +325,8 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
                      cond_drop_prob=cfg.cond_drop_prob, max_seq_len=seq_len,
                      token_groups=layout.groups if _level_embeddings(cfg) else None,
                      cond_latent_dim=_cond_latent_dim(cfg, train),
-                     beat_harmonics=cfg.beat_harmonics if cfg.beat_from else 0)  # fmt: skip
+                     beat_harmonics=cfg.beat_harmonics if cfg.beat_from else 0,
+                     control_classes=CONTROL_CLASSES if cfg.controls_from else None)  # fmt: skip
     if isinstance(lm, FlowAcousticLM):  # the regression part is frozen: only the flow's weights get gradients
         lm.requires_grad_(False)
         for p in lm.flow_parameters():
@@ -323,6 +357,7 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
     items = train["items"]
     report: dict[str, Any] = {}
     keys = ["loss", "val_loss", "val_loss_shuffled_cond"] + (["val_loss_no_beat"] if cfg.beat_from else [])
+    keys += ["val_loss_no_controls"] if cfg.controls_from else []
     keys += {"latent": ["val_loss_null_cond"], "flow": ["val_loss_null_cond"],
              "acoustic": ["val_level1_from_blank", "val_level1_from_blank_shuffled_cond",
                           "val_level1_from_blank_null_cond"]}.get(cfg.stage, [])  # fmt: skip
@@ -372,9 +407,11 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
             tokens, mask, cond, beat = _batch(batch_items, layout, ratio, frames, rng, num_levels)
             tokens, mask, cond = tokens.to(accelerator.device), mask.to(accelerator.device), cond.to(accelerator.device)
             latent = _noisy_latents(batch_items, cfg.cond_noise, rng) if model.cond_latent_dim else None
+            controls = _controls(batch_items) if model.control_classes else None
             with accelerator.autocast():
                 logits = lm_ddp(tokens, cond, cond_latent=None if latent is None else latent.to(accelerator.device),
-                                beat=beat if getattr(model, "beat_harmonics", 0) else None)  # fmt: skip
+                                beat=beat if getattr(model, "beat_harmonics", 0) else None,
+                                controls=None if controls is None else controls.to(accelerator.device))  # fmt: skip
             loss = F.cross_entropy(logits[mask].float(), tokens[mask])
         run.update(loss, opt, lm_ddp.parameters(), grad_clip=cfg.grad_clip, scheduler=sched, ema=ema, model=model)
         run.advance(items=int(mask.sum()))
@@ -578,10 +615,16 @@ def evaluate_stage(
         tokens, mask, cond = tokens.to(device), mask.to(device), cond.to(device)
         beat = beat if lm.beat_harmonics else None
         latent = _noisy_latents(part, 0.0, rng).to(device) if lm.cond_latent_dim else None
-        logits = lm(tokens, cond, cond_latent=latent, beat=beat).float()
+        controls = _controls(part) if lm.control_classes else None
+        logits = lm(tokens, cond, cond_latent=latent, beat=beat, controls=controls).float()
         shuffled = lm(tokens, cond.roll(1, dims=0), cond_latent=None if latent is None else latent.roll(1, dims=0),
-                      beat=beat)  # fmt: skip
+                      beat=beat, controls=None if controls is None else controls.roll(1, dims=0))  # fmt: skip
         shuffled = shuffled.float()
+        if controls is not None:  # what the labels are worth: the same crops with key and drums unknown
+            blind = lm(tokens, cond, cond_latent=latent, beat=beat, controls=torch.full_like(controls, -1)).float()
+            sums["no_controls"] = (
+                sums.get("no_controls", 0.0) + F.cross_entropy(blind[mask], tokens[mask], reduction="sum").item()
+            )
         if beat is not None:  # what the grid is worth: the same crops with the tempo unknown
             no_beat = lm(tokens, cond, cond_latent=latent, beat=torch.zeros_like(beat)).float()
             sums["no_beat"] = (
@@ -616,8 +659,9 @@ def evaluate_stage(
                               "val_loss_first_second": round(sums["head"] / head_count, 5),
                               "val_loss_first_second_shuffled_cond": round(sums["head_shuffled"] / head_count, 5),
                               "val_clips": len(chosen)}  # fmt: skip
-    if "no_beat" in sums:
-        report["val_loss_no_beat"] = round(sums["no_beat"] / sums["count"], 5)
+    for name in ("no_beat", "no_controls"):
+        if name in sums:
+            report[f"val_loss_{name}"] = round(sums[name] / sums["count"], 5)
     if level_correct is not None and level_count is not None:
         per_level = (level_correct / level_count.clamp(min=1)).tolist()
         report["val_accuracy_per_level"] = {str(q): round(a, 4) for q, a in enumerate(per_level) if level_count[q]}
@@ -626,7 +670,7 @@ def evaluate_stage(
 
 def evaluate_checkpoint(checkpoint: str, tokens: str, *, items: int = 256, batch_size: int = 16,
                         crop_seconds: float | None = None, threads: int = 2, split: str = "val",
-                        beat_from: str = "") -> dict[str, Any]:  # fmt: skip
+                        beat_from: str = "", controls_from: str = "") -> dict[str, Any]:  # fmt: skip
     """:func:`evaluate_stage` of a saved stage LM on ``tokens/val.pt`` (``split="test"``: ``test.pt``, the
     sealed test split that ``data tokenize --test`` writes; the stage, crop and number of coarse levels
     come from the checkpoint's training config unless given)."""
@@ -655,6 +699,12 @@ def evaluate_checkpoint(checkpoint: str, tokens: str, *, items: int = 256, batch
             raise ValueError(f"{checkpoint!r} reads a beat grid: give the semantic tokenizer that made the tokens "
                              f"(eval stage --beat-from; its run used {trained.get('beat_from')!r})")  # fmt: skip
         add_beat_grids(val["items"], load_beat_tokenizer(source, val["identity"]))
+    if lm.control_classes:  # the labels each clip's audio latent gives, as in training
+        source = controls_from or trained.get("controls_from", "")
+        if not source or not Path(source).is_file():
+            raise ValueError(f"{checkpoint!r} reads key and drums labels: give the MuLaN that made the tokens (eval "
+                             f"stage --controls-from; its run used {trained.get('controls_from')!r})")  # fmt: skip
+        add_controls(val["items"], source, val["identity"])
     return {"stage": cfg.stage, "crop_seconds": frames / _semantic_rate(val), **evaluate_stage(lm, val["items"], cfg,
             layout, val["ratio"], frames, val["num_quantizers"], _semantic_rate(val))}  # fmt: skip
 
