@@ -120,7 +120,7 @@ def main() -> None:
         parts = []
         with torch.no_grad():
             for i in range(0, len(items), args.batch):
-                _, _, acoustic, _ = ml.text_condition(texts[i : i + args.batch])
+                acoustic = ml.text_condition(texts[i : i + args.batch]).acoustic
                 lat = ml.acoustic_lm.generate(true[i : i + args.batch], acoustic, cfg_scale=ac_scale)
                 parts.append(ml.codec.decode_latents(lat)[:, 0])  # type: ignore[operator]
         true_wavs = torch.cat(parts)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from musiclm_pytorch.lm import TokenLM
 from musiclm_pytorch.pipeline import MusicLM
@@ -223,7 +224,7 @@ def test_retrieval_prior_conditions_every_stage(acoustic_parts, tmp_path):
     prior = RetrievalPrior.from_items(items, vocab_size=8, k=1, mix=0.999)
     mlm = MusicLM(**acoustic_parts, prior=prior)
     texts = ["calm piano", "loud drums"]
-    cond, log_probs, latent, _ = mlm.text_condition(texts)
+    cond, log_probs, latent, _, _ = mlm.text_condition(texts)
     text = mlm.conditioner.mulan.get_text_latents(raw_texts=texts)
     nearest = prior.neighbours(text)[:, 0]
     assert torch.allclose(latent, prior.latents[nearest])  # k = 1: the nearest clip's audio latent itself
@@ -349,7 +350,7 @@ def test_a_semantic_lm_that_reads_a_latent_gets_the_acoustic_stages_conditioning
     texts = ["calm piano", "loud drums"]
     out = mlm.generate(texts, seconds=1.0, num_candidates=2, cfg_scale=2.0, generator=torch.Generator().manual_seed(0))
     assert out.wavs.shape == (2, 16000)
-    _, _, acoustic, _ = mlm.text_condition(texts)
+    acoustic = mlm.text_condition(texts).acoustic
     assert acoustic is not None and torch.equal(seen[0], acoustic.repeat_interleave(2, dim=0))
     mlm.generate_long([("calm piano", 1.6), ("loud drums", 1.6)], window_seconds=2.0, stride_seconds=1.0)
     assert all(z is not None and z.shape == (1, 128) for z in seen[1:])
@@ -408,7 +409,7 @@ def test_a_semantic_lm_that_reads_key_and_drums_gets_musics_reading_of_its_condi
     sem = acoustic_parts["semantic_lm"]
     plain = MusicLM(**acoustic_parts)
     text = plain.conditioner.mulan.get_text_latents(raw_texts=["calm piano in D minor"])
-    assert plain.control_labels(text, None) is None  # an LM without labels gets none
+    assert plain.control_labels(text, text) is None and plain.text_condition(["x"]).controls is None
     with pytest.raises(ValueError, match="reads no key and drums labels"):
         plain.generate(["x"], seconds=0.5, controls=torch.tensor([[0, 1]]))
     reads = TokenLM(**{**sem.config, "control_classes": [24, 2], "cond_latent_dim": 128}).eval()
@@ -436,7 +437,17 @@ def test_a_semantic_lm_that_reads_key_and_drums_gets_musics_reading_of_its_condi
     with pytest.raises(ValueError, match=r"controls must be \[B, 2\] = \[2, 2\]"):
         mlm.generate(texts, seconds=0.5, controls=torch.zeros(1, 2, dtype=torch.long))
     with pytest.raises(ValueError, match="control source must be 'prior' or 'text'"):
-        mlm.control_labels(text, None, source="audio")
+        mlm.control_labels(text, text, source="audio")
+    with pytest.raises(ValueError, match="a melody replaces"):
+        mlm.generate(texts, seconds=0.5, controls=given, melody=(torch.zeros(16000), 16000))
+    # an LM of ids only (no latent at every position) reads the same prior latent its ids quantize
+    reads.set_control_source("prior")
+    ids_only = TokenLM(**{**sem.config, "control_classes": [24, 2]}).eval()
+    assert torch.equal(MusicLM(**{**acoustic_parts, "semantic_lm": ids_only, "prior": prior}).text_condition(texts)
+                       .controls, reader.read(prior.latent(text)))  # fmt: skip
+    # an audio condition (continuation) reads the prompt's own audio latent, not its neighbours'
+    audio = F.normalize(torch.randn(1, 128, generator=torch.Generator().manual_seed(9)), dim=-1)
+    assert torch.equal(mlm.audio_condition(audio).controls, reader.read(audio))
 
 
 def test_a_stored_semantic_temperature_samples_unless_the_caller_gives_one(acoustic_parts, monkeypatch):

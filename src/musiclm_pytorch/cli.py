@@ -265,6 +265,10 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
                "fine_lm": args.fine_lm, "prior": args.prior}  # fmt: skip
     defaults = {"semantic_lm": args.semantic_cfg_scale,
                 "acoustic_lm" if args.acoustic_lm else "coarse_lm": args.acoustic_cfg_scale}  # fmt: skip
+    if args.semantic_control_source is not None and args.semantic_lm is not None:  # before any file is written
+        if not read_header(args.semantic_lm)["config"].get("control_classes"):
+            raise ValueError(f"--semantic-control-source: {args.semantic_lm!r} reads no key and drums labels (train "
+                             "it with --controls-from)")  # fmt: skip
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     written = {}
@@ -288,9 +292,6 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
             if temperature is not None:
                 model.set_default_temperature(temperature)
             if control_source is not None:
-                if not getattr(model, "control_classes", None):
-                    raise ValueError(f"--semantic-control-source: {src!r} reads no key and drums labels (train it "
-                                     "with --controls-from)")  # fmt: skip
                 model.set_control_source(control_source)
             save(model.to(torch.float16) if args.half else model, dst, extra=read_header(src)["extra"])
         elif Path(src).resolve() != dst.resolve():  # a file already in the folder stays as it is

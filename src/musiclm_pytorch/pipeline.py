@@ -61,6 +61,7 @@ class TextCondition(NamedTuple):
     prior_log_probs: Tensor | None  # [B, V] the retrieval prior's log distribution over semantic ids
     acoustic: Tensor | None  # [B, C] the frame-aligned acoustic stage's conditioning latent
     text: Tensor  # [B, C] the texts' MuLaN latents
+    controls: Tensor | None = None  # [B, 2] key and drums labels for a semantic LM that reads them
 
 
 class MusicLM:
@@ -240,25 +241,15 @@ class MusicLM:
             grids.append([60.0 * rate / bpm if 20 <= bpm <= 400 else fallback, 0.0])
         return torch.tensor(grids)
 
-    def control_labels(self, text_latents: Tensor, lm_latents: Tensor | None, controls: Tensor | None = None,
-                       source: str | None = None) -> Tensor | None:  # fmt: skip
+    def control_labels(self, text_latents: Tensor, conditioning: Tensor, source: str | None = None
+                       ) -> Tensor | None:  # fmt: skip
         """``[B, 2]`` key and drums labels for a semantic LM that reads them (``control_classes``), else
-        ``None``: ``controls`` as given (-1: unknown), else MuLaN's zero-shot reading
-        (:class:`~musiclm_pytorch.lm.controls.ControlReader`, the reader training used) of ``source``'s latents:
-        ``"prior"`` the latent the LM is conditioned on (the retrieval prior's mean of the text's nearest
-        training clips, or a prompt's own audio latent), ``"text"`` the text latents themselves (default: the
-        LM's stored ``control_source``)."""
-        classes = getattr(self.semantic_lm, "control_classes", [])
-        if not classes:
-            if controls is not None:
-                raise ValueError("controls given, but this model's semantic LM reads no key and drums labels")
+        ``None``: MuLaN's zero-shot reading (:class:`~musiclm_pytorch.lm.controls.ControlReader`, the reader
+        training used) of ``source``'s latents: ``"prior"`` the ``conditioning`` latents the LM's ids quantize
+        (the retrieval prior's mean of the text's nearest training clips, or a prompt's own audio latent),
+        ``"text"`` the text latents themselves (default: the LM's stored ``control_source``)."""
+        if not getattr(self.semantic_lm, "control_classes", []):
             return None
-        b = len(text_latents)
-        if controls is not None:
-            if controls.shape != (b, len(classes)):
-                raise ValueError(f"controls must be [B, {len(classes)}] = [{b}, {len(classes)}] (key, drums; -1 "
-                                 f"unknown), got {tuple(controls.shape)}")  # fmt: skip
-            return controls.long().cpu()
         source = source or self.semantic_lm.control_source
         if source not in ("prior", "text"):
             raise ValueError(f"control source must be 'prior' or 'text', got {source!r}")
@@ -266,8 +257,19 @@ class MusicLM:
             from .lm.controls import ControlReader
 
             self._control_reader = ControlReader.from_mulan(self.conditioner.mulan)
-        latents = lm_latents if source == "prior" and lm_latents is not None else text_latents
-        return self._control_reader.read(latents)
+        return self._control_reader.read(conditioning if source == "prior" else text_latents)
+
+    def given_controls(self, controls: Tensor | None, batch: int) -> Tensor | None:
+        """``controls [B, 2]`` checked against this model's semantic LM (``None`` passes)."""
+        if controls is None:
+            return None
+        classes = getattr(self.semantic_lm, "control_classes", [])
+        if not classes:
+            raise ValueError("controls given, but this model's semantic LM reads no key and drums labels")
+        if controls.shape != (batch, len(classes)):
+            raise ValueError(f"controls must be [B, {len(classes)}] = [{batch}, {len(classes)}] (key, drums; -1 "
+                             f"unknown), got {tuple(controls.shape)}")  # fmt: skip
+        return controls.long().cpu()
 
     _control_reader: Any = None
 
@@ -332,7 +334,11 @@ class MusicLM:
         if num_candidates < 1:
             raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
         b, n = len(texts), num_candidates
-        cond, prior_lp, acoustic_cond, text = self.text_condition(texts)
+        cond, prior_lp, acoustic_cond, text, labels = self.text_condition(texts)
+        given = self.given_controls(controls, b)
+        labels = given if given is not None else labels
+        if melody is not None and given is not None:
+            raise ValueError("controls steer the semantic stage, which a melody replaces: give one or the other")
         mix = self.prior_mix(prior_mix)
         cond = cond.repeat_interleave(n, dim=0)  # [B*N, Q]
         frames = max(1, int(seconds * self.semantic_tokenizer.frame_rate))
@@ -341,7 +347,6 @@ class MusicLM:
         else:
             sem_latent = self.semantic_latent(acoustic_cond, text)
             grids = self.beat_grids(texts, beat, text)
-            labels = self.control_labels(text, sem_latent, controls)
             semantic = self.semantic_lm.generate(
                 steps=frames,
                 cond_ids=cond,
@@ -411,11 +416,9 @@ class MusicLM:
         owner = torch.cat([torch.full((int(sec * rate),), i) for i, (_, sec) in enumerate(segments)])
         texts = [t for t, _ in segments]
         cond = self.text_condition(texts)
-        labels = self.control_labels(cond.text, self.semantic_latent(cond.acoustic, cond.text))
         return self._long(cond, owner, window_seconds=window_seconds, stride_seconds=stride_seconds,
                           temperatures=temperatures, cfg_scale=cfg_scale, top_k=top_k, generator=generator,
-                          frame_blend=frame_blend, grids=self.beat_grids(texts, None, cond.text),
-                          controls=labels)  # fmt: skip
+                          frame_blend=frame_blend, grids=self.beat_grids(texts, None, cond.text))  # fmt: skip
 
     @torch.no_grad()
     def generate_continuation(
@@ -465,22 +468,20 @@ class MusicLM:
             from .semantic.beat import grid_of_ids
 
             grids = torch.tensor([grid_of_ids(self.semantic_tokenizer, prefix[0])])
-        labels = self.control_labels(cond.text, self.semantic_latent(cond.acoustic, cond.text))
         return self._long(cond, owner, prefix=prefix, prefix_codes=codes, window_seconds=window,
                           stride_seconds=stride, temperatures=temperatures, cfg_scale=cfg_scale, top_k=top_k,
-                          generator=generator, frame_blend=frame_blend, grids=grids, controls=labels)  # fmt: skip
+                          generator=generator, frame_blend=frame_blend, grids=grids)  # fmt: skip
 
     def _long(
         self, cond: TextCondition, owner: Tensor, *, prefix: Tensor | None = None, prefix_codes: Tensor | None = None,
         window_seconds: float | None, stride_seconds: float | None, temperatures: tuple[float, float, float] | None,
         cfg_scale: float | tuple[float, float] | None, top_k: int, generator: torch.Generator | None,
-        frame_blend: float | None, grids: Tensor | None = None, controls: Tensor | None = None,
+        frame_blend: float | None, grids: Tensor | None = None,
     ) -> Tensor:  # fmt: skip
         """Window-by-window generation of ``len(owner)`` new semantic frames (``owner``: the condition row
         of each) after the optional ``prefix`` ids ``[1, Tp]`` (and its codec codes); returns the new
         audio ``[S]``. ``grids [rows, 2]``: each condition row's beat grid, its phase counted from the
-        first frame (of the prefix, if any); each window gets it shifted to its own first frame.
-        ``controls [rows, 2]``: each condition row's key and drums labels (:meth:`control_labels`)."""
+        first frame (of the prefix, if any); each window gets it shifted to its own first frame."""
         sem_cfg, ac_cfg = self.guidance(cfg_scale)
         temperatures = self.sampling_temperatures(temperatures)
         window = window_seconds or self.max_seconds()
@@ -489,7 +490,7 @@ class MusicLM:
             raise ValueError(f"need 0 < stride ({stride}) < window ({window}) <= {self.max_seconds():.2f} s")
         rate = self.semantic_tokenizer.frame_rate
         win_f, overlap_f = int(window * rate), int((window - stride) * rate)
-        conds, prior_lp, acoustic_cond, text = cond
+        conds, prior_lp, acoustic_cond, text, controls = cond
         sem_latent = self.semantic_latent(acoustic_cond, text)
         p0 = 0 if prefix is None else prefix.shape[1]
         owner = torch.cat([torch.zeros(p0, dtype=torch.long), owner])  # the prefix frames: the first condition
@@ -571,14 +572,16 @@ class MusicLM:
         id distribution and frame bank use the audio latent's neighbours."""
         cond, _ = self.conditioner.quantize(audio_latents)
         prior_lp = None if self.prior is None else self.prior.token_log_prior(audio_latents)
-        return TextCondition(cond, prior_lp, audio_latents if self.acoustic_lm is not None else None, audio_latents)
+        return TextCondition(cond, prior_lp, audio_latents if self.acoustic_lm is not None else None, audio_latents,
+                             self.control_labels(audio_latents, audio_latents))  # fmt: skip
 
     def text_condition(self, texts: list[str]) -> TextCondition:
         """What the stages get for ``texts``: a :class:`TextCondition` of the semantic LM's ``cond_ids
         [B, Q]``, the retrieval prior's log distribution over semantic ids ``[B, V]`` or ``None``, the
-        frame-aligned stage's latent ``[B, C]`` or ``None``, and the text latents ``[B, C]``.
+        frame-aligned stage's latent ``[B, C]`` or ``None``, the text latents ``[B, C]``, and the key and drums
+        labels ``[B, 2]`` of a semantic LM that reads them (:meth:`control_labels`) or ``None``.
 
-        With a retrieval prior, all three come from the text's nearest training clips (module
+        With a retrieval prior, the first three come from the text's nearest training clips (module
         docstring of :mod:`.lm.prior`): the ids quantize their mean audio latent, as the semantic LM's
         training ids quantize a clip's own. Without one, the ids quantize the text latent itself and
         the frame-aligned stage uses its own text prior (or the text latent)."""
@@ -586,11 +589,11 @@ class MusicLM:
         if self.prior is None:
             cond, _ = self.conditioner.quantize(text)  # what get_cond_ids(raw_texts=...) does, text encoded once
             acoustic = self.acoustic_lm.text_prior(text) if self.acoustic_lm is not None else None
-            return TextCondition(cond, None, acoustic, text)
+            return TextCondition(cond, None, acoustic, text, self.control_labels(text, text))
         latent = self.prior.latent(text)
         cond, _ = self.conditioner.quantize(latent)
         return TextCondition(cond, self.prior.token_log_prior(text), latent if self.acoustic_lm is not None else None,
-                             text)  # fmt: skip
+                             text, self.control_labels(text, latent))  # fmt: skip
 
     def semantic_latent(self, acoustic: Tensor | None, text: Tensor) -> Tensor | None:
         """The continuous conditioning of a semantic LM that reads one (``cond_latent_dim``): the latent

@@ -98,7 +98,7 @@ def guidance_sweep(
     texts = [p["text"] for p in prompts]
     mulan = model.conditioner.mulan
     if semantic_only:
-        cond_ids, prior_lp, acoustic, text = model.text_condition(texts)
+        cond_ids, prior_lp, acoustic, text, controls = model.text_condition(texts)
         sem_latent = model.semantic_latent(acoustic, text)
     else:
         text_latents = mulan.get_text_latents(raw_texts=texts)  # [P, D]
@@ -114,6 +114,7 @@ def guidance_sweep(
                 prior_log_probs=prior_lp,
                 prior_mix=model.prior_mix(prior_mix),
                 cond_latent=sem_latent,
+                controls=controls,
             )
             per_scale.append({"scale": float(s), **_semantic_measures(semantic, prompts, model.semantic_tokenizer)})
             continue

@@ -626,7 +626,7 @@ def evaluate_stage(
                 sums.get("no_controls", 0.0) + F.cross_entropy(blind[mask], tokens[mask], reduction="sum").item()
             )
         if beat is not None:  # what the grid is worth: the same crops with the tempo unknown
-            no_beat = lm(tokens, cond, cond_latent=latent, beat=torch.zeros_like(beat)).float()
+            no_beat = lm(tokens, cond, cond_latent=latent, beat=torch.zeros_like(beat), controls=controls).float()
             sums["no_beat"] = (
                 sums.get("no_beat", 0.0) + F.cross_entropy(no_beat[mask], tokens[mask], reduction="sum").item()
             )
