@@ -109,12 +109,12 @@ def main() -> None:
         gen = torch.Generator().manual_seed(a.seed)
         made = []
         for i in range(0, len(texts), 50):
-            cond, prior_lp, acoustic, text, controls = model.text_condition(texts[i : i + 50])
+            cond, prior_lp, acoustic, text, controls, key_bias = model.text_condition(texts[i : i + 50])
             made.append(model.semantic_lm.generate(steps=frames, cond_ids=cond,
                                                    sampling=SamplingConfig(1.0, 0, 1.0, scale), generator=gen,
                                                    prior_log_probs=prior_lp, prior_mix=mix,
                                                    cond_latent=model.semantic_latent(acoustic, text),
-                                                   controls=controls))  # fmt: skip
+                                                   controls=controls, logit_bias=key_bias))  # fmt: skip
         ids = list(torch.cat(made))
         report[f"generated cfg {scale:g} mix {mix:g}"] = {**read(ids, val_tags), "shuffled": read(ids, shuffled)}
         print(json.dumps({setting: report[f"generated cfg {scale:g} mix {mix:g}"]}), flush=True)

@@ -224,7 +224,7 @@ def test_retrieval_prior_conditions_every_stage(acoustic_parts, tmp_path):
     prior = RetrievalPrior.from_items(items, vocab_size=8, k=1, mix=0.999)
     mlm = MusicLM(**acoustic_parts, prior=prior)
     texts = ["calm piano", "loud drums"]
-    cond, log_probs, latent, _, _ = mlm.text_condition(texts)
+    cond, log_probs, latent, *_ = mlm.text_condition(texts)
     text = mlm.conditioner.mulan.get_text_latents(raw_texts=texts)
     nearest = prior.neighbours(text)[:, 0]
     assert torch.allclose(latent, prior.latents[nearest])  # k = 1: the nearest clip's audio latent itself
@@ -448,6 +448,20 @@ def test_a_semantic_lm_that_reads_key_and_drums_gets_musics_reading_of_its_condi
     # an audio condition (continuation) reads the prompt's own audio latent, not its neighbours'
     audio = F.normalize(torch.randn(1, 128, generator=torch.Generator().manual_seed(9)), dim=-1)
     assert torch.equal(mlm.audio_condition(audio).controls, reader.read(audio))
+    # the key label's PMI over the prior's clips, scaled by the LM's stored key bias, biases every step
+    from musiclm_pytorch.lm.controls import label_pmi
+
+    assert mlm.text_condition(texts).key_bias is None  # key_bias 0: none
+    prior.counts.copy_(torch.randint(0, 9, prior.counts.shape, generator=torch.Generator().manual_seed(3)))
+    reads.set_key_bias(0.7)
+    biased = MusicLM(**{**acoustic_parts, "semantic_lm": reads, "prior": prior})
+    cond = biased.text_condition(texts)
+    table = label_pmi(prior.counts, reader.read(prior.latents)[:, 0], 24)
+    assert torch.allclose(cond.key_bias, 0.7 * table[cond.controls[:, 0]])
+    bias_seen = _record_calls(monkeypatch, reads, lambda kw: kw["logit_bias"])
+    biased.generate(texts, seconds=0.5, num_candidates=2, controls=torch.tensor([[5, 1], [-1, 0]]))
+    assert torch.allclose(bias_seen[0][:2], (0.7 * table[5]).expand(2, -1))
+    assert torch.equal(bias_seen[0][2:], torch.zeros(2, 8))  # an unknown key: no bias
 
 
 def test_a_stored_semantic_temperature_samples_unless_the_caller_gives_one(acoustic_parts, monkeypatch):

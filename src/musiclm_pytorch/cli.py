@@ -265,10 +265,11 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
                "fine_lm": args.fine_lm, "prior": args.prior}  # fmt: skip
     defaults = {"semantic_lm": args.semantic_cfg_scale,
                 "acoustic_lm" if args.acoustic_lm else "coarse_lm": args.acoustic_cfg_scale}  # fmt: skip
-    if args.semantic_control_source is not None and args.semantic_lm is not None:  # before any file is written
+    wants_labels = args.semantic_control_source is not None or args.semantic_key_bias is not None
+    if wants_labels and args.semantic_lm is not None:  # before any file is written
         if not read_header(args.semantic_lm)["config"].get("control_classes"):
-            raise ValueError(f"--semantic-control-source: {args.semantic_lm!r} reads no key and drums labels (train "
-                             "it with --controls-from)")  # fmt: skip
+            raise ValueError(f"--semantic-control-source / --semantic-key-bias: {args.semantic_lm!r} reads no key "
+                             "and drums labels (train it with --controls-from)")  # fmt: skip
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     written = {}
@@ -280,7 +281,9 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
         envelope = args.acoustic_guidance_envelope if key == "acoustic_lm" else None
         temperature = args.semantic_temperature if key == "semantic_lm" else None
         control_source = args.semantic_control_source if key == "semantic_lm" else None
+        key_bias = args.semantic_key_bias if key == "semantic_lm" else None
         if (scale is not None or envelope is not None or temperature is not None or control_source is not None
+                or key_bias is not None
                 or (args.half and key in ("semantic_lm", "acoustic_lm", "coarse_lm", "fine_lm"))):  # fmt: skip
             # stage weights in float16 (half the download); they load back into float32 models. The
             # tokenizers stay float32: the stages check their identity (a hash of the exact weights).
@@ -293,6 +296,8 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
                 model.set_default_temperature(temperature)
             if control_source is not None:
                 model.set_control_source(control_source)
+            if key_bias is not None:
+                model.set_key_bias(key_bias)
             save(model.to(torch.float16) if args.half else model, dst, extra=read_header(src)["extra"])
         elif Path(src).resolve() != dst.resolve():  # a file already in the folder stays as it is
             shutil.copyfile(src, dst)
@@ -1045,6 +1050,9 @@ def build_parser() -> argparse.ArgumentParser:
     bun.add_argument("--semantic-control-source", choices=("prior", "text"), default=None,
                      help="for a semantic LM that reads key and drums labels: read them at generation from the "
                      "retrieval prior's latent (prior) or the text's own (text) (stored in its file)")  # fmt: skip
+    bun.add_argument("--semantic-key-bias", type=float, default=None, metavar="SCALE",
+                     help="for a semantic LM that reads key and drums labels: add SCALE x the key label's PMI over "
+                     "the retrieval prior's clips to its logits (stored in its file; 0: none)")  # fmt: skip
     bun.add_argument("--acoustic-guidance-envelope", type=int, default=None, metavar="K",
                      help="a latent acoustic stage guides only the spectral envelope of the conditioning's effect: "
                      "its first K cepstral coefficients over the codec's spectrum (the shipped model: 20; 0: plain "

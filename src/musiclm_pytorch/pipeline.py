@@ -62,6 +62,7 @@ class TextCondition(NamedTuple):
     acoustic: Tensor | None  # [B, C] the frame-aligned acoustic stage's conditioning latent
     text: Tensor  # [B, C] the texts' MuLaN latents
     controls: Tensor | None = None  # [B, 2] key and drums labels for a semantic LM that reads them
+    key_bias: Tensor | None = None  # [B, V] the semantic LM's logit bias for the key label (key_logit_bias)
 
 
 class MusicLM:
@@ -253,11 +254,34 @@ class MusicLM:
         source = source or self.semantic_lm.control_source
         if source not in ("prior", "text"):
             raise ValueError(f"control source must be 'prior' or 'text', got {source!r}")
+        return self.control_reader().read(conditioning if source == "prior" else text_latents)
+
+    def control_reader(self) -> Any:
+        """The :class:`~musiclm_pytorch.lm.controls.ControlReader` of this model's MuLaN (built once)."""
         if self._control_reader is None:
             from .lm.controls import ControlReader
 
             self._control_reader = ControlReader.from_mulan(self.conditioner.mulan)
-        return self._control_reader.read(conditioning if source == "prior" else text_latents)
+        return self._control_reader
+
+    def key_logit_bias(self, controls: Tensor | None) -> Tensor | None:
+        """``[B, V]``: the semantic LM's stored ``key_bias`` times the PMI of each id with the key label of
+        ``controls [B, 2]`` over the retrieval prior's training clips (their ids counted, their keys read as
+        in training; :func:`~musiclm_pytorch.lm.controls.label_pmi`), zero for an unknown key (-1); ``None``
+        without labels, a prior or a bias."""
+        scale = getattr(self.semantic_lm, "key_bias", 0.0)
+        if controls is None or self.prior is None or not scale:
+            return None
+        if self._key_pmi is None:
+            from .lm.controls import NUM_KEYS, label_pmi
+
+            keys = self.control_reader().read(self.prior.latents)[:, 0]
+            self._key_pmi = label_pmi(self.prior.counts, keys, NUM_KEYS)
+        key = controls[:, 0].long().cpu()
+        bias = scale * self._key_pmi[key.clamp(min=0)] * (key >= 0).float()[:, None]
+        return bias.to(self.device)
+
+    _key_pmi: Tensor | None = None
 
     def given_controls(self, controls: Tensor | None, batch: int) -> Tensor | None:
         """``controls [B, 2]`` checked against this model's semantic LM (``None`` passes)."""
@@ -334,9 +358,10 @@ class MusicLM:
         if num_candidates < 1:
             raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
         b, n = len(texts), num_candidates
-        cond, prior_lp, acoustic_cond, text, labels = self.text_condition(texts)
+        cond, prior_lp, acoustic_cond, text, labels, key_bias = self.text_condition(texts)
         given = self.given_controls(controls, b)
-        labels = given if given is not None else labels
+        if given is not None:
+            labels, key_bias = given, self.key_logit_bias(given)
         if melody is not None and given is not None:
             raise ValueError("controls steer the semantic stage, which a melody replaces: give one or the other")
         mix = self.prior_mix(prior_mix)
@@ -357,6 +382,7 @@ class MusicLM:
                 cond_latent=None if sem_latent is None else sem_latent.repeat_interleave(n, dim=0),
                 beat=None if grids is None else grids.repeat_interleave(n, dim=0),
                 controls=None if labels is None else labels.repeat_interleave(n, dim=0),
+                logit_bias=None if key_bias is None else key_bias.repeat_interleave(n, dim=0),
             )
         wavs: Tensor | None = None
         latents = None if acoustic_cond is None else acoustic_cond.repeat_interleave(n, dim=0)  # [B*N, C]
@@ -490,7 +516,7 @@ class MusicLM:
             raise ValueError(f"need 0 < stride ({stride}) < window ({window}) <= {self.max_seconds():.2f} s")
         rate = self.semantic_tokenizer.frame_rate
         win_f, overlap_f = int(window * rate), int((window - stride) * rate)
-        conds, prior_lp, acoustic_cond, text, controls = cond
+        conds, prior_lp, acoustic_cond, text, controls, key_bias = cond
         sem_latent = self.semantic_latent(acoustic_cond, text)
         p0 = 0 if prefix is None else prefix.shape[1]
         owner = torch.cat([torch.zeros(p0, dtype=torch.long), owner])  # the prefix frames: the first condition
@@ -512,6 +538,7 @@ class MusicLM:
             new = self.semantic_lm.generate(steps=steps, cond_ids=conds[seg][None], prime=prime, sampling=sampling[0],
                                             generator=generator, prior_mix=self.prior_mix(None),
                                             prior_log_probs=seg_lp, cond_latent=seg_latent, beat=seg_beat,
+                                            logit_bias=None if key_bias is None else key_bias[seg][None],
                                             controls=None if controls is None else controls[seg][None])  # fmt: skip
             semantic = torch.cat([semantic, new[:, -steps:]], dim=1)
         if isinstance(self.acoustic_lm, LatentAcousticLM):
@@ -572,14 +599,16 @@ class MusicLM:
         id distribution and frame bank use the audio latent's neighbours."""
         cond, _ = self.conditioner.quantize(audio_latents)
         prior_lp = None if self.prior is None else self.prior.token_log_prior(audio_latents)
+        labels = self.control_labels(audio_latents, audio_latents)
         return TextCondition(cond, prior_lp, audio_latents if self.acoustic_lm is not None else None, audio_latents,
-                             self.control_labels(audio_latents, audio_latents))  # fmt: skip
+                             labels, self.key_logit_bias(labels))  # fmt: skip
 
     def text_condition(self, texts: list[str]) -> TextCondition:
         """What the stages get for ``texts``: a :class:`TextCondition` of the semantic LM's ``cond_ids
         [B, Q]``, the retrieval prior's log distribution over semantic ids ``[B, V]`` or ``None``, the
         frame-aligned stage's latent ``[B, C]`` or ``None``, the text latents ``[B, C]``, and the key and drums
-        labels ``[B, 2]`` of a semantic LM that reads them (:meth:`control_labels`) or ``None``.
+        labels ``[B, 2]`` of a semantic LM that reads them (:meth:`control_labels`) or ``None``, and the key
+        label's logit bias ``[B, V]`` (:meth:`key_logit_bias`) or ``None``.
 
         With a retrieval prior, the first three come from the text's nearest training clips (module
         docstring of :mod:`.lm.prior`): the ids quantize their mean audio latent, as the semantic LM's
@@ -589,11 +618,12 @@ class MusicLM:
         if self.prior is None:
             cond, _ = self.conditioner.quantize(text)  # what get_cond_ids(raw_texts=...) does, text encoded once
             acoustic = self.acoustic_lm.text_prior(text) if self.acoustic_lm is not None else None
-            return TextCondition(cond, None, acoustic, text, self.control_labels(text, text))
+            return TextCondition(cond, None, acoustic, text, self.control_labels(text, text))  # no prior: no key bias
         latent = self.prior.latent(text)
         cond, _ = self.conditioner.quantize(latent)
+        labels = self.control_labels(text, latent)
         return TextCondition(cond, self.prior.token_log_prior(text), latent if self.acoustic_lm is not None else None,
-                             text, self.control_labels(text, latent))  # fmt: skip
+                             text, labels, self.key_logit_bias(labels))  # fmt: skip
 
     def semantic_latent(self, acoustic: Tensor | None, text: Tensor) -> Tensor | None:
         """The continuous conditioning of a semantic LM that reads one (``cond_latent_dim``): the latent

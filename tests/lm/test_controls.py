@@ -6,7 +6,15 @@ import torch.nn.functional as F
 
 from musiclm_pytorch import load, save
 from musiclm_pytorch.lm import TokenLM
-from musiclm_pytorch.lm.controls import CONTROL_CLASSES, ControlReader, drum_prompts, key_index, key_name, key_prompts
+from musiclm_pytorch.lm.controls import (
+    CONTROL_CLASSES,
+    ControlReader,
+    drum_prompts,
+    key_index,
+    key_name,
+    key_prompts,
+    label_pmi,
+)
 from musiclm_pytorch.lm.transformer import SamplingConfig
 
 
@@ -126,3 +134,27 @@ def test_the_labels_are_learned_and_dropped_in_training():
     assert known < 0.1, known
     assert unknown == pytest.approx(torch.log(torch.tensor(3.0)).item(), abs=0.25)  # the null: a guess among 3
     assert wrong > unknown
+
+
+def test_label_pmi_against_counting_by_hand():
+    counts = torch.tensor([[4.0, 0.0, 1.0], [0.0, 2.0, 2.0], [3.0, 1.0, 0.0]])
+    labels = torch.tensor([0, 1, 0])
+    table = label_pmi(counts, labels, 3, smoothing=0.5)
+    marginal = (counts.sum(0) + 0.5) / (counts.sum() + 1.5)
+    rows0 = counts[[0, 2]].sum(0)
+    assert torch.allclose(table[0], ((rows0 + 0.5) / (rows0.sum() + 1.5)).log() - marginal.log())
+    assert table[0, 0] > 0 > table[0, 1]  # id 0 is typical of class 0, id 1 of class 1
+    assert torch.equal(table[2], torch.zeros(3))  # no clip has class 2: no bias
+    with pytest.raises(ValueError, match=r"counts must be \[N, V\] and labels \[N\]"):
+        label_pmi(counts, labels[:2], 3)
+
+
+def test_the_key_bias_is_kept_in_the_config():
+    lm = _lm()
+    assert lm.key_bias == 0.0
+    again = TokenLM(**lm.set_key_bias(0.7).config)
+    assert again.key_bias == 0.7
+    with pytest.raises(ValueError, match="key_bias must be >= 0"):
+        lm.set_key_bias(-1.0)
+    with pytest.raises(ValueError, match="reads no control labels"):
+        TokenLM(vocab_size=16, dim=32, depth=1, heads=2, dim_head=16, num_cond=0).set_key_bias(1.0)

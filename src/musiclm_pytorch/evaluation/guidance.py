@@ -98,7 +98,7 @@ def guidance_sweep(
     texts = [p["text"] for p in prompts]
     mulan = model.conditioner.mulan
     if semantic_only:
-        cond_ids, prior_lp, acoustic, text, controls = model.text_condition(texts)
+        cond_ids, prior_lp, acoustic, text, controls, key_bias = model.text_condition(texts)
         sem_latent = model.semantic_latent(acoustic, text)
     else:
         text_latents = mulan.get_text_latents(raw_texts=texts)  # [P, D]
@@ -115,6 +115,7 @@ def guidance_sweep(
                 prior_mix=model.prior_mix(prior_mix),
                 cond_latent=sem_latent,
                 controls=controls,
+                logit_bias=key_bias,
             )
             per_scale.append({"scale": float(s), **_semantic_measures(semantic, prompts, model.semantic_tokenizer)})
             continue

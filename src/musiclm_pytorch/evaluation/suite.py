@@ -154,7 +154,8 @@ def prompted_memorisation(model: MusicLM, items: Sequence[dict[str, Any]], *, pr
             new = model.semantic_lm.generate(steps=steps, cond_ids=cond.cond_ids, prime=ids[:, :p] if p else None,
                                              sampling=sampling, generator=gen, prior_mix=model.prior_mix(None),
                                              prior_log_probs=cond.prior_log_probs, cond_latent=latent,
-                                             beat=beat, controls=cond.controls)[:, -steps:]  # fmt: skip
+                                             beat=beat, controls=cond.controls,
+                                             logit_bias=cond.key_bias)[:, -steps:]  # fmt: skip
             target = ids[:, p : p + steps]
             shares += (new == target).float().mean(1).tolist()
             chance += (new == target.roll(1, dims=0)).float().mean(1).tolist()

@@ -87,3 +87,21 @@ class ControlReader:
             raise ValueError(f"latents must be [B, {self.class_latents[0].shape[1]}], got {tuple(latents.shape)}")
         x = F.normalize(latents.detach().float().cpu(), dim=-1)
         return torch.stack([(x @ c.T).argmax(-1) for c in self.class_latents], dim=1)
+
+
+def label_pmi(counts: Tensor, labels: Tensor, classes: int, *, smoothing: float = 1.0) -> Tensor:
+    """``[classes, V]``: log p(id | class) - log p(id) over clips' semantic id ``counts [N, V]`` with their
+    ``labels [N]`` (add-``smoothing`` estimates; a class no clip has gets zeros). Added to the semantic LM's
+    logits as ``scale * table[key]`` (``TokenLM.key_bias``), it favours the ids typical of the asked key over
+    those of other keys without mixing in a unigram distribution, which breaks the beat (RESULTS.md)."""
+    if counts.ndim != 2 or labels.shape != (counts.shape[0],):
+        raise ValueError(f"counts must be [N, V] and labels [N], got {tuple(counts.shape)} and {tuple(labels.shape)}")
+    counts = counts.float()
+    vocab = counts.shape[1]
+    marginal = (counts.sum(0) + smoothing) / (counts.sum() + smoothing * vocab)
+    table = torch.zeros(classes, vocab)
+    for c in range(classes):
+        rows = counts[labels == c].sum(0)
+        if rows.sum() > 0:
+            table[c] = ((rows + smoothing) / (rows.sum() + smoothing * vocab)).log() - marginal.log()
+    return table

@@ -168,6 +168,9 @@ class TokenLM(Component):
         control_source: where :class:`~musiclm_pytorch.MusicLM` reads the labels at generation: ``"prior"``
             (MuLaN's zero-shot reading of the latent the LM is conditioned on, as in training) or ``"text"``
             (of the text latent itself); kept in the file.
+        key_bias: with controls and a retrieval prior, the pipeline adds ``key_bias`` times the key label's
+            PMI table over the prior's training clips (:func:`~musiclm_pytorch.lm.controls.label_pmi`) to
+            every step's logits (0: none); kept in the file.
     """
 
     component_name = "token_lm"
@@ -195,6 +198,7 @@ class TokenLM(Component):
         control_classes: Sequence[int] | None = None,
         control_drop_prob: float = 0.2,
         control_source: str = "prior",
+        key_bias: float = 0.0,
     ):
         super().__init__()
         ff_hidden = ff_hidden or 4 * dim
@@ -208,7 +212,7 @@ class TokenLM(Component):
             **({"default_temperature": default_temperature} if default_temperature is not None else {}),
             **({"beat_harmonics": beat_harmonics, "beat_drop_prob": beat_drop_prob} if beat_harmonics else {}),
             **({"control_classes": list(control_classes), "control_drop_prob": control_drop_prob,
-                "control_source": control_source} if control_classes else {}),
+                "control_source": control_source, "key_bias": key_bias} if control_classes else {}),
         )  # fmt: skip
         self.default_cfg_scale = default_cfg_scale
         if default_temperature is not None and default_temperature <= 0:
@@ -250,9 +254,10 @@ class TokenLM(Component):
             raise ValueError(f"control_classes must be positive counts and control_drop_prob in [0, 1), got "
                              f"{control_classes}, {control_drop_prob}")  # fmt: skip
         self.control_classes, self.control_drop_prob = classes, control_drop_prob
-        self.control_source = "prior"
+        self.control_source, self.key_bias = "prior", 0.0
         if classes:
             self.set_control_source(control_source)
+            self.set_key_bias(key_bias)
         if classes:  # each control's classes, then its null slot
             self.control_emb = nn.Embedding(sum(c + 1 for c in classes), dim)
             nn.init.normal_(self.control_emb.weight, std=0.02)
@@ -321,6 +326,16 @@ class TokenLM(Component):
         if source not in ("prior", "text"):
             raise ValueError(f"control_source must be 'prior' or 'text', got {source!r}")
         self.control_source = self._config["control_source"] = source
+        return self
+
+    def set_key_bias(self, scale: float) -> TokenLM:
+        """The scale of the key label's PMI bias the pipeline adds to this LM's logits (class docstring; 0:
+        none), kept in the config."""
+        if not self.control_classes:
+            raise ValueError("this TokenLM reads no control labels (control_classes unset)")
+        if not scale >= 0:
+            raise ValueError(f"key_bias must be >= 0, got {scale}")
+        self.key_bias = self._config["key_bias"] = float(scale)
         return self
 
     def latent_bias(self, cond_latent: Tensor | None, batch: int, *, drop: Tensor | None = None) -> Tensor | None:
