@@ -150,6 +150,7 @@ def test_info_refuses_bad_files_on_one_line(tmp_path, capsys):
         (["--seconds", "60.5"], "--seconds must be > 0 and <= 60, got 60.5"),
         (["--seconds", "nan"], "got nan"),
         (["--temperature", "0"], "--temperature must be > 0 and <= 10, got 0"),
+        (["--key-bias", "0.5", "--continue", "x.wav", "-o", "o.wav"], "--key-bias goes with texts or --story"),
     ],
 )
 def test_generate_bounds_are_one_line_naming_the_bound(tmp_path, capsys, flags, message):
@@ -195,6 +196,7 @@ def test_story_items_need_text_and_seconds(item, capsys):
         (["generate", "a", "--cfg-scale", "3", "-1"], "got '-1'"),
         (["generate", "a", "--cfg-scale", "1e9"], "got '1e9'"),
         (["generate", "a", "--threads", "0"], "--threads: want an integer from 1 to 256, got '0'"),
+        (["generate", "a", "--key-bias=-1"], "--key-bias: want a key bias from 0 to 10, got '-1'"),
         (["eval", "generate", "--prompts", "p.jsonl", "--candidates", "100000"], "from 1 to 16, got '100000'"),
         (["eval", "generate", "--prompts", "p.jsonl", "--num-prompts", "0"], "--num-prompts: want an integer from 1"),
         (["eval", "guidance", "--prompts", "p.jsonl", "--scales", "2", "inf"], "got 'inf'"),

@@ -124,6 +124,8 @@ def _check_generate_bounds(args: argparse.Namespace) -> None:
         if not Path(args.melody).is_file():
             raise ValueError(f"--melody {args.melody!r}: no such audio file")
     if args.continue_from is not None:
+        if args.key_bias is not None:
+            raise ValueError("--key-bias goes with texts or --story: a continuation keeps its prompt's own key")
         if args.story or len(args.texts) > 1:
             raise ValueError("--continue takes at most one text (its style) and no --story")
         if Path(args.out).suffix.lower() != ".wav":
@@ -187,7 +189,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if args.story:  # the paper's story mode: one piece, each segment's text for its own seconds
         story = [(t, s) for t, s in args.story]
         wav = mlm.generate_long(story, cfg_scale=_cfg_pair(args.cfg_scale), generator=gen,
-                                frame_blend=args.frame_blend, temperatures=temps).cpu()  # fmt: skip
+                                frame_blend=args.frame_blend, temperatures=temps,
+                                key_bias=args.key_bias).cpu()  # fmt: skip
         if args.level_dbfs is not None:
             wav = normalize_level(wav, target_rms=10 ** (args.level_dbfs / 20))
         path = str(save_audio(out, wav, mlm.sample_rate))
@@ -209,12 +212,12 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             made = mlm.generate(args.texts[i : i + TEXTS_PER_PASS], seconds=args.seconds,
                                 num_candidates=args.candidates, cfg_scale=scale, generator=gen,
                                 prior_mix=args.prior_mix, frame_blend=args.frame_blend, melody=melody,
-                                temperatures=temps)  # fmt: skip
+                                temperatures=temps, key_bias=args.key_bias)  # fmt: skip
             wavs += list(made.wavs.cpu())
             scores += made.scores.tolist()
     else:  # longer than one window: the paper's long generation, windows with an overlap (no reranking)
         wavs = [mlm.generate_long([(t, args.seconds)], cfg_scale=scale, generator=gen, frame_blend=args.frame_blend,
-                                  temperatures=temps) for t in args.texts]  # fmt: skip
+                                  temperatures=temps, key_bias=args.key_bias) for t in args.texts]  # fmt: skip
         scores = mlm.rerank_scores(torch.stack(wavs), args.texts, 1).tolist()
         wavs = [w.cpu() for w in wavs]
     if args.level_dbfs is not None:  # the magnitude codec's output is some 20 dB quieter than its training audio
@@ -985,6 +988,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--temperature", type=float, default=None,
                      help="the semantic stage's sampling temperature (default: the model's stored one, else "
                      "1.0)")  # fmt: skip
+    gen.add_argument(
+        "--key-bias",
+        type=_number_in(float, 0, 10, "a key bias"),
+        default=None,
+        metavar="SCALE",
+        help="for a model whose semantic LM reads key labels: how hard to hold the key the text asks for "
+        "(the key's id bias; default the model's; higher keeps the key more often and the rhythm less)",
+    )
     gen.add_argument("--prior-mix", type=float, default=None,
                      help="the retrieval prior's share in the semantic stage's sampling, in [0, 1) (default: the "
                      "model's)")  # fmt: skip

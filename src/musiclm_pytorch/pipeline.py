@@ -264,12 +264,14 @@ class MusicLM:
             self._control_reader = ControlReader.from_mulan(self.conditioner.mulan)
         return self._control_reader
 
-    def key_logit_bias(self, controls: Tensor | None) -> Tensor | None:
-        """``[B, V]``: the semantic LM's stored ``key_bias`` times the PMI of each id with the key label of
-        ``controls [B, 2]`` over the retrieval prior's training clips (their ids counted, their keys read as
-        in training; :func:`~musiclm_pytorch.lm.controls.label_pmi`), zero for an unknown key (-1); ``None``
-        without labels, a prior or a bias."""
-        scale = getattr(self.semantic_lm, "key_bias", 0.0)
+    def key_logit_bias(self, controls: Tensor | None, scale: float | None = None) -> Tensor | None:
+        """``[B, V]``: ``scale`` (default the semantic LM's stored ``key_bias``) times the PMI of each id with
+        the key label of ``controls [B, 2]`` over the retrieval prior's training clips (their ids counted, their
+        keys read as in training; :func:`~musiclm_pytorch.lm.controls.label_pmi`), zero for an unknown key (-1);
+        ``None`` without labels, a prior or a bias."""
+        scale = getattr(self.semantic_lm, "key_bias", 0.0) if scale is None else scale
+        if scale < 0:
+            raise ValueError(f"key_bias must be >= 0, got {scale}")
         if controls is None or self.prior is None or not scale:
             return None
         if self._key_pmi is None:
@@ -330,6 +332,7 @@ class MusicLM:
         melody: tuple[Tensor, int] | None = None,
         beat: Tensor | None = None,
         controls: Tensor | None = None,
+        key_bias: float | None = None,
     ) -> GenerationResult:
         """Music for each text. ``temperatures``: semantic, coarse, fine (default
         :attr:`default_temperatures`: the semantic LM's stored one, else the paper's 1.0, 0.95, 0.4; with
@@ -348,7 +351,9 @@ class MusicLM:
         frames (default :meth:`beat_grids`: the tempo the text names, else unknown).
         ``controls [B, 2]``: with a semantic LM that reads key and drums labels, each text's (key index of
         :func:`~musiclm_pytorch.lm.controls.key_index`, drums 0 / 1; -1 unknown) (default
-        :meth:`control_labels`: MuLaN's reading of the text's conditioning)."""
+        :meth:`control_labels`: MuLaN's reading of the text's conditioning). ``key_bias``: the scale of the key
+        label's logit bias (:meth:`key_logit_bias`; default the semantic LM's stored one): higher keeps the
+        key more often and the rhythm less (benchmarks/RESULTS.md)."""
         sem_cfg, cfg_scale = self.guidance(cfg_scale)
         temperatures = self.sampling_temperatures(temperatures)
         if not texts:
@@ -358,10 +363,11 @@ class MusicLM:
         if num_candidates < 1:
             raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
         b, n = len(texts), num_candidates
-        cond, prior_lp, acoustic_cond, text, labels, key_bias = self.text_condition(texts)
+        cond, prior_lp, acoustic_cond, text, labels, id_bias = self.text_condition(texts)
         given = self.given_controls(controls, b)
-        if given is not None:
-            labels, key_bias = given, self.key_logit_bias(given)
+        if given is not None or key_bias is not None:
+            labels = given if given is not None else labels
+            id_bias = self.key_logit_bias(labels, key_bias)
         if melody is not None and given is not None:
             raise ValueError("controls steer the semantic stage, which a melody replaces: give one or the other")
         mix = self.prior_mix(prior_mix)
@@ -382,7 +388,7 @@ class MusicLM:
                 cond_latent=None if sem_latent is None else sem_latent.repeat_interleave(n, dim=0),
                 beat=None if grids is None else grids.repeat_interleave(n, dim=0),
                 controls=None if labels is None else labels.repeat_interleave(n, dim=0),
-                logit_bias=None if key_bias is None else key_bias.repeat_interleave(n, dim=0),
+                logit_bias=None if id_bias is None else id_bias.repeat_interleave(n, dim=0),
             )
         wavs: Tensor | None = None
         latents = None if acoustic_cond is None else acoustic_cond.repeat_interleave(n, dim=0)  # [B*N, C]
@@ -429,11 +435,13 @@ class MusicLM:
         top_k: int = 0,
         generator: torch.Generator | None = None,
         frame_blend: float | None = None,
+        key_bias: float | None = None,
     ) -> Tensor:
         """Long generation and story mode (MusicLM §4.4): ``segments`` are ``(text, seconds)``; one
         text for a long piece, several for a story. Each new ``stride`` is generated with the last
         ``window - stride`` seconds as prefix (paper: 15 s stride) and the current segment's text.
-        Returns one waveform ``[S]``. ``cfg_scale``: one scale, or ``(semantic, acoustic)``.
+        Returns one waveform ``[S]``. ``cfg_scale``: one scale, or ``(semantic, acoustic)``; ``key_bias``: as
+        in :meth:`generate`.
         """
         if not segments or any(sec <= 0 for _, sec in segments):
             raise ValueError(f"segments must be non-empty (text, seconds > 0) pairs, got {segments}")
@@ -442,6 +450,8 @@ class MusicLM:
         owner = torch.cat([torch.full((int(sec * rate),), i) for i, (_, sec) in enumerate(segments)])
         texts = [t for t, _ in segments]
         cond = self.text_condition(texts)
+        if key_bias is not None:
+            cond = cond._replace(key_bias=self.key_logit_bias(cond.controls, key_bias))
         return self._long(cond, owner, window_seconds=window_seconds, stride_seconds=stride_seconds,
                           temperatures=temperatures, cfg_scale=cfg_scale, top_k=top_k, generator=generator,
                           frame_blend=frame_blend, grids=self.beat_grids(texts, None, cond.text))  # fmt: skip
