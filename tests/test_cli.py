@@ -365,3 +365,19 @@ def test_evaluations_read_the_sealed_test_split_only_when_told(tmp_path, capsys,
     (tmp_path / "a.wav").write_bytes(b"")
     assert main([*command, str(manifest)]) == 2  # before any model is loaded
     assert "holds rows of the sealed test split: pass --split test" in capsys.readouterr().err
+
+
+def test_a_finished_torchrun_worker_leaves_without_the_interpreters_teardown(monkeypatch, capsys):
+    """Under torchrun (WORLD_SIZE > 1) the command line's main ends a finished worker with os._exit, its
+    status kept; called as a library (argv given) or in one process it returns as usual."""
+    from musiclm_pytorch import cli
+    from musiclm_pytorch.pipeline import DEFAULT_MODEL
+
+    left: list[int] = []
+    monkeypatch.setattr(cli.os, "_exit", lambda code: left.append(code))
+    monkeypatch.setattr("sys.argv", ["musiclm", "info", str(DEFAULT_MODEL / "semantic_tokenizer.safetensors")])
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main() == 0 and left == [0]
+    assert main(["info", str(DEFAULT_MODEL / "semantic_tokenizer.safetensors")]) == 0 and left == [0]  # a library call
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert main() == 0 and left == [0]

@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import struct
 import sys
 from collections.abc import Callable, Sequence
@@ -1402,15 +1403,26 @@ def _is_user_error(error: Exception) -> bool:
     return ours and (last.line or "").lstrip().startswith("raise ")
 
 
+def _leave_worker(code: int) -> None:
+    """End a finished torchrun / accelerate worker without the interpreter's teardown. Its work is done and
+    written (the process group already destroyed, checkpoints written atomically); left to the teardown, a
+    library thread can still abort the process after a finished run ("terminate called without an active
+    exception", SIGABRT, seen on CI for 1 run in a few), which the launcher reports as a failed run."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``musiclm`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status (2: a user error,
     reported on one line of stderr, or in full with ``--debug``)."""
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        if argv is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            _leave_worker(code)
+        return code
     except BrokenPipeError:  # `musiclm info x | head`: the reader left; stdout goes nowhere from here on
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what Python's docs advise
         return 1
     except Exception as e:
