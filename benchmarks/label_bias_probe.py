@@ -28,23 +28,9 @@ import torch
 from musiclm_pytorch.evaluation.guidance import load_prompts, semantic_key
 from musiclm_pytorch.evaluation.judge import accuracy, key_scores
 from musiclm_pytorch.lm import SamplingConfig
-from musiclm_pytorch.lm.controls import ControlReader
+from musiclm_pytorch.lm.controls import CONTROL_CLASSES, ControlReader, label_pmi
 from musiclm_pytorch.pipeline import MusicLM
 from musiclm_pytorch.semantic.beat import estimate_beat, onset_from_ids
-
-
-def pmi_tables(items: list[dict], labels: torch.Tensor, vocab: int, smoothing: float = 1.0) -> list[torch.Tensor]:
-    """``[classes, V]`` PMI tables, one per label column: log p(id | class) - log p(id), add-``smoothing``."""
-    counts = torch.stack([torch.bincount(it["semantic"].long(), minlength=vocab).float() for it in items])  # [N, V]
-    marginal = (counts.sum(0) + smoothing) / (counts.sum() + smoothing * vocab)
-    out = []
-    for col, classes in ((0, 24), (1, 2)):
-        table = torch.zeros(classes, vocab)
-        for c in range(classes):
-            rows = counts[labels[:, col] == c].sum(0)
-            table[c] = ((rows + smoothing) / (rows.sum() + smoothing * vocab)).log() - marginal.log()
-        out.append(table)
-    return out
 
 
 def main() -> None:
@@ -63,7 +49,8 @@ def main() -> None:
     items = torch.load(args.tokens / "train.pt", weights_only=False)["items"]
     reader = ControlReader.from_mulan(ml.conditioner.mulan)
     labels = reader.read(torch.stack([it["mulan"].float() for it in items]))
-    key_pmi, drum_pmi = pmi_tables(items, labels, lm.vocab_size)
+    counts = torch.stack([torch.bincount(it["semantic"].long(), minlength=lm.vocab_size) for it in items])
+    key_pmi, drum_pmi = (label_pmi(counts, labels[:, col], n) for col, n in enumerate(CONTROL_CLASSES))
     prompts = load_prompts(args.prompts, args.num_prompts, seed=args.seed)
     texts = [p["text"] for p in prompts]
     frames = int(10 * tok.frame_rate)

@@ -214,7 +214,7 @@ def test_semantic_stage_reads_key_and_drums_labels_from_each_clips_audio_latent(
     bitwise, and another MuLaN is refused."""
     from musiclm_pytorch import save
     from musiclm_pytorch.lm.controls import ControlReader
-    from musiclm_pytorch.training.stages import add_controls, evaluate_checkpoint
+    from musiclm_pytorch.training.stages import add_controls, evaluate_checkpoint, load_control_reader
 
     out, _, (cond, _, _) = tokens
     save(cond, tmp_path / "cond.safetensors")
@@ -228,7 +228,7 @@ def test_semantic_stage_reads_key_and_drums_labels_from_each_clips_audio_latent(
     torch.manual_seed(0)
     assert (lm.control_emb.weight - TokenLM(**lm.config).control_emb.weight).abs().max() > 1e-4
     items = torch.load(out / "train.pt", weights_only=False)
-    add_controls(items["items"], str(tmp_path / "cond.safetensors"), items["identity"])
+    add_controls(items["items"], load_control_reader(str(tmp_path / "cond.safetensors"), items["identity"]))
     expected = ControlReader.from_mulan(cond.mulan).read(torch.stack([it["mulan"].float() for it in items["items"]]))
     assert torch.equal(torch.stack([it["controls"] for it in items["items"]]), expected)
     again = evaluate_checkpoint(str(tmp_path / "a" / "semantic.safetensors"), str(out), items=64, threads=1)

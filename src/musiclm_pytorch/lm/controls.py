@@ -1,4 +1,4 @@
-"""Key and drums as labels a semantic LM reads (``TokenLM(num_controls=...)``).
+"""Key and drums as labels a semantic LM reads (``TokenLM(control_classes=CONTROL_CLASSES)``).
 
 The semantic LM is conditioned on MuLaN latents, and at generation on the retrieval prior's latent for
 the text; measured end to end (benchmarks/RESULTS.md), its ids keep a prompt's key 0.50 of the time on the
@@ -10,8 +10,9 @@ input position.
 
 Trained from audio alone: the labels are MuLaN's zero-shot reading of the clip's *audio* latent
 (:class:`ControlReader`, CLIP-style prompt ensembles through MuLaN's text tower); at generation the same
-reader reads the latent the LM is conditioned on (the retrieval prior's mean of the text's nearest training
-clips' audio latents). One MuLaN, one reader, the same function of a latent in training and generation.
+reader reads the text latent, or the latent the LM is conditioned on (the retrieval prior's mean of the text's
+nearest training clips' audio latents; ``TokenLM.control_source``). One MuLaN, one reader, the same function
+of a latent in training and generation.
 """
 
 from __future__ import annotations

@@ -255,10 +255,9 @@ class TokenLM(Component):
                              f"{control_classes}, {control_drop_prob}")  # fmt: skip
         self.control_classes, self.control_drop_prob = classes, control_drop_prob
         self.control_source, self.key_bias = "prior", 0.0
-        if classes:
+        if classes:  # each control's classes, then its null slot
             self.set_control_source(control_source)
             self.set_key_bias(key_bias)
-        if classes:  # each control's classes, then its null slot
             self.control_emb = nn.Embedding(sum(c + 1 for c in classes), dim)
             nn.init.normal_(self.control_emb.weight, std=0.02)
             starts = torch.tensor([0] + [c + 1 for c in classes[:-1]]).cumsum(0)
@@ -318,11 +317,14 @@ class TokenLM(Component):
         self.default_temperature = self._config["default_temperature"] = float(temperature)
         return self
 
+    def _require_controls(self) -> None:
+        if not self.control_classes:
+            raise ValueError("this TokenLM reads no control labels (control_classes unset)")
+
     def set_control_source(self, source: str) -> TokenLM:
         """Where the pipeline reads this LM's control labels at generation (``"prior"`` or ``"text"``; the
         class docstring), kept in the config."""
-        if not self.control_classes:
-            raise ValueError("this TokenLM reads no control labels (control_classes unset)")
+        self._require_controls()
         if source not in ("prior", "text"):
             raise ValueError(f"control_source must be 'prior' or 'text', got {source!r}")
         self.control_source = self._config["control_source"] = source
@@ -331,8 +333,7 @@ class TokenLM(Component):
     def set_key_bias(self, scale: float) -> TokenLM:
         """The scale of the key label's PMI bias the pipeline adds to this LM's logits (class docstring; 0:
         none), kept in the config."""
-        if not self.control_classes:
-            raise ValueError("this TokenLM reads no control labels (control_classes unset)")
+        self._require_controls()
         if not scale >= 0:
             raise ValueError(f"key_bias must be >= 0, got {scale}")
         self.key_bias = self._config["key_bias"] = float(scale)

@@ -163,23 +163,28 @@ def load_beat_tokenizer(path: str, tokens_identity: dict[str, Any]) -> Any:
     return tok
 
 
-def add_controls(items: list[dict[str, Any]], mulan_path: str, tokens_identity: dict[str, Any]) -> None:
-    """Each item's ``controls`` = ``[key, drums]`` labels: the zero-shot reading (:class:`~musiclm_pytorch.lm.
-    controls.ControlReader`) of its MuLaN audio latent by the MuLaN at ``mulan_path`` (a MuLaN or conditioning
-    file), checked to be the one the tokens were made with."""
-    from ..lm.controls import ControlReader
-    from ..mulan import MuLaN
-
-    if not Path(mulan_path).is_file():
-        raise FileNotFoundError(f"--controls-from {mulan_path!r}: no such file")
+def add_controls(items: list[dict[str, Any]], reader: Any) -> None:
+    """Each item's ``controls`` = ``[key, drums]`` labels: ``reader``'s zero-shot reading
+    (:class:`~musiclm_pytorch.lm.controls.ControlReader`) of its MuLaN audio latent."""
     if "mulan" not in items[0]:
         raise ValueError("these tokens hold no MuLaN latents (tokenized before they were stored): controls are "
                          "read from them; run `musiclm data tokenize --reuse` into a new folder")  # fmt: skip
-    mulan = load(mulan_path, expected=MuLaN)
-    check_identity(tokens_identity, mulan=mulan)
-    labels = ControlReader.from_mulan(mulan).read(torch.stack([it["mulan"].float() for it in items]))
+    labels = reader.read(torch.stack([it["mulan"].float() for it in items]))
     for it, row in zip(items, labels):
         it["controls"] = row
+
+
+def load_control_reader(path: str, tokens_identity: dict[str, Any]) -> Any:
+    """The :class:`~musiclm_pytorch.lm.controls.ControlReader` of the MuLaN at ``path`` (``--controls-from``: a
+    MuLaN or conditioning file), checked to be the one the tokens were made with."""
+    from ..lm.controls import ControlReader
+    from ..mulan import MuLaN
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--controls-from {path!r}: no such file")
+    mulan = load(path, expected=MuLaN)
+    check_identity(tokens_identity, mulan=mulan)
+    return ControlReader.from_mulan(mulan)
 
 
 def _controls(items: list[dict[str, Any]]) -> Tensor | None:
@@ -256,8 +261,9 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
         for split in (train, val) if val is not None else (train,):
             add_beat_grids(split["items"], beat_tok)
     if cfg.controls_from:  # key and drums read from each clip's own audio latent: still trained from audio alone
+        reader = load_control_reader(cfg.controls_from, train["identity"])
         for split in (train, val) if val is not None else (train,):
-            add_controls(split["items"], cfg.controls_from, train["identity"])
+            add_controls(split["items"], reader)
     ratio = train["ratio"]
     frames = _crop_frames(cfg, train)
     seq_len = {"semantic": frames, "coarse": frames + frames * ratio * getattr(layout, "num_coarse", 0),
@@ -704,7 +710,7 @@ def evaluate_checkpoint(checkpoint: str, tokens: str, *, items: int = 256, batch
         if not source or not Path(source).is_file():
             raise ValueError(f"{checkpoint!r} reads key and drums labels: give the MuLaN that made the tokens (eval "
                              f"stage --controls-from; its run used {trained.get('controls_from')!r})")  # fmt: skip
-        add_controls(val["items"], source, val["identity"])
+        add_controls(val["items"], load_control_reader(source, val["identity"]))
     return {"stage": cfg.stage, "crop_seconds": frames / _semantic_rate(val), **evaluate_stage(lm, val["items"], cfg,
             layout, val["ratio"], frames, val["num_quantizers"], _semantic_rate(val))}  # fmt: skip
 
