@@ -603,3 +603,35 @@ def test_bundle_stores_envelope_guidance_in_a_latent_stage(acoustic_parts, tmp_p
     argv[argv.index("--acoustic-lm") + 1] = str(tmp_path / "semantic_lm.safetensors")  # not a latent stage
     assert main([*argv, "--acoustic-guidance-envelope", "4"]) == 2
     assert "--acoustic-guidance-envelope is for a latent acoustic stage" in capsys.readouterr().err
+
+
+def test_a_latent_stage_that_reads_the_beat_gets_the_grid_of_the_ids_and_the_drums_label(acoustic_parts,
+                                                                                           monkeypatch):  # fmt: skip
+    from musiclm_pytorch.lm import LatentAcousticLM
+    from musiclm_pytorch.lm.controls import ControlReader
+    from musiclm_pytorch.semantic.beat import grid_of_ids
+
+    parts = _latent_parts(acoustic_parts)
+    stage = LatentAcousticLM(**{**parts["acoustic_lm"].config, "beat_bins": 4}).eval()
+    with torch.no_grad():
+        stage.beat_table.normal_()  # a table that changes the output, as a fitted one does
+    mlm = MusicLM(**{**parts, "acoustic_lm": stage})
+    assert MusicLM(**parts).acoustic_beat(torch.zeros(1, 5, dtype=torch.long), None, torch.zeros(1, 128)) == {}
+    seen = _record_calls(monkeypatch, stage, lambda kw: (kw.get("beat"), kw.get("drums")))
+    sem_seen = _record_calls(monkeypatch, parts["semantic_lm"], lambda kw: kw)
+    texts = ["calm piano", "loud drums"]
+    out = mlm.generate(texts, seconds=1.0, num_candidates=2, generator=torch.Generator().manual_seed(0))
+    beat, drums = seen[0]
+    assert beat.shape == (4, 2) and drums.shape == (4,)
+    # each candidate's grid from its own ids, through the tokenizer, as in training
+    assert torch.allclose(beat[0], torch.tensor(grid_of_ids(mlm.semantic_tokenizer, out.semantic[0])).float())
+    # the drums label: MuLaN's reading of the text (the semantic LM here reads no labels)
+    text = mlm.conditioner.mulan.get_text_latents(raw_texts=texts)
+    reader = ControlReader.from_mulan(mlm.conditioner.mulan)
+    assert torch.equal(drums, reader.read(text)[:, 1].repeat_interleave(2))
+    assert len(sem_seen) == 1
+    # long generation gives each window its own grid and its segment's label
+    story = mlm.generate_long([(texts[0], 0.8), (texts[1], 0.8)], window_seconds=1.0, stride_seconds=0.5)
+    assert story.ndim == 1 and all(b.shape == (1, 2) and d.shape == (1,) for b, d in seen[1:])
+    labels = reader.read(text)[:, 1]
+    assert len(seen) > 2 and {int(d) for _, d in seen[1:]} <= set(labels.tolist())

@@ -826,11 +826,12 @@ def _cmd_eval_acoustic(args: argparse.Namespace) -> int:
         train_items = torch.load(Path(args.tokens) / "train.pt", weights_only=False)["items"]
         bank = torch.stack([it["mulan"].float() for it in train_items])
     texts = [r.get("full_caption") or r["caption"] for r in matched]
+    tokenizer = load(args.semantic_tokenizer) if args.semantic_tokenizer else None
     report = acoustic_oracle(stage=load(args.stage), codec=load(args.codec), mulan=load(args.mulan, expected=MuLaN),
                              items=items, texts=texts, tags=[r["tags"] for r in matched], cfg_scale=args.cfg_scale,
                              steps=tuple(args.steps), temperature=args.temperature, seed=args.seed, bank=bank,
                              knn=args.knn or 8, other_scales=tuple(args.other_scales), out_dir=Path(args.out),
-                             examples=args.examples)  # fmt: skip
+                             examples=args.examples, semantic_tokenizer=tokenizer)  # fmt: skip
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "acoustic_oracle.json").write_text(json.dumps(report, indent=2))
@@ -1242,6 +1243,9 @@ def build_parser() -> argparse.ArgumentParser:
     eo.add_argument("--examples", type=int, default=4, help="clips written as WAVs and drawn in acoustic_oracle.png")
     eo.add_argument("--knn", type=int, default=0, help="also condition on the mean audio latent of the K training "
                     "clips nearest the caption (tokens/train.pt); 0: off")  # fmt: skip
+    eo.add_argument("--semantic-tokenizer", default="", metavar="TOKENIZER",
+                    help="for a latent stage that reads the beat (trained with --beat-from): the semantic tokenizer "
+                    "that made the tokens, whose onset features give each clip's beat grid")  # fmt: skip
     eo.add_argument("--threads", type=_threads, default=2)
     eo.add_argument("--out", default="acoustic_oracle")
     _add_split_flag(eo)

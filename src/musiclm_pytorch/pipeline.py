@@ -264,6 +264,20 @@ class MusicLM:
             self._control_reader = ControlReader.from_mulan(self.conditioner.mulan)
         return self._control_reader
 
+    def acoustic_beat(self, semantic: Tensor, controls: Tensor | None, text_latents: Tensor) -> dict[str, Tensor]:
+        """What a latent stage that reads the beat (``beat_bins``) gets beside its conditioning: ``beat [B, 2]``,
+        each row's grid from its own ids ``semantic [B, Ts]`` (as in training:
+        :func:`~musiclm_pytorch.semantic.beat.grid_of_ids`), and ``drums [B]``, the drums label of ``controls
+        [B, 2]`` where given, else MuLaN's zero-shot reading of ``text_latents [B, C]``; ``{}`` for any other
+        acoustic stage."""
+        if not getattr(self.acoustic_lm, "beat_bins", 0):
+            return {}
+        from .semantic.beat import grid_of_ids
+
+        beat = torch.tensor([grid_of_ids(self.semantic_tokenizer, row) for row in semantic.cpu()])
+        drums = controls[:, 1] if controls is not None else self.control_reader().read(text_latents)[:, 1]
+        return {"beat": beat.to(self.device), "drums": drums.long().to(self.device)}
+
     def key_logit_bias(self, controls: Tensor | None, scale: float | None = None) -> Tensor | None:
         """``[B, V]``: ``scale`` (default the semantic LM's stored ``key_bias``) times the PMI of each id with
         the key label of ``controls [B, 2]`` over the retrieval prior's training clips (their ids counted, their
@@ -393,7 +407,10 @@ class MusicLM:
         wavs: Tensor | None = None
         latents = None if acoustic_cond is None else acoustic_cond.repeat_interleave(n, dim=0)  # [B*N, C]
         if isinstance(self.acoustic_lm, LatentAcousticLM):
-            predicted = self.acoustic_lm.generate(semantic, latents, cfg_scale=cfg_scale, generator=generator)
+            rhythm = self.acoustic_beat(semantic, None if labels is None else labels.repeat_interleave(n, dim=0),
+                                        text.repeat_interleave(n, dim=0))  # fmt: skip
+            predicted = self.acoustic_lm.generate(semantic, latents, cfg_scale=cfg_scale, generator=generator,
+                                                  beat=rhythm.get("beat"), drums=rhythm.get("drums"))  # fmt: skip
             predicted = self.match_frames(text.repeat_interleave(n, dim=0), predicted, frame_blend, semantic=semantic)
             wavs = self.codec.decode_latents(predicted)[:, 0]  # type: ignore[attr-defined]
             codes = self.codec.quantize_latents(predicted)  # type: ignore[attr-defined]
@@ -554,7 +571,7 @@ class MusicLM:
         if isinstance(self.acoustic_lm, LatentAcousticLM):
             assert acoustic_cond is not None
             predicted = self._latent_long(semantic, acoustic_cond, owner, win_f, overlap_f, ac_cfg, start=p0,
-                                          generator=generator)  # fmt: skip
+                                          generator=generator, controls=controls, text=text)  # fmt: skip
             frame_owner = owner[p0:].repeat_interleave(self.ratio)[: predicted.shape[1]]
             for seg in frame_owner.unique().tolist():  # each frame matched among its own segment's neighbours
                 at = (frame_owner == seg).to(predicted.device)
@@ -681,10 +698,14 @@ class MusicLM:
         cfg_scale: float,
         start: int = 0,
         generator: torch.Generator | None = None,
+        controls: Tensor | None = None,
+        text: Tensor | None = None,
     ) -> Tensor:
         """The latent stage window by window (it takes no prompt): each window after the first starts half
         an overlap before the frames it adds, so they are made with that much of the music before them as
-        context; the text of the segment a window starts in conditions it."""
+        context; the text of the segment a window starts in conditions it (and, for a stage that reads the
+        beat, gives the drums label from ``controls [segments, 2]`` or ``text [segments, C]``; the grid is each
+        window's own)."""
         assert isinstance(self.acoustic_lm, LatentAcousticLM)
         r, total = self.ratio, semantic.shape[1]
         parts: list[Tensor] = []
@@ -692,8 +713,15 @@ class MusicLM:
         while done < total:
             w0 = max(0, done - overlap_f // 2) if done else 0
             w1 = min(total, w0 + win_f)
-            made = self.acoustic_lm.generate(semantic[:, w0:w1], latents[int(owner[done])][None], cfg_scale=cfg_scale,
-                                             generator=generator)  # fmt: skip
+            seg = int(owner[done])
+            rhythm: dict[str, Tensor] = {}
+            if getattr(self.acoustic_lm, "beat_bins", 0):
+                assert text is not None
+                rhythm = self.acoustic_beat(semantic[:, w0:w1], None if controls is None else controls[seg][None],
+                                            text[seg][None])  # fmt: skip
+            made = self.acoustic_lm.generate(semantic[:, w0:w1], latents[seg][None], cfg_scale=cfg_scale,
+                                             generator=generator, beat=rhythm.get("beat"),
+                                             drums=rhythm.get("drums"))  # fmt: skip
             parts.append(made[:, (done - w0) * r :])
             done = w1
         return torch.cat(parts, dim=1)

@@ -150,3 +150,108 @@ def test_guidance_on_the_envelope_keeps_the_fine_structure(tmp_path):
         model.set_guidance_envelope(basis, bins + 1)
     with pytest.raises(ValueError, match="basis must be"):
         model.set_guidance_envelope(basis[:, :3], k)
+
+
+def test_beat_phase_bins_by_hand():
+    from musiclm_pytorch.lm.regression import beat_phase_bins
+
+    t = torch.arange(8, dtype=torch.float32)
+    # period 4, phase 1: beats at 1, 5; 4 bins per beat, so each frame is its own bin counted from the beat
+    assert beat_phase_bins(t, torch.tensor([4.0]), torch.tensor([1.0]), 4).tolist() == [[3, 0, 1, 2, 3, 0, 1, 2]]
+    # a cycle of 2 beats with 2 bins: first or second beat of the pair
+    assert beat_phase_bins(t, torch.tensor([2.0]), torch.tensor([0.0]), 2, cycle=2).tolist() == [[0, 0, 1, 1] * 2]
+
+
+def _beat_clips(count: int, gen: torch.Generator, frames: int = 24):
+    """Clips whose latents hold a hit on every beat (period 4 semantic frames, random phase) when drums = 1,
+    nothing else: what only the grid and the label can tell."""
+    clips = []
+    for _ in range(count):
+        sem = torch.randint(8, (frames,), generator=gen)
+        cond = F.normalize(torch.randn(4, generator=gen), dim=0)
+        drums = int(torch.randint(2, (1,), generator=gen))
+        phase = float(torch.randint(4, (1,), generator=gen))
+        lat = torch.zeros(frames * 2, 3)
+        if drums:
+            lat[(torch.arange(frames * 2) / 2 - phase) % 4 == 0, 0] = 4.0
+        clips.append((sem, lat, cond, torch.tensor([4.0, phase]), torch.tensor(drums)))
+    return clips
+
+
+def test_beat_table_is_fitted_in_closed_form_and_places_the_hits():
+    gen = torch.Generator().manual_seed(0)
+    clips = _beat_clips(64, gen)
+    model = LatentAcousticLM(semantic_vocab=8, latent_dim=3, cond_dim=4, dim=32, depth=1, heads=2, dim_head=16,
+                             beat_bins=8)  # fmt: skip
+    report = model.fit_direct(clips)
+    assert report["fit_l1_with_beat_table"] < 0.5 * report["fit_l1_with_semantic_ids"]
+    # bin 0 of a beat (8 bins: 2 codec frames of 0.5 semantic frames each) holds the hit for drums, not without
+    hit = float(model.beat_table[1, 0, 0].detach() - model.beat_table[1, 4, 0].detach())
+    assert hit > 2.0 and abs(float(model.beat_table.detach()[0, 0, 0] - model.beat_table.detach()[0, 4, 0])) < 0.2
+    # the unknown label's row is the mean over both
+    assert torch.allclose(model.beat_table[2, 0], model.beat_table[:2, 0].mean(0), atol=0.5)
+    sem, lat, cond, beat, drums = clips[0]
+    with torch.no_grad():
+        with_beat = model(sem[None], cond[None], beat=beat[None], drums=torch.tensor([1]))
+        no_beat = model(sem[None], cond[None])
+    on = (torch.arange(48) / 2 - beat[1]) % 4 == 0
+    assert with_beat[0, on, 0].mean() - with_beat[0, ~on, 0].mean() > 2.0  # hits where the grid puts them
+    assert abs(no_beat[0, on, 0].mean() - no_beat[0, ~on, 0].mean()) < 0.3  # none without it
+    # a grid of period 0 is unknown: no phase term
+    assert torch.allclose(model(sem[None], cond[None], beat=torch.zeros(1, 2), drums=torch.tensor([1])),
+                          model(sem[None], cond[None], drums=torch.tensor([1])))  # fmt: skip
+    with pytest.raises(ValueError, match="clips must be \\(semantic, latents, cond, beat, drums\\)"):
+        model.fit_direct([c[:3] for c in clips])
+
+
+def test_beat_stage_guidance_training_save_load_and_errors(tmp_path):
+    gen = torch.Generator().manual_seed(1)
+    clips = _beat_clips(32, gen)
+    model = LatentAcousticLM(semantic_vocab=8, latent_dim=3, cond_dim=4, dim=32, depth=1, heads=2, dim_head=16,
+                             beat_bins=8, dropout=0.0)  # fmt: skip
+    model.fit_direct(clips)
+    sem = torch.stack([c[0] for c in clips[:4]])
+    cond = torch.stack([c[2] for c in clips[:4]])
+    beat = torch.stack([c[3] for c in clips[:4]])
+    drums = torch.stack([c[4] for c in clips[:4]])
+    # guidance: the null branch keeps the grid and reads the label as unknown
+    guided = model.generate(sem, cond, cfg_scale=3.0, beat=beat, drums=drums)
+    plain = model.generate(sem, cond, beat=beat, drums=drums)
+    null = model(sem, None, beat=beat)
+    assert torch.allclose(guided, null + 3.0 * (plain - null), atol=1e-4)
+    unknown = model(sem, cond, beat=beat, drums=torch.full_like(drums, -1))
+    assert torch.allclose(unknown, model(sem, cond, beat=beat), atol=1e-6)  # -1 = no label given
+    # training from scratch (no closed-form fit) learns to place the hits, with grids dropped now and then
+    torch.manual_seed(0)
+    fresh = LatentAcousticLM(semantic_vocab=8, latent_dim=3, cond_dim=4, dim=32, depth=1, heads=2, dim_head=16,
+                             beat_bins=8, dropout=0.0)  # fmt: skip
+    opt = torch.optim.AdamW(fresh.parameters(), 1e-2)
+    losses = []
+    for _ in range(120):
+        batch = _beat_clips(8, gen)
+        loss = fresh.loss(
+            *(torch.stack([c[i] for c in batch]) for i in range(3)),
+            generator=gen,
+            beat=torch.stack([c[3] for c in batch]),
+            drums=torch.stack([c[4] for c in batch]),
+        )
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert sum(losses[-10:]) < 0.6 * sum(losses[:10])
+    model.eval()
+    model.save(tmp_path / "beat.safetensors")
+    again = load(tmp_path / "beat.safetensors", expected=LatentAcousticLM)
+    assert again.beat_bins == 8 and torch.equal(
+        again(sem, cond, beat=beat, drums=drums), model(sem, cond, beat=beat, drums=drums)
+    )
+    with pytest.raises(ValueError, match="drums must be \\[B=4\\] labels in \\{-1, 0, 1\\}"):
+        model(sem, cond, beat=beat, drums=drums + 2)
+    with pytest.raises(ValueError, match="beat must be \\[B, 2\\] = \\[4, 2\\]"):
+        model(sem, cond, beat=beat[:, :1], drums=drums)
+    plain_stage = LatentAcousticLM(semantic_vocab=8, latent_dim=3, cond_dim=4, dim=32, depth=1, heads=2, dim_head=16)
+    with pytest.raises(ValueError, match="reads neither \\(beat_bins 0\\)"):
+        plain_stage(sem, cond, beat=beat)
+    with pytest.raises(ValueError, match="beat_bins >= 0"):
+        LatentAcousticLM(semantic_vocab=8, latent_dim=3, cond_dim=4, dim=32, depth=1, beat_bins=-1)

@@ -203,7 +203,7 @@ def test_semantic_stage_reads_the_beat_grid_of_its_ids_and_resumes_on_the_same_c
         train_stage(
             StageTrainConfig(**{**cfg, "out": str(tmp_path / "c"), "beat_from": str(tmp_path / "other.safetensors")})
         )
-    with pytest.raises(ValueError, match="--beat-from is for the semantic stage"):
+    with pytest.raises(ValueError, match="--beat-from is for the semantic and latent stages"):
         StageTrainConfig(stage="coarse", tokens="x", beat_from="sem.safetensors")
 
 
@@ -243,7 +243,7 @@ def test_semantic_stage_reads_key_and_drums_labels_from_each_clips_audio_latent(
                                         "controls_from": str(tmp_path / "other.safetensors")}))  # fmt: skip
     with pytest.raises(FileNotFoundError, match="--controls-from 'nowhere': no such file"):
         train_stage(StageTrainConfig(**{**cfg, "out": str(tmp_path / "d"), "controls_from": "nowhere"}))
-    with pytest.raises(ValueError, match="--controls-from is for the semantic stage"):
+    with pytest.raises(ValueError, match="--controls-from is for the semantic and latent stages"):
         StageTrainConfig(stage="coarse", tokens="x", controls_from="cond.safetensors")
 
 
@@ -514,6 +514,47 @@ def test_latent_stage_trains_evaluates_and_resumes_on_the_same_curve(spectral_to
     _assert_resumes_on_the_same_curve(cfg, tmp_path, monkeypatch)
     with pytest.raises(ValueError, match="needs --codec"):
         StageTrainConfig(stage="latent", tokens="x")
+
+
+def test_latent_stage_reads_the_beat_grid_and_drums_label_and_the_oracle_gives_them(
+    tokens, spectral_tokens, tiny_corpus, tmp_path, monkeypatch, capsys
+):  # fmt: skip
+    """--beat-from with --controls-from: the latent stage's phase table is fitted from each clip's grid (from its
+    ids) and drums label (MuLaN's reading of its audio latent), validation reports the loss with both unknown, a
+    killed run resumes bitwise, and `eval acoustic` gives the stage the grids of the true ids."""
+    from musiclm_pytorch import save
+    from musiclm_pytorch.cli import main
+    from musiclm_pytorch.lm import LatentAcousticLM
+
+    _, _, (cond, sem, _) = tokens
+    save(sem, tmp_path / "sem.safetensors")
+    save(cond, tmp_path / "cond.safetensors")
+    cond.mulan.save(tmp_path / "mulan.safetensors")
+    codec = str(spectral_tokens / "codec.safetensors")
+    cfg = dict(stage="latent", tokens=str(spectral_tokens), codec=codec, out=str(tmp_path / "a"), dim=32, depth=1,
+               heads=2, dim_head=16, crop_seconds=1.0, batch_size=4, max_steps=8, warmup_steps=1, log_every=1,
+               eval_every=8, checkpoint_every=2, threads=1, progress=False, beat_bins=4,
+               beat_from=str(tmp_path / "sem.safetensors"),
+               controls_from=str(tmp_path / "cond.safetensors"))  # fmt: skip
+    report = train_stage(StageTrainConfig(**cfg))
+    assert report["val_loss_no_beat"] > 0 and report["val_loss_no_beat"] != report["val_loss"]
+    lm = load(tmp_path / "a" / "latent.safetensors", expected=LatentAcousticLM)
+    assert lm.beat_bins == 4 and float(lm.beat_table.detach().abs().sum()) > 0  # fitted, then trained
+    fit = json.loads((tmp_path / "a" / "fit_direct.json").read_text())
+    assert fit["fit_l1_with_beat_table"] > 0  # the tiny corpus has no beat to find: what it gains is not asserted
+    _assert_resumes_on_the_same_curve(cfg, tmp_path, monkeypatch)
+    with pytest.raises(ValueError, match="give both --beat-from and --controls-from"):
+        StageTrainConfig(**{**cfg, "controls_from": ""})
+    argv = ["eval", "acoustic", "--stage", str(tmp_path / "a" / "latent.safetensors"), "--codec", codec,
+            "--mulan", str(tmp_path / "mulan.safetensors"), "--tokens", str(spectral_tokens), "--data",
+            str(tiny_corpus / "val.jsonl"), "--clips", "3", "--knn", "2", "--threads", "1", "--examples", "0",
+            "--out", str(tmp_path / "oracle")]  # fmt: skip
+    capsys.readouterr()
+    assert main(argv) == 2  # the stage reads the grid of its ids: the tokenizer is required
+    assert "pass semantic_tokenizer" in capsys.readouterr().err
+    assert main([*argv, "--semantic-tokenizer", str(tmp_path / "sem.safetensors")]) == 0
+    oracle = json.loads((tmp_path / "oracle" / "acoustic_oracle.json").read_text())
+    assert oracle["clips"] == 3 and "drums" in oracle["from_text_knn"]["judge"]
 
 
 def test_flow_stage_trains_around_a_frozen_latent_stage_and_resumes_on_the_same_curve(spectral_tokens, tmp_path,

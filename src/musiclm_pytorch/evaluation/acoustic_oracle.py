@@ -16,7 +16,9 @@ consistency, the independent judge per attribute, drum flips, MuLaN zero-shot ta
   ``knn`` training clips nearest the caption's text latent, a retrieval prior from text to the audio
   side of the space that the stage was trained on (unCLIP's prior, without training one);
 - ``caption_swap``: the caption with its instrument swapped to one of another family: how often the
-  judge hears the *caption's* family (against the ceiling's rate of hearing the clip's own family).
+  judge hears the *caption's* family (against the ceiling's rate of hearing the clip's own family); with a
+  ``bank``, the swapped caption conditions through the retrieval prior, as generation does (before the
+  nineteenth session through its text latent directly).
 
 Every generation uses one sample per clip and no reranking.
 """
@@ -65,11 +67,14 @@ def acoustic_oracle(
     cfg_scale: float = 3.0, steps: tuple[int, ...] = (8, 1), temperature: float = 1.0, batch_size: int = 16,
     seed: int = 0, judge: Any = None, bank: torch.Tensor | None = None, knn: int = 8,
     other_scales: tuple[float, ...] = (), out_dir: Path | None = None, examples: int = 4,
+    semantic_tokenizer: Any = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Scores of the versions in the module docstring for token ``items`` (``semantic``, ``codes``,
     ``mulan``) with their ``texts`` and ``tags``; all clips are cut to the shortest. With ``out_dir``, the
     first ``examples`` clips of every version are also written as WAVs and drawn as spectrograms
-    (``acoustic_oracle.png``)."""
+    (``acoustic_oracle.png``). A latent stage that reads the beat (``beat_bins``) gets each clip's grid from
+    its ids (through ``semantic_tokenizer``, required then) and the drums label MuLaN reads from the latent
+    each version's conditioning starts from (the text, or the clip's own audio)."""
     if len(items) < 2 or not len(items) == len(texts) == len(tags):
         raise ValueError(f"need at least 2 items with one text and tags each, got {len(items)} / {len(texts)} / "
                          f"{len(tags)}")  # fmt: skip
@@ -86,17 +91,37 @@ def acoustic_oracle(
     if bank is None and len(getattr(stage, "prior_bank", ())):  # the stage's own text prior
         bank, knn = stage.prior_bank, stage.prior_k
 
+    beat = reader = None
+    if getattr(stage, "beat_bins", 0):
+        if semantic_tokenizer is None:
+            raise ValueError("this latent stage reads the beat grid of its ids: pass semantic_tokenizer")
+        from ..lm.controls import ControlReader
+        from ..semantic.beat import grid_of_ids
+
+        beat = torch.tensor([grid_of_ids(semantic_tokenizer, row) for row in semantic])
+        reader = ControlReader.from_mulan(mulan)
+
     def text_latents(strings: list[str]) -> torch.Tensor:
         return torch.cat([mulan.get_text_latents(raw_texts=strings[i : i + 64]) for i in range(0, len(strings), 64)])
 
-    def render(cond: torch.Tensor | None, scale: float = cfg_scale) -> torch.Tensor:
+    def render(cond: torch.Tensor | None, scale: float = cfg_scale, labels_from: torch.Tensor | None = None
+               ) -> torch.Tensor:  # fmt: skip
         gen = torch.Generator().manual_seed(seed)
+        drums = None if reader is None or labels_from is None else reader.read(labels_from)[:, 1]
         out = []
         for i in range(0, len(items), batch_size):
             part = None if cond is None else cond[i : i + batch_size]
             if latent_stage:
+                extra = (
+                    {}
+                    if beat is None
+                    else {
+                        "beat": beat[i : i + batch_size],
+                        "drums": None if drums is None else drums[i : i + batch_size],
+                    }
+                )
                 out.append(codec.decode_latents(stage.generate(semantic[i : i + batch_size], part, cfg_scale=scale,
-                                                               generator=gen)))  # fmt: skip
+                                                               generator=gen, **extra)))  # fmt: skip
                 continue
             made = stage.generate(semantic[i : i + batch_size], part, steps=steps, cfg_scale=scale,
                                   temperature=temperature, generator=gen)  # fmt: skip
@@ -105,17 +130,18 @@ def acoustic_oracle(
 
     versions = {"codec_ceiling": torch.cat([codec.decode(c) for c in codes.split(batch_size)])}
     text = text_latents(texts)  # once: every version from text starts here
-    versions["from_text"] = render(text)
+    versions["from_text"] = render(text, labels_from=text)
     for scale in other_scales:  # the guidance sweep, from text
-        versions[f"from_text_cfg{scale:g}"] = render(text, scale)
-    versions["from_audio"] = render(own)
+        versions[f"from_text_cfg{scale:g}"] = render(text, scale, labels_from=text)
+    versions["from_audio"] = render(own, labels_from=own)
     versions["null"] = render(None)
     if bank is not None:
-        versions["from_text_knn"] = render(knn_prior(text, bank, knn))
+        versions["from_text_knn"] = render(knn_prior(text, bank, knn), labels_from=text)
     report: dict[str, Any] = {"clips": len(items), "seconds": round(frames * stage.ratio / codec.frame_rate, 3),
                               "cfg_scale": cfg_scale, "steps": list(steps), "temperature": temperature}  # fmt: skip
     report.update(score_versions(versions, texts, tags, sample_rate=codec.sample_rate, mulan=mulan, judge=judge))
-    swapped = render(text_latents(swap_texts))
+    swap_latents = text_latents(swap_texts)
+    swapped = render(swap_latents if bank is None else knn_prior(swap_latents, bank, knn), labels_from=swap_latents)
     changed = [i for i in range(len(items)) if swap_texts[i] != texts[i]]
     heard = [score(judge.predict(swapped[i, 0].numpy(), codec.sample_rate), {"family": swap_tags[i]["family"]})
              for i in changed]  # fmt: skip
@@ -126,7 +152,7 @@ def acoustic_oracle(
                               "ratio_to_ceiling": round(rate / ceiling, 4) if ceiling else None}  # fmt: skip
     for name in versions:
         report[name].pop("judge_predictions", None)
-    if out_dir is not None:
+    if out_dir is not None and examples > 0:  # (0: the report alone)
         from ..audio import save_audio
 
         out_dir.mkdir(parents=True, exist_ok=True)

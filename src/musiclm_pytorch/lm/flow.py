@@ -168,12 +168,14 @@ class FlowAcousticLM(LatentAcousticLM):
         return self.flow_out(self.flow_norm(h))
 
     def forward(self, semantic: Tensor, cond: Tensor | None, *, frames: int | None = None, drop: Tensor | None = None,
+                beat: Tensor | None = None, drums: Tensor | None = None,
                 flow_input: tuple[Tensor, Tensor, Tensor, Tensor] | None = None) -> Tensor:  # fmt: skip
         """The latent stage's mean latents; with ``flow_input = (x, t, hidden, mean)`` the velocity at ``x``
         instead (:meth:`velocity`: what training differentiates, through ``forward`` so that a DDP wrapper
-        syncs its gradients)."""
+        syncs its gradients). ``beat``, ``drums``: refused (the flow is trained around a stage that reads
+        neither)."""
         if flow_input is None:
-            return super().forward(semantic, cond, frames=frames, drop=drop)
+            return super().forward(semantic, cond, frames=frames, drop=drop, beat=beat, drums=drums)
         return self.velocity(*flow_input, cond, drop)
 
     def flow_loss(self, semantic: Tensor, latents: Tensor, cond: Tensor | None, *, drop: Tensor | None = None,
@@ -194,12 +196,15 @@ class FlowAcousticLM(LatentAcousticLM):
     @torch.no_grad()
     def generate(self, semantic: Tensor, cond: Tensor | None = None, *, frames: int | None = None,
                  cfg_scale: float | None = None, steps: int | None = None, flow_cfg_scale: float | None = None,
-                 temperature: float | None = None, generator: torch.Generator | None = None) -> Tensor:  # fmt: skip
+                 temperature: float | None = None, generator: torch.Generator | None = None,
+                 beat: Tensor | None = None, drums: Tensor | None = None) -> Tensor:  # fmt: skip
         """Latents ``[B, T, L]``: the regression's mean (guided by ``cfg_scale``, default the config's
         ``mean_cfg_scale``, else 1) plus a residual sampled by
         ``steps`` Euler steps from noise of std ``temperature`` (0: the mean alone), the velocity guided by
         ``flow_cfg_scale`` (defaults: the config's). With a conditioning, the conditioned and null rows
-        run in one batched forward."""
+        run in one batched forward. ``beat``, ``drums``: as :meth:`forward`."""
+        if beat is not None or drums is not None:
+            self.beat_inputs(beat, drums, semantic.shape[0], 1)  # the regression's own check: it reads neither
         steps = steps or self.flow_steps
         if cfg_scale is None:
             cfg_scale = 1.0 if self.mean_cfg_scale is None else self.mean_cfg_scale

@@ -77,13 +77,16 @@ class StageTrainConfig(RunSettings):
     # semantic / coarse / fine stages: also read the clip's continuous MuLaN audio latent at every position
     # (TokenLM cond_latent_dim; --cond-noise applies to it), beside the 12 conditioning ids
     cond_latent: bool = False
-    # semantic stage: the semantic tokenizer the tokens were made with; its onset features give each clip's
-    # beat grid (semantic.beat), which the LM then reads at every position (TokenLM beat_harmonics). "": off
+    # semantic and latent stages: the semantic tokenizer the tokens were made with; its onset features give
+    # each clip's beat grid (semantic.beat), which the LM then reads at every position (TokenLM beat_harmonics;
+    # the latent stage also a table per beat-phase bin, LatentAcousticLM beat_bins, with --controls-from). "": off
     beat_from: str = ""
     beat_harmonics: int = 3
-    # semantic stage: a MuLaN checkpoint (or the conditioning file holding it), the one the tokens were made
-    # with; its zero-shot reading of each clip's audio latent gives the clip's key and drums, labels the LM
-    # reads at every position (lm/controls.py; TokenLM control_classes). "": off
+    # latent stage with --beat-from: phase bins per beat of its table of latent offsets per (drums label, bin)
+    beat_bins: int = 16
+    # semantic and latent stages: a MuLaN checkpoint (or the conditioning file holding it), the one the tokens
+    # were made with; its zero-shot reading of each clip's audio latent gives the clip's key and drums, labels
+    # the LM reads at every position (lm/controls.py; TokenLM control_classes; the latent stage reads drums). "": off
     controls_from: str = ""
     grad_clip: float = 1.0
     mixed_precision: str = "no"  # "no" or "bf16"
@@ -99,10 +102,17 @@ class StageTrainConfig(RunSettings):
         if self.cond_latent and self.stage != "semantic":
             raise ValueError(f"--cond-latent is for the semantic stage (the pipeline gives the continuous "
                              f"conditioning to the semantic LM only), not {self.stage!r}")  # fmt: skip
-        if self.beat_from and self.stage != "semantic":
-            raise ValueError(f"--beat-from is for the semantic stage (the beat grid of its ids), not {self.stage!r}")
-        if self.controls_from and self.stage != "semantic":
-            raise ValueError(f"--controls-from is for the semantic stage (key and drums labels), not {self.stage!r}")
+        if self.beat_from and self.stage not in ("semantic", "latent"):
+            raise ValueError(f"--beat-from is for the semantic and latent stages (the beat grid of the ids), not "
+                             f"{self.stage!r}")  # fmt: skip
+        if self.controls_from and self.stage not in ("semantic", "latent"):
+            raise ValueError(f"--controls-from is for the semantic and latent stages (key and drums labels), not "
+                             f"{self.stage!r}")  # fmt: skip
+        if self.stage == "latent" and bool(self.beat_from) != bool(self.controls_from):
+            raise ValueError("the latent stage reads the beat grid and the drums label together: give both "
+                             "--beat-from and --controls-from, or neither")  # fmt: skip
+        if self.beat_bins < 1:
+            raise ValueError(f"--beat-bins must be >= 1, got {self.beat_bins}")
         if self.stage == "flow" and not self.mean_stage:
             raise ValueError("the flow stage needs --mean-stage: a trained `train stage --stage latent` checkpoint")
         if not self.tokens:
@@ -301,10 +311,17 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
             )
     elif cfg.stage == "latent":
         assert codec is not None
-        lm = LatentAcousticLM(latent_dim=codec.latent_dim, **_frame_aligned_args(cfg, train))
+        lm = LatentAcousticLM(latent_dim=codec.latent_dim, **_frame_aligned_args(cfg, train),
+                              **({"beat_bins": cfg.beat_bins, "beat_harmonics": cfg.beat_harmonics}
+                                 if cfg.beat_from else {}))  # fmt: skip
         lm.set_prior_bank(_prior_bank(train["items"], len(lm.prior_bank)))
         fit_report = lm.fit_direct(
-            (it["semantic"], codec.latents_from_codes(it["codes"][None].long())[0], it["mulan"])
+            (
+                it["semantic"],
+                codec.latents_from_codes(it["codes"][None].long())[0],
+                it["mulan"],
+                *((it["beat"], it["controls"][1]) if lm.beat_bins else ()),
+            )
             for it in train["items"]
         )
         (out / "fit_direct.json").write_text(json.dumps(fit_report, indent=2))
@@ -363,7 +380,7 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
     items = train["items"]
     report: dict[str, Any] = {}
     keys = ["loss", "val_loss", "val_loss_shuffled_cond"] + (["val_loss_no_beat"] if cfg.beat_from else [])
-    keys += ["val_loss_no_controls"] if cfg.controls_from else []
+    keys += ["val_loss_no_controls"] if cfg.controls_from and cfg.stage == "semantic" else []
     keys += {"latent": ["val_loss_null_cond"], "flow": ["val_loss_null_cond"],
              "acoustic": ["val_level1_from_blank", "val_level1_from_blank_shuffled_cond",
                           "val_level1_from_blank_null_cond"]}.get(cfg.stage, [])  # fmt: skip
@@ -391,12 +408,15 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
             mask = torch.ones_like(codes[:, 0], dtype=torch.bool)
         elif isinstance(model, LatentAcousticLM):  # regression on the codec's latents
             assert codec is not None
-            batch = _acoustic_batch(batch_items, ratio, frames, rng, codec.num_quantizers)
-            sem, codes, latents = (t.to(accelerator.device) for t in batch)
+            sem, codes, latents, beat, drums = _acoustic_crops(batch_items, ratio, frames, rng, codec.num_quantizers)
+            sem, codes, latents = (t.to(accelerator.device) for t in (sem, codes, latents))
             target = codec.latents_from_codes(codes)
-            cond, drop = model.training_inputs(latents, generator=torch.Generator().manual_seed(rng.randrange(2**62)))
+            gen = torch.Generator().manual_seed(rng.randrange(2**62))
+            cond, drop = model.training_inputs(latents, generator=gen)
+            beat_in = model.training_beat(beat, generator=gen) if model.beat_bins else None
             with accelerator.autocast():
-                pred = lm_ddp(sem, cond, frames=target.shape[1], drop=drop)
+                pred = lm_ddp(sem, cond, frames=target.shape[1], drop=drop, beat=beat_in,
+                              drums=drums if model.beat_bins else None)  # fmt: skip
             loss = F.l1_loss(pred.float(), target)
             mask = torch.ones_like(codes[:, 0], dtype=torch.bool)
         elif layout is None:  # the masked acoustic stage: its own masking and loss
@@ -437,10 +457,24 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
 def _acoustic_batch(items: list[dict[str, Any]], ratio: int, frames: int, rng: random.Random,
                     levels: int) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
     """``(semantic [B, frames], codes [B, levels, frames * ratio], MuLaN latents [B, C])`` of random crops."""
-    crops = [_crop(it, frames, ratio, rng)[:2] for it in items]
-    n = min(len(sem) for sem, _ in crops)
-    return (torch.stack([sem[:n] for sem, _ in crops]), torch.stack([c[:levels, : n * ratio] for _, c in crops]),
-            torch.stack([it["mulan"].float() for it in items]))  # fmt: skip
+    return _acoustic_crops(items, ratio, frames, rng, levels)[:3]
+
+
+def _acoustic_crops(items: list[dict[str, Any]], ratio: int, frames: int, rng: random.Random, levels: int
+                    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:  # fmt: skip
+    """:func:`_acoustic_batch` and the crops' beat grids ``[B, 2]`` (phase from each crop's first frame) and
+    drums labels ``[B]`` where the items carry them (:func:`add_beat_grids`, :func:`add_controls`), else ``None``."""
+    crops = [_crop(it, frames, ratio, rng) for it in items]
+    n = min(len(sem) for sem, _, _ in crops)
+    beat = drums = None
+    if "beat" in items[0]:
+        grids = [it["beat"].float() for it in items]
+        beat = torch.stack([torch.stack([g[0], (g[1] - start) % g[0] if g[0] > 0 else g[1] * 0])
+                            for g, (_, _, start) in zip(grids, crops)])  # fmt: skip
+    if "controls" in items[0]:
+        drums = torch.stack([it["controls"][1] for it in items]).long()
+    return (torch.stack([sem[:n] for sem, _, _ in crops]), torch.stack([c[:levels, : n * ratio] for _, c, _ in crops]),
+            torch.stack([it["mulan"].float() for it in items]), beat, drums)  # fmt: skip
 
 
 @torch.no_grad()
@@ -517,6 +551,9 @@ def _flow_stage(cfg: StageTrainConfig, train: dict[str, Any], codec: Any) -> Flo
     if made_with is not None and stage_identity("latent", made_with) != needed:
         raise ValueError(f"--mean-stage {cfg.mean_stage!r} was trained on tokens of {made_with}, --tokens "
                          f"{cfg.tokens!r} holds {train['identity']}")  # fmt: skip
+    if mean.beat_bins:
+        raise ValueError(f"--mean-stage {cfg.mean_stage!r} reads a beat grid and a drums label, which the flow "
+                         "stage does not pass yet: give a latent stage trained without --beat-from")  # fmt: skip
     if mean.latent_dim != codec.latent_dim:
         raise ValueError(f"--mean-stage {cfg.mean_stage!r} makes {mean.latent_dim}-dim latents, --codec "
                          f"{codec.latent_dim}")  # fmt: skip
@@ -534,14 +571,23 @@ def _latent_val_batches(lm: LatentAcousticLM, codec: Any, chosen: list[dict[str,
                         frames: int, rng: random.Random) -> Iterator[tuple[Tensor, Tensor, Tensor]]:  # fmt: skip
     """``(semantic, target latents, MuLaN latents)`` of each validation batch of at least 2 clips (shuffling the
     conditioning needs two), on the stage's device, with ``lm`` put in evaluation mode."""
+    for sem, target, latents, _, _ in _latent_val_crops(lm, codec, chosen, batch_size, ratio, frames, rng):
+        yield sem, target, latents
+
+
+def _latent_val_crops(lm: LatentAcousticLM, codec: Any, chosen: list[dict[str, Any]], batch_size: int, ratio: int,
+                      frames: int, rng: random.Random
+                      ) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]]:  # fmt: skip
+    """:func:`_latent_val_batches` with each batch's beat grids and drums labels (``None`` where not carried)."""
     lm.eval()
     device = lm.null_cond.device
     for start in range(0, len(chosen), batch_size):
         part = chosen[start : start + batch_size]
         if len(part) < 2:
             break
-        sem, codes, latents = (t.to(device) for t in _acoustic_batch(part, ratio, frames, rng, codec.num_quantizers))
-        yield sem, codec.latents_from_codes(codes), latents
+        sem, codes, latents, beat, drums = _acoustic_crops(part, ratio, frames, rng, codec.num_quantizers)
+        sem, codes, latents = sem.to(device), codes.to(device), latents.to(device)
+        yield sem, codec.latents_from_codes(codes), latents, beat, drums
 
 
 @torch.no_grad()
@@ -578,9 +624,15 @@ def evaluate_latent(lm: LatentAcousticLM, codec: Any, items: list[dict[str, Any]
     chosen = items[: max(cfg.eval_items, 2)]
     sums: dict[str, float] = {}
     batches = 0
-    for sem, target, latents in _latent_val_batches(lm, codec, chosen, cfg.batch_size, ratio, frames, rng):
-        for name, cond in (("", latents), ("_shuffled_cond", latents.roll(1, 0)), ("_null_cond", None)):
-            err = F.l1_loss(lm(sem, cond, frames=target.shape[1]).float(), target).item()
+    for sem, target, latents, beat, drums in _latent_val_crops(lm, codec, chosen, cfg.batch_size, ratio, frames, rng):
+        if not lm.beat_bins:
+            beat = drums = None
+        runs = [("", latents, beat, drums), ("_shuffled_cond", latents.roll(1, 0), beat,
+                 None if drums is None else drums.roll(1, 0)), ("_null_cond", None, beat, None)]  # fmt: skip
+        if lm.beat_bins:  # what the grid and the label are worth: the same crops with both unknown
+            runs.append(("_no_beat", latents, None, None))
+        for name, cond, b, d in runs:
+            err = F.l1_loss(lm(sem, cond, frames=target.shape[1], beat=b, drums=d).float(), target).item()
             sums[f"val_loss{name}"] = sums.get(f"val_loss{name}", 0.0) + err
         batches += 1
     return {**{k: round(v / batches, 5) for k, v in sums.items()}, "val_clips": len(chosen)}
