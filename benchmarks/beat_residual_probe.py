@@ -9,7 +9,7 @@ This probe measures, on the training tokens, that table; on validation clips, ho
 explains (frame L1), and renders the stage's prediction with and without the table added for clips with and
 without drums (true ids, the clip's own audio latent as conditioning), judged by the independent judge.
 
-    python benchmarks/beat_residual_probe.py --model src/musiclm_pytorch/pretrained/musiclm_small \
+    python benchmarks/beat_residual_probe.py --model MODEL_WITH_A_STAGE_WITHOUT_BEAT \
         --tokens /work/runs/tokens_spec --manifest /work/data/synth10k/val.jsonl --train-clips 800 --clips 96
 """
 
@@ -52,6 +52,12 @@ def main() -> None:
     torch.set_num_threads(2)
     m = load_musiclm(args.model)
     stage, codec, tok = m.acoustic_lm.float().eval(), m.codec.eval(), m.semantic_tokenizer
+    if getattr(stage, "beat_bins", 0):
+        raise SystemExit(
+            "this probe measures what a stage that reads no beat leaves: give a model whose latent stage "
+            "has no beat_bins (the one shipped before: git show 9240bd6:src/musiclm_pytorch/pretrained/"
+            "musiclm_small/acoustic_lm.safetensors)"
+        )
     reader = m.control_reader()
     ratio = stage.ratio
     root = Path(args.tokens)

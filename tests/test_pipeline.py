@@ -630,8 +630,23 @@ def test_a_latent_stage_that_reads_the_beat_gets_the_grid_of_the_ids_and_the_dru
     reader = ControlReader.from_mulan(mlm.conditioner.mulan)
     assert torch.equal(drums, reader.read(text)[:, 1].repeat_interleave(2))
     assert len(sem_seen) == 1
-    # long generation gives each window its own grid and its segment's label
+    # long generation: each window gets its segment's grid (of the segment's whole ids) shifted to its first
+    # frame, and its segment's label
+    del seen[:]
     story = mlm.generate_long([(texts[0], 0.8), (texts[1], 0.8)], window_seconds=1.0, stride_seconds=0.5)
-    assert story.ndim == 1 and all(b.shape == (1, 2) and d.shape == (1,) for b, d in seen[1:])
+    assert story.ndim == 1 and len(seen) == 2 and all(b.shape == (1, 2) and d.shape == (1,) for b, d in seen)
     labels = reader.read(text)[:, 1]
-    assert len(seen) > 2 and {int(d) for _, d in seen[1:]} <= set(labels.tolist())
+    assert int(seen[0][1]) == int(labels[0]) and int(seen[-1][1]) == int(labels[1])
+    # with a known grid per segment (10 frames, phase 3 from the segment's start): segment 0 holds frames 0-19,
+    # segment 1 frames 20-39; windows of 25 frames, overlap 12: [0, 25) of segment 0, [19, 40) of segment 1
+    monkeypatch.setattr(mlm, "ids_beat", lambda ids: torch.tensor([[10.0, 3.0]]).expand(len(ids), 2))
+    del seen[:]
+    mlm.generate_long([(texts[0], 0.8), (texts[1], 0.8)], window_seconds=1.0, stride_seconds=0.5)
+    assert [b.tolist() for b, _ in seen] == [[[10.0, 3.0]], [[10.0, (3.0 + 20 - 19) % 10]]]
+    # fewer than 4 ids: no beat to estimate, the grid is unknown (period 0), and generation still works
+    monkeypatch.undo()
+    seen = _record_calls(monkeypatch, stage, lambda kw: (kw.get("beat"), kw.get("drums")))
+    assert torch.equal(mlm.ids_beat(torch.zeros(2, 3, dtype=torch.long)), torch.zeros(2, 2))
+    # a long piece whose last window holds 2 ids: it gets the segment's grid, shifted
+    tail = mlm.generate_long([(texts[0], 2.06)], window_seconds=2.0, stride_seconds=1.96)
+    assert tail.shape == (int(2.06 * 25) * 640,) and len(seen) == 2 and seen[-1][0][0, 0] == seen[0][0][0, 0]

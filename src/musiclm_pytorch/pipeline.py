@@ -266,17 +266,23 @@ class MusicLM:
 
     def acoustic_beat(self, semantic: Tensor, controls: Tensor | None, text_latents: Tensor) -> dict[str, Tensor]:
         """What a latent stage that reads the beat (``beat_bins``) gets beside its conditioning: ``beat [B, 2]``,
-        each row's grid from its own ids ``semantic [B, Ts]`` (as in training:
-        :func:`~musiclm_pytorch.semantic.beat.grid_of_ids`), and ``drums [B]``, the drums label of ``controls
-        [B, 2]`` where given, else MuLaN's zero-shot reading of ``text_latents [B, C]``; ``{}`` for any other
-        acoustic stage."""
+        each row's grid from its own ids ``semantic [B, Ts]`` (:meth:`ids_beat`), and ``drums [B]``, the drums
+        label of ``controls [B, 2]`` where given, else MuLaN's zero-shot reading of ``text_latents [B, C]``; ``{}``
+        for any other acoustic stage."""
         if not getattr(self.acoustic_lm, "beat_bins", 0):
             return {}
+        drums = controls[:, 1] if controls is not None else self.control_reader().read(text_latents)[:, 1]
+        return {"beat": self.ids_beat(semantic), "drums": drums.long().to(self.device)}
+
+    def ids_beat(self, semantic: Tensor) -> Tensor:
+        """``[B, 2]`` beat grids (period, phase in frames) of id sequences ``semantic [B, Ts]``, as the latent
+        stage's training read each clip's (:func:`~musiclm_pytorch.semantic.beat.grid_of_ids`); fewer than 4 ids
+        hold no beat to estimate: period 0 (unknown)."""
         from .semantic.beat import grid_of_ids
 
-        beat = torch.tensor([grid_of_ids(self.semantic_tokenizer, row) for row in semantic.cpu()])
-        drums = controls[:, 1] if controls is not None else self.control_reader().read(text_latents)[:, 1]
-        return {"beat": beat.to(self.device), "drums": drums.long().to(self.device)}
+        rows = semantic.cpu()
+        grids = [grid_of_ids(self.semantic_tokenizer, r) if len(r) >= 4 else (0.0, 0.0) for r in rows]
+        return torch.tensor(grids, dtype=torch.float32).reshape(len(rows), 2).to(self.device)
 
     def key_logit_bias(self, controls: Tensor | None, scale: float | None = None) -> Tensor | None:
         """``[B, V]``: ``scale`` (default the semantic LM's stored ``key_bias``) times the PMI of each id with
@@ -704,10 +710,17 @@ class MusicLM:
         """The latent stage window by window (it takes no prompt): each window after the first starts half
         an overlap before the frames it adds, so they are made with that much of the music before them as
         context; the text of the segment a window starts in conditions it (and, for a stage that reads the
-        beat, gives the drums label from ``controls [segments, 2]`` or ``text [segments, C]``; the grid is each
-        window's own)."""
+        beat, gives the drums label from ``controls [segments, 2]`` or ``text [segments, C]``; the grid is the
+        one of the segment's whole id sequence, shifted to each window's first frame, as training shifts a
+        clip's grid to its crop)."""
         assert isinstance(self.acoustic_lm, LatentAcousticLM)
         r, total = self.ratio, semantic.shape[1]
+        grids: dict[int, tuple[float, float]] = {}  # segment -> (period, phase counted from frame 0)
+        if getattr(self.acoustic_lm, "beat_bins", 0):
+            for seg in owner[:total].unique().tolist():
+                frames = (owner[:total] == seg).nonzero()[:, 0]
+                grid = self.ids_beat(semantic[:, frames])[0].tolist()
+                grids[seg] = (grid[0], grid[1] + int(frames[0]))
         parts: list[Tensor] = []
         done = start  # semantic frames whose latents are kept (from ``start``: those before are a given prefix)
         while done < total:
@@ -715,10 +728,15 @@ class MusicLM:
             w1 = min(total, w0 + win_f)
             seg = int(owner[done])
             rhythm: dict[str, Tensor] = {}
-            if getattr(self.acoustic_lm, "beat_bins", 0):
+            if grids:
                 assert text is not None
-                rhythm = self.acoustic_beat(semantic[:, w0:w1], None if controls is None else controls[seg][None],
-                                            text[seg][None])  # fmt: skip
+                period, phase = grids[seg]
+                beat = torch.tensor([[period, (phase - w0) % period if period > 0 else 0.0]], device=self.device)
+                if controls is not None:
+                    drums = controls[seg][None, 1]
+                else:
+                    drums = self.control_reader().read(text[seg][None])[:, 1]
+                rhythm = {"beat": beat, "drums": drums.long().to(self.device)}
             made = self.acoustic_lm.generate(semantic[:, w0:w1], latents[seg][None], cfg_scale=cfg_scale,
                                              generator=generator, beat=rhythm.get("beat"),
                                              drums=rhythm.get("drums"))  # fmt: skip

@@ -255,3 +255,5 @@ def test_beat_stage_guidance_training_save_load_and_errors(tmp_path):
         plain_stage(sem, cond, beat=beat)
     with pytest.raises(ValueError, match="beat_bins >= 0"):
         LatentAcousticLM(semantic_vocab=8, latent_dim=3, cond_dim=4, dim=32, depth=1, beat_bins=-1)
+    with pytest.raises(ValueError, match="beat_cycle 1"):  # a grid from ids knows its phase within one beat only
+        LatentAcousticLM(semantic_vocab=8, latent_dim=3, cond_dim=4, dim=32, depth=1, beat_bins=4, beat_cycle=2)

@@ -516,6 +516,22 @@ def test_latent_stage_trains_evaluates_and_resumes_on_the_same_curve(spectral_to
         StageTrainConfig(stage="latent", tokens="x")
 
 
+def test_acoustic_crops_shift_each_grid_to_the_crops_first_frame():
+    import random
+
+    from musiclm_pytorch.training.stages import _acoustic_crops
+
+    items = [{"semantic": torch.arange(40), "codes": torch.zeros(2, 80, dtype=torch.long), "mulan": torch.ones(4),
+              "beat": torch.tensor([7.5, 2.0]), "controls": torch.tensor([3, 1])},
+             {"semantic": torch.arange(40), "codes": torch.zeros(2, 80, dtype=torch.long), "mulan": torch.ones(4),
+              "beat": torch.tensor([0.0, 0.0]), "controls": torch.tensor([-1, 0])}]  # fmt: skip
+    sem, codes, _, beat, drums = _acoustic_crops(items, 2, 10, random.Random(5), 2)
+    start = int(sem[0, 0])  # the ids are their own frame numbers
+    assert 0 < start and codes.shape == (2, 2, 20)
+    assert torch.allclose(beat[0], torch.tensor([7.5, (2.0 - start) % 7.5]))  # beats at 2 + 7.5 k, from the crop
+    assert torch.equal(beat[1], torch.zeros(2)) and drums.tolist() == [1, 0]  # an unknown grid stays unknown
+
+
 def test_latent_stage_reads_the_beat_grid_and_drums_label_and_the_oracle_gives_them(
     tokens, spectral_tokens, tiny_corpus, tmp_path, monkeypatch, capsys
 ):  # fmt: skip
@@ -540,8 +556,7 @@ def test_latent_stage_reads_the_beat_grid_and_drums_label_and_the_oracle_gives_t
     assert report["val_loss_no_beat"] > 0 and report["val_loss_no_beat"] != report["val_loss"]
     lm = load(tmp_path / "a" / "latent.safetensors", expected=LatentAcousticLM)
     assert lm.beat_bins == 4 and float(lm.beat_table.detach().abs().sum()) > 0  # fitted, then trained
-    fit = json.loads((tmp_path / "a" / "fit_direct.json").read_text())
-    assert fit["fit_l1_with_beat_table"] > 0  # the tiny corpus has no beat to find: what it gains is not asserted
+    assert "fit_l1_with_beat_table" in json.loads((tmp_path / "a" / "fit_direct.json").read_text())
     _assert_resumes_on_the_same_curve(cfg, tmp_path, monkeypatch)
     with pytest.raises(ValueError, match="give both --beat-from and --controls-from"):
         StageTrainConfig(**{**cfg, "controls_from": ""})

@@ -74,7 +74,8 @@ class LatentAcousticLM(FrameAlignedStage):
         guidance_envelope: cepstral coefficients of the envelope that guidance acts on (0: plain guidance
             on the whole latent); set with :meth:`set_guidance_envelope`, which needs the codec's basis.
         beat_bins: with ``> 0``, the stage reads a beat grid and a drums label (module docstring): bins of the
-            phase table per cycle of ``beat_cycle`` beats; ``beat_harmonics`` phase features at the input;
+            phase table per beat (``beat_cycle`` must be 1: a grid from ids knows its phase modulo one beat, so
+            a longer cycle would start on an arbitrary beat); ``beat_harmonics`` phase features at the input;
             the grid is dropped in training with ``beat_drop_prob``.
     """
 
@@ -117,8 +118,8 @@ class LatentAcousticLM(FrameAlignedStage):
         # [L, L]: the projection of a latent difference onto its spectral envelope (set_guidance_envelope;
         # a saved stage restores it from its file)
         self.register_buffer("guidance_filter", torch.eye(latent_dim) if guidance_envelope else None)
-        if beat_bins < 0 or beat_cycle < 1 or beat_harmonics < 1 or not 0.0 <= beat_drop_prob < 1.0:
-            raise ValueError(f"need beat_bins >= 0, beat_cycle >= 1, beat_harmonics >= 1, 0 <= beat_drop_prob < 1; "
+        if beat_bins < 0 or beat_cycle != 1 or beat_harmonics < 1 or not 0.0 <= beat_drop_prob < 1.0:
+            raise ValueError(f"need beat_bins >= 0, beat_cycle 1, beat_harmonics >= 1, 0 <= beat_drop_prob < 1; "
                              f"got {beat_bins}, {beat_cycle}, {beat_harmonics}, {beat_drop_prob}")  # fmt: skip
         self.beat_bins, self.beat_cycle = beat_bins, beat_cycle
         self.beat_harmonics, self.beat_drop_prob = beat_harmonics, beat_drop_prob
