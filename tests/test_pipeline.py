@@ -650,3 +650,50 @@ def test_a_latent_stage_that_reads_the_beat_gets_the_grid_of_the_ids_and_the_dru
     # a long piece whose last window holds 2 ids: it gets the segment's grid, shifted
     tail = mlm.generate_long([(texts[0], 2.06)], window_seconds=2.0, stride_seconds=1.96)
     assert tail.shape == (int(2.06 * 25) * 640,) and len(seen) == 2 and seen[-1][0][0, 0] == seen[0][0][0, 0]
+
+
+def test_a_beat_reading_latent_stage_gets_the_semantic_lms_grid_where_known(acoustic_parts, monkeypatch, tmp_path):
+    from musiclm_pytorch import save
+    from musiclm_pytorch.cli import main
+    from musiclm_pytorch.lm import LatentAcousticLM
+    from musiclm_pytorch.pipeline import load_musiclm
+
+    parts = _latent_parts(acoustic_parts)
+    stage = LatentAcousticLM(**{**parts["acoustic_lm"].config, "beat_bins": 4}).eval()
+    assert stage.beat_source == "semantic" and stage.config["beat_source"] == "semantic"  # the default
+    beats = TokenLM(**{**parts["semantic_lm"].config, "beat_harmonics": 2}).eval()
+    mlm = MusicLM(**{**parts, "semantic_lm": beats, "acoustic_lm": stage})
+    monkeypatch.setattr(mlm, "ids_beat", lambda ids: torch.tensor([[7.0, 2.0]]).expand(len(ids), 2).clone())
+    seen = _record_calls(monkeypatch, stage, lambda kw: kw.get("beat"))
+    texts = ["a piece at 150 bpm", "calm piano"]  # 150 bpm at 25 frames/s: a period of 10 frames; the other unknown
+    mlm.generate(texts, seconds=1.0, num_candidates=2, generator=torch.Generator().manual_seed(0))
+    assert seen[-1].tolist() == [[10.0, 0.0], [10.0, 0.0], [7.0, 2.0], [7.0, 2.0]]
+    mlm.generate(texts, seconds=1.0, num_candidates=2, beat_source="ids")  # per call: always the ids'
+    assert seen[-1].tolist() == [[7.0, 2.0]] * 4
+    with pytest.raises(ValueError, match="beat_source must be one of"):
+        mlm.generate(texts, seconds=1.0, beat_source="text")
+    # long generation: the semantic LM's grid of each segment, shifted to each window's first frame (windows of
+    # 25 frames, overlap 12: [0, 25) of segment 0, [19, 40) of segment 1), the ids' grid where its tempo is unknown
+    del seen[:]
+    mlm.generate_long([(texts[0], 0.8), (texts[1], 0.8)], window_seconds=1.0, stride_seconds=0.5)
+    assert [b.tolist() for b in seen] == [[[10.0, 0.0]], [[7.0, (2.0 + 20 - 19) % 7]]]
+    del seen[:]
+    mlm.generate_long([(texts[0], 1.6)], window_seconds=1.0, stride_seconds=0.5)
+    assert [b.tolist() for b in seen] == [[[10.0, 0.0]], [[10.0, (0.0 - 19) % 10]]]
+    del seen[:]
+    mlm.generate_long([(texts[0], 0.8)], window_seconds=1.0, stride_seconds=0.5, beat_source="ids")
+    assert [b.tolist() for b in seen] == [[[7.0, 2.0]]]
+    # the choice is stored in the stage's file by `musiclm bundle`, and refused for a stage that reads no beat
+    flags = {"conditioner": "--conditioning", "semantic_tokenizer": "--semantic-tokenizer", "codec": "--codec",
+             "semantic_lm": "--semantic-lm", "acoustic_lm": "--acoustic-lm"}  # fmt: skip
+    argv = ["bundle", "--out", str(tmp_path / "model")]
+    for key, flag in flags.items():
+        save({**parts, "semantic_lm": beats, "acoustic_lm": stage}[key], tmp_path / f"{key}.safetensors")
+        argv += [flag, str(tmp_path / f"{key}.safetensors")]
+    assert main([*argv, "--acoustic-beat-source", "ids"]) == 0
+    assert load_musiclm(tmp_path / "model").acoustic_lm.beat_source == "ids"
+    save(parts["acoustic_lm"], tmp_path / "plain.safetensors")
+    argv[argv.index("--acoustic-lm") + 1] = str(tmp_path / "plain.safetensors")
+    assert main([*argv, "--acoustic-beat-source", "ids"]) == 2
+    with pytest.raises(ValueError, match="reads the beat"):
+        parts["acoustic_lm"].set_beat_source("ids")

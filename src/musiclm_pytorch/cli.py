@@ -178,7 +178,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         prompt, sr = load_audio(args.continue_from, sample_rate=mlm.sample_rate)
         cont = mlm.generate_continuation(prompt, sr, seconds=args.seconds, text=args.texts[0] if args.texts else None,
                                          cfg_scale=_cfg_pair(args.cfg_scale), generator=gen,
-                                         frame_blend=args.frame_blend, temperatures=temps).cpu()  # fmt: skip
+                                         frame_blend=args.frame_blend, temperatures=temps,
+                                         beat_source=args.beat_source).cpu()  # fmt: skip
         level = float(prompt.pow(2).mean().sqrt()) if args.level_dbfs is None else 10 ** (args.level_dbfs / 20)
         if args.level_dbfs is not None:
             prompt = normalize_level(prompt, target_rms=level)
@@ -191,7 +192,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         story = [(t, s) for t, s in args.story]
         wav = mlm.generate_long(story, cfg_scale=_cfg_pair(args.cfg_scale), generator=gen,
                                 frame_blend=args.frame_blend, temperatures=temps,
-                                key_bias=args.key_bias).cpu()  # fmt: skip
+                                key_bias=args.key_bias, beat_source=args.beat_source).cpu()  # fmt: skip
         if args.level_dbfs is not None:
             wav = normalize_level(wav, target_rms=10 ** (args.level_dbfs / 20))
         path = str(save_audio(out, wav, mlm.sample_rate))
@@ -213,12 +214,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             made = mlm.generate(args.texts[i : i + TEXTS_PER_PASS], seconds=args.seconds,
                                 num_candidates=args.candidates, cfg_scale=scale, generator=gen,
                                 prior_mix=args.prior_mix, frame_blend=args.frame_blend, melody=melody,
-                                temperatures=temps, key_bias=args.key_bias)  # fmt: skip
+                                temperatures=temps, key_bias=args.key_bias, beat_source=args.beat_source)  # fmt: skip
             wavs += list(made.wavs.cpu())
             scores += made.scores.tolist()
     else:  # longer than one window: the paper's long generation, windows with an overlap (no reranking)
         wavs = [mlm.generate_long([(t, args.seconds)], cfg_scale=scale, generator=gen, frame_blend=args.frame_blend,
-                                  temperatures=temps, key_bias=args.key_bias) for t in args.texts]  # fmt: skip
+                                  temperatures=temps, key_bias=args.key_bias, beat_source=args.beat_source)
+                for t in args.texts]  # fmt: skip
         scores = mlm.rerank_scores(torch.stack(wavs), args.texts, 1).tolist()
         wavs = [w.cpu() for w in wavs]
     if args.level_dbfs is not None:  # the magnitude codec's output is some 20 dB quieter than its training audio
@@ -286,8 +288,9 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
         temperature = args.semantic_temperature if key == "semantic_lm" else None
         control_source = args.semantic_control_source if key == "semantic_lm" else None
         key_bias = args.semantic_key_bias if key == "semantic_lm" else None
+        beat_source = args.acoustic_beat_source if key == "acoustic_lm" else None
         if (scale is not None or envelope is not None or temperature is not None or control_source is not None
-                or key_bias is not None
+                or key_bias is not None or beat_source is not None
                 or (args.half and key in ("semantic_lm", "acoustic_lm", "coarse_lm", "fine_lm"))):  # fmt: skip
             # stage weights in float16 (half the download); they load back into float32 models. The
             # tokenizers stay float32: the stages check their identity (a hash of the exact weights).
@@ -302,6 +305,11 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
                 model.set_control_source(control_source)
             if key_bias is not None:
                 model.set_key_bias(key_bias)
+            if beat_source is not None:
+                if not hasattr(model, "set_beat_source"):
+                    raise ValueError(f"--acoustic-beat-source: {src!r} holds a {model.component_name!r}, which reads "
+                                     "no beat grid (a latent stage trained with --beat-from does)")  # fmt: skip
+                model.set_beat_source(beat_source)
             save(model.to(torch.float16) if args.half else model, dst, extra=read_header(src)["extra"])
         elif Path(src).resolve() != dst.resolve():  # a file already in the folder stays as it is
             shutil.copyfile(src, dst)
@@ -998,6 +1006,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="for a model whose semantic LM reads key labels: how hard to hold the key the text asks for "
         "(the key's id bias; default the model's; higher keeps the key more often and the rhythm less)",
     )
+    gen.add_argument("--beat-source", choices=("semantic", "ids"), default=None,
+                     help="for a model whose acoustic stage reads a beat grid: give it the grid the semantic stage "
+                     "was asked to follow (semantic) or the one estimated from the generated ids (ids) (default: "
+                     "the model's stored choice)")  # fmt: skip
     gen.add_argument("--prior-mix", type=float, default=None,
                      help="the retrieval prior's share in the semantic stage's sampling, in [0, 1) (default: the "
                      "model's)")  # fmt: skip
@@ -1070,6 +1082,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a latent acoustic stage guides only the spectral envelope of the conditioning's effect: "
                      "its first K cepstral coefficients over the codec's spectrum (the shipped model: 20; 0: plain "
                      "guidance; stored in its file)")  # fmt: skip
+    bun.add_argument("--acoustic-beat-source", choices=("semantic", "ids"), default=None,
+                     help="for a latent acoustic stage that reads a beat grid: the grid it gets at generation, the "
+                     "semantic LM's where its tempo is known (semantic) or the generated ids' (ids) (stored in its "
+                     "file; default semantic)")  # fmt: skip
     bun.set_defaults(func=_cmd_bundle)
 
     sim = sub.add_parser("similarity", help="MuLaN cosine similarity between audio files and captions")

@@ -264,15 +264,36 @@ class MusicLM:
             self._control_reader = ControlReader.from_mulan(self.conditioner.mulan)
         return self._control_reader
 
-    def acoustic_beat(self, semantic: Tensor, controls: Tensor | None, text_latents: Tensor) -> dict[str, Tensor]:
-        """What a latent stage that reads the beat (``beat_bins``) gets beside its conditioning: ``beat [B, 2]``,
-        each row's grid from its own ids ``semantic [B, Ts]`` (:meth:`ids_beat`), and ``drums [B]``, the drums
-        label of ``controls [B, 2]`` where given, else MuLaN's zero-shot reading of ``text_latents [B, C]``; ``{}``
-        for any other acoustic stage."""
+    def acoustic_beat(self, semantic: Tensor, controls: Tensor | None, text_latents: Tensor, *,
+                      grids: Tensor | None = None, source: str | None = None) -> dict[str, Tensor]:  # fmt: skip
+        """What a latent stage that reads the beat (``beat_bins``) gets beside its conditioning: ``beat [B, 2]``
+        and ``drums [B]``, the drums label of ``controls [B, 2]`` where given, else MuLaN's zero-shot reading of
+        ``text_latents [B, C]``; ``{}`` for any other acoustic stage. The grid (``source``, default the stage's
+        stored ``beat_source``): ``"semantic"``, each row's ``grids [B, 2]`` (the grid the semantic LM was given,
+        phase from frame 0) where its period is known, else the one of the row's own ids ``semantic [B, Ts]``
+        (:meth:`ids_beat`); ``"ids"``, always the ids' (as training read each clip's)."""
         if not getattr(self.acoustic_lm, "beat_bins", 0):
             return {}
+        source = self.acoustic_beat_source(source)
         drums = controls[:, 1] if controls is not None else self.control_reader().read(text_latents)[:, 1]
-        return {"beat": self.ids_beat(semantic), "drums": drums.long().to(self.device)}
+        own = self.ids_beat(semantic)
+        if source == "semantic" and grids is not None:
+            if grids.shape != own.shape:
+                raise ValueError(f"grids must be [B, 2] = {list(own.shape)}, got {list(grids.shape)}")
+            grids = grids.float().to(own)
+            own = torch.where(grids[:, :1] > 0, grids, own)
+        return {"beat": own, "drums": drums.long().to(self.device)}
+
+    def acoustic_beat_source(self, source: str | None) -> str:
+        """``source`` checked, or the latent stage's stored ``beat_source`` for ``None`` (``"ids"`` for a stage
+        that reads no beat, where it changes nothing)."""
+        from .lm.regression import BEAT_SOURCES
+
+        if source is None:
+            return str(getattr(self.acoustic_lm, "beat_source", "ids"))
+        if source not in BEAT_SOURCES:
+            raise ValueError(f"beat_source must be one of {BEAT_SOURCES}, got {source!r}")
+        return source
 
     def ids_beat(self, semantic: Tensor) -> Tensor:
         """``[B, 2]`` beat grids (period, phase in frames) of id sequences ``semantic [B, Ts]``, as the latent
@@ -353,6 +374,7 @@ class MusicLM:
         beat: Tensor | None = None,
         controls: Tensor | None = None,
         key_bias: float | None = None,
+        beat_source: str | None = None,
     ) -> GenerationResult:
         """Music for each text. ``temperatures``: semantic, coarse, fine (default
         :attr:`default_temperatures`: the semantic LM's stored one, else the paper's 1.0, 0.95, 0.4; with
@@ -373,8 +395,11 @@ class MusicLM:
         :func:`~musiclm_pytorch.lm.controls.key_index`, drums 0 / 1; -1 unknown) (default
         :meth:`control_labels`: MuLaN's reading of the text's conditioning). ``key_bias``: the scale of the key
         label's logit bias (:meth:`key_logit_bias`; default the semantic LM's stored one): higher keeps the
-        key more often and the rhythm less (benchmarks/RESULTS.md)."""
+        key more often and the rhythm less (benchmarks/RESULTS.md).
+        ``beat_source``: with a latent stage that reads the beat, which grid it gets (:meth:`acoustic_beat`;
+        default the stage's stored ``beat_source``)."""
         sem_cfg, cfg_scale = self.guidance(cfg_scale)
+        beat_source = self.acoustic_beat_source(beat_source)
         temperatures = self.sampling_temperatures(temperatures)
         if not texts:
             raise ValueError("texts is empty")
@@ -393,6 +418,7 @@ class MusicLM:
         mix = self.prior_mix(prior_mix)
         cond = cond.repeat_interleave(n, dim=0)  # [B*N, Q]
         frames = max(1, int(seconds * self.semantic_tokenizer.frame_rate))
+        grids = None  # the semantic LM's beat grids, [B, 2]
         if melody is not None:
             semantic = self.melody_ids(*melody, frames=frames).repeat(b * n, 1)
         else:
@@ -414,7 +440,8 @@ class MusicLM:
         latents = None if acoustic_cond is None else acoustic_cond.repeat_interleave(n, dim=0)  # [B*N, C]
         if isinstance(self.acoustic_lm, LatentAcousticLM):
             rhythm = self.acoustic_beat(semantic, None if labels is None else labels.repeat_interleave(n, dim=0),
-                                        text.repeat_interleave(n, dim=0))  # fmt: skip
+                                        text.repeat_interleave(n, dim=0), source=beat_source,
+                                        grids=None if grids is None else grids.repeat_interleave(n, dim=0))  # fmt: skip
             predicted = self.acoustic_lm.generate(semantic, latents, cfg_scale=cfg_scale, generator=generator,
                                                   beat=rhythm.get("beat"), drums=rhythm.get("drums"))  # fmt: skip
             predicted = self.match_frames(text.repeat_interleave(n, dim=0), predicted, frame_blend, semantic=semantic)
@@ -459,12 +486,13 @@ class MusicLM:
         generator: torch.Generator | None = None,
         frame_blend: float | None = None,
         key_bias: float | None = None,
+        beat_source: str | None = None,
     ) -> Tensor:
         """Long generation and story mode (MusicLM §4.4): ``segments`` are ``(text, seconds)``; one
         text for a long piece, several for a story. Each new ``stride`` is generated with the last
         ``window - stride`` seconds as prefix (paper: 15 s stride) and the current segment's text.
-        Returns one waveform ``[S]``. ``cfg_scale``: one scale, or ``(semantic, acoustic)``; ``key_bias``: as
-        in :meth:`generate`.
+        Returns one waveform ``[S]``. ``cfg_scale``: one scale, or ``(semantic, acoustic)``; ``key_bias`` and
+        ``beat_source``: as in :meth:`generate`.
         """
         if not segments or any(sec <= 0 for _, sec in segments):
             raise ValueError(f"segments must be non-empty (text, seconds > 0) pairs, got {segments}")
@@ -477,7 +505,8 @@ class MusicLM:
             cond = cond._replace(key_bias=self.key_logit_bias(cond.controls, key_bias))
         return self._long(cond, owner, window_seconds=window_seconds, stride_seconds=stride_seconds,
                           temperatures=temperatures, cfg_scale=cfg_scale, top_k=top_k, generator=generator,
-                          frame_blend=frame_blend, grids=self.beat_grids(texts, None, cond.text))  # fmt: skip
+                          frame_blend=frame_blend, grids=self.beat_grids(texts, None, cond.text),
+                          beat_source=beat_source)  # fmt: skip
 
     @torch.no_grad()
     def generate_continuation(
@@ -494,6 +523,7 @@ class MusicLM:
         top_k: int = 0,
         generator: torch.Generator | None = None,
         frame_blend: float | None = None,
+        beat_source: str | None = None,
     ) -> Tensor:
         """Continue an audio ``prompt [S]`` by ``seconds`` (AudioLM / MusicLM continuation): the prompt's
         semantic ids (its last ``window - stride`` seconds) are the semantic stage's prefix, its codec
@@ -529,19 +559,22 @@ class MusicLM:
             grids = torch.tensor([grid_of_ids(self.semantic_tokenizer, prefix[0])])
         return self._long(cond, owner, prefix=prefix, prefix_codes=codes, window_seconds=window,
                           stride_seconds=stride, temperatures=temperatures, cfg_scale=cfg_scale, top_k=top_k,
-                          generator=generator, frame_blend=frame_blend, grids=grids)  # fmt: skip
+                          generator=generator, frame_blend=frame_blend, grids=grids,
+                          beat_source=beat_source)  # fmt: skip
 
     def _long(
         self, cond: TextCondition, owner: Tensor, *, prefix: Tensor | None = None, prefix_codes: Tensor | None = None,
         window_seconds: float | None, stride_seconds: float | None, temperatures: tuple[float, float, float] | None,
         cfg_scale: float | tuple[float, float] | None, top_k: int, generator: torch.Generator | None,
-        frame_blend: float | None, grids: Tensor | None = None,
+        frame_blend: float | None, grids: Tensor | None = None, beat_source: str | None = None,
     ) -> Tensor:  # fmt: skip
         """Window-by-window generation of ``len(owner)`` new semantic frames (``owner``: the condition row
         of each) after the optional ``prefix`` ids ``[1, Tp]`` (and its codec codes); returns the new
         audio ``[S]``. ``grids [rows, 2]``: each condition row's beat grid, its phase counted from the
-        first frame (of the prefix, if any); each window gets it shifted to its own first frame."""
+        first frame (of the prefix, if any); each window gets it shifted to its own first frame (the latent stage
+        too, with ``beat_source`` "semantic": :meth:`acoustic_beat`)."""
         sem_cfg, ac_cfg = self.guidance(cfg_scale)
+        beat_source = self.acoustic_beat_source(beat_source)
         temperatures = self.sampling_temperatures(temperatures)
         window = window_seconds or self.max_seconds()
         stride = stride_seconds or window / 2
@@ -577,7 +610,8 @@ class MusicLM:
         if isinstance(self.acoustic_lm, LatentAcousticLM):
             assert acoustic_cond is not None
             predicted = self._latent_long(semantic, acoustic_cond, owner, win_f, overlap_f, ac_cfg, start=p0,
-                                          generator=generator, controls=controls, text=text)  # fmt: skip
+                                          generator=generator, controls=controls, text=text,
+                                          grids=grids if beat_source == "semantic" else None)  # fmt: skip
             frame_owner = owner[p0:].repeat_interleave(self.ratio)[: predicted.shape[1]]
             for seg in frame_owner.unique().tolist():  # each frame matched among its own segment's neighbours
                 at = (frame_owner == seg).to(predicted.device)
@@ -706,21 +740,27 @@ class MusicLM:
         generator: torch.Generator | None = None,
         controls: Tensor | None = None,
         text: Tensor | None = None,
+        grids: Tensor | None = None,
     ) -> Tensor:
         """The latent stage window by window (it takes no prompt): each window after the first starts half
         an overlap before the frames it adds, so they are made with that much of the music before them as
         context; the text of the segment a window starts in conditions it (and, for a stage that reads the
         beat, gives the drums label from ``controls [segments, 2]`` or ``text [segments, C]``; the grid is the
-        one of the segment's whole id sequence, shifted to each window's first frame, as training shifts a
-        clip's grid to its crop)."""
+        segment's row of ``grids [segments, 2]`` (the semantic LM's, phase from frame 0) where its period is known,
+        else the one of the segment's whole id sequence, shifted to each window's first frame, as training shifts
+        a clip's grid to its crop)."""
         assert isinstance(self.acoustic_lm, LatentAcousticLM)
         r, total = self.ratio, semantic.shape[1]
-        grids: dict[int, tuple[float, float]] = {}  # segment -> (period, phase counted from frame 0)
+        given = grids
+        grid_of: dict[int, tuple[float, float]] = {}  # segment -> (period, phase counted from frame 0)
         if getattr(self.acoustic_lm, "beat_bins", 0):
             for seg in owner[:total].unique().tolist():
+                if given is not None and float(given[seg, 0]) > 0:
+                    grid_of[seg] = (float(given[seg, 0]), float(given[seg, 1]))
+                    continue
                 frames = (owner[:total] == seg).nonzero()[:, 0]
                 grid = self.ids_beat(semantic[:, frames])[0].tolist()
-                grids[seg] = (grid[0], grid[1] + int(frames[0]))
+                grid_of[seg] = (grid[0], grid[1] + int(frames[0]))
         parts: list[Tensor] = []
         done = start  # semantic frames whose latents are kept (from ``start``: those before are a given prefix)
         while done < total:
@@ -728,9 +768,9 @@ class MusicLM:
             w1 = min(total, w0 + win_f)
             seg = int(owner[done])
             rhythm: dict[str, Tensor] = {}
-            if grids:
+            if grid_of:
                 assert text is not None
-                period, phase = grids[seg]
+                period, phase = grid_of[seg]
                 beat = torch.tensor([[period, (phase - w0) % period if period > 0 else 0.0]], device=self.device)
                 if controls is not None:
                     drums = controls[seg][None, 1]

@@ -56,6 +56,9 @@ from torch import Tensor, nn
 
 from .frame_aligned import FrameAlignedStage
 
+# where the pipeline takes a beat-reading stage's grid at generation (LatentAcousticLM's ``beat_source``)
+BEAT_SOURCES = ("semantic", "ids")
+
 
 class LatentAcousticLM(FrameAlignedStage):
     """Bidirectional transformer regressing the codec latent of every frame (module docstring).
@@ -77,6 +80,11 @@ class LatentAcousticLM(FrameAlignedStage):
             phase table per beat (``beat_cycle`` must be 1: a grid from ids knows its phase modulo one beat, so
             a longer cycle would start on an arbitrary beat); ``beat_harmonics`` phase features at the input;
             the grid is dropped in training with ``beat_drop_prob``.
+        beat_source: which grid :class:`~musiclm_pytorch.MusicLM` gives this stage at generation (a choice of the
+            pipeline, not of training, kept in the config; :meth:`set_beat_source`): ``"semantic"``, the grid the
+            semantic LM was asked to follow wherever its period is known (the tempo the text names or the
+            prior's, a continuation prompt's own), else the one estimated from the generated ids; ``"ids"``, always
+            the one estimated from the generated ids, as training read each clip's true ids.
     """
 
     component_name = "latent_acoustic_lm"
@@ -87,7 +95,7 @@ class LatentAcousticLM(FrameAlignedStage):
         depth: int = 6, heads: int = 4, dim_head: int = 64, ff_hidden: int | None = None, dropout: float = 0.1,
         cond_drop_prob: float = 0.1, cond_noise: float = 0.0,
         prior_size: int = 0, prior_k: int = 8, guidance_envelope: int = 0, beat_bins: int = 0, beat_cycle: int = 1,
-        beat_harmonics: int = 3, beat_drop_prob: float = 0.1,
+        beat_harmonics: int = 3, beat_drop_prob: float = 0.1, beat_source: str = "semantic",
     ):  # fmt: skip
         super().__init__()
         ff_hidden = ff_hidden or 4 * dim
@@ -96,7 +104,7 @@ class LatentAcousticLM(FrameAlignedStage):
             heads=heads, dim_head=dim_head, ff_hidden=ff_hidden, dropout=dropout, cond_drop_prob=cond_drop_prob,
             cond_noise=cond_noise, prior_size=prior_size, prior_k=prior_k, guidance_envelope=guidance_envelope,
             **({"beat_bins": beat_bins, "beat_cycle": beat_cycle, "beat_harmonics": beat_harmonics,
-                "beat_drop_prob": beat_drop_prob} if beat_bins else {}),
+                "beat_drop_prob": beat_drop_prob, "beat_source": beat_source} if beat_bins else {}),
         )  # fmt: skip
         self._init_trunk(semantic_vocab=semantic_vocab, ratio=ratio, cond_dim=cond_dim, dim=dim, depth=depth,
                          heads=heads, dim_head=dim_head, ff_hidden=ff_hidden, dropout=dropout,
@@ -123,6 +131,9 @@ class LatentAcousticLM(FrameAlignedStage):
                              f"got {beat_bins}, {beat_cycle}, {beat_harmonics}, {beat_drop_prob}")  # fmt: skip
         self.beat_bins, self.beat_cycle = beat_bins, beat_cycle
         self.beat_harmonics, self.beat_drop_prob = beat_harmonics, beat_drop_prob
+        if beat_source not in BEAT_SOURCES:
+            raise ValueError(f"beat_source must be one of {BEAT_SOURCES}, got {beat_source!r}")
+        self.beat_source = beat_source
         if beat_bins:
             # drums label 0 (none), 1 (drums), 2 (unknown: guidance's null branch, a dropped condition)
             self.drums_emb = nn.Embedding(3, dim)
@@ -154,6 +165,17 @@ class LatentAcousticLM(FrameAlignedStage):
         b = basis.double()
         self.guidance_filter = (b.T @ dct.T @ dct @ b).to(self.null_latent)
         self._config["guidance_envelope"] = int(coefficients)
+        return self
+
+    def set_beat_source(self, source: str) -> LatentAcousticLM:
+        """Which beat grid the pipeline gives this stage at generation (``beat_source`` in the class docstring),
+        kept in the config, so a saved stage keeps it."""
+        if not self.beat_bins:
+            raise ValueError("beat_source is a setting of a latent stage that reads the beat (beat_bins > 0); "
+                             "this one reads none")  # fmt: skip
+        if source not in BEAT_SOURCES:
+            raise ValueError(f"beat_source must be one of {BEAT_SOURCES}, got {source!r}")
+        self.beat_source = self._config["beat_source"] = source
         return self
 
     @property
