@@ -18,6 +18,11 @@ SHIPPED=src/musiclm_pytorch/pretrained/musiclm_small
 if [ ! -f "$WORK/data/synth10k/val.jsonl" ]; then
     "$MUSICLM" data synth "$WORK/data/synth10k" --num-clips 10000 --seconds 10 --workers 2 --shards 500
 fi
+if [ ! -f "$WORK/data/synth10k/val_generated.jsonl" ]; then  # validation rows of generated compositions (valgen200)
+    python3 -c "import json, sys; rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]; \
+open(sys.argv[2], 'w').writelines(json.dumps(r) + '\n' for r in rows if r['tags'].get('source_kind') == 'generated')" \
+        "$WORK/data/synth10k/val.jsonl" "$WORK/data/synth10k/val_generated.jsonl"
+fi
 if [ ! -d "$WORK/runs/tokens_spec" ]; then
     "$MUSICLM" data tokenize --conditioning "$SHIPPED/conditioning.safetensors" \
         --semantic checkpoints/semantic_512/semantic_tokenizer.safetensors --codec "$SHIPPED/codec.safetensors" \
