@@ -118,8 +118,8 @@ def main() -> None:
                 versions.setdefault(name, []).append(score(judge.predict(w.numpy(), model.sample_rate), t))
         print(f"{i + len(part)} / {len(val)} clips", flush=True)
     for name, scores in versions.items():
-        report["versions"][name] = {k: v["accuracy"] for k, v in accuracy(scores).items()
-                                    if k in ("family", "key_tonic", "tempo_class", "drums_balanced", "drums")}  # fmt: skip
+        kept = ("family", "key_tonic", "tempo_class", "drums_balanced", "drums")
+        report["versions"][name] = {k: v["accuracy"] for k, v in accuracy(scores).items() if k in kept}
     report["prediction_std_over_true"] = {k: round(sum(v) / len(v), 4) for k, v in std_ratio.items()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
