@@ -31,17 +31,8 @@ from typing import Any
 import torch
 
 from musiclm_pytorch import MusicLM
+from musiclm_pytorch.data.datasets import manifest_rows
 from musiclm_pytorch.evaluation.judge import Judge, accuracy, score
-
-
-def _rows_by_path(data: Path) -> dict[str, dict[str, Any]]:
-    rows: dict[str, dict[str, Any]] = {}
-    for name in ("train.jsonl", "val.jsonl"):
-        for line in (data / name).read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                rows[str((data / row["path"]).resolve())] = row
-    return rows
 
 
 @torch.no_grad()
@@ -64,7 +55,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=None, help="model folder (default: the shipped model)")
     ap.add_argument("--tokens", required=True, help="tokens folder (train.pt, val.pt) made with the model's codec")
-    ap.add_argument("--data", required=True, help="the corpus the tokens were made from (train/val.jsonl)")
+    ap.add_argument("--data", required=True, help="the corpus folder the tokens were made from (its val.jsonl)")
     ap.add_argument("--clips", type=int, default=96)
     ap.add_argument("--fit-clips", type=int, default=256, help="training clips for movement_fixed's ratios")
     ap.add_argument("--threads", type=int, default=2)
@@ -73,12 +64,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model = MusicLM.from_pretrained(args.model) if args.model else MusicLM.from_pretrained()
     scale = model.guidance(None)[1]
-    rows = _rows_by_path(Path(args.data))
+    rows, _ = manifest_rows(Path(args.data) / "val.jsonl", require_caption=False)
+    by_path = {str(Path(r["path"]).resolve()): r for r in rows}
     val = torch.load(Path(args.tokens) / "val.pt", weights_only=False)["items"][: args.clips]
     train = torch.load(Path(args.tokens) / "train.pt", weights_only=False)["items"][: args.fit_clips]
-    tags = [rows[str(Path(it["path"]).resolve())]["tags"] for it in val]
-    texts = [rows[str(Path(it["path"]).resolve())].get("full_caption") or rows[str(Path(it["path"]).resolve())][
-        "caption"] for it in val]  # fmt: skip
+    matched = [by_path[str(Path(it["path"]).resolve())] for it in val]
+    tags = [r["tags"] for r in matched]
+    texts = [r.get("full_caption") or r["caption"] for r in matched]
 
     # movement ratios per latent dimension, fitted on training clips (own conditioning, as training saw them)
     ratios = []

@@ -276,24 +276,25 @@ class MusicLM:
             return {}
         source = self.acoustic_beat_source(source)
         drums = controls[:, 1] if controls is not None else self.control_reader().read(text_latents)[:, 1]
-        own = self.ids_beat(semantic)
         if source == "semantic" and grids is not None:
-            if grids.shape != own.shape:
-                raise ValueError(f"grids must be [B, 2] = {list(own.shape)}, got {list(grids.shape)}")
-            grids = grids.float().to(own)
-            own = torch.where(grids[:, :1] > 0, grids, own)
-        return {"beat": own, "drums": drums.long().to(self.device)}
+            if grids.shape != (len(semantic), 2):
+                raise ValueError(f"grids must be [B, 2] = {[len(semantic), 2]}, got {list(grids.shape)}")
+            beat = grids.float().to(self.device)  # a copy: the caller's rows stay as they are
+            unknown = (beat[:, 0] <= 0).nonzero()[:, 0]  # only these rows need the ids' estimate
+            if len(unknown):
+                beat[unknown] = self.ids_beat(semantic[unknown])
+        else:
+            beat = self.ids_beat(semantic)
+        return {"beat": beat, "drums": drums.long().to(self.device)}
 
     def acoustic_beat_source(self, source: str | None) -> str:
         """``source`` checked, or the latent stage's stored ``beat_source`` for ``None`` (``"ids"`` for a stage
         that reads no beat, where it changes nothing)."""
-        from .lm.regression import BEAT_SOURCES
+        from .lm.regression import check_beat_source
 
         if source is None:
             return str(getattr(self.acoustic_lm, "beat_source", "ids"))
-        if source not in BEAT_SOURCES:
-            raise ValueError(f"beat_source must be one of {BEAT_SOURCES}, got {source!r}")
-        return source
+        return check_beat_source(source)
 
     def ids_beat(self, semantic: Tensor) -> Tensor:
         """``[B, 2]`` beat grids (period, phase in frames) of id sequences ``semantic [B, Ts]``, as the latent
@@ -751,12 +752,11 @@ class MusicLM:
         a clip's grid to its crop)."""
         assert isinstance(self.acoustic_lm, LatentAcousticLM)
         r, total = self.ratio, semantic.shape[1]
-        given = grids
         grid_of: dict[int, tuple[float, float]] = {}  # segment -> (period, phase counted from frame 0)
         if getattr(self.acoustic_lm, "beat_bins", 0):
             for seg in owner[:total].unique().tolist():
-                if given is not None and float(given[seg, 0]) > 0:
-                    grid_of[seg] = (float(given[seg, 0]), float(given[seg, 1]))
+                if grids is not None and float(grids[seg, 0]) > 0:
+                    grid_of[seg] = (float(grids[seg, 0]), float(grids[seg, 1]))
                     continue
                 frames = (owner[:total] == seg).nonzero()[:, 0]
                 grid = self.ids_beat(semantic[:, frames])[0].tolist()

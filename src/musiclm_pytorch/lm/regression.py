@@ -60,6 +60,13 @@ from .frame_aligned import FrameAlignedStage
 BEAT_SOURCES = ("semantic", "ids")
 
 
+def check_beat_source(source: str) -> str:
+    """``source`` if it is one of :data:`BEAT_SOURCES`, else a ``ValueError`` naming them."""
+    if source not in BEAT_SOURCES:
+        raise ValueError(f"beat_source must be one of {BEAT_SOURCES}, got {source!r}")
+    return source
+
+
 class LatentAcousticLM(FrameAlignedStage):
     """Bidirectional transformer regressing the codec latent of every frame (module docstring).
 
@@ -131,9 +138,7 @@ class LatentAcousticLM(FrameAlignedStage):
                              f"got {beat_bins}, {beat_cycle}, {beat_harmonics}, {beat_drop_prob}")  # fmt: skip
         self.beat_bins, self.beat_cycle = beat_bins, beat_cycle
         self.beat_harmonics, self.beat_drop_prob = beat_harmonics, beat_drop_prob
-        if beat_source not in BEAT_SOURCES:
-            raise ValueError(f"beat_source must be one of {BEAT_SOURCES}, got {beat_source!r}")
-        self.beat_source = beat_source
+        self.beat_source = check_beat_source(beat_source)
         if beat_bins:
             # drums label 0 (none), 1 (drums), 2 (unknown: guidance's null branch, a dropped condition)
             self.drums_emb = nn.Embedding(3, dim)
@@ -173,9 +178,7 @@ class LatentAcousticLM(FrameAlignedStage):
         if not self.beat_bins:
             raise ValueError("beat_source is a setting of a latent stage that reads the beat (beat_bins > 0); "
                              "this one reads none")  # fmt: skip
-        if source not in BEAT_SOURCES:
-            raise ValueError(f"beat_source must be one of {BEAT_SOURCES}, got {source!r}")
-        self.beat_source = self._config["beat_source"] = source
+        self.beat_source = self._config["beat_source"] = check_beat_source(source)
         return self
 
     @property

@@ -311,9 +311,9 @@ def train_stage(cfg: StageTrainConfig) -> dict[str, Any]:
             )
     elif cfg.stage == "latent":
         assert codec is not None
+        beat_args: dict[str, Any] = {"beat_bins": cfg.beat_bins, "beat_harmonics": cfg.beat_harmonics}
         lm = LatentAcousticLM(latent_dim=codec.latent_dim, **_frame_aligned_args(cfg, train),
-                              beat_bins=cfg.beat_bins if cfg.beat_from else 0,
-                              beat_harmonics=cfg.beat_harmonics if cfg.beat_from else 3)  # fmt: skip
+                              **(beat_args if cfg.beat_from else {}))  # fmt: skip
         lm.set_prior_bank(_prior_bank(train["items"], len(lm.prior_bank)))
         fit_report = lm.fit_direct(
             (
