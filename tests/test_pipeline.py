@@ -697,3 +697,56 @@ def test_a_beat_reading_latent_stage_gets_the_semantic_lms_grid_where_known(acou
     assert main([*argv, "--acoustic-beat-source", "ids"]) == 2
     with pytest.raises(ValueError, match="reads the beat"):
         parts["acoustic_lm"].set_beat_source("ids")
+
+
+def test_bundle_fits_and_stores_a_movement_gain_in_a_latent_stage(acoustic_parts, tmp_path, capsys):
+    import torch.nn.functional as F
+
+    from musiclm_pytorch import load, save
+    from musiclm_pytorch.checkpoint import identity
+    from musiclm_pytorch.cli import main
+    from musiclm_pytorch.lm import LatentAcousticLM
+    from musiclm_pytorch.pipeline import load_musiclm
+
+    parts = _latent_parts(acoustic_parts)
+    stage = LatentAcousticLM(**{**parts["acoustic_lm"].config, "beat_bins": 4}).eval()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in stage.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=gen))
+    parts["acoustic_lm"] = stage
+    flags = {"conditioner": "--conditioning", "semantic_tokenizer": "--semantic-tokenizer", "codec": "--codec",
+             "semantic_lm": "--semantic-lm", "acoustic_lm": "--acoustic-lm"}  # fmt: skip
+    argv = ["bundle", "--out", str(tmp_path / "model")]
+    for key, flag in flags.items():
+        save(parts[key], tmp_path / f"{key}.safetensors")
+        argv += [flag, str(tmp_path / f"{key}.safetensors")]
+    items = [{"semantic": torch.randint(0, 8, (25,), generator=gen),
+              "codes": torch.randint(0, 8, (2, 50), generator=gen),
+              "mulan": F.normalize(torch.randn(128, generator=gen), dim=0)} for _ in range(5)]  # fmt: skip
+    ident = {"semantic": identity(parts["semantic_tokenizer"]), "codec": identity(parts["codec"]),
+             "mulan": identity(parts["conditioner"].mulan)}  # fmt: skip
+    (tmp_path / "tokens").mkdir()
+    torch.save({"items": items, "identity": ident}, tmp_path / "tokens" / "train.pt")
+    assert main([*argv, "--acoustic-movement-gain", "0.5", "--movement-gain-tokens", str(tmp_path / "tokens"),
+                 "--movement-gain-clips", "4"]) == 0  # fmt: skip
+    assert '"movement_gain"' in capsys.readouterr().err
+    mlm = load_musiclm(tmp_path / "model")
+    # the gains the pipeline fits on the first 4 clips, each with its ids' grid and its latent's drums label
+    expected = MusicLM(**{**parts, "acoustic_lm": load(tmp_path / "acoustic_lm.safetensors").eval()})
+    expected.fit_movement_gain(items[:4], alpha=0.5)
+    assert mlm.acoustic_lm.movement_gain_alpha == 0.5
+    assert torch.allclose(mlm.acoustic_lm.movement_gain, expected.acoustic_lm.movement_gain, atol=1e-6)
+    assert not torch.allclose(mlm.acoustic_lm.movement_gain, torch.ones(16), atol=1e-2)
+    texts = ["calm piano", "loud drums"]
+    plain = MusicLM(**parts).generate(texts, seconds=1.0, generator=torch.Generator().manual_seed(0))
+    moved = mlm.generate(texts, seconds=1.0, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(moved.semantic, plain.semantic) and not torch.allclose(moved.wavs, plain.wavs, atol=1e-4)
+    # refusals: no tokens folder; tokens made with another codec
+    assert main([*argv, "--acoustic-movement-gain", "0.5"]) == 2
+    assert "--acoustic-movement-gain needs --acoustic-lm (a latent stage) and --movement-gain-tokens" in (
+        capsys.readouterr().err)  # fmt: skip
+    torch.save({"items": items, "identity": {**ident, "codec": {**ident["codec"], "hash": "0" * 16}}},
+               tmp_path / "tokens" / "train.pt")  # fmt: skip
+    assert main([*argv, "--acoustic-movement-gain", "0.5", "--movement-gain-tokens", str(tmp_path / "tokens")]) == 2
+    assert "codec" in capsys.readouterr().err

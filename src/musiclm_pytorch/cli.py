@@ -271,6 +271,9 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
                "fine_lm": args.fine_lm, "prior": args.prior}  # fmt: skip
     defaults = {"semantic_lm": args.semantic_cfg_scale,
                 "acoustic_lm" if args.acoustic_lm else "coarse_lm": args.acoustic_cfg_scale}  # fmt: skip
+    if args.acoustic_movement_gain is not None and (args.acoustic_lm is None or args.movement_gain_tokens is None):
+        raise ValueError("--acoustic-movement-gain needs --acoustic-lm (a latent stage) and --movement-gain-tokens "
+                         "(the tokens folder it was trained on: the gains are fitted on its train.pt)")  # fmt: skip
     wants_labels = args.semantic_control_source is not None or args.semantic_key_bias is not None
     if wants_labels and args.semantic_lm is not None:  # before any file is written
         if not read_header(args.semantic_lm)["config"].get("control_classes"):
@@ -315,6 +318,10 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
             shutil.copyfile(src, dst)
         written[BUNDLE_FILES[key]] = dst.stat().st_size
     mlm = load_musiclm(out)  # every contract and identity checked, as `generate` will
+    if args.acoustic_movement_gain is not None:
+        _store_movement_gain(mlm, args, out / BUNDLE_FILES["acoustic_lm"])
+        written[BUNDLE_FILES["acoustic_lm"]] = (out / BUNDLE_FILES["acoustic_lm"]).stat().st_size
+        mlm = load_musiclm(out)
     report = {"out": str(out), "files": written, "megabytes": round(sum(written.values()) / 2**20, 1),
               "max_seconds": mlm.max_seconds()}  # fmt: skip
     print(json.dumps(report, indent=2))
@@ -328,6 +335,27 @@ def _store_guidance(model: Any, scale: float, src: str) -> None:
     else:
         raise ValueError(f"{src!r} holds a {model.component_name!r}, which stores no guidance default (a token LM "
                          "or the flow stage does): drop the --*-cfg-scale flag for it")  # fmt: skip
+
+
+def _store_movement_gain(mlm: Any, args: argparse.Namespace, dst: Path) -> None:
+    """Fit the bundle's latent stage's movement gain on the first ``--movement-gain-clips`` training clips of
+    ``--movement-gain-tokens`` (``MusicLM.fit_movement_gain``) and write the stage file again."""
+    import torch
+
+    from .checkpoint import check_identity, read_header, save
+
+    path = Path(args.movement_gain_tokens) / "train.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"--movement-gain-tokens: no {str(path)!r} (run `musiclm data tokenize` first)")
+    tokens = torch.load(path, weights_only=False)
+    # the gains compare the stage's prediction with the codec's latents of clips tokenized by these components
+    check_identity(tokens.get("identity") or {}, semantic=mlm.semantic_tokenizer, codec=mlm.codec,
+                   mulan=mlm.conditioner.mulan)  # fmt: skip
+    items = tokens["items"][: args.movement_gain_clips]
+    report = mlm.fit_movement_gain(items, alpha=args.acoustic_movement_gain)
+    print(json.dumps({"movement_gain": report}), file=sys.stderr)
+    stage = mlm.acoustic_lm
+    save(stage.to(torch.float16) if args.half else stage, dst, extra=read_header(dst)["extra"])
 
 
 def _store_guidance_envelope(model: Any, coefficients: int, src: str, codec_path: str | None) -> None:
@@ -1086,6 +1114,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="for a latent acoustic stage that reads a beat grid: the grid it gets at generation, the "
                      "semantic LM's where its tempo is known (semantic) or the generated ids' (ids) (stored in its "
                      "file; default semantic)")  # fmt: skip
+    bun.add_argument("--acoustic-movement-gain", type=float, default=None, metavar="ALPHA",
+                     help="for a latent acoustic stage: scale its prediction's movement around the clip mean by "
+                     "per-dimension gains fitted on training clips (real / predicted std over time, median), raised "
+                     "to ALPHA (the shipped model: 0.5; 0: none; stored in its file); needs "
+                     "--movement-gain-tokens")  # fmt: skip
+    bun.add_argument("--movement-gain-tokens", default=None, metavar="DIR",
+                     help="tokens folder (train.pt) whose first --movement-gain-clips clips fit the movement "
+                     "gain")  # fmt: skip
+    bun.add_argument("--movement-gain-clips", type=int, default=256)
     bun.set_defaults(func=_cmd_bundle)
 
     sim = sub.add_parser("similarity", help="MuLaN cosine similarity between audio files and captions")

@@ -306,6 +306,31 @@ class MusicLM:
         grids = [grid_of_ids(self.semantic_tokenizer, r) if len(r) >= 4 else (0.0, 0.0) for r in rows]
         return torch.tensor(grids, dtype=torch.float32).reshape(len(rows), 2).to(self.device)
 
+    def fit_movement_gain(self, items: list[dict[str, Any]], *, alpha: float = 0.5, batch_size: int = 16
+                          ) -> dict[str, float]:  # fmt: skip
+        """Fit and set the latent stage's movement gain (:meth:`LatentAcousticLM.fit_movement_gain`) on tokenized
+        training clips ``items`` (``musiclm data tokenize``'s ``train.pt`` items: ``semantic``, ``codes``, ``mulan``),
+        each with its own conditioning, its ids' beat grid and its latent's drums label, as the stage was trained,
+        at the guidance generation uses."""
+        stage = self.acoustic_lm
+        if not isinstance(stage, LatentAcousticLM):
+            raise ValueError(f"a movement gain is a setting of a latent acoustic stage (LatentAcousticLM); this "
+                             f"model's acoustic stage is a {type(stage or self.coarse_lm).__name__}")  # fmt: skip
+        missing = [k for k in ("semantic", "codes", "mulan") if items and k not in items[0]]
+        if missing:
+            raise ValueError(f"the tokenized clips lack {missing} (tokenize with `musiclm data tokenize`)")
+        clips = []
+        for it in items:
+            semantic = it["semantic"].long()
+            latents = self.codec.latents_from_codes(it["codes"][None].long().to(self.device))[0]  # type: ignore[attr-defined]
+            cond = it["mulan"].float().to(self.device)
+            extra: tuple[Tensor, ...] = ()
+            if stage.beat_bins:
+                drums = self.control_reader().read(cond[None])[0, 1]
+                extra = (self.ids_beat(semantic[None])[0], drums)
+            clips.append((semantic, latents, cond, *extra))
+        return stage.fit_movement_gain(clips, alpha=alpha, cfg_scale=self.guidance(None)[1], batch_size=batch_size)
+
     def key_logit_bias(self, controls: Tensor | None, scale: float | None = None) -> Tensor | None:
         """``[B, V]``: ``scale`` (default the semantic LM's stored ``key_bias``) times the PMI of each id with
         the key label of ``controls [B, 2]`` over the retrieval prior's training clips (their ids counted, their

@@ -257,3 +257,51 @@ def test_beat_stage_guidance_training_save_load_and_errors(tmp_path):
         LatentAcousticLM(semantic_vocab=8, latent_dim=3, cond_dim=4, dim=32, depth=1, beat_bins=-1)
     with pytest.raises(ValueError, match="beat_cycle 1"):  # a grid from ids knows its phase within one beat only
         LatentAcousticLM(semantic_vocab=8, latent_dim=3, cond_dim=4, dim=32, depth=1, beat_bins=4, beat_cycle=2)
+
+
+def test_movement_gain_is_fitted_in_closed_form_applied_after_guidance_and_saved(tmp_path):
+    """Real latents that move around their clip mean by known per-dimension multiples of the prediction's
+    movement: the fit recovers the multiples (raised to alpha), generation then makes those latents, the gain
+    survives a save and load, and bad arguments name what is wrong."""
+    gen = torch.Generator().manual_seed(2)
+    clips = _beat_clips(6, gen)
+    model = LatentAcousticLM(semantic_vocab=8, latent_dim=3, cond_dim=4, dim=32, depth=1, heads=2, dim_head=16,
+                             beat_bins=8, dropout=0.0).eval()  # fmt: skip
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=gen))
+    sem, cond, beat, drums = (torch.stack([c[i] for c in clips]) for i in (0, 2, 3, 4))
+    pred = model.generate(sem, cond, cfg_scale=2.0, beat=beat, drums=drums)
+    truth = torch.tensor([1.0, 4.0, 0.5])
+    real = pred.mean(1, keepdim=True) + (pred - pred.mean(1, keepdim=True)) * truth
+    fit_clips = [(s, x, c, b, d) for s, x, c, b, d in zip(sem, real, cond, beat, drums)]
+    report = model.fit_movement_gain(fit_clips, alpha=1.0, cfg_scale=2.0, batch_size=4)  # batches of 4 and 2
+    assert torch.allclose(model.movement_gain, truth, rtol=1e-4) and model.movement_gain_alpha == 1.0
+    assert report["clips"] == 6 and abs(report["predicted_std_over_real_after"] - 1.0) < 1e-4
+    assert abs(report["predicted_std_over_real_before"] - float((1 / truth).mean())) < 1e-4
+    assert torch.allclose(model.generate(sem, cond, cfg_scale=2.0, beat=beat, drums=drums), real, atol=1e-5)
+    model.fit_movement_gain(fit_clips, alpha=0.5, cfg_scale=2.0)  # refitted from the prediction without a gain
+    assert torch.allclose(model.movement_gain, truth.sqrt(), rtol=1e-4) and model.config["movement_gain_alpha"] == 0.5
+    out = model.generate(sem, cond, cfg_scale=2.0, beat=beat, drums=drums)
+    assert torch.allclose(out.mean(1), pred.mean(1), atol=1e-5)  # the clip mean is kept
+    model.save(tmp_path / "stage.safetensors")
+    back = load(tmp_path / "stage.safetensors")
+    assert back.movement_gain_alpha == 0.5 and torch.equal(back.movement_gain, model.movement_gain)
+    assert torch.allclose(back.generate(sem, cond, cfg_scale=2.0, beat=beat, drums=drums), out, atol=1e-6)
+    model.set_movement_gain(None)
+    assert model.movement_gain is None and "movement_gain" not in model.state_dict()
+    assert "movement_gain_alpha" not in model.config
+    assert torch.allclose(model.generate(sem, cond, cfg_scale=2.0, beat=beat, drums=drums), pred, atol=1e-6)
+    with pytest.raises(ValueError, match="gain must be \\[3\\] finite positive numbers"):
+        model.set_movement_gain(torch.tensor([1.0, -1.0, 1.0]))
+    with pytest.raises(ValueError, match="gain must be \\[3\\]"):
+        model.set_movement_gain(torch.ones(4))
+    with pytest.raises(ValueError, match="alpha must be a finite number >= 0"):
+        model.set_movement_gain(torch.ones(3), alpha=-1.0)
+    with pytest.raises(ValueError, match="clips must be \\(semantic, latents, cond, beat, drums\\)"):
+        model.fit_movement_gain([c[:3] for c in fit_clips])
+    with pytest.raises(ValueError, match="needs at least 2 clips"):
+        model.fit_movement_gain(fit_clips[:1])
+    with pytest.raises(ValueError, match="movement_gain_alpha must be a finite number >= 0"):
+        LatentAcousticLM(semantic_vocab=8, latent_dim=3, cond_dim=4, dim=32, depth=1, heads=2, dim_head=16,
+                         movement_gain_alpha=float("nan"))  # fmt: skip

@@ -40,14 +40,20 @@ part of the condition (unknown in guidance's null branch, dropped with the condi
 grid stays in both branches, so guidance amplifies the difference a drums label makes at each phase.
 
 It predicts the conditional *mean* spectrum: the variety of a piece comes from the semantic stage,
-which samples; the spectra are smoother than real ones. Its codes, where tokens are wanted, are the
-codec's quantization of the prediction (``SpectralCodec.quantize_latents``).
+which samples; the spectra are smoother than real ones, and they move less over time: on training clips the
+prediction's standard deviation over time is about a quarter of the real latents' (``benchmarks/family_loss_probe.py``),
+so the partials that carry the key are faint. With a movement gain (:meth:`LatentAcousticLM.fit_movement_gain`) the
+prediction's deviation from its clip mean is scaled per latent dimension by ``g ** alpha``, ``g`` the median over
+training clips of the real to the predicted standard deviation over time (key tonic 0.60 -> 0.69 on 200 validation
+prompts at ``alpha`` 0.5; ``alpha`` 1 raises the key further and costs tempo and drums, RESULTS.md).
+Its codes, where tokens are wanted, are the codec's quantization of the prediction (``SpectralCodec.quantize_latents``).
 
 Shape letters: B batch, T codec frames, Ts semantic frames, D model dim, L latent dim, C conditioning dim.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
@@ -92,10 +98,14 @@ class LatentAcousticLM(FrameAlignedStage):
             semantic LM was asked to follow wherever its period is known (the tempo the text names or the
             prior's, a continuation prompt's own), else the one estimated from the generated ids; ``"ids"``, always
             the one estimated from the generated ids, as training read each clip's true ids.
+        movement_gain_alpha: with ``> 0``, :meth:`generate` scales its prediction's deviation from the clip mean by
+            the stored gains ``movement_gain [L]`` (module docstring), fitted with :meth:`fit_movement_gain` or set with
+            :meth:`set_movement_gain`; kept in the config and the weights.
     """
 
     component_name = "latent_acoustic_lm"
     guidance_filter: Tensor | None
+    movement_gain: Tensor | None
 
     def __init__(
         self, *, semantic_vocab: int, latent_dim: int, ratio: int = 2, cond_dim: int = 128, dim: int = 256,
@@ -103,6 +113,7 @@ class LatentAcousticLM(FrameAlignedStage):
         cond_drop_prob: float = 0.1, cond_noise: float = 0.0,
         prior_size: int = 0, prior_k: int = 8, guidance_envelope: int = 0, beat_bins: int = 0, beat_cycle: int = 1,
         beat_harmonics: int = 3, beat_drop_prob: float = 0.1, beat_source: str = "semantic",
+        movement_gain_alpha: float = 0.0,
     ):  # fmt: skip
         super().__init__()
         ff_hidden = ff_hidden or 4 * dim
@@ -112,6 +123,7 @@ class LatentAcousticLM(FrameAlignedStage):
             cond_noise=cond_noise, prior_size=prior_size, prior_k=prior_k, guidance_envelope=guidance_envelope,
             **({"beat_bins": beat_bins, "beat_cycle": beat_cycle, "beat_harmonics": beat_harmonics,
                 "beat_drop_prob": beat_drop_prob, "beat_source": beat_source} if beat_bins else {}),
+            **({"movement_gain_alpha": movement_gain_alpha} if movement_gain_alpha else {}),
         )  # fmt: skip
         self._init_trunk(semantic_vocab=semantic_vocab, ratio=ratio, cond_dim=cond_dim, dim=dim, depth=depth,
                          heads=heads, dim_head=dim_head, ff_hidden=ff_hidden, dropout=dropout,
@@ -133,6 +145,11 @@ class LatentAcousticLM(FrameAlignedStage):
         # [L, L]: the projection of a latent difference onto its spectral envelope (set_guidance_envelope;
         # a saved stage restores it from its file)
         self.register_buffer("guidance_filter", torch.eye(latent_dim) if guidance_envelope else None)
+        # [L]: the gains on the prediction's movement around its clip mean (fit_movement_gain; a saved stage restores
+        # them from its file)
+        if not (movement_gain_alpha >= 0 and math.isfinite(movement_gain_alpha)):
+            raise ValueError(f"movement_gain_alpha must be a finite number >= 0, got {movement_gain_alpha}")
+        self.register_buffer("movement_gain", torch.ones(latent_dim) if movement_gain_alpha else None)
         if beat_bins < 0 or beat_cycle != 1 or beat_harmonics < 1 or not 0.0 <= beat_drop_prob < 1.0:
             raise ValueError(f"need beat_bins >= 0, beat_cycle 1, beat_harmonics >= 1, 0 <= beat_drop_prob < 1; "
                              f"got {beat_bins}, {beat_cycle}, {beat_harmonics}, {beat_drop_prob}")  # fmt: skip
@@ -180,6 +197,76 @@ class LatentAcousticLM(FrameAlignedStage):
                              "this one reads none")  # fmt: skip
         self.beat_source = self._config["beat_source"] = check_beat_source(source)
         return self
+
+    @torch.no_grad()
+    def set_movement_gain(self, gain: Tensor | None, alpha: float = 1.0) -> LatentAcousticLM:
+        """Make :meth:`generate` scale its prediction's deviation from the clip mean by ``gain [L] ** alpha`` per
+        latent dimension (module docstring); ``None`` or ``alpha`` 0 removes it. Kept in the config and the
+        weights, so a saved stage keeps it."""
+        if gain is None or alpha == 0:
+            self.movement_gain = None
+            self._config.pop("movement_gain_alpha", None)
+            return self
+        if not (alpha > 0 and math.isfinite(alpha)):
+            raise ValueError(f"alpha must be a finite number >= 0, got {alpha}")
+        if gain.shape != (self.latent_dim,) or not bool(torch.isfinite(gain).all()) or bool((gain <= 0).any()):
+            raise ValueError(f"gain must be [{self.latent_dim}] finite positive numbers (one per latent dimension), "
+                             f"got shape {tuple(gain.shape)}")  # fmt: skip
+        self.movement_gain = (gain.double() ** alpha).to(self.null_latent)
+        self._config["movement_gain_alpha"] = float(alpha)
+        return self
+
+    @property
+    def movement_gain_alpha(self) -> float:
+        """The power of the fitted gains that :meth:`generate` applies to its movement (0: none)."""
+        return float(self._config.get("movement_gain_alpha", 0.0))
+
+    @torch.no_grad()
+    def fit_movement_gain(self, clips: Iterable[tuple[Tensor, ...]], *, alpha: float = 0.5, cfg_scale: float = 1.0,
+                          batch_size: int = 16) -> dict[str, float]:  # fmt: skip
+        """Fit and set the movement gain (:meth:`set_movement_gain`): per latent dimension the median over ``clips``
+        of the ratio of the real latents' standard deviation over time to the prediction's, at guidance
+        ``cfg_scale`` (the one generation uses), raised to ``alpha``. ``clips`` yields what :meth:`fit_direct`
+        reads (training clips, each with its own conditioning, as the stage was trained). Returns the gains'
+        range and the prediction's mean standard deviation over time relative to the real one, before and after."""
+        clips = list(clips)
+        if len(clips) < 2:
+            raise ValueError(f"fit_movement_gain needs at least 2 clips, got {len(clips)}")
+        if self.beat_bins and any(len(c) != 5 for c in clips):
+            raise ValueError("this stage reads a beat grid and a drums label: clips must be (semantic, latents, cond, "
+                             "beat, drums)")  # fmt: skip
+        ratios = []
+        for i in range(0, len(clips), batch_size):
+            part = clips[i : i + batch_size]
+            if len({(c[0].shape, c[1].shape) for c in part}) > 1:  # clips of other lengths: one at a time
+                groups = [[c] for c in part]
+            else:
+                groups = [part]
+            for group in groups:
+                semantic = torch.stack([c[0].long() for c in group])
+                real = torch.stack([c[1].float() for c in group])
+                cond = torch.stack([c[2].float() for c in group])
+                beat = torch.stack([c[3].float() for c in group]) if self.beat_bins else None
+                drums = torch.stack([c[4].long().reshape(()) for c in group]) if self.beat_bins else None
+                pred = self._predict(semantic, cond, frames=real.shape[1], cfg_scale=cfg_scale, beat=beat,
+                                     drums=drums).float().cpu()  # fmt: skip
+                ratios.append(real.std(1) / pred.std(1).clamp_min(1e-6))
+        ratio = torch.cat(ratios)  # [N, L]
+        gain = ratio.median(0).values.clamp_min(1e-3)
+        self.set_movement_gain(gain, alpha)
+        scaled = ratio / gain.double().pow(alpha).float()
+        return {"clips": len(clips), "alpha": float(alpha), "gain_min": float(gain.min()),
+                "gain_max": float(gain.max()),
+                "predicted_std_over_real_before": float((1 / ratio).mean()),
+                "predicted_std_over_real_after": float((1 / scaled).mean())}  # fmt: skip
+
+    def scale_movement(self, latents: Tensor) -> Tensor:
+        """``latents [B, T, L]`` with their deviation from the mean over ``T`` scaled by the movement gain (as they
+        are without one)."""
+        if self.movement_gain is None:
+            return latents
+        mean = latents.mean(1, keepdim=True)
+        return mean + (latents - mean) * self.movement_gain.to(latents)
 
     @property
     def guidance_envelope(self) -> int:
@@ -350,7 +437,15 @@ class LatentAcousticLM(FrameAlignedStage):
         (:meth:`set_guidance_envelope`) ``cond + (cfg_scale - 1) * envelope(cond - null)``. ``generator`` is unused (the
         regression is deterministic): every latent stage is called alike, and a sampling one uses it. With
         ``beat_bins``, ``beat [B, 2]`` and ``drums [B]`` as in :meth:`forward`; the null branch keeps the grid
-        and reads the drums label as unknown."""
+        and reads the drums label as unknown. With a movement gain (:meth:`set_movement_gain`), the prediction's
+        movement around its mean over ``T`` is scaled by it, after guidance."""
+        return self.scale_movement(self._predict(semantic, cond, frames=frames, cfg_scale=cfg_scale, beat=beat,
+                                                 drums=drums))  # fmt: skip
+
+    @torch.no_grad()
+    def _predict(self, semantic: Tensor, cond: Tensor | None, *, frames: int | None, cfg_scale: float,
+                 beat: Tensor | None, drums: Tensor | None) -> Tensor:  # fmt: skip
+        """:meth:`generate` before the movement gain."""
         was_training = self.training
         self.eval()
         semantic = semantic.to(self.null_cond.device)
