@@ -742,6 +742,15 @@ def test_bundle_fits_and_stores_a_movement_gain_in_a_latent_stage(acoustic_parts
     plain = MusicLM(**parts).generate(texts, seconds=1.0, generator=torch.Generator().manual_seed(0))
     moved = mlm.generate(texts, seconds=1.0, generator=torch.Generator().manual_seed(0))
     assert torch.equal(moved.semantic, plain.semantic) and not torch.allclose(moved.wavs, plain.wavs, atol=1e-4)
+    # per band of modulation frequency, the edges given in Hz at the codec's frame rate
+    rate = parts["codec"].frame_rate
+    gain_argv = [*argv, "--acoustic-movement-gain", "1", "--movement-gain-tokens", str(tmp_path / "tokens")]
+    assert main([*gain_argv, "--movement-gain-bands", "1", "4"]) == 0
+    banded = load_musiclm(tmp_path / "model").acoustic_lm
+    assert banded.movement_bands == pytest.approx([1 / rate, 4 / rate]) and banded.movement_gain.shape == (3, 16)
+    assert main([*gain_argv, "--movement-gain-bands", str(rate)]) == 2
+    assert f"movement bands must lie between 0 and half the codec's frame rate ({rate / 2:g} Hz)" in (
+        capsys.readouterr().err)  # fmt: skip
     # refusals: no tokens folder; tokens made with another codec
     assert main([*argv, "--acoustic-movement-gain", "0.5"]) == 2
     assert "--acoustic-movement-gain needs --acoustic-lm (a latent stage) and --movement-gain-tokens" in (

@@ -352,7 +352,7 @@ def _store_movement_gain(mlm: Any, args: argparse.Namespace, dst: Path) -> None:
     check_identity(tokens.get("identity") or {}, semantic=mlm.semantic_tokenizer, codec=mlm.codec,
                    mulan=mlm.conditioner.mulan)  # fmt: skip
     items = tokens["items"][: args.movement_gain_clips]
-    report = mlm.fit_movement_gain(items, alpha=args.acoustic_movement_gain)
+    report = mlm.fit_movement_gain(items, alpha=args.acoustic_movement_gain, bands_hz=args.movement_gain_bands)
     print(json.dumps({"movement_gain": report}), file=sys.stderr)
     stage = mlm.acoustic_lm
     save(stage.to(torch.float16) if args.half else stage, dst, extra=read_header(dst)["extra"])
@@ -1123,6 +1123,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="tokens folder (train.pt) whose first --movement-gain-clips clips fit the movement "
                      "gain")  # fmt: skip
     bun.add_argument("--movement-gain-clips", type=int, default=256)
+    bun.add_argument("--movement-gain-bands", type=float, nargs="+", default=None, metavar="HZ",
+                     help="fit the movement gain per band of modulation frequency, these the inner edges in Hz "
+                     "(e.g. 0.5 1 2 4 8 12.5; default: one gain per latent dimension)")  # fmt: skip
     bun.set_defaults(func=_cmd_bundle)
 
     sim = sub.add_parser("similarity", help="MuLaN cosine similarity between audio files and captions")

@@ -306,12 +306,13 @@ class MusicLM:
         grids = [grid_of_ids(self.semantic_tokenizer, r) if len(r) >= 4 else (0.0, 0.0) for r in rows]
         return torch.tensor(grids, dtype=torch.float32).reshape(len(rows), 2).to(self.device)
 
-    def fit_movement_gain(self, items: list[dict[str, Any]], *, alpha: float = 0.5, batch_size: int = 16
-                          ) -> dict[str, float]:  # fmt: skip
+    def fit_movement_gain(self, items: list[dict[str, Any]], *, alpha: float = 0.5, batch_size: int = 16,
+                          bands_hz: list[float] | None = None) -> dict[str, Any]:  # fmt: skip
         """Fit and set the latent stage's movement gain (:meth:`LatentAcousticLM.fit_movement_gain`) on tokenized
         training clips ``items`` (``musiclm data tokenize``'s ``train.pt`` items: ``semantic``, ``codes``, ``mulan``),
         each with its own conditioning, its ids' beat grid and its latent's drums label, as the stage was trained,
-        at the guidance generation uses."""
+        at the guidance generation uses; ``bands_hz``: the inner edges of its modulation bands in Hz (converted at
+        the codec's frame rate; none: one gain per latent dimension)."""
         stage = self.acoustic_lm
         if not isinstance(stage, LatentAcousticLM):
             raise ValueError(f"a movement gain is a setting of a latent acoustic stage (LatentAcousticLM); this "
@@ -329,7 +330,15 @@ class MusicLM:
                 drums = self.control_reader().read(cond[None])[0, 1]
                 extra = (self.ids_beat(semantic[None])[0], drums)
             clips.append((semantic, latents, cond, *extra))
-        return stage.fit_movement_gain(clips, alpha=alpha, cfg_scale=self.guidance(None)[1], batch_size=batch_size)
+        bands = None
+        if bands_hz:
+            rate = float(self.codec.frame_rate)
+            if any(not 0 < b < rate / 2 for b in bands_hz):
+                raise ValueError(f"movement bands must lie between 0 and half the codec's frame rate "
+                                 f"({rate / 2:g} Hz), got {bands_hz}")  # fmt: skip
+            bands = [b / rate for b in bands_hz]
+        return stage.fit_movement_gain(clips, alpha=alpha, cfg_scale=self.guidance(None)[1], batch_size=batch_size,
+                                       bands=bands)  # fmt: skip
 
     def key_logit_bias(self, controls: Tensor | None, scale: float | None = None) -> Tensor | None:
         """``[B, V]``: ``scale`` (default the semantic LM's stored ``key_bias``) times the PMI of each id with

@@ -305,3 +305,70 @@ def test_movement_gain_is_fitted_in_closed_form_applied_after_guidance_and_saved
     with pytest.raises(ValueError, match="movement_gain_alpha must be a finite number >= 0"):
         LatentAcousticLM(semantic_vocab=8, latent_dim=3, cond_dim=4, dim=32, depth=1, heads=2, dim_head=16,
                          movement_gain_alpha=float("nan"))  # fmt: skip
+
+
+def test_movement_filter_per_modulation_band_by_hand():
+    """One band is a plain gain; two sinusoids in two bands come out scaled by their bands' gains (measured by
+    band_power against numpy's FFT of the Hann-windowed signal); the filter leaves the mean alone."""
+    import numpy as np
+
+    from musiclm_pytorch.lm.regression import band_power, filter_movement
+
+    t = torch.arange(400.0)
+    slow, fast = torch.sin(2 * torch.pi * 0.01 * t), torch.sin(2 * torch.pi * 0.3 * t)
+    d = torch.stack([slow + fast, slow - 0.5 * fast], dim=-1)[None]  # [1, T, 2]
+    assert torch.allclose(filter_movement(d, torch.tensor([[2.0, 0.5]]), []), d * torch.tensor([2.0, 0.5]))
+    edges = [0.05, 0.1, 0.2]
+    gains = torch.tensor([[4.0, 2.0], [4.0, 2.0], [1.0, 1.0], [1.0, 1.0]])  # bands' centres 0.025, 0.075, 0.15, 0.35
+    out = filter_movement(d, gains, edges)
+    expected = torch.stack([4 * slow + fast, 2 * slow - 0.5 * fast], dim=-1)[None]
+    inner = slice(40, 360)  # away from the ends, where the mirror images meet the clip
+    assert torch.allclose(out[:, inner], expected[:, inner], atol=0.05)
+    # band_power: the Hann-windowed power per band, as numpy computes it
+    x = d[0, :, 0].double().numpy()
+    spec = np.abs(np.fft.rfft((x - x.mean()) * np.hanning(400))) ** 2
+    freqs = np.fft.rfftfreq(400)
+    power = band_power(d, edges)[0, :, 0].numpy()
+    bounds = [0.0, *edges, 0.51]
+    assert np.allclose(power, [spec[(freqs >= a) & (freqs < b)].sum() for a, b in zip(bounds, bounds[1:])])
+
+
+def test_movement_gain_per_band_is_fitted_saved_and_checked(tmp_path):
+    gen = torch.Generator().manual_seed(3)
+    clips = _beat_clips(6, gen, frames=64)
+    model = LatentAcousticLM(semantic_vocab=8, latent_dim=3, cond_dim=4, dim=32, depth=1, heads=2, dim_head=16,
+                             beat_bins=8, dropout=0.0).eval()  # fmt: skip
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=gen))
+    sem, cond, beat, drums = (torch.stack([c[i] for c in clips]) for i in (0, 2, 3, 4))
+    pred = model.generate(sem, cond, beat=beat, drums=drums)
+    # real latents: the prediction's movement with its slow part (below 0.1 cycles per frame) tripled
+    low = torch.tensor([[3.0, 3.0, 3.0], [1.0, 1.0, 1.0]])
+    from musiclm_pytorch.lm.regression import band_power, filter_movement
+
+    mean = pred.mean(1, keepdim=True)
+    real = mean + filter_movement(pred - mean, low, [0.1])
+    fit_clips = [(s, x, c, b, d) for s, x, c, b, d in zip(sem, real, cond, beat, drums)]
+    report = model.fit_movement_gain(fit_clips, alpha=1.0, bands=[0.1])
+    assert model.movement_bands == [0.1] and model.movement_gain.shape == (2, 3)
+    # the fitted gains: near 3 below, far less above (the filter that made the real latents interpolates its gains
+    # between the bands' centres, 0.05 and 0.3, so it raised the lower part of the upper band too)
+    assert (model.movement_gain[0] > 2.5).all() and (model.movement_gain[1] < 1.6).all()
+    assert report["bands"] == [0.1] and len(report["real_share_per_band"]) == 2
+    assert report["real_share_per_band"][0] > report["predicted_share_per_band"][0]
+    out = model.generate(sem, cond, beat=beat, drums=drums)
+    ratio = (band_power(out, [0.1]) / band_power(pred, [0.1])).sqrt()  # [B, 2, L]
+    assert (ratio[:, 0] > 2.0).all() and (ratio[:, 1] < 2.0).all()
+    model.save(tmp_path / "stage.safetensors")
+    back = load(tmp_path / "stage.safetensors")
+    assert back.movement_bands == [0.1] and back.config["movement_bands"] == [0.1]
+    assert torch.allclose(back.generate(sem, cond, beat=beat, drums=drums), out, atol=1e-5)
+    model.set_movement_gain(torch.ones(3))  # back to one band
+    assert model.movement_bands == [] and "movement_bands" not in model.config
+    with pytest.raises(ValueError, match="movement bands must be ascending edges in \\(0, 0.5\\)"):
+        model.set_movement_gain(torch.ones(3, 3), bands=[0.2, 0.1])
+    with pytest.raises(ValueError, match="movement bands must be ascending edges"):
+        model.fit_movement_gain(fit_clips, bands=[0.6])
+    with pytest.raises(ValueError, match="gain must be \\[2, 3\\] finite positive numbers \\(one per band and"):
+        model.set_movement_gain(torch.ones(3), bands=[0.1])

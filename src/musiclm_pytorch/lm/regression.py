@@ -54,7 +54,8 @@ Shape letters: B batch, T codec frames, Ts semantic frames, D model dim, L laten
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -100,7 +101,8 @@ class LatentAcousticLM(FrameAlignedStage):
             the one estimated from the generated ids, as training read each clip's true ids.
         movement_gain_alpha: with ``> 0``, :meth:`generate` scales its prediction's deviation from the clip mean by
             the stored gains ``movement_gain [L]`` (module docstring), fitted with :meth:`fit_movement_gain` or set with
-            :meth:`set_movement_gain`; kept in the config and the weights.
+            :meth:`set_movement_gain`; kept in the config and the weights. ``movement_bands``: the inner edges of its
+            modulation-frequency bands (cycles per codec frame; none: one gain per dimension).
     """
 
     component_name = "latent_acoustic_lm"
@@ -113,7 +115,7 @@ class LatentAcousticLM(FrameAlignedStage):
         cond_drop_prob: float = 0.1, cond_noise: float = 0.0,
         prior_size: int = 0, prior_k: int = 8, guidance_envelope: int = 0, beat_bins: int = 0, beat_cycle: int = 1,
         beat_harmonics: int = 3, beat_drop_prob: float = 0.1, beat_source: str = "semantic",
-        movement_gain_alpha: float = 0.0,
+        movement_gain_alpha: float = 0.0, movement_bands: Sequence[float] | None = None,
     ):  # fmt: skip
         super().__init__()
         ff_hidden = ff_hidden or 4 * dim
@@ -124,6 +126,7 @@ class LatentAcousticLM(FrameAlignedStage):
             **({"beat_bins": beat_bins, "beat_cycle": beat_cycle, "beat_harmonics": beat_harmonics,
                 "beat_drop_prob": beat_drop_prob, "beat_source": beat_source} if beat_bins else {}),
             **({"movement_gain_alpha": movement_gain_alpha} if movement_gain_alpha else {}),
+            **({"movement_bands": list(movement_bands)} if movement_bands else {}),
         )  # fmt: skip
         self._init_trunk(semantic_vocab=semantic_vocab, ratio=ratio, cond_dim=cond_dim, dim=dim, depth=depth,
                          heads=heads, dim_head=dim_head, ff_hidden=ff_hidden, dropout=dropout,
@@ -149,7 +152,9 @@ class LatentAcousticLM(FrameAlignedStage):
         # them from its file)
         if not (movement_gain_alpha >= 0 and math.isfinite(movement_gain_alpha)):
             raise ValueError(f"movement_gain_alpha must be a finite number >= 0, got {movement_gain_alpha}")
-        self.register_buffer("movement_gain", torch.ones(latent_dim) if movement_gain_alpha else None)
+        bands = check_bands(movement_bands)
+        shape = (len(bands) + 1, latent_dim) if bands else (latent_dim,)
+        self.register_buffer("movement_gain", torch.ones(shape) if movement_gain_alpha else None)
         if beat_bins < 0 or beat_cycle != 1 or beat_harmonics < 1 or not 0.0 <= beat_drop_prob < 1.0:
             raise ValueError(f"need beat_bins >= 0, beat_cycle 1, beat_harmonics >= 1, 0 <= beat_drop_prob < 1; "
                              f"got {beat_bins}, {beat_cycle}, {beat_harmonics}, {beat_drop_prob}")  # fmt: skip
@@ -199,21 +204,32 @@ class LatentAcousticLM(FrameAlignedStage):
         return self
 
     @torch.no_grad()
-    def set_movement_gain(self, gain: Tensor | None, alpha: float = 1.0) -> LatentAcousticLM:
-        """Make :meth:`generate` scale its prediction's deviation from the clip mean by ``gain [L] ** alpha`` per
-        latent dimension (module docstring); ``None`` or ``alpha`` 0 removes it. Kept in the config and the
-        weights, so a saved stage keeps it."""
+    def set_movement_gain(self, gain: Tensor | None, alpha: float = 1.0, *,
+                          bands: Sequence[float] | None = None) -> LatentAcousticLM:  # fmt: skip
+        """Make :meth:`generate` scale its prediction's deviation from the clip mean by ``gain ** alpha``
+        (module docstring): ``gain [L]``, one factor per latent dimension, or with ``bands`` (the inner edges of
+        modulation-frequency bands, in cycles per codec frame, ascending in ``(0, 0.5)``) ``gain [len(bands) + 1,
+        L]``, one per band and dimension (:func:`filter_movement`). ``None`` or ``alpha`` 0 removes it. Kept in the
+        config and the weights, so a saved stage keeps it."""
         if gain is None or alpha == 0:
             self.movement_gain = None
             self._config.pop("movement_gain_alpha", None)
+            self._config.pop("movement_bands", None)
             return self
         if not (alpha > 0 and math.isfinite(alpha)):
             raise ValueError(f"alpha must be a finite number >= 0, got {alpha}")
-        if gain.shape != (self.latent_dim,) or not bool(torch.isfinite(gain).all()) or bool((gain <= 0).any()):
-            raise ValueError(f"gain must be [{self.latent_dim}] finite positive numbers (one per latent dimension), "
-                             f"got shape {tuple(gain.shape)}")  # fmt: skip
+        edges = check_bands(bands)
+        shape = (len(edges) + 1, self.latent_dim) if edges else (self.latent_dim,)
+        if gain.shape != shape or not bool(torch.isfinite(gain).all()) or bool((gain <= 0).any()):
+            per = "band and latent dimension" if edges else "latent dimension"
+            raise ValueError(f"gain must be {list(shape)} finite positive numbers (one per {per}), got shape "
+                             f"{tuple(gain.shape)}")  # fmt: skip
         self.movement_gain = (gain.double() ** alpha).to(self.null_latent)
         self._config["movement_gain_alpha"] = float(alpha)
+        if edges:
+            self._config["movement_bands"] = edges
+        else:
+            self._config.pop("movement_bands", None)
         return self
 
     @property
@@ -221,21 +237,33 @@ class LatentAcousticLM(FrameAlignedStage):
         """The power of the fitted gains that :meth:`generate` applies to its movement (0: none)."""
         return float(self._config.get("movement_gain_alpha", 0.0))
 
+    @property
+    def movement_bands(self) -> list[float]:
+        """The inner edges of the movement gain's modulation bands, in cycles per codec frame (``[]``: one band)."""
+        return list(self._config.get("movement_bands", []))
+
     @torch.no_grad()
     def fit_movement_gain(self, clips: Iterable[tuple[Tensor, ...]], *, alpha: float = 0.5, cfg_scale: float = 1.0,
-                          batch_size: int = 16) -> dict[str, float]:  # fmt: skip
+                          batch_size: int = 16, bands: Sequence[float] | None = None) -> dict[str, Any]:  # fmt: skip
         """Fit and set the movement gain (:meth:`set_movement_gain`): per latent dimension the median over ``clips``
         of the ratio of the real latents' standard deviation over time to the prediction's, at guidance
-        ``cfg_scale`` (the one generation uses), raised to ``alpha``. ``clips`` yields what :meth:`fit_direct`
-        reads (training clips, each with its own conditioning, as the stage was trained). Returns the gains'
-        range and the prediction's mean standard deviation over time relative to the real one, before and after."""
+        ``cfg_scale`` (the one generation uses), raised to ``alpha``; with ``bands``, per band and dimension, the
+        ratio of the real to the predicted amplitude in that band of modulation frequencies (square root of the
+        summed power of the Hann-windowed deviation from the clip mean), as the modulation-spectrum postfilter of
+        statistical speech synthesis matches an over-smoothed trajectory's modulation spectrum to natural speech's
+        (Takamichi et al., ICASSP 2014). ``clips`` yields what :meth:`fit_direct` reads (training clips, each with
+        its own conditioning, as the stage was trained). Returns the gains' range, the prediction's standard
+        deviation over time relative to the real one (mean over clips and dimensions) before and after, and with
+        bands each band's share of the real and the predicted movement."""
         clips = list(clips)
         if len(clips) < 2:
             raise ValueError(f"fit_movement_gain needs at least 2 clips, got {len(clips)}")
         if self.beat_bins and any(len(c) != 5 for c in clips):
             raise ValueError("this stage reads a beat grid and a drums label: clips must be (semantic, latents, cond, "
                              "beat, drums)")  # fmt: skip
-        ratios = []
+        edges = check_bands(bands)
+        ratios, powers, before, after = [], [], [], []
+        pairs = []
         for i in range(0, len(clips), batch_size):
             part = clips[i : i + batch_size]
             if len({(c[0].shape, c[1].shape) for c in part}) > 1:  # clips of other lengths: one at a time
@@ -250,15 +278,29 @@ class LatentAcousticLM(FrameAlignedStage):
                 drums = torch.stack([c[4].long().reshape(()) for c in group]) if self.beat_bins else None
                 pred = self._predict(semantic, cond, frames=real.shape[1], cfg_scale=cfg_scale, beat=beat,
                                      drums=drums).float().cpu()  # fmt: skip
-                ratios.append(real.std(1) / pred.std(1).clamp_min(1e-6))
-        ratio = torch.cat(ratios)  # [N, L]
-        gain = ratio.median(0).values.clamp_min(1e-3)
-        self.set_movement_gain(gain, alpha)
-        scaled = ratio / gain.double().pow(alpha).float()
-        return {"clips": len(clips), "alpha": float(alpha), "gain_min": float(gain.min()),
-                "gain_max": float(gain.max()),
-                "predicted_std_over_real_before": float((1 / ratio).mean()),
-                "predicted_std_over_real_after": float((1 / scaled).mean())}  # fmt: skip
+                pairs.append((real, pred))
+                if edges:
+                    pr, pp = band_power(real, edges), band_power(pred, edges)  # [B, K, L]
+                    ratios.append((pr / pp.clamp_min(1e-12)).sqrt())
+                    powers.append((pr.sum((0, 2)), pp.sum((0, 2))))
+                else:
+                    ratios.append(real.std(1) / pred.std(1).clamp_min(1e-6))
+        gain = torch.cat(ratios).median(0).values.clamp_min(1e-3)  # [L] or [K, L]
+        self.set_movement_gain(gain, alpha, bands=edges)
+        for real, pred in pairs:
+            before.append(pred.std(1) / real.std(1).clamp_min(1e-6))
+            after.append(self.scale_movement(pred).std(1) / real.std(1).clamp_min(1e-6))
+        report: dict[str, Any] = {"clips": len(clips), "alpha": float(alpha), "gain_min": float(gain.min()),
+                                  "gain_max": float(gain.max()),
+                                  "predicted_std_over_real_before": float(torch.cat(before).mean()),
+                                  "predicted_std_over_real_after": float(torch.cat(after).mean())}  # fmt: skip
+        if edges:
+            real_p = torch.stack([p[0] for p in powers]).sum(0)
+            pred_p = torch.stack([p[1] for p in powers]).sum(0)
+            report["bands"] = edges
+            report["real_share_per_band"] = (real_p / real_p.sum()).tolist()
+            report["predicted_share_per_band"] = (pred_p / pred_p.sum()).tolist()
+        return report
 
     def scale_movement(self, latents: Tensor) -> Tensor:
         """``latents [B, T, L]`` with their deviation from the mean over ``T`` scaled by the movement gain (as they
@@ -266,7 +308,9 @@ class LatentAcousticLM(FrameAlignedStage):
         if self.movement_gain is None:
             return latents
         mean = latents.mean(1, keepdim=True)
-        return mean + (latents - mean) * self.movement_gain.to(latents)
+        if self.movement_gain.ndim == 1:
+            return mean + (latents - mean) * self.movement_gain.to(latents)
+        return mean + filter_movement(latents - mean, self.movement_gain, self.movement_bands)
 
     @property
     def guidance_envelope(self) -> int:
@@ -477,6 +521,53 @@ def beat_phase_bins(t: Tensor, period: Tensor, phase: Tensor, bins: int, cycle: 
     return (u * bins).long().clamp(0, bins - 1)
 
 
+def check_bands(bands: Sequence[float] | None) -> list[float]:
+    """``bands`` as a list of floats if they are ascending inner band edges in ``(0, 0.5)`` cycles per frame, else a
+    ``ValueError``; ``[]`` for ``None``."""
+    edges = [float(b) for b in bands or []]
+    if any(not 0 < b < 0.5 for b in edges) or any(a >= b for a, b in zip(edges, edges[1:])):
+        raise ValueError(f"movement bands must be ascending edges in (0, 0.5) cycles per frame, got {edges}")
+    return edges
+
+
+def band_power(x: Tensor, edges: Sequence[float]) -> Tensor:
+    """``[B, K, L]``: the power of ``x [B, T, L]``'s deviation from its mean over ``T`` (Hann window) in each of the
+    ``K = len(edges) + 1`` bands of modulation frequency that the inner ``edges`` (cycles per frame) bound."""
+    t = x.shape[1]
+    window = torch.hann_window(t, periodic=False, dtype=torch.float64)[None, :, None]
+    d = (x - x.mean(1, keepdim=True)).double() * window
+    power = torch.fft.rfft(d, dim=1).abs() ** 2  # [B, F, L]
+    freqs = torch.fft.rfftfreq(t, dtype=torch.float64)
+    band = torch.bucketize(freqs, torch.tensor(list(edges), dtype=torch.float64), right=True)  # [F] in [0, K)
+    out = torch.zeros(x.shape[0], len(edges) + 1, x.shape[2], dtype=torch.float64)
+    out.index_add_(1, band, power)
+    return out
+
+
+def filter_movement(d: Tensor, gains: Tensor, edges: Sequence[float]) -> Tensor:
+    """``d [B, T, L]`` (a deviation from the mean over ``T``) filtered over time by a gain per modulation band and
+    dimension ``gains [K, L]`` (``K = len(edges) + 1``): each frequency's gain interpolated linearly between the
+    bands' centres (constant beyond the first and the last), applied to the spectrum of ``d`` extended by mirror
+    images of half its length on each side (so that the filter does not wrap one end into the other)."""
+    t = d.shape[1]
+    pad = min(t // 2, t - 1)
+    x = torch.cat([d[:, 1 : pad + 1].flip(1), d, d[:, t - 1 - pad : t - 1].flip(1)], dim=1) if pad else d
+    n = x.shape[1]
+    bounds = [0.0, *edges, 0.5]
+    centres = torch.tensor([(a + b) / 2 for a, b in zip(bounds, bounds[1:])], dtype=torch.float64)
+    freqs = torch.fft.rfftfreq(n, dtype=torch.float64)
+    g = gains.double()
+    if len(centres) == 1:
+        per_freq = g.expand(len(freqs), -1)
+    else:
+        pos = torch.bucketize(freqs, centres).clamp(1, len(centres) - 1)  # [F]: the centre above
+        lo, hi = centres[pos - 1], centres[pos]
+        w = ((freqs - lo) / (hi - lo)).clamp(0, 1)[:, None]
+        per_freq = g[pos - 1] * (1 - w) + g[pos] * w  # [F, L]
+    spec = torch.fft.rfft(x.double(), dim=1) * per_freq[None]
+    return torch.fft.irfft(spec, n=n, dim=1)[:, pad : pad + t].to(d.dtype)
+
+
 def dct_matrix(n: int) -> Tensor:
     """``[n, n]`` orthonormal DCT-II: row ``k`` is ``sqrt(2 / n) cos(pi k (i + 0.5) / n)`` (row 0 scaled by
     ``sqrt(1 / n)``), so ``dct_matrix(n) @ x`` equals ``scipy.fft.dct(x, norm="ortho")``."""
@@ -486,4 +577,4 @@ def dct_matrix(n: int) -> Tensor:
     return m
 
 
-__all__ = ["LatentAcousticLM", "beat_phase_bins", "dct_matrix"]
+__all__ = ["LatentAcousticLM", "band_power", "beat_phase_bins", "dct_matrix", "filter_movement"]
