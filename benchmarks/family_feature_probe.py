@@ -54,6 +54,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--alphas", type=float, nargs="*", default=None,
                     help="powers of the stage's movement gain to compare (default: the stage as it is)")  # fmt: skip
+    ap.add_argument("--bands", type=float, nargs="*", default=None,
+                    help="also the movement gain fitted per modulation band (these inner edges in Hz) on 256 training "
+                    "clips, for each nonzero alpha")  # fmt: skip
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -72,17 +75,26 @@ def main() -> None:
     stage = model.acoustic_lm
     alphas = [stage.movement_gain_alpha] if args.alphas is None else args.alphas  # type: ignore[union-attr]
     raw = None
-    if stage.movement_gain is not None:  # type: ignore[union-attr]
+    if stage.movement_gain is not None and stage.movement_gain.ndim == 1:  # type: ignore[union-attr]
         raw = stage.movement_gain.double() ** (1 / stage.movement_gain_alpha)  # type: ignore[union-attr]
-    names = [f"stage_a{a:g}" for a in alphas]
+    # each version: (name, gain already raised to its power or None, modulation band edges)
+    settings: list[tuple[str, torch.Tensor | None, list[float]]] = []
+    for alpha in alphas:
+        if alpha and raw is None:
+            raise ValueError("--alphas: the model's latent stage has no movement gain (one per dimension) to raise")
+        settings.append((f"stage_a{alpha:g}", None if not alpha else raw**alpha, []))
+    if args.bands:
+        train = torch.load(Path(args.tokens) / "train.pt", weights_only=False)["items"][:256]
+        for alpha in [a for a in alphas if a]:
+            model.fit_movement_gain(train, alpha=alpha, bands_hz=args.bands)
+            settings.append((f"bands_a{alpha:g}", stage.movement_gain.clone(), stage.movement_bands))  # type: ignore
+    names = [n for n, _, _ in settings]
     feats: dict[str, list[list[float]]] = {**{n: [] for n in names}, "codec": [], "real": []}
     for i in range(0, len(val), 16):
         part = val[i : i + 16]
         made = {}
-        for name, alpha in zip(names, alphas):
-            if alpha and raw is None:
-                raise ValueError("--alphas: the model's latent stage has no movement gain to raise")
-            stage.set_movement_gain(raw, alpha)  # type: ignore[union-attr]
+        for name, gain, bands in settings:
+            stage.set_movement_gain(gain, 1.0, bands=bands or None)  # type: ignore[union-attr]
             made[name] = predict(model, part, cond[i : i + 16], scale)
         made["codec"] = true_latents(model, part, made[names[0]].shape[1])
         for name, latents in made.items():

@@ -27,6 +27,8 @@ def main() -> None:
     ap = probe_args(__doc__.split("\n\n")[0])
     ap.add_argument("--bands", type=float, nargs="*", default=[], help="inner band edges in Hz (none: one band)")
     ap.add_argument("--alpha", type=float, default=1.0, help="the gains raised to this power")
+    ap.add_argument("--slow-only-above", type=float, default=None, metavar="HZ",
+                    help="cap the gains of the bands above HZ at 1 (restore only the slow movement)")  # fmt: skip
     ap.add_argument("--tokens", required=True, help="tokens folder (train.pt) made with the model's components")
     ap.add_argument("--fit-clips", type=int, default=256, help="training clips (tokens' train.pt) the gains are fit on")
     args = ap.parse_args()
@@ -34,6 +36,13 @@ def main() -> None:
     model = MusicLM.from_pretrained(args.model) if args.model else MusicLM.from_pretrained()
     items = torch.load(Path(args.tokens) / "train.pt", weights_only=False)["items"][: args.fit_clips]
     fit = model.fit_movement_gain(items, alpha=args.alpha, bands_hz=args.bands or None)
+    if args.slow_only_above is not None:
+        stage = model.acoustic_lm
+        lower = torch.tensor([0.0, *args.bands])  # each band's lower edge, Hz
+        gain = stage.movement_gain.clone()  # type: ignore[union-attr]
+        gain[lower >= args.slow_only_above] = gain[lower >= args.slow_only_above].clamp(max=1.0)
+        stage.set_movement_gain(gain, 1.0, bands=stage.movement_bands)  # type: ignore[union-attr]
+        fit["slow_only_above_hz"] = args.slow_only_above
     print(fit, flush=True)
     run_suite(model, args, alpha=args.alpha, bands=args.bands, fit=fit)
 
