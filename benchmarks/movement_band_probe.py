@@ -35,14 +35,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model = MusicLM.from_pretrained(args.model) if args.model else MusicLM.from_pretrained()
     items = torch.load(Path(args.tokens) / "train.pt", weights_only=False)["items"][: args.fit_clips]
-    fit = model.fit_movement_gain(items, alpha=args.alpha, bands_hz=args.bands or None)
-    if args.slow_only_above is not None:
-        stage = model.acoustic_lm
-        lower = torch.tensor([0.0, *args.bands])  # each band's lower edge, Hz
-        gain = stage.movement_gain.clone()  # type: ignore[union-attr]
-        gain[lower >= args.slow_only_above] = gain[lower >= args.slow_only_above].clamp(max=1.0)
-        stage.set_movement_gain(gain, 1.0, bands=stage.movement_bands)  # type: ignore[union-attr]
-        fit["slow_only_above_hz"] = args.slow_only_above
+    fit = model.fit_movement_gain(items, alpha=args.alpha, bands_hz=args.bands or None,
+                                  cap_above_hz=args.slow_only_above)  # fmt: skip
     print(fit, flush=True)
     run_suite(model, args, alpha=args.alpha, bands=args.bands, fit=fit)
 

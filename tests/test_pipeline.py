@@ -745,9 +745,10 @@ def test_bundle_fits_and_stores_a_movement_gain_in_a_latent_stage(acoustic_parts
     # per band of modulation frequency, the edges given in Hz at the codec's frame rate
     rate = parts["codec"].frame_rate
     gain_argv = [*argv, "--acoustic-movement-gain", "1", "--movement-gain-tokens", str(tmp_path / "tokens")]
-    assert main([*gain_argv, "--movement-gain-bands", "1", "4"]) == 0
+    assert main([*gain_argv, "--movement-gain-bands", "1", "4", "--movement-gain-cap-above", "4"]) == 0
     banded = load_musiclm(tmp_path / "model").acoustic_lm
     assert banded.movement_bands == pytest.approx([1 / rate, 4 / rate]) and banded.movement_gain.shape == (3, 16)
+    assert (banded.movement_gain[2] <= 1).all()  # the band from 4 Hz up raises nothing
     assert main([*gain_argv, "--movement-gain-bands", str(rate)]) == 2
     assert f"movement bands must lie between 0 and half the codec's frame rate ({rate / 2:g} Hz)" in (
         capsys.readouterr().err)  # fmt: skip
@@ -759,3 +760,54 @@ def test_bundle_fits_and_stores_a_movement_gain_in_a_latent_stage(acoustic_parts
                tmp_path / "tokens" / "train.pt")  # fmt: skip
     assert main([*argv, "--acoustic-movement-gain", "0.5", "--movement-gain-tokens", str(tmp_path / "tokens")]) == 2
     assert "codec" in capsys.readouterr().err
+
+
+def test_a_latent_stage_continues_with_the_prompts_own_frames(acoustic_parts, monkeypatch):
+    from musiclm_pytorch.lm.prior import frame_distance, select_units
+    from musiclm_pytorch.pipeline import PROMPT_CONTINUITY, PROMPT_SEMANTIC_WEIGHT
+    from musiclm_pytorch.semantic import SemanticTokenizer
+
+    sem = SemanticTokenizer(vocab_size=8)
+    sem.fit([torch.randn(2, 16000, generator=torch.Generator().manual_seed(0)) * 0.1])
+    mlm = MusicLM(**{**_latent_parts(acoustic_parts), "semantic_tokenizer": sem})
+    t = torch.arange(32000) / 16000
+    prompt = 0.3 * torch.sin(2 * torch.pi * (220 + 200 * t) * t)  # 2 s, a rising tone: frames that differ
+    made: list[torch.Tensor] = []
+    decode = mlm.codec.decode_latents
+    monkeypatch.setattr(mlm.codec, "decode_latents", lambda z: made.append(z.clone()) or decode(z))
+    windows: list[torch.Tensor] = []
+    stage_generate = mlm.acoustic_lm.generate
+    monkeypatch.setattr(mlm.acoustic_lm, "generate", lambda s, *a, **k: windows.append(s) or stage_generate(s, *a, **k))
+
+    def continuation(**kwargs):
+        return mlm.generate_continuation(prompt, 16000, seconds=0.8, window_seconds=2.0, stride_seconds=1.0,
+                                         generator=torch.Generator().manual_seed(0), **kwargs)  # fmt: skip
+
+    out = continuation()
+    assert out.shape == (12800,) and len(windows) == 1
+    # the bank: the codec latents of the prompt's last (window - stride) = 1 s, each frame with the id covering it
+    tail = prompt[-16000:]
+    bank = mlm.codec.latents_from_codes(mlm.codec.encode(tail[None, None]))[0]  # [F, L]
+    bank_ids = sem(tail[None]).repeat_interleave(2, dim=1)[:, : len(bank)]
+    matched = made[0]  # [1, T, L]
+    plain = continuation(prompt_blend=0.0)  # the same ids and prediction, not matched
+    predicted = made[1]
+    assert not torch.allclose(plain, out) and not torch.allclose(predicted, matched)
+    # the cost of each prompt frame for each frame: latent distance plus the ids' centres' distance
+    new_ids = windows[0][:, -20:].repeat_interleave(2, dim=1)[:, : predicted.shape[1]]  # the 0.8 s continued
+    cost = frame_distance(predicted, bank[None], semantic=new_ids, bank_semantic=bank_ids, centers=sem.centers,
+                          semantic_weight=PROMPT_SEMANTIC_WEIGHT)  # fmt: skip
+    # by default the cheapest path through the prompt, a jump costing PROMPT_CONTINUITY (unit selection)
+    assert torch.allclose(matched[0], bank[select_units(cost, len(bank), PROMPT_CONTINUITY)[0]], atol=1e-5)
+    continuation(prompt_continuity=0.0)  # frame by frame: each the nearest
+    assert torch.allclose(made[2][0], bank[cost[0].argmin(-1)], atol=1e-5)
+    continuation(prompt_continuity=1e6)  # jumps dearer than any frame's cost: one run of consecutive frames
+    run = select_units(cost, len(bank), 1e6)[0]
+    assert (run.diff() == 1).all() and torch.allclose(made[3][0], bank[run], atol=1e-5)
+    del made[2:]
+    half = continuation(prompt_blend=0.5)
+    assert torch.allclose(made[2], 0.5 * matched + 0.5 * predicted, atol=1e-5) and half.shape == out.shape
+    with pytest.raises(ValueError, match=r"prompt_blend must be in \[0, 1\], got 2"):
+        continuation(prompt_blend=2.0)
+    with pytest.raises(ValueError, match="prompt_continuity must be >= 0, got -1"):
+        continuation(prompt_continuity=-1.0)

@@ -75,6 +75,7 @@ def _int_in(lo: int, hi: int) -> Callable[[str], int]:
 # --cfg-scale: 1 is no guidance, 0 unconditional
 _cfg_scale = _number_in(float, 0, MAX_CFG_SCALE, "a guidance scale")
 _threads = _int_in(1, MAX_THREADS)
+_unit_float = _number_in(float, 0, 1, "a share")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -179,7 +180,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         cont = mlm.generate_continuation(prompt, sr, seconds=args.seconds, text=args.texts[0] if args.texts else None,
                                          cfg_scale=_cfg_pair(args.cfg_scale), generator=gen,
                                          frame_blend=args.frame_blend, temperatures=temps,
-                                         beat_source=args.beat_source).cpu()  # fmt: skip
+                                         beat_source=args.beat_source,
+                                         prompt_blend=args.prompt_blend,
+                                         prompt_continuity=args.prompt_continuity).cpu()  # fmt: skip
         level = float(prompt.pow(2).mean().sqrt()) if args.level_dbfs is None else 10 ** (args.level_dbfs / 20)
         if args.level_dbfs is not None:
             prompt = normalize_level(prompt, target_rms=level)
@@ -352,7 +355,8 @@ def _store_movement_gain(mlm: Any, args: argparse.Namespace, dst: Path) -> None:
     check_identity(tokens.get("identity") or {}, semantic=mlm.semantic_tokenizer, codec=mlm.codec,
                    mulan=mlm.conditioner.mulan)  # fmt: skip
     items = tokens["items"][: args.movement_gain_clips]
-    report = mlm.fit_movement_gain(items, alpha=args.acoustic_movement_gain, bands_hz=args.movement_gain_bands)
+    report = mlm.fit_movement_gain(items, alpha=args.acoustic_movement_gain, bands_hz=args.movement_gain_bands,
+                                   cap_above_hz=args.movement_gain_cap_above)  # fmt: skip
     print(json.dumps({"movement_gain": report}), file=sys.stderr)
     stage = mlm.acoustic_lm
     save(stage.to(torch.float16) if args.half else stage, dst, extra=read_header(dst)["extra"])
@@ -566,7 +570,10 @@ def _cmd_eval_continuation(args: argparse.Namespace) -> int:
     rows = random.Random(args.seed).sample(rows, min(args.clips, len(rows)))
     report = continuation_agreement(_eval_model(args), rows, root=Path(args.data).parent,
                                     prompt_seconds=args.prompt_seconds, seconds=args.seconds, text=args.text,
-                                    seed=args.seed, progress=not args.quiet)  # fmt: skip
+                                    seed=args.seed, progress=not args.quiet,
+                                    prompt_blend=args.prompt_blend,
+                                    prompt_continuity=args.prompt_continuity)  # fmt: skip
+    report["prompt_blend"], report["prompt_continuity"] = args.prompt_blend, args.prompt_continuity
     _write_report(args.out, "continuation.json", report)
     return 0
 
@@ -1038,6 +1045,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="for a model whose acoustic stage reads a beat grid: give it the grid the semantic stage "
                      "was asked to follow (semantic) or the one estimated from the generated ids (ids) (default: "
                      "the model's stored choice)")  # fmt: skip
+    gen.add_argument("--prompt-blend", type=_unit_float, default=None,
+                     help="with --continue and a latent acoustic stage: replace each frame it predicts by the "
+                     "prompt's real frames, blended by this share (default 1; 0: the prediction alone)")  # fmt: skip
+    gen.add_argument("--prompt-continuity", type=float, default=None,
+                     help="with --continue and --prompt-blend: choose runs of the prompt's frames, each jump costing "
+                     "this much (default 10; 0: frame by frame)")  # fmt: skip
     gen.add_argument("--prior-mix", type=float, default=None,
                      help="the retrieval prior's share in the semantic stage's sampling, in [0, 1) (default: the "
                      "model's)")  # fmt: skip
@@ -1126,6 +1139,9 @@ def build_parser() -> argparse.ArgumentParser:
     bun.add_argument("--movement-gain-bands", type=float, nargs="+", default=None, metavar="HZ",
                      help="fit the movement gain per band of modulation frequency, these the inner edges in Hz "
                      "(e.g. 0.5 1 2 4 8 12.5; default: one gain per latent dimension)")  # fmt: skip
+    bun.add_argument("--movement-gain-cap-above", type=float, default=None, metavar="HZ",
+                     help="with --movement-gain-bands: the bands from HZ up get gains of at most 1, so only the "
+                     "slower movement is raised")  # fmt: skip
     bun.set_defaults(func=_cmd_bundle)
 
     sim = sub.add_parser("similarity", help="MuLaN cosine similarity between audio files and captions")
@@ -1391,6 +1407,12 @@ def build_parser() -> argparse.ArgumentParser:
     ec.add_argument("--prompt-seconds", type=float, default=5.0)
     ec.add_argument("--seconds", type=float, default=5.0, help="length of each continuation")
     ec.add_argument("--text", action="store_true", help="also give each clip's caption (default: audio only)")
+    ec.add_argument("--prompt-blend", type=_unit_float, default=None,
+                    help="a latent stage's matching to the prompt's real frames (default: the pipeline's, "
+                    "1)")  # fmt: skip
+    ec.add_argument("--prompt-continuity", type=float, default=None,
+                    help="unit selection through the prompt's frames: the cost of a jump (default: the pipeline's, "
+                    "10; 0: frame by frame)")  # fmt: skip
 
     eg = ev.add_parser("guidance", help="sweep the classifier-free guidance scale: MCC, prompt R@1, judge accuracy")
     eg.add_argument("--model", required=True, help="model folder (see `musiclm generate`)")

@@ -364,6 +364,11 @@ def test_movement_gain_per_band_is_fitted_saved_and_checked(tmp_path):
     back = load(tmp_path / "stage.safetensors")
     assert back.movement_bands == [0.1] and back.config["movement_bands"] == [0.1]
     assert torch.allclose(back.generate(sem, cond, beat=beat, drums=drums), out, atol=1e-5)
+    # capped from 0.1 cycles per frame up: the upper band raises nothing, the lower band as fitted
+    capped = model.fit_movement_gain(fit_clips, alpha=1.0, bands=[0.1], cap_above=0.1)
+    assert capped["cap_above"] == 0.1 and (model.movement_gain[1] <= 1).all() and (model.movement_gain[0] > 2.5).all()
+    with pytest.raises(ValueError, match="cap_above caps the gains of the faster modulation bands: it needs bands"):
+        model.fit_movement_gain(fit_clips, cap_above=0.1)
     model.set_movement_gain(torch.ones(3))  # back to one band
     assert model.movement_bands == [] and "movement_bands" not in model.config
     with pytest.raises(ValueError, match="movement bands must be ascending edges in \\(0, 0.5\\)"):

@@ -44,10 +44,14 @@ def continuation_agreement(
     seed: int = 0,
     judge: Judge | None = None,
     progress: bool = True,
+    prompt_blend: float | None = None,
+    prompt_continuity: float | None = None,
 ) -> dict[str, Any]:
     """Judge agreement of continuations with their prompts (module docstring). ``rows``: manifest rows
     (``path`` relative to ``root``) of clips at least ``prompt_seconds + seconds`` long; ``text``: also
-    give the clip's caption to the continuation (default: the prompt's own audio embedding only).
+    give the clip's caption to the continuation (default: the prompt's own audio embedding only);
+    ``prompt_blend``, ``prompt_continuity``: a latent stage's matching to the prompt's frames
+    (:meth:`MusicLM.generate_continuation`).
     Unreadable or short clips are skipped and listed."""
     judge = judge or Judge()
     sr = model.sample_rate
@@ -64,7 +68,9 @@ def continuation_agreement(
             skipped.append(f"{row['path']}: {len(wav) / sr:.2f} s, shorter than {prompt_seconds + seconds:g} s")
             continue
         caption = row.get("text") or row.get("full_caption") or row.get("caption") if text else None
-        cont = model.generate_continuation(wav[:p], sr, seconds=seconds, text=caption, generator=gen).cpu()
+        cont = model.generate_continuation(wav[:p], sr, seconds=seconds, text=caption, generator=gen,
+                                           prompt_blend=prompt_blend,
+                                           prompt_continuity=prompt_continuity).cpu()  # fmt: skip
         prompts.append(judge.predict(wav[:p].numpy(), sr))
         made.append(judge.predict(cont.numpy(), sr))
         real.append(judge.predict(wav[p : p + s].numpy(), sr))

@@ -295,23 +295,54 @@ class RetrievalPrior(Component):
         if bank.shape[-1] != dim:
             raise ValueError(f"the frame bank's latents have {bank.shape[-1]} dims, the prediction {dim}")
         pred = predicted.float()
-        dist = torch.cdist(pred, bank).square()  # [B, T, K*F]
-        dist = dist / dist.mean(-1, keepdim=True).clamp_min(1e-9)
+        bank_ids = self.frame_semantic[idx].long().reshape(b, -1) if semantic_weight else None  # [B, K*F]
+        dist = frame_distance(pred, bank, semantic=semantic, bank_semantic=bank_ids, centers=centers,
+                              semantic_weight=semantic_weight)  # fmt: skip
         if pitch_weight:
             dist = dist + pitch_weight * torch.cdist(frame_chroma(pred, codec), frame_chroma(bank, codec)).square()
-        if semantic_weight:
-            if semantic is None or centers is None or semantic.shape != (b, t):
-                raise ValueError(f"a semantic weight needs the generated frames' ids [B={b}, T={t}] and the "
-                                 "tokenizer's centres")  # fmt: skip
-            bank_ids = self.frame_semantic[idx].long().reshape(b, -1)  # [B, K*F]
-            d_sem = torch.cdist(centers[semantic.long()].float(), centers[bank_ids].float()).square()
-            dist = dist + semantic_weight * d_sem / d_sem.mean(-1, keepdim=True).clamp_min(1e-9)
         if continuity:
             near = select_units(dist, self.frame_codes.shape[1], continuity)[..., None]  # [B, T, 1]
         else:
             near = dist.topk(min(self.frame_k, bank.shape[1]), dim=-1, largest=False).indices  # [B, T, k]
         matched = torch.gather(bank, 1, near.reshape(b, -1, 1).expand(-1, -1, dim)).reshape(b, t, -1, dim).mean(2)
         return (blend * matched + (1 - blend) * pred).to(predicted.dtype)
+
+
+def frame_distance(pred: Tensor, bank: Tensor, *, semantic: Tensor | None = None, bank_semantic: Tensor | None = None,
+                   centers: Tensor | None = None, semantic_weight: float = 0.0) -> Tensor:  # fmt: skip
+    """``[B, T, M]``: the squared latent distance of each frame of ``pred [B, T, L]`` to each bank frame ``bank [B, M,
+    L]`` over its mean across the bank, plus ``semantic_weight`` times the squared distance between the semantic
+    tokenizer's ``centers [V, D]`` of the frames' ids ``semantic [B, T]`` and the bank frames' ``bank_semantic [B,
+    M]``, over its mean across the bank (pitch classes and onsets as measured on real audio)."""
+    b, t = pred.shape[:2]
+    dist = torch.cdist(pred.float(), bank.float()).square()
+    dist = dist / dist.mean(-1, keepdim=True).clamp_min(1e-9)
+    if semantic_weight:
+        if semantic is None or centers is None or bank_semantic is None or semantic.shape != (b, t):
+            raise ValueError(f"a semantic weight needs the generated frames' ids [B={b}, T={t}], the bank frames' "
+                             "ids and the tokenizer's centres")  # fmt: skip
+        d_sem = torch.cdist(centers[semantic.long()].float(), centers[bank_semantic.long()].float()).square()
+        dist = dist + semantic_weight * d_sem / d_sem.mean(-1, keepdim=True).clamp_min(1e-9)
+    return dist
+
+
+def match_to_bank(pred: Tensor, bank: Tensor, *, k: int = 1, blend: float = 1.0, continuity: float = 0.0,
+                  **distance: Any) -> Tensor:  # fmt: skip
+    """``pred [B, T, L]`` with each frame replaced by the mean of its ``k`` nearest frames of ``bank [B, M, L]``
+    (:func:`frame_distance`, ``distance`` its keywords), blended by ``blend``; with ``continuity`` > 0 (and ``k``
+    1), by the frames of the cheapest path through the bank, one run of ``M`` consecutive frames, where the next
+    frame is free and any other step costs ``continuity`` (:func:`select_units`)."""
+    if not 0 <= blend <= 1 or k < 1 or continuity < 0 or (continuity and k != 1):
+        raise ValueError(f"need blend in [0, 1], k >= 1, continuity >= 0 (> 0 only with k 1), got blend {blend}, "
+                         f"k {k}, continuity {continuity}")  # fmt: skip
+    b, t, dim = pred.shape
+    dist = frame_distance(pred, bank, **distance)
+    if continuity:
+        near = select_units(dist, bank.shape[1], continuity)[..., None]  # [B, T, 1]
+    else:
+        near = dist.topk(min(k, bank.shape[1]), dim=-1, largest=False).indices  # [B, T, k]
+    matched = torch.gather(bank.float(), 1, near.reshape(b, -1, 1).expand(-1, -1, dim)).reshape(b, t, -1, dim).mean(2)
+    return (blend * matched + (1 - blend) * pred.float()).to(pred.dtype)
 
 
 def select_units(cost: Tensor, run: int, jump: float) -> Tensor:
@@ -360,4 +391,12 @@ def frame_chroma(latents: Tensor, codec: Any) -> Tensor:
     return F.normalize(mag @ _CHROMA[key].to(mag.device), dim=-1)
 
 
-__all__ = ["RetrievalPrior", "frame_chroma", "knn_mean", "nearest_rows", "select_units"]
+__all__ = [
+    "RetrievalPrior",
+    "frame_chroma",
+    "frame_distance",
+    "knn_mean",
+    "match_to_bank",
+    "nearest_rows",
+    "select_units",
+]

@@ -244,17 +244,20 @@ class LatentAcousticLM(FrameAlignedStage):
 
     @torch.no_grad()
     def fit_movement_gain(self, clips: Iterable[tuple[Tensor, ...]], *, alpha: float = 0.5, cfg_scale: float = 1.0,
-                          batch_size: int = 16, bands: Sequence[float] | None = None) -> dict[str, Any]:  # fmt: skip
+                          batch_size: int = 16, bands: Sequence[float] | None = None,
+                          cap_above: float | None = None) -> dict[str, Any]:  # fmt: skip
         """Fit and set the movement gain (:meth:`set_movement_gain`): per latent dimension the median over ``clips``
         of the ratio of the real latents' standard deviation over time to the prediction's, at guidance
         ``cfg_scale`` (the one generation uses), raised to ``alpha``; with ``bands``, per band and dimension, the
         ratio of the real to the predicted amplitude in that band of modulation frequencies (square root of the
         summed power of the Hann-windowed deviation from the clip mean), as the modulation-spectrum postfilter of
         statistical speech synthesis matches an over-smoothed trajectory's modulation spectrum to natural speech's
-        (Takamichi et al., ICASSP 2014). ``clips`` yields what :meth:`fit_direct` reads (training clips, each with
-        its own conditioning, as the stage was trained). Returns the gains' range, the prediction's standard
-        deviation over time relative to the real one (mean over clips and dimensions) before and after, and with
-        bands each band's share of the real and the predicted movement."""
+        (Takamichi et al., ICASSP 2014); ``cap_above`` (cycles per frame): the bands whose lower edge is at or above
+        it get gains of at most 1, so that only the slower movement is raised. ``clips`` yields what
+        :meth:`fit_direct` reads (training clips, each with its own conditioning, as the stage was trained).
+        Returns the gains' range, the prediction's standard deviation over time relative to the real one (mean over
+        clips and dimensions) before and after, and with bands each band's share of the real and the predicted
+        movement."""
         clips = list(clips)
         if len(clips) < 2:
             raise ValueError(f"fit_movement_gain needs at least 2 clips, got {len(clips)}")
@@ -262,6 +265,8 @@ class LatentAcousticLM(FrameAlignedStage):
             raise ValueError("this stage reads a beat grid and a drums label: clips must be (semantic, latents, cond, "
                              "beat, drums)")  # fmt: skip
         edges = check_bands(bands)
+        if cap_above is not None and not edges:
+            raise ValueError("cap_above caps the gains of the faster modulation bands: it needs bands")
         ratios, powers, before, after = [], [], [], []
         pairs = []
         for i in range(0, len(clips), batch_size):
@@ -286,6 +291,9 @@ class LatentAcousticLM(FrameAlignedStage):
                 else:
                     ratios.append(real.std(1) / pred.std(1).clamp_min(1e-6))
         gain = torch.cat(ratios).median(0).values.clamp_min(1e-3)  # [L] or [K, L]
+        if cap_above is not None:
+            fast = torch.tensor([0.0, *edges]) >= cap_above  # [K]: each band's lower edge
+            gain[fast] = gain[fast].clamp(max=1.0)
         self.set_movement_gain(gain, alpha, bands=edges)
         for real, pred in pairs:
             before.append(pred.std(1) / real.std(1).clamp_min(1e-6))
@@ -298,6 +306,7 @@ class LatentAcousticLM(FrameAlignedStage):
             real_p = torch.stack([p[0] for p in powers]).sum(0)
             pred_p = torch.stack([p[1] for p in powers]).sum(0)
             report["bands"] = edges
+            report["cap_above"] = cap_above
             report["real_share_per_band"] = (real_p / real_p.sum()).tolist()
             report["predicted_share_per_band"] = (pred_p / pred_p.sum()).tolist()
         return report
