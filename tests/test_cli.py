@@ -151,6 +151,8 @@ def test_info_refuses_bad_files_on_one_line(tmp_path, capsys):
         (["--seconds", "nan"], "got nan"),
         (["--temperature", "0"], "--temperature must be > 0 and <= 10, got 0"),
         (["--key-bias", "0.5", "--continue", "x.wav", "-o", "o.wav"], "--key-bias goes with texts or --story"),
+        (["--prompt-blend", "0.5"], "--prompt-blend and --prompt-continuity go with --continue"),
+        (["--prompt-continuity", "4"], "--prompt-blend and --prompt-continuity go with --continue"),
     ],
 )
 def test_generate_bounds_are_one_line_naming_the_bound(tmp_path, capsys, flags, message):

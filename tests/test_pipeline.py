@@ -752,7 +752,16 @@ def test_bundle_fits_and_stores_a_movement_gain_in_a_latent_stage(acoustic_parts
     assert main([*gain_argv, "--movement-gain-bands", str(rate)]) == 2
     assert f"movement bands must lie between 0 and half the codec's frame rate ({rate / 2:g} Hz)" in (
         capsys.readouterr().err)  # fmt: skip
-    # refusals: no tokens folder; tokens made with another codec
+    # refusals before any file is written: no tokens folder, gain flags without the gain, a cap without bands
+    fresh = [*argv[:1], "--out", str(tmp_path / "never"), *argv[3:]]
+    for extra, message in [
+        (["--acoustic-movement-gain", "0.5", "--movement-gain-tokens", str(tmp_path)], "no '"),
+        (["--movement-gain-bands", "1"], "go with --acoustic-movement-gain"),
+        ([*gain_argv[len(argv) :], "--movement-gain-cap-above", "4"], "it needs --movement-gain-bands"),
+    ]:
+        assert main([*fresh, *extra]) == 2 and message in capsys.readouterr().err
+        assert not (tmp_path / "never").exists()
+    # and after: tokens made with another codec
     assert main([*argv, "--acoustic-movement-gain", "0.5"]) == 2
     assert "--acoustic-movement-gain needs --acoustic-lm (a latent stage) and --movement-gain-tokens" in (
         capsys.readouterr().err)  # fmt: skip
@@ -809,5 +818,7 @@ def test_a_latent_stage_continues_with_the_prompts_own_frames(acoustic_parts, mo
     assert torch.allclose(made[2], 0.5 * matched + 0.5 * predicted, atol=1e-5) and half.shape == out.shape
     with pytest.raises(ValueError, match=r"prompt_blend must be in \[0, 1\], got 2"):
         continuation(prompt_blend=2.0)
-    with pytest.raises(ValueError, match="prompt_continuity must be >= 0, got -1"):
+    with pytest.raises(ValueError, match="prompt_continuity must be a finite number >= 0, got -1"):
         continuation(prompt_continuity=-1.0)
+    with pytest.raises(ValueError, match="prompt_continuity must be a finite number >= 0, got nan"):
+        continuation(prompt_continuity=float("nan"), prompt_blend=0.0)  # checked even where it picks nothing

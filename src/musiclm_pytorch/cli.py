@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import os
 import struct
 import sys
@@ -76,6 +77,7 @@ def _int_in(lo: int, hi: int) -> Callable[[str], int]:
 _cfg_scale = _number_in(float, 0, MAX_CFG_SCALE, "a guidance scale")
 _threads = _int_in(1, MAX_THREADS)
 _unit_float = _number_in(float, 0, 1, "a share")
+_nonneg_float = _number_in(float, 0, 1e9, "a cost")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -125,6 +127,8 @@ def _check_generate_bounds(args: argparse.Namespace) -> None:
             raise ValueError("--melody goes with texts, not with --story or --continue")
         if not Path(args.melody).is_file():
             raise ValueError(f"--melody {args.melody!r}: no such audio file")
+    if args.continue_from is None and (args.prompt_blend is not None or args.prompt_continuity is not None):
+        raise ValueError("--prompt-blend and --prompt-continuity go with --continue (they pick the prompt's frames)")
     if args.continue_from is not None:
         if args.key_bias is not None:
             raise ValueError("--key-bias goes with texts or --story: a continuation keeps its prompt's own key")
@@ -277,6 +281,20 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
     if args.acoustic_movement_gain is not None and (args.acoustic_lm is None or args.movement_gain_tokens is None):
         raise ValueError("--acoustic-movement-gain needs --acoustic-lm (a latent stage) and --movement-gain-tokens "
                          "(the tokens folder it was trained on: the gains are fitted on its train.pt)")  # fmt: skip
+    gain_flags = (args.movement_gain_tokens, args.movement_gain_bands, args.movement_gain_cap_above)
+    if args.acoustic_movement_gain is None and any(f is not None for f in gain_flags):
+        raise ValueError("--movement-gain-tokens, --movement-gain-bands and --movement-gain-cap-above go with "
+                         "--acoustic-movement-gain")  # fmt: skip
+    if args.acoustic_movement_gain is not None:  # before any file is written
+        if not (args.acoustic_movement_gain >= 0 and math.isfinite(args.acoustic_movement_gain)):
+            raise ValueError(
+                f"--acoustic-movement-gain must be a finite number >= 0, got {args.acoustic_movement_gain}"
+            )
+        if args.movement_gain_cap_above is not None and not args.movement_gain_bands:
+            raise ValueError("--movement-gain-cap-above caps the faster bands: it needs --movement-gain-bands")
+        if not (Path(args.movement_gain_tokens) / "train.pt").is_file():
+            raise FileNotFoundError(f"--movement-gain-tokens: no {str(Path(args.movement_gain_tokens) / 'train.pt')!r} "
+                                    "(run `musiclm data tokenize` first)")  # fmt: skip
     wants_labels = args.semantic_control_source is not None or args.semantic_key_bias is not None
     if wants_labels and args.semantic_lm is not None:  # before any file is written
         if not read_header(args.semantic_lm)["config"].get("control_classes"):
@@ -573,7 +591,10 @@ def _cmd_eval_continuation(args: argparse.Namespace) -> int:
                                     seed=args.seed, progress=not args.quiet,
                                     prompt_blend=args.prompt_blend,
                                     prompt_continuity=args.prompt_continuity)  # fmt: skip
-    report["prompt_blend"], report["prompt_continuity"] = args.prompt_blend, args.prompt_continuity
+    from .pipeline import PROMPT_BLEND, PROMPT_CONTINUITY
+
+    report["prompt_blend"] = PROMPT_BLEND if args.prompt_blend is None else args.prompt_blend
+    report["prompt_continuity"] = PROMPT_CONTINUITY if args.prompt_continuity is None else args.prompt_continuity
     _write_report(args.out, "continuation.json", report)
     return 0
 
@@ -1048,9 +1069,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--prompt-blend", type=_unit_float, default=None,
                      help="with --continue and a latent acoustic stage: replace each frame it predicts by the "
                      "prompt's real frames, blended by this share (default 1; 0: the prediction alone)")  # fmt: skip
-    gen.add_argument("--prompt-continuity", type=float, default=None,
-                     help="with --continue and --prompt-blend: choose runs of the prompt's frames, each jump costing "
-                     "this much (default 10; 0: frame by frame)")  # fmt: skip
+    gen.add_argument("--prompt-continuity", type=_nonneg_float, default=None,
+                     help="with --continue and a latent acoustic stage: choose runs of the prompt's frames, each jump "
+                     "costing this much (default 10; 0: frame by frame)")  # fmt: skip
     gen.add_argument("--prior-mix", type=float, default=None,
                      help="the retrieval prior's share in the semantic stage's sampling, in [0, 1) (default: the "
                      "model's)")  # fmt: skip
@@ -1135,7 +1156,8 @@ def build_parser() -> argparse.ArgumentParser:
     bun.add_argument("--movement-gain-tokens", default=None, metavar="DIR",
                      help="tokens folder (train.pt) whose first --movement-gain-clips clips fit the movement "
                      "gain")  # fmt: skip
-    bun.add_argument("--movement-gain-clips", type=int, default=256)
+    bun.add_argument("--movement-gain-clips", type=_int_in(2, 1_000_000), default=256,
+                     help="how many training clips the movement gain is fitted on (default 256)")  # fmt: skip
     bun.add_argument("--movement-gain-bands", type=float, nargs="+", default=None, metavar="HZ",
                      help="fit the movement gain per band of modulation frequency, these the inner edges in Hz "
                      "(e.g. 0.5 1 2 4 8 12.5; default: one gain per latent dimension)")  # fmt: skip
@@ -1410,7 +1432,7 @@ def build_parser() -> argparse.ArgumentParser:
     ec.add_argument("--prompt-blend", type=_unit_float, default=None,
                     help="a latent stage's matching to the prompt's real frames (default: the pipeline's, "
                     "1)")  # fmt: skip
-    ec.add_argument("--prompt-continuity", type=float, default=None,
+    ec.add_argument("--prompt-continuity", type=_nonneg_float, default=None,
                     help="unit selection through the prompt's frames: the cost of a jump (default: the pipeline's, "
                     "10; 0: frame by frame)")  # fmt: skip
 

@@ -18,6 +18,7 @@ samples the fine levels, in chunks of the length it was trained on.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -316,7 +317,7 @@ class MusicLM:
         the codec's frame rate; none: one gain per latent dimension); ``cap_above_hz``: the bands from this
         frequency up get gains of at most 1 (only the slower movement raised)."""
         stage = self.acoustic_lm
-        if not isinstance(stage, LatentAcousticLM):
+        if not isinstance(stage, LatentAcousticLM) or not stage.takes_movement_gain:
             raise ValueError(f"a movement gain is a setting of a latent acoustic stage (LatentAcousticLM); this "
                              f"model's acoustic stage is a {type(stage or self.coarse_lm).__name__}")  # fmt: skip
         missing = [k for k in ("semantic", "codes", "mulan") if items and k not in items[0]]
@@ -597,17 +598,17 @@ class MusicLM:
             mulan = self.conditioner.mulan
             cond = self.audio_condition(mulan.get_audio_latents(_resample(wav, self.sample_rate, mulan.sample_rate)))
         latent_stage = isinstance(self.acoustic_lm, LatentAcousticLM)
-        codes = self.codec.encode(wav[:, None])
         bank = None
         blend = PROMPT_BLEND if prompt_blend is None else prompt_blend
+        continuity = PROMPT_CONTINUITY if prompt_continuity is None else prompt_continuity
         if not 0 <= blend <= 1:
             raise ValueError(f"prompt_blend must be in [0, 1], got {blend}")
+        if not (continuity >= 0 and math.isfinite(continuity)):
+            raise ValueError(f"prompt_continuity must be a finite number >= 0, got {continuity}")
+        codes = self.codec.encode(wav[:, None]) if not latent_stage or blend else None
         if latent_stage and blend:  # the prompt's own frames, each with the id that covers it
             latents = self.codec.latents_from_codes(codes)  # type: ignore[attr-defined]
             ids = prefix.repeat_interleave(self.ratio, dim=1)[:, : latents.shape[1]]
-            continuity = PROMPT_CONTINUITY if prompt_continuity is None else prompt_continuity
-            if continuity < 0:
-                raise ValueError(f"prompt_continuity must be >= 0, got {continuity}")
             bank = (latents[:, : ids.shape[1]], ids, blend, continuity)
         owner = torch.zeros(int(seconds * rate), dtype=torch.long)
         grids = None

@@ -377,3 +377,14 @@ def test_movement_gain_per_band_is_fitted_saved_and_checked(tmp_path):
         model.fit_movement_gain(fit_clips, bands=[0.6])
     with pytest.raises(ValueError, match="gain must be \\[2, 3\\] finite positive numbers \\(one per band and"):
         model.set_movement_gain(torch.ones(3), bands=[0.1])
+
+
+def test_a_flow_stage_refuses_a_movement_gain_it_would_not_apply():
+    from musiclm_pytorch.lm import FlowAcousticLM
+
+    flow = FlowAcousticLM(semantic_vocab=8, latent_dim=3, cond_dim=4, dim=32, depth=1, heads=2, dim_head=16,
+                          flow_dim=32, flow_depth=1, flow_heads=2, flow_dim_head=16)  # fmt: skip
+    with pytest.raises(ValueError, match="a FlowAcousticLM takes no movement gain"):
+        flow.set_movement_gain(torch.ones(3))
+    with pytest.raises(ValueError, match="a FlowAcousticLM takes no movement gain"):
+        flow.fit_movement_gain([])

@@ -49,6 +49,7 @@ class FlowAcousticLM(LatentAcousticLM):
     """
 
     component_name = "flow_acoustic_lm"
+    takes_movement_gain = False  # generate samples around the mean stage's prediction without scale_movement
     resid_std: Tensor
 
     def __init__(

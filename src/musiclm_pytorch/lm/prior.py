@@ -296,10 +296,11 @@ class RetrievalPrior(Component):
             raise ValueError(f"the frame bank's latents have {bank.shape[-1]} dims, the prediction {dim}")
         pred = predicted.float()
         bank_ids = self.frame_semantic[idx].long().reshape(b, -1) if semantic_weight else None  # [B, K*F]
-        dist = frame_distance(pred, bank, semantic=semantic, bank_semantic=bank_ids, centers=centers,
-                              semantic_weight=semantic_weight)  # fmt: skip
+        pitch = None
         if pitch_weight:
-            dist = dist + pitch_weight * torch.cdist(frame_chroma(pred, codec), frame_chroma(bank, codec)).square()
+            pitch = pitch_weight * torch.cdist(frame_chroma(pred, codec), frame_chroma(bank, codec)).square()
+        dist = frame_distance(pred, bank, extra=pitch, semantic=semantic, bank_semantic=bank_ids, centers=centers,
+                              semantic_weight=semantic_weight)  # fmt: skip
         if continuity:
             near = select_units(dist, self.frame_codes.shape[1], continuity)[..., None]  # [B, T, 1]
         else:
@@ -308,15 +309,19 @@ class RetrievalPrior(Component):
         return (blend * matched + (1 - blend) * pred).to(predicted.dtype)
 
 
-def frame_distance(pred: Tensor, bank: Tensor, *, semantic: Tensor | None = None, bank_semantic: Tensor | None = None,
-                   centers: Tensor | None = None, semantic_weight: float = 0.0) -> Tensor:  # fmt: skip
+def frame_distance(pred: Tensor, bank: Tensor, *, extra: Tensor | None = None, semantic: Tensor | None = None,
+                   bank_semantic: Tensor | None = None, centers: Tensor | None = None,
+                   semantic_weight: float = 0.0) -> Tensor:  # fmt: skip
     """``[B, T, M]``: the squared latent distance of each frame of ``pred [B, T, L]`` to each bank frame ``bank [B, M,
     L]`` over its mean across the bank, plus ``semantic_weight`` times the squared distance between the semantic
     tokenizer's ``centers [V, D]`` of the frames' ids ``semantic [B, T]`` and the bank frames' ``bank_semantic [B,
-    M]``, over its mean across the bank (pitch classes and onsets as measured on real audio)."""
+    M]``, over its mean across the bank (pitch classes and onsets as measured on real audio); ``extra [B, T, M]``, a
+    further cost, is added before the semantic term."""
     b, t = pred.shape[:2]
     dist = torch.cdist(pred.float(), bank.float()).square()
     dist = dist / dist.mean(-1, keepdim=True).clamp_min(1e-9)
+    if extra is not None:
+        dist = dist + extra
     if semantic_weight:
         if semantic is None or centers is None or bank_semantic is None or semantic.shape != (b, t):
             raise ValueError(f"a semantic weight needs the generated frames' ids [B={b}, T={t}], the bank frames' "

@@ -106,6 +106,8 @@ class LatentAcousticLM(FrameAlignedStage):
     """
 
     component_name = "latent_acoustic_lm"
+    # a subclass whose generate does not go through scale_movement (the flow stage) sets this False
+    takes_movement_gain = True
     guidance_filter: Tensor | None
     movement_gain: Tensor | None
 
@@ -126,7 +128,7 @@ class LatentAcousticLM(FrameAlignedStage):
             **({"beat_bins": beat_bins, "beat_cycle": beat_cycle, "beat_harmonics": beat_harmonics,
                 "beat_drop_prob": beat_drop_prob, "beat_source": beat_source} if beat_bins else {}),
             **({"movement_gain_alpha": movement_gain_alpha} if movement_gain_alpha else {}),
-            **({"movement_bands": list(movement_bands)} if movement_bands else {}),
+            **({"movement_bands": list(movement_bands)} if movement_bands and movement_gain_alpha else {}),
         )  # fmt: skip
         self._init_trunk(semantic_vocab=semantic_vocab, ratio=ratio, cond_dim=cond_dim, dim=dim, depth=depth,
                          heads=heads, dim_head=dim_head, ff_hidden=ff_hidden, dropout=dropout,
@@ -152,7 +154,7 @@ class LatentAcousticLM(FrameAlignedStage):
         # them from its file)
         if not (movement_gain_alpha >= 0 and math.isfinite(movement_gain_alpha)):
             raise ValueError(f"movement_gain_alpha must be a finite number >= 0, got {movement_gain_alpha}")
-        bands = check_bands(movement_bands)
+        bands = check_bands(movement_bands) if movement_gain_alpha else []
         shape = (len(bands) + 1, latent_dim) if bands else (latent_dim,)
         self.register_buffer("movement_gain", torch.ones(shape) if movement_gain_alpha else None)
         if beat_bins < 0 or beat_cycle != 1 or beat_harmonics < 1 or not 0.0 <= beat_drop_prob < 1.0:
@@ -216,6 +218,9 @@ class LatentAcousticLM(FrameAlignedStage):
             self._config.pop("movement_gain_alpha", None)
             self._config.pop("movement_bands", None)
             return self
+        if not self.takes_movement_gain:
+            raise ValueError(f"a {type(self).__name__} takes no movement gain (its generate samples around the mean "
+                             "stage's prediction and does not scale it)")  # fmt: skip
         if not (alpha > 0 and math.isfinite(alpha)):
             raise ValueError(f"alpha must be a finite number >= 0, got {alpha}")
         edges = check_bands(bands)
@@ -259,6 +264,9 @@ class LatentAcousticLM(FrameAlignedStage):
         clips and dimensions) before and after, and with bands each band's share of the real and the predicted
         movement."""
         clips = list(clips)
+        if not self.takes_movement_gain:
+            raise ValueError(f"a {type(self).__name__} takes no movement gain (its generate samples around the mean "
+                             "stage's prediction and does not scale it)")  # fmt: skip
         if len(clips) < 2:
             raise ValueError(f"fit_movement_gain needs at least 2 clips, got {len(clips)}")
         if self.beat_bins and any(len(c) != 5 for c in clips):
@@ -277,7 +285,7 @@ class LatentAcousticLM(FrameAlignedStage):
                 groups = [part]
             for group in groups:
                 semantic = torch.stack([c[0].long() for c in group])
-                real = torch.stack([c[1].float() for c in group])
+                real = torch.stack([c[1].float() for c in group]).cpu()
                 cond = torch.stack([c[2].float() for c in group])
                 beat = torch.stack([c[3].float() for c in group]) if self.beat_bins else None
                 drums = torch.stack([c[4].long().reshape(()) for c in group]) if self.beat_bins else None
@@ -542,13 +550,13 @@ def check_bands(bands: Sequence[float] | None) -> list[float]:
 def band_power(x: Tensor, edges: Sequence[float]) -> Tensor:
     """``[B, K, L]``: the power of ``x [B, T, L]``'s deviation from its mean over ``T`` (Hann window) in each of the
     ``K = len(edges) + 1`` bands of modulation frequency that the inner ``edges`` (cycles per frame) bound."""
-    t = x.shape[1]
-    window = torch.hann_window(t, periodic=False, dtype=torch.float64)[None, :, None]
+    t, dev = x.shape[1], x.device
+    window = torch.hann_window(t, periodic=False, dtype=torch.float64, device=dev)[None, :, None]
     d = (x - x.mean(1, keepdim=True)).double() * window
     power = torch.fft.rfft(d, dim=1).abs() ** 2  # [B, F, L]
-    freqs = torch.fft.rfftfreq(t, dtype=torch.float64)
-    band = torch.bucketize(freqs, torch.tensor(list(edges), dtype=torch.float64), right=True)  # [F] in [0, K)
-    out = torch.zeros(x.shape[0], len(edges) + 1, x.shape[2], dtype=torch.float64)
+    freqs = torch.fft.rfftfreq(t, dtype=torch.float64, device=dev)
+    band = torch.bucketize(freqs, torch.tensor(list(edges), dtype=torch.float64, device=dev), right=True)  # [F]
+    out = torch.zeros(x.shape[0], len(edges) + 1, x.shape[2], dtype=torch.float64, device=dev)
     out.index_add_(1, band, power)
     return out
 
@@ -561,11 +569,11 @@ def filter_movement(d: Tensor, gains: Tensor, edges: Sequence[float]) -> Tensor:
     t = d.shape[1]
     pad = min(t // 2, t - 1)
     x = torch.cat([d[:, 1 : pad + 1].flip(1), d, d[:, t - 1 - pad : t - 1].flip(1)], dim=1) if pad else d
-    n = x.shape[1]
+    n, dev = x.shape[1], d.device
     bounds = [0.0, *edges, 0.5]
-    centres = torch.tensor([(a + b) / 2 for a, b in zip(bounds, bounds[1:])], dtype=torch.float64)
-    freqs = torch.fft.rfftfreq(n, dtype=torch.float64)
-    g = gains.double()
+    centres = torch.tensor([(a + b) / 2 for a, b in zip(bounds, bounds[1:])], dtype=torch.float64, device=dev)
+    freqs = torch.fft.rfftfreq(n, dtype=torch.float64, device=dev)
+    g = gains.double().to(dev)
     if len(centres) == 1:
         per_freq = g.expand(len(freqs), -1)
     else:

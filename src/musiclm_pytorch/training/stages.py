@@ -560,9 +560,12 @@ def _flow_stage(cfg: StageTrainConfig, train: dict[str, Any], codec: Any) -> Flo
     # the flow's own conditioning noise and dropout (the config's, not the latent stage's): its residual is
     # measured against the mean of the conditioning it is given, and generation gives a clean one
     config = {**mean.config, "cond_noise": cfg.cond_noise, "cond_drop_prob": cfg.cond_drop_prob}
+    for key in ("movement_gain_alpha", "movement_bands"):  # a setting of the mean stage's generate, not the flow's
+        config.pop(key, None)
     lm = FlowAcousticLM(**config, flow_dim=cfg.dim, flow_depth=cfg.depth, flow_heads=cfg.heads,
                         flow_dim_head=cfg.dim_head, flow_dropout=cfg.dropout, flow_steps=cfg.flow_steps)  # fmt: skip
-    missing, unexpected = lm.load_state_dict({k: v.float() for k, v in mean.state_dict().items()}, strict=False)
+    weights = {k: v.float() for k, v in mean.state_dict().items() if k != "movement_gain"}
+    missing, unexpected = lm.load_state_dict(weights, strict=False)
     assert not unexpected and all(k.startswith("flow_") or k == "resid_std" for k in missing), (missing, unexpected)
     return lm
 
