@@ -15,6 +15,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+# input sizes the CPU int8 kernel handles (multiples of 16 were right in a check; 32 leaves a margin)
+INT8_KERNEL_BLOCK = 32
+
 
 class Int8Linear(nn.Module):
     """``y = x W^T (+ b)`` with ``W`` stored as int8 rows and a per-row scale (symmetric, 127 levels)."""
@@ -34,9 +37,11 @@ class Int8Linear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features).to(self.scales.dtype)
-        if x2.device.type == "cpu":
+        # the CPU int8 kernel wants whole blocks of the input dimension: with 8 or 24 inputs it returns NaN or
+        # infinities, or crashes the process (torch 2.13; the semantic LM's beat projection has 8)
+        if x2.device.type == "cpu" and self.in_features % INT8_KERNEL_BLOCK == 0:
             y = torch._weight_int8pack_mm(x2.contiguous(), self.weight_int8, self.scales)
-        else:  # GPUs: dequantize on the fly (still half the memory of bf16 weights)
+        else:  # GPUs and narrow inputs: dequantize on the fly (still half the memory of bf16 weights)
             y = (x2 @ self.weight_int8.to(x2.dtype).t()) * self.scales
         if self.bias is not None:
             y = y + self.bias
