@@ -12,37 +12,25 @@ the first 200.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import torch
-from family_loss_probe import predict  # benchmarks/ is on the path when run as a script
+from family_loss_probe import oracle_args, predict, validation_clips  # benchmarks/ is on the path
 
-from musiclm_pytorch import MusicLM
-from musiclm_pytorch.data.datasets import manifest_rows
 from musiclm_pytorch.evaluation.judge import Judge, accuracy, score
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default=None, help="model folder (default: the shipped model)")
-    ap.add_argument("--tokens", required=True, help="tokens folder (val.pt) made with the model's codec")
-    ap.add_argument("--data", required=True, help="the corpus folder the tokens were made from (its val.jsonl)")
+    ap = oracle_args(__doc__.split("\n\n")[0])
     ap.add_argument("--per-class", type=int, default=40)
     ap.add_argument("--pool", type=int, default=200, help="choose among the first POOL validation clips")
     ap.add_argument("--scales", type=float, nargs="+", default=[1.0, 2.0])
     ap.add_argument("--whole-table", action="store_true", help="scale every row (drumless and unknown too)")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    model = MusicLM.from_pretrained(args.model) if args.model else MusicLM.from_pretrained()
+    model, val, matched = validation_clips(args, args.pool)
     stage, scale = model.acoustic_lm, model.guidance(None)[1]
-    rows, _ = manifest_rows(Path(args.data) / "val.jsonl", require_caption=False)
-    by_path = {str(Path(r["path"]).resolve()): r for r in rows}
-    val = torch.load(Path(args.tokens) / "val.pt", weights_only=False)["items"][: args.pool]
-    matched = [by_path[str(Path(it["path"]).resolve())] for it in val]
     chosen = [i for i, r in enumerate(matched) if r["tags"].get("drums") is True][: args.per_class]
     chosen += [i for i, r in enumerate(matched) if r["tags"].get("drums") is False][: args.per_class]
     items, tags = [val[i] for i in chosen], [matched[i]["tags"] for i in chosen]

@@ -20,7 +20,6 @@ difference from the round trip (negative: the stage's value is lower).
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections import Counter
 from pathlib import Path
@@ -28,11 +27,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from family_loss_probe import predict, true_latents  # benchmarks/ is on the path when run as a script
+from family_loss_probe import oracle_args, predict, true_latents, validation_clips  # benchmarks/ is on the path
 
-from musiclm_pytorch import MusicLM
 from musiclm_pytorch.audio import load_audio
-from musiclm_pytorch.data.datasets import manifest_rows
 from musiclm_pytorch.evaluation.judge import Judge, extract
 
 GROUPS = {"mfcc_mean": range(0, 20), "mfcc_std": range(20, 40), "contrast": range(40, 47), "centroid": [47],
@@ -46,10 +43,7 @@ def family_accuracy(judge: Judge, feats: np.ndarray, truth: list[str]) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default=None, help="model folder (default: the shipped model)")
-    ap.add_argument("--tokens", required=True, help="tokens folder (val.pt) made with the model's codec")
-    ap.add_argument("--data", required=True, help="the corpus folder the tokens were made from (its val.jsonl)")
+    ap = oracle_args(__doc__.split("\n\n")[0])
     ap.add_argument("--clips", type=int, default=96)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--alphas", type=float, nargs="*", default=None,
@@ -57,15 +51,9 @@ def main() -> None:
     ap.add_argument("--bands", type=float, nargs="*", default=None,
                     help="also the movement gain fitted per modulation band (these inner edges in Hz) on 256 training "
                     "clips, for each nonzero alpha")  # fmt: skip
-    ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    model = MusicLM.from_pretrained(args.model) if args.model else MusicLM.from_pretrained()
+    model, val, matched = validation_clips(args, args.clips)
     scale = model.guidance(None)[1]
-    rows, _ = manifest_rows(Path(args.data) / "val.jsonl", require_caption=False)
-    by_path = {str(Path(r["path"]).resolve()): r for r in rows}
-    val = torch.load(Path(args.tokens) / "val.pt", weights_only=False)["items"][: args.clips]
-    matched = [by_path[str(Path(it["path"]).resolve())] for it in val]
     val = [it for it, r in zip(val, matched) if "family" in r["tags"]]
     matched = [r for r in matched if "family" in r["tags"]]
     truth = [r["tags"]["family"] for r in matched]

@@ -51,24 +51,38 @@ def true_latents(model: MusicLM, items: list[dict[str, Any]], frames: int) -> to
     return model.codec.latents_from_codes(codes)  # type: ignore[attr-defined]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def oracle_args(description: str) -> argparse.ArgumentParser:
+    """The arguments the acoustic-oracle probes share: model, tokens, corpus, threads, output."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--model", default=None, help="model folder (default: the shipped model)")
     ap.add_argument("--tokens", required=True, help="tokens folder (train.pt, val.pt) made with the model's codec")
     ap.add_argument("--data", required=True, help="the corpus folder the tokens were made from (its val.jsonl)")
+    ap.add_argument("--out", required=True)
+    return ap
+
+
+def validation_clips(
+    args: argparse.Namespace, count: int
+) -> tuple[MusicLM, list[dict[str, Any]], list[dict[str, Any]]]:
+    """``(model, items, rows)``: the model (``args.threads`` threads), the first ``count`` tokenized validation clips
+    and each one's manifest row (tags, captions), matched by the audio path."""
+    torch.set_num_threads(args.threads)
+    model = MusicLM.from_pretrained(args.model) if args.model else MusicLM.from_pretrained()
+    rows, _ = manifest_rows(Path(args.data) / "val.jsonl", require_caption=False)
+    by_path = {str(Path(r["path"]).resolve()): r for r in rows}
+    val = torch.load(Path(args.tokens) / "val.pt", weights_only=False)["items"][:count]
+    return model, val, [by_path[str(Path(it["path"]).resolve())] for it in val]
+
+
+def main() -> None:
+    ap = oracle_args(__doc__.split("\n\n")[0])
     ap.add_argument("--clips", type=int, default=96)
     ap.add_argument("--fit-clips", type=int, default=256, help="training clips for movement_fixed's ratios")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    model = MusicLM.from_pretrained(args.model) if args.model else MusicLM.from_pretrained()
+    model, val, matched = validation_clips(args, args.clips)
     scale = model.guidance(None)[1]
-    rows, _ = manifest_rows(Path(args.data) / "val.jsonl", require_caption=False)
-    by_path = {str(Path(r["path"]).resolve()): r for r in rows}
-    val = torch.load(Path(args.tokens) / "val.pt", weights_only=False)["items"][: args.clips]
     train = torch.load(Path(args.tokens) / "train.pt", weights_only=False)["items"][: args.fit_clips]
-    matched = [by_path[str(Path(it["path"]).resolve())] for it in val]
     tags = [r["tags"] for r in matched]
     texts = [r.get("full_caption") or r["caption"] for r in matched]
 

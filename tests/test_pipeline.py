@@ -572,20 +572,28 @@ def test_frame_bank_pulls_the_latent_stage_toward_real_frames(acoustic_parts):
         MusicLM(**parts).generate(texts, seconds=1.0, frame_blend=0.5)
 
 
-def test_bundle_stores_envelope_guidance_in_a_latent_stage(acoustic_parts, tmp_path, capsys):
+def _latent_bundle_argv(parts, tmp_path) -> list[str]:
+    """``musiclm bundle`` arguments for a latent-stage model of ``parts``, each saved to ``tmp_path``, into
+    ``tmp_path / "model"``."""
     from musiclm_pytorch import save
-    from musiclm_pytorch.cli import main
-    from musiclm_pytorch.pipeline import BUNDLE_FILES, load_musiclm
 
-    parts = _latent_parts(acoustic_parts)
-    with torch.no_grad():
-        parts["acoustic_lm"].cond_to_latent.weight.normal_()  # a conditioning that moves the prediction
     flags = {"conditioner": "--conditioning", "semantic_tokenizer": "--semantic-tokenizer", "codec": "--codec",
              "semantic_lm": "--semantic-lm", "acoustic_lm": "--acoustic-lm"}  # fmt: skip
     argv = ["bundle", "--out", str(tmp_path / "model")]
     for key, flag in flags.items():
         save(parts[key], tmp_path / f"{key}.safetensors")
         argv += [flag, str(tmp_path / f"{key}.safetensors")]
+    return argv
+
+
+def test_bundle_stores_envelope_guidance_in_a_latent_stage(acoustic_parts, tmp_path, capsys):
+    from musiclm_pytorch.cli import main
+    from musiclm_pytorch.pipeline import BUNDLE_FILES, load_musiclm
+
+    parts = _latent_parts(acoustic_parts)
+    with torch.no_grad():
+        parts["acoustic_lm"].cond_to_latent.weight.normal_()  # a conditioning that moves the prediction
+    argv = _latent_bundle_argv(parts, tmp_path)
     assert main(argv) == 0
     plain = load_musiclm(tmp_path / "model")
     assert plain.acoustic_lm.guidance_filter is None
@@ -702,7 +710,7 @@ def test_a_beat_reading_latent_stage_gets_the_semantic_lms_grid_where_known(acou
 def test_bundle_fits_and_stores_a_movement_gain_in_a_latent_stage(acoustic_parts, tmp_path, capsys):
     import torch.nn.functional as F
 
-    from musiclm_pytorch import load, save
+    from musiclm_pytorch import load
     from musiclm_pytorch.checkpoint import identity
     from musiclm_pytorch.cli import main
     from musiclm_pytorch.lm import LatentAcousticLM
@@ -715,12 +723,7 @@ def test_bundle_fits_and_stores_a_movement_gain_in_a_latent_stage(acoustic_parts
         for p in stage.parameters():
             p.add_(0.1 * torch.randn(p.shape, generator=gen))
     parts["acoustic_lm"] = stage
-    flags = {"conditioner": "--conditioning", "semantic_tokenizer": "--semantic-tokenizer", "codec": "--codec",
-             "semantic_lm": "--semantic-lm", "acoustic_lm": "--acoustic-lm"}  # fmt: skip
-    argv = ["bundle", "--out", str(tmp_path / "model")]
-    for key, flag in flags.items():
-        save(parts[key], tmp_path / f"{key}.safetensors")
-        argv += [flag, str(tmp_path / f"{key}.safetensors")]
+    argv = _latent_bundle_argv(parts, tmp_path)
     items = [{"semantic": torch.randint(0, 8, (25,), generator=gen),
               "codes": torch.randint(0, 8, (2, 50), generator=gen),
               "mulan": F.normalize(torch.randn(128, generator=gen), dim=0)} for _ in range(5)]  # fmt: skip

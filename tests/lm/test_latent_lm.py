@@ -259,18 +259,24 @@ def test_beat_stage_guidance_training_save_load_and_errors(tmp_path):
         LatentAcousticLM(semantic_vocab=8, latent_dim=3, cond_dim=4, dim=32, depth=1, beat_bins=4, beat_cycle=2)
 
 
+def _perturbed_beat_stage(clips, gen: torch.Generator):
+    """A small beat-reading stage with random non-zero weights (its prediction moves), and the clips' ``(semantic,
+    cond, beat, drums)`` stacked."""
+    model = LatentAcousticLM(semantic_vocab=8, latent_dim=3, cond_dim=4, dim=32, depth=1, heads=2, dim_head=16,
+                             beat_bins=8, dropout=0.0).eval()  # fmt: skip
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=gen))
+    return model, tuple(torch.stack([c[i] for c in clips]) for i in (0, 2, 3, 4))
+
+
 def test_movement_gain_is_fitted_in_closed_form_applied_after_guidance_and_saved(tmp_path):
     """Real latents that move around their clip mean by known per-dimension multiples of the prediction's
     movement: the fit recovers the multiples (raised to alpha), generation then makes those latents, the gain
     survives a save and load, and bad arguments name what is wrong."""
     gen = torch.Generator().manual_seed(2)
     clips = _beat_clips(6, gen)
-    model = LatentAcousticLM(semantic_vocab=8, latent_dim=3, cond_dim=4, dim=32, depth=1, heads=2, dim_head=16,
-                             beat_bins=8, dropout=0.0).eval()  # fmt: skip
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.1 * torch.randn(p.shape, generator=gen))
-    sem, cond, beat, drums = (torch.stack([c[i] for c in clips]) for i in (0, 2, 3, 4))
+    model, (sem, cond, beat, drums) = _perturbed_beat_stage(clips, gen)
     pred = model.generate(sem, cond, cfg_scale=2.0, beat=beat, drums=drums)
     truth = torch.tensor([1.0, 4.0, 0.5])
     real = pred.mean(1, keepdim=True) + (pred - pred.mean(1, keepdim=True)) * truth
@@ -336,12 +342,7 @@ def test_movement_filter_per_modulation_band_by_hand():
 def test_movement_gain_per_band_is_fitted_saved_and_checked(tmp_path):
     gen = torch.Generator().manual_seed(3)
     clips = _beat_clips(6, gen, frames=64)
-    model = LatentAcousticLM(semantic_vocab=8, latent_dim=3, cond_dim=4, dim=32, depth=1, heads=2, dim_head=16,
-                             beat_bins=8, dropout=0.0).eval()  # fmt: skip
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.1 * torch.randn(p.shape, generator=gen))
-    sem, cond, beat, drums = (torch.stack([c[i] for c in clips]) for i in (0, 2, 3, 4))
+    model, (sem, cond, beat, drums) = _perturbed_beat_stage(clips, gen)
     pred = model.generate(sem, cond, beat=beat, drums=drums)
     # real latents: the prediction's movement with its slow part (below 0.1 cycles per frame) tripled
     low = torch.tensor([[3.0, 3.0, 3.0], [1.0, 1.0, 1.0]])

@@ -218,9 +218,7 @@ class LatentAcousticLM(FrameAlignedStage):
             self._config.pop("movement_gain_alpha", None)
             self._config.pop("movement_bands", None)
             return self
-        if not self.takes_movement_gain:
-            raise ValueError(f"a {type(self).__name__} takes no movement gain (its generate samples around the mean "
-                             "stage's prediction and does not scale it)")  # fmt: skip
+        self._check_takes_movement_gain()
         if not (alpha > 0 and math.isfinite(alpha)):
             raise ValueError(f"alpha must be a finite number >= 0, got {alpha}")
         edges = check_bands(bands)
@@ -236,6 +234,11 @@ class LatentAcousticLM(FrameAlignedStage):
         else:
             self._config.pop("movement_bands", None)
         return self
+
+    def _check_takes_movement_gain(self) -> None:
+        if not self.takes_movement_gain:
+            raise ValueError(f"a {type(self).__name__} takes no movement gain (its generate samples around the mean "
+                             "stage's prediction and does not scale it)")  # fmt: skip
 
     @property
     def movement_gain_alpha(self) -> float:
@@ -264,9 +267,7 @@ class LatentAcousticLM(FrameAlignedStage):
         clips and dimensions) before and after, and with bands each band's share of the real and the predicted
         movement."""
         clips = list(clips)
-        if not self.takes_movement_gain:
-            raise ValueError(f"a {type(self).__name__} takes no movement gain (its generate samples around the mean "
-                             "stage's prediction and does not scale it)")  # fmt: skip
+        self._check_takes_movement_gain()
         if len(clips) < 2:
             raise ValueError(f"fit_movement_gain needs at least 2 clips, got {len(clips)}")
         if self.beat_bins and any(len(c) != 5 for c in clips):
