@@ -568,6 +568,12 @@ def test_frame_bank_pulls_the_latent_stage_toward_real_frames(acoustic_parts):
     assert all(((bank_latents - f).abs().amax(-1) < 1e-4).any() for f in made)
     story = mlm.generate_long([("calm piano", 1.2), ("loud drums", 1.2)], window_seconds=2.0, stride_seconds=1.0)
     assert story.shape == (38400,)
+    # the envelope alone from the real frames: the prediction's fine structure kept, the real frames' colour taken
+    envelope = RetrievalPrior.from_items(items, vocab_size=8, k=2, frames_per_clip=10, frame_k=1,
+                                         frame_semantic_weight=1.0, frame_envelope=3)  # fmt: skip
+    coloured = MusicLM(**parts, prior=envelope).generate(texts, seconds=1.0, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(coloured.semantic, plain.semantic)
+    assert not torch.allclose(coloured.wavs, plain.wavs) and not torch.allclose(coloured.wavs, matched.wavs)
     with pytest.raises(ValueError, match="frame_blend=0.5 needs a retrieval prior with a frame bank"):
         MusicLM(**parts).generate(texts, seconds=1.0, frame_blend=0.5)
 

@@ -718,8 +718,10 @@ def _cmd_train_retrieval_prior(args: argparse.Namespace) -> int:
                                       frame_semantic_weight=args.frame_semantic_weight,
                                       frame_window=args.frame_window,
                                       frame_continuity=args.frame_continuity,
-                                      frame_neighbours=args.frame_neighbours,
-                                      beat_periods=bool(args.beat_from or args.beat_tags))  # fmt: skip
+                                      frame_neighbours=args.frame_neighbours, frame_envelope=args.frame_envelope,
+                                      frame_envelope_skip=args.frame_envelope_skip,
+                                      beat_periods=bool(args.beat_from or args.beat_tags),
+                                      **({"frame_levels": args.frame_levels} if args.frame_levels else {}))  # fmt: skip
     kept = train["items"][: len(prior.latents)]
     if args.beat_tags:  # each clip's period from the tempo it was rendered at (its manifest row's tags)
         from .data.datasets import manifest_rows
@@ -1299,6 +1301,14 @@ def build_parser() -> argparse.ArgumentParser:
                      "(tags.tempo_bpm): the rendered tempo, where the ids' estimate can be an octave off")  # fmt: skip
     trp.add_argument("--frame-neighbours", type=int, default=None,
                      help="match frames among this many nearest clips (default all --k)")  # fmt: skip
+    trp.add_argument("--frame-levels", type=int, default=None,
+                     help="codec levels kept per bank frame (default all the tokens have; fewer: a smaller file)")  # fmt: skip
+    trp.add_argument("--frame-envelope", type=int, default=0,
+                     help="take only the spectral envelope (this many cepstral coefficients) from the matched frames "
+                     "and the prediction's harmonics (0: the whole frame)")  # fmt: skip
+    trp.add_argument("--frame-envelope-skip", type=int, default=0,
+                     help="with --frame-envelope: keep the prediction's first this many of those coefficients (1: "
+                     "its loudness contour, where the beat is)")  # fmt: skip
     trp.set_defaults(func=_cmd_train_retrieval_prior)
 
     tc = train.add_parser("conditioning", help="fit the MuLaN conditioning RVQ on all training clips")

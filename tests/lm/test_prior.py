@@ -256,3 +256,47 @@ def test_beat_periods_give_a_text_its_neighbours_median_tempo(tmp_path):
         plain.beat_period(text)
     with pytest.raises(ValueError, match=r"periods must be \(6,\) and > 0"):
         prior.set_beat_periods(torch.zeros(6))
+
+
+def test_frame_envelope_takes_only_the_matched_frames_cepstral_envelope(tmp_path):
+    import numpy as np
+    import scipy.fft
+
+    from musiclm_pytorch.lm.prior import envelope_projector
+
+    codec = _SumCodec()
+    basis = np.linalg.qr(np.random.default_rng(0).standard_normal((33, 3)))[0]  # orthonormal columns
+    codec.basis = torch.from_numpy(basis).float()
+    # the map is basis.T D.T D basis, D the first 4 rows of the orthonormal DCT-II over the 33 bins (scipy's)
+    dct = scipy.fft.dct(np.eye(33), norm="ortho", axis=0)[:4]
+    assert np.allclose(envelope_projector(codec.basis, 4).numpy(), basis.T @ dct.T @ dct @ basis, atol=1e-6)
+    gen = torch.Generator().manual_seed(0)
+    items = [{**it, "codes": torch.randint(0, 16, (2, 20), generator=gen)} for it in _items()]
+    whole = RetrievalPrior.from_items(items, vocab_size=8, k=2, frames_per_clip=5, frame_k=1)
+    prior = RetrievalPrior.from_items(items, vocab_size=8, k=2, frames_per_clip=5, frame_k=1, frame_envelope=4)
+    prior.load_state_dict(whole.state_dict())
+    text = torch.tensor([[1.0, 0.1, 0.0, 0.0]])
+    predicted = torch.randn(1, 7, 3, generator=gen)
+    matched = whole.match_frames(text, predicted, codec)  # the real frames the envelope comes from
+    out = prior.match_frames(text, predicted, codec)
+    p = torch.from_numpy(basis.T @ dct.T @ dct @ basis).float()
+    assert torch.allclose(out, predicted + (matched - predicted) @ p.T, atol=1e-5)
+    assert not torch.allclose(out, matched) and not torch.allclose(out, predicted)
+    save_path = tmp_path / "prior.safetensors"
+    from musiclm_pytorch import load, save
+
+    save(prior, save_path)
+    assert load(save_path).config["frame_envelope"] == 4
+    with pytest.raises(ValueError, match="frame_envelope needs a magnitude codec with a latent 'basis'"):
+        prior.match_frames(text, predicted, _SumCodec())
+    skip = RetrievalPrior.from_items(items, vocab_size=8, k=2, frames_per_clip=5, frame_k=1, frame_envelope=4,
+                                     frame_envelope_skip=1)  # fmt: skip
+    skip.load_state_dict(whole.state_dict())
+    p1 = torch.from_numpy(basis.T @ dct[1:].T @ dct[1:] @ basis).float()  # the loudness (coefficient 0) kept
+    assert torch.allclose(skip.match_frames(text, predicted, codec), predicted + (matched - predicted) @ p1.T,
+                          atol=1e-5)  # fmt: skip
+    with pytest.raises(ValueError, match="frame_envelope_skip must be in"):
+        RetrievalPrior(size=2, cond_dim=4, vocab_size=8, frames_per_clip=4, frame_levels=2, frame_envelope=4,
+                       frame_envelope_skip=4)  # fmt: skip
+    with pytest.raises(ValueError, match="frame_envelope must be >= 0 and needs a frame bank"):
+        RetrievalPrior(size=2, cond_dim=4, vocab_size=8, frame_envelope=4)

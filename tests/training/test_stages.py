@@ -276,6 +276,14 @@ def test_retrieval_prior_keeps_each_clips_beat_period(tokens, tmp_path, capsys):
     capsys.readouterr()
     assert main([*argv, "--beat-tags", str(tmp_path / "tags.jsonl")]) == 2
     assert f"{len(items) - 1} of the {len(items)} clips have no row with tags.tempo_bpm" in capsys.readouterr().err
+    # a frame bank of whole clips, fewer codec levels, the envelope alone taken from the matched frames
+    frames = min(int(it["codes"].shape[1]) for it in items)
+    assert main([*argv, "--frames-per-clip", str(frames), "--frame-window", "--frame-k", "1", "--frame-levels", "1",
+                 "--frame-envelope", "4", "--frame-envelope-skip", "1", "--frame-continuity", "3"]) == 0  # fmt: skip
+    prior = load(tmp_path / "p.safetensors", expected=RetrievalPrior)
+    assert prior.frame_codes.shape == (len(items), frames, 1)
+    assert torch.equal(prior.frame_codes[0, :, 0].long(), items[0]["codes"][0, :frames].long())
+    assert (prior.config["frame_envelope"], prior.config["frame_envelope_skip"]) == (4, 1)
 
 
 def test_stage_ema_and_bf16(tokens, tmp_path):

@@ -100,6 +100,11 @@ class RetrievalPrior(Component):
         frame_neighbours: the frames are matched among the bank frames of this many nearest neighbours
             (None: all ``k``); the nearest clips share the prompt's key far more often than the 8th.
         beat_periods: keep each clip's beat period in semantic frames (:meth:`set_beat_periods`).
+        frame_envelope: take only the spectral envelope from the matched frames, its first ``frame_envelope``
+            cepstral coefficients over the codec's log-magnitude spectrum (:func:`envelope_projector`), and keep
+            the prediction's fine structure (its harmonics: pitch and key); 0: the whole frame.
+        frame_envelope_skip: with ``frame_envelope``, keep the prediction's first this many of those coefficients
+            (1: its loudness contour, the coefficient 0 that carries the beat's onsets).
     """
 
     component_name = "retrieval_prior"
@@ -109,12 +114,18 @@ class RetrievalPrior(Component):
                  frame_blend: float = 1.0, frame_pitch_weight: float = 0.0,
                  frame_semantic_weight: float = 0.0, frame_window: bool = False,
                  frame_continuity: float = 0.0, frame_neighbours: int | None = None,
-                 beat_periods: bool = False):  # fmt: skip
+                 beat_periods: bool = False, frame_envelope: int = 0, frame_envelope_skip: int = 0):  # fmt: skip
         super().__init__()
         if size < 1 or cond_dim < 1 or vocab_size < 1 or k < 1 or smoothing <= 0 or not 0 <= mix < 1:
             raise ValueError(f"need size, cond_dim, vocab_size, k >= 1, smoothing > 0 and 0 <= mix < 1; got {size}, "
                              f"{cond_dim}, {vocab_size}, {k}, {smoothing}, {mix}")  # fmt: skip
         bad_bank = frames_per_clip < 0 or (frames_per_clip and frame_levels < 1) or frame_k < 1
+        if not 0 <= frame_envelope_skip < max(frame_envelope, 1):
+            raise ValueError(f"frame_envelope_skip must be in [0, frame_envelope={frame_envelope}), got "
+                             f"{frame_envelope_skip}")  # fmt: skip
+        if frame_envelope < 0 or (frame_envelope and not frames_per_clip):
+            raise ValueError(f"frame_envelope must be >= 0 and needs a frame bank (frames_per_clip > 0), got "
+                             f"{frame_envelope} with frames_per_clip {frames_per_clip}")  # fmt: skip
         if frame_neighbours is not None and not 1 <= frame_neighbours <= k:
             raise ValueError(f"frame_neighbours must be in [1, k={k}] (or None: all k), got {frame_neighbours}")
         if frame_continuity < 0 or (frame_continuity and frame_k != 1):
@@ -129,13 +140,16 @@ class RetrievalPrior(Component):
                          frame_blend=frame_blend, frame_pitch_weight=frame_pitch_weight,
                          frame_semantic_weight=frame_semantic_weight, frame_window=frame_window,
                          frame_continuity=frame_continuity, frame_neighbours=frame_neighbours,
-                         **({"beat_periods": True} if beat_periods else {}))  # fmt: skip
+                         **({"beat_periods": True} if beat_periods else {}),
+                         **({"frame_envelope": frame_envelope} if frame_envelope else {}),
+                         **({"frame_envelope_skip": frame_envelope_skip} if frame_envelope_skip else {}))  # fmt: skip
         self.k, self.smoothing, self.mix = k, smoothing, mix
         self.frame_window, self.frame_continuity = frame_window, frame_continuity
         self.frame_neighbours = frame_neighbours or k
         self.frame_pitch_weight, self.frame_semantic_weight = frame_pitch_weight, frame_semantic_weight
         self.vocab_size, self.cond_dim = vocab_size, cond_dim
         self.frame_k, self.frame_blend = frame_k, frame_blend
+        self.frame_envelope, self.frame_envelope_skip = frame_envelope, frame_envelope_skip
         self.register_buffer("latents", torch.zeros(size, cond_dim))
         # id counts of a clip are integers up to its length: exact in float16 up to 2,048, half the bytes
         self.register_buffer("counts", torch.zeros(size, vocab_size, dtype=torch.float16))
@@ -274,7 +288,8 @@ class RetrievalPrior(Component):
         log-magnitude spectra (the SpectralCodec's ``basis``, ``mean``, ``floor``, ``n_fft``). With a
         semantic weight (default ``frame_semantic_weight``), ``semantic [B, T]`` (the generated frames'
         ids) and the tokenizer's ``centers [V, D]`` add the squared centre distance of the two frames' ids
-        over its mean across the bank."""
+        over its mean across the bank. With ``frame_envelope``, the matched frames give only their spectral
+        envelope (the codec's ``basis``), the prediction the rest, before the blend."""
         pitch_weight = self.frame_pitch_weight if pitch_weight is None else pitch_weight
         semantic_weight = self.frame_semantic_weight if semantic_weight is None else semantic_weight
         continuity = self.frame_continuity if continuity is None else continuity
@@ -306,7 +321,28 @@ class RetrievalPrior(Component):
         else:
             near = dist.topk(min(self.frame_k, bank.shape[1]), dim=-1, largest=False).indices  # [B, T, k]
         matched = torch.gather(bank, 1, near.reshape(b, -1, 1).expand(-1, -1, dim)).reshape(b, t, -1, dim).mean(2)
+        if self.frame_envelope:
+            if not hasattr(codec, "basis"):
+                raise ValueError(f"frame_envelope needs a magnitude codec with a latent 'basis' (the SpectralCodec); "
+                                 f"{type(codec).__name__} has none")  # fmt: skip
+            filt = envelope_projector(codec.basis, self.frame_envelope, skip=self.frame_envelope_skip).to(pred)
+            matched = pred + (matched - pred) @ filt.T
         return (blend * matched + (1 - blend) * pred).to(predicted.dtype)
+
+
+def envelope_projector(basis: Tensor, coefficients: int, *, skip: int = 0) -> Tensor:
+    """``[L, L]``: the map of a latent (difference) to its spectral envelope, for a codec whose latents map
+    to log-magnitude deviations by ``basis [F, L]`` (orthonormal columns): ``basis.T D.T D basis`` with ``D`` the
+    first ``coefficients`` rows of the orthonormal DCT-II over the ``F`` bins (the cepstral envelope, liftering
+    as in Oppenheim and Schafer); with ``skip``, rows ``skip`` to ``coefficients`` only."""
+    from .regression import dct_matrix
+
+    if basis.ndim != 2 or not 0 <= skip < coefficients <= basis.shape[0]:
+        raise ValueError(f"need basis [F, L] and 0 <= skip < coefficients <= F, got {tuple(basis.shape)}, skip {skip} "
+                         f"and coefficients {coefficients}")  # fmt: skip
+    b = basis.double()
+    dct = dct_matrix(b.shape[0])[skip:coefficients].to(b.device)
+    return (b.T @ dct.T @ dct @ b).float()
 
 
 def frame_distance(pred: Tensor, bank: Tensor, *, extra: Tensor | None = None, semantic: Tensor | None = None,
@@ -398,6 +434,7 @@ def frame_chroma(latents: Tensor, codec: Any) -> Tensor:
 
 __all__ = [
     "RetrievalPrior",
+    "envelope_projector",
     "frame_chroma",
     "frame_distance",
     "knn_mean",

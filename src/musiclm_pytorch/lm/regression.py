@@ -190,9 +190,9 @@ class LatentAcousticLM(FrameAlignedStage):
         if not 1 <= coefficients <= bins:
             raise ValueError(f"coefficients must be in [0, {bins}] (the basis has {bins} frequency bins), "
                              f"got {coefficients}")  # fmt: skip
-        dct = dct_matrix(bins)[:coefficients].double()  # [k, F]
-        b = basis.double()
-        self.guidance_filter = (b.T @ dct.T @ dct @ b).to(self.null_latent)
+        from .prior import envelope_projector
+
+        self.guidance_filter = envelope_projector(basis, coefficients).to(self.null_latent)
         self._config["guidance_envelope"] = int(coefficients)
         return self
 
