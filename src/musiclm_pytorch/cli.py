@@ -1302,7 +1302,7 @@ def build_parser() -> argparse.ArgumentParser:
     trp.add_argument("--frame-neighbours", type=int, default=None,
                      help="match frames among this many nearest clips (default all --k)")  # fmt: skip
     trp.add_argument("--frame-levels", type=int, default=None,
-                     help="codec levels kept per bank frame (default all the tokens have; fewer: a smaller file)")  # fmt: skip
+                     help="codec levels kept per bank frame (default: all the tokens have)")  # fmt: skip
     trp.add_argument("--frame-envelope", type=int, default=0,
                      help="take only the spectral envelope (this many cepstral coefficients) from the matched frames "
                      "and the prediction's harmonics (0: the whole frame)")  # fmt: skip
