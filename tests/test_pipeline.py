@@ -831,3 +831,19 @@ def test_a_latent_stage_continues_with_the_prompts_own_frames(acoustic_parts, mo
         continuation(prompt_continuity=-1.0)
     with pytest.raises(ValueError, match="prompt_continuity must be a finite number >= 0, got nan"):
         continuation(prompt_continuity=float("nan"), prompt_blend=0.0)  # checked even where it picks nothing
+    # a prior with a frame bank: the prompt's own frames replace the neighbours' (the continuation is unchanged);
+    # without them (blend 0) the prior's frames act on the prediction
+    import torch.nn.functional as F
+
+    from musiclm_pytorch.lm import RetrievalPrior
+
+    gen = torch.Generator().manual_seed(0)
+    items = [{"mulan": F.normalize(torch.randn(128, generator=gen), dim=0), "semantic": torch.randint(0, 8, (25,)),
+              "codes": torch.randint(0, 8, (2, 50), generator=gen)} for _ in range(4)]  # fmt: skip
+    mlm.prior = RetrievalPrior.from_items(items, vocab_size=8, k=2, frames_per_clip=50, frame_k=1, frame_window=True,
+                                          frame_continuity=3.0, frame_envelope=4, frame_envelope_skip=1)  # fmt: skip
+    bank_calls: list[int] = []
+    prior_match = mlm.prior.match_frames
+    monkeypatch.setattr(mlm.prior, "match_frames", lambda *a, **k: bank_calls.append(1) or prior_match(*a, **k))
+    assert torch.allclose(continuation(), out, atol=1e-5) and not bank_calls
+    assert not torch.allclose(continuation(prompt_blend=0.0), plain, atol=1e-4) and bank_calls

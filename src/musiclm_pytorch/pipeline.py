@@ -634,7 +634,7 @@ class MusicLM:
         first frame (of the prefix, if any); each window gets it shifted to its own first frame (the latent stage
         too, with ``beat_source`` "semantic": :meth:`acoustic_beat`). ``prompt_bank``: ``(latents [1, F, L], ids
         [1, F], blend, continuity)``, a continuation prompt's real frames, which a latent stage's frames are matched to
-        (:meth:`generate_continuation`)."""
+        (:meth:`generate_continuation`) instead of the prior's frame bank."""
         sem_cfg, ac_cfg = self.guidance(cfg_scale)
         beat_source = self.acoustic_beat_source(beat_source)
         temperatures = self.sampling_temperatures(temperatures)
@@ -675,7 +675,8 @@ class MusicLM:
                                           generator=generator, controls=controls, text=text,
                                           grids=grids if beat_source == "semantic" else None)  # fmt: skip
             frame_owner = owner[p0:].repeat_interleave(self.ratio)[: predicted.shape[1]]
-            for seg in frame_owner.unique().tolist():  # each frame matched among its own segment's neighbours
+            # each frame matched among its own segment's neighbours; a continuation's prompt frames replace them
+            for seg in frame_owner.unique().tolist() if prompt_bank is None else []:
                 at = (frame_owner == seg).to(predicted.device)
                 ids = semantic[:, p0:].repeat_interleave(self.ratio, dim=1)[:, : predicted.shape[1]][:, at]
                 predicted[:, at] = self.match_frames(text[seg][None], predicted[:, at], frame_blend, semantic=ids)
