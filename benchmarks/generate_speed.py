@@ -58,6 +58,10 @@ def main() -> None:
     assert mlm.acoustic_lm is not None and latent is not None
     lat = mlm.acoustic_lm.generate(sem, latent, cfg_scale=mlm.default_cfg_scale[1])
     report["stage_acoustic_s"] = round(time.perf_counter() - t, 3)
+    if mlm.prior is not None and mlm.prior.has_frames:  # real frames from the prior's bank (unit selection)
+        t = time.perf_counter()
+        lat = mlm.match_frames(text_latent, lat, semantic=sem)
+        report["stage_frame_bank_s"] = round(time.perf_counter() - t, 3)
     t = time.perf_counter()
     mlm.codec.decode_latents(lat)  # type: ignore[attr-defined]
     report["stage_griffin_lim_s"] = round(time.perf_counter() - t, 3)

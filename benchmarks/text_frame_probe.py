@@ -62,6 +62,11 @@ class KeyedFramePrior(RetrievalPrior):
 
     @torch.no_grad()
     def match_frames(self, text_latents, predicted, codec, **kw):  # type: ignore[no-untyped-def,override]
+        if getattr(self, "drums_only", False):  # real frames only where MuLaN reads drums in the text
+            out = super().match_frames(text_latents, predicted, codec, **kw)
+            keep = self.reader.read(text_latents)[:, 1] == 0
+            out[keep.to(out.device)] = predicted[keep.to(out.device)]
+            return out
         if not self.pool:
             return super().match_frames(text_latents, predicted, codec, **kw)
         labels = self.reader.read(text_latents)
@@ -95,6 +100,8 @@ def main() -> None:
                     help="take only this many cepstral coefficients from the real frames (0: all)")  # fmt: skip
     ap.add_argument("--skip", type=int, default=0,
                     help="keep the prediction's first cepstral coefficients (1: its loudness)")  # fmt: skip
+    ap.add_argument("--drums-only", action="store_true",
+                    help="real frames only for texts MuLaN reads drums in (the prediction elsewhere)")  # fmt: skip
     ap.add_argument("--match", nargs="+", default=["key"], choices=("key", "drums", "tempo"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -103,9 +110,12 @@ def main() -> None:
                                    semantic_weight=args.semantic_weight, levels=args.levels,
                                    key_pool=args.key_pool, match=args.match, envelope=args.envelope,
                                    skip=args.skip)  # fmt: skip
+    if args.drums_only:
+        model.prior.drums_only, model.prior.reader = True, model.control_reader()  # type: ignore[union-attr]
     run_suite(model, args, neighbours=args.neighbours, continuity=args.continuity,
               semantic_weight=args.semantic_weight, levels=args.levels, key_pool=args.key_pool,
-              match=args.match if args.key_pool else [], envelope=args.envelope, skip=args.skip)  # fmt: skip
+              match=args.match if args.key_pool else [], envelope=args.envelope, skip=args.skip,
+              drums_only=args.drums_only)  # fmt: skip
 
 
 if __name__ == "__main__":
