@@ -334,7 +334,7 @@ def envelope_projector(basis: Tensor, coefficients: int, *, skip: int = 0) -> Te
     """``[L, L]``: the map of a latent (difference) to its spectral envelope, for a codec whose latents map
     to log-magnitude deviations by ``basis [F, L]`` (orthonormal columns): ``basis.T D.T D basis`` with ``D`` the
     first ``coefficients`` rows of the orthonormal DCT-II over the ``F`` bins (the cepstral envelope, liftering
-    as in Oppenheim and Schafer); with ``skip``, rows ``skip`` to ``coefficients`` only."""
+    as in Oppenheim and Schafer); with ``skip``, rows ``skip`` to ``coefficients`` only. In float64 (callers cast)."""
     from .regression import dct_matrix
 
     if basis.ndim != 2 or not 0 <= skip < coefficients <= basis.shape[0]:
@@ -342,7 +342,7 @@ def envelope_projector(basis: Tensor, coefficients: int, *, skip: int = 0) -> Te
                          f"and coefficients {coefficients}")  # fmt: skip
     b = basis.double()
     dct = dct_matrix(b.shape[0])[skip:coefficients].to(b.device)
-    return (b.T @ dct.T @ dct @ b).float()
+    return b.T @ dct.T @ dct @ b
 
 
 def frame_distance(pred: Tensor, bank: Tensor, *, extra: Tensor | None = None, semantic: Tensor | None = None,
