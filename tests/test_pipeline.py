@@ -574,6 +574,18 @@ def test_frame_bank_pulls_the_latent_stage_toward_real_frames(acoustic_parts):
     coloured = MusicLM(**parts, prior=envelope).generate(texts, seconds=1.0, generator=torch.Generator().manual_seed(0))
     assert torch.equal(coloured.semantic, plain.semantic)
     assert not torch.allclose(coloured.wavs, plain.wavs) and not torch.allclose(coloured.wavs, matched.wavs)
+    # a drums-only bank: real frames for the texts MuLaN reads drums in (here the first), the prediction elsewhere
+    only = RetrievalPrior.from_items(items, vocab_size=8, k=2, frames_per_clip=10, frame_k=1,
+                                     frame_semantic_weight=1.0, frame_drums_only=True)  # fmt: skip
+    drummed = MusicLM(**parts, prior=only)
+
+    class Reader:
+        def read(self, latents):
+            return torch.tensor([[0, 1], [0, 0]])[: len(latents)]
+
+    drummed._control_reader = Reader()
+    mixed = drummed.generate(texts, seconds=1.0, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(mixed.wavs[0], matched.wavs[0]) and torch.allclose(mixed.wavs[1], plain.wavs[1])
     with pytest.raises(ValueError, match="frame_blend=0.5 needs a retrieval prior with a frame bank"):
         MusicLM(**parts).generate(texts, seconds=1.0, frame_blend=0.5)
 

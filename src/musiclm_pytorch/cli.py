@@ -720,6 +720,7 @@ def _cmd_train_retrieval_prior(args: argparse.Namespace) -> int:
                                       frame_continuity=args.frame_continuity,
                                       frame_neighbours=args.frame_neighbours, frame_envelope=args.frame_envelope,
                                       frame_envelope_skip=args.frame_envelope_skip,
+                                      frame_drums_only=args.frame_drums_only,
                                       beat_periods=bool(args.beat_from or args.beat_tags),
                                       **({"frame_levels": args.frame_levels} if args.frame_levels else {}))  # fmt: skip
     kept = train["items"][: len(prior.latents)]
@@ -1309,6 +1310,8 @@ def build_parser() -> argparse.ArgumentParser:
     trp.add_argument("--frame-envelope-skip", type=int, default=0,
                      help="with --frame-envelope: keep the prediction's first this many of those coefficients (1: "
                      "its loudness contour, where the beat is)")  # fmt: skip
+    trp.add_argument("--frame-drums-only", action="store_true",
+                     help="match frames only for texts that ask for drums (the prediction elsewhere)")  # fmt: skip
     trp.set_defaults(func=_cmd_train_retrieval_prior)
 
     tc = train.add_parser("conditioning", help="fit the MuLaN conditioning RVQ on all training clips")

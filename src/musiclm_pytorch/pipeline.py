@@ -483,7 +483,9 @@ class MusicLM:
                                         grids=None if grids is None else grids.repeat_interleave(n, dim=0))  # fmt: skip
             predicted = self.acoustic_lm.generate(semantic, latents, cfg_scale=cfg_scale, generator=generator,
                                                   beat=rhythm.get("beat"), drums=rhythm.get("drums"))  # fmt: skip
-            predicted = self.match_frames(text.repeat_interleave(n, dim=0), predicted, frame_blend, semantic=semantic)
+            predicted = self.match_frames(text.repeat_interleave(n, dim=0), predicted, frame_blend, semantic=semantic,
+                                          drums=rhythm.get("drums", None if labels is None else labels[:, 1]
+                                                           .repeat_interleave(n, dim=0)))  # fmt: skip
             wavs = self.codec.decode_latents(predicted)[:, 0]  # type: ignore[attr-defined]
             codes = self.codec.quantize_latents(predicted)  # type: ignore[attr-defined]
         elif self.acoustic_lm is not None:
@@ -776,10 +778,11 @@ class MusicLM:
         return self.prior.latent(text) if self.prior is not None else text
 
     def match_frames(self, text: Tensor, predicted: Tensor, frame_blend: float | None = None, *,
-                     semantic: Tensor | None = None) -> Tensor:  # fmt: skip
+                     semantic: Tensor | None = None, drums: Tensor | None = None) -> Tensor:  # fmt: skip
         """The latent stage's prediction ``[B, T, L]`` with its frames pulled toward real frames of the
         texts' neighbour clips (:meth:`RetrievalPrior.match_frames`); as is without a frame bank or with
-        ``frame_blend=0``. ``semantic``: the ids ``[B, Ts]`` (or per frame, ``[B, T]``) it was made from."""
+        ``frame_blend=0``. ``semantic``: the ids ``[B, Ts]`` (or per frame, ``[B, T]``) it was made from.
+        ``drums [B]``: each text's drums label for a drums-only bank (default MuLaN's reading of ``text``)."""
         if self.prior is None or not self.prior.has_frames or frame_blend == 0:
             if frame_blend and (self.prior is None or not self.prior.has_frames):
                 raise ValueError(f"frame_blend={frame_blend} needs a retrieval prior with a frame bank")
@@ -789,7 +792,10 @@ class MusicLM:
             ids = semantic if semantic.shape[1] == predicted.shape[1] else semantic.repeat_interleave(self.ratio, 1)
             ids = ids[:, : predicted.shape[1]]
         centers = getattr(self.semantic_tokenizer, "centers", None)
-        return self.prior.match_frames(text, predicted, self.codec, blend=frame_blend, semantic=ids, centers=centers)
+        if self.prior.frame_drums_only and drums is None:
+            drums = self.control_reader().read(text)[:, 1]
+        return self.prior.match_frames(text, predicted, self.codec, blend=frame_blend, semantic=ids, centers=centers,
+                                       drums=drums)  # fmt: skip
 
     def prior_mix(self, prior_mix: float | None) -> float:
         """The retrieval prior's share in the semantic LM's next-id distribution: ``prior_mix``, or the

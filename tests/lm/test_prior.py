@@ -300,3 +300,22 @@ def test_frame_envelope_takes_only_the_matched_frames_cepstral_envelope(tmp_path
                        frame_envelope_skip=4)  # fmt: skip
     with pytest.raises(ValueError, match="frame_envelope must be >= 0 and needs a frame bank"):
         RetrievalPrior(size=2, cond_dim=4, vocab_size=8, frame_envelope=4)
+
+
+def test_a_drums_only_frame_bank_keeps_the_prediction_where_no_drums_are_asked():
+    codec = _SumCodec()
+    gen = torch.Generator().manual_seed(0)
+    items = [{**it, "codes": torch.randint(0, 16, (2, 20), generator=gen)} for it in _items()]
+    every = RetrievalPrior.from_items(items, vocab_size=8, k=2, frames_per_clip=5, frame_k=1)
+    only = RetrievalPrior.from_items(items, vocab_size=8, k=2, frames_per_clip=5, frame_k=1, frame_drums_only=True)
+    only.load_state_dict(every.state_dict())
+    text = torch.tensor([[1.0, 0.1, 0.0, 0.0], [0.0, 1.0, 0.1, 0.0], [0.1, 0.0, 1.0, 0.0]])
+    predicted = torch.randn(3, 7, 3, generator=gen)
+    matched = every.match_frames(text, predicted, codec)
+    out = only.match_frames(text, predicted, codec, drums=torch.tensor([1, 0, 1]))
+    assert torch.equal(out[1], predicted[1]) and torch.allclose(out[[0, 2]], matched[[0, 2]])
+    assert not torch.allclose(matched[1], predicted[1])
+    with pytest.raises(ValueError, match=r"a drums-only frame bank needs each text's drums label \[B=3\], got None"):
+        only.match_frames(text, predicted, codec)
+    with pytest.raises(ValueError, match="frame_drums_only needs a frame bank"):
+        RetrievalPrior(size=2, cond_dim=4, vocab_size=8, frame_drums_only=True)

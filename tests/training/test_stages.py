@@ -279,11 +279,13 @@ def test_retrieval_prior_keeps_each_clips_beat_period(tokens, tmp_path, capsys):
     # a frame bank of whole clips, fewer codec levels, the envelope alone taken from the matched frames
     frames = min(int(it["codes"].shape[1]) for it in items)
     assert main([*argv, "--frames-per-clip", str(frames), "--frame-window", "--frame-k", "1", "--frame-levels", "1",
-                 "--frame-envelope", "4", "--frame-envelope-skip", "1", "--frame-continuity", "3"]) == 0  # fmt: skip
+                 "--frame-envelope", "4", "--frame-envelope-skip", "1", "--frame-continuity", "3",
+                 "--frame-drums-only"]) == 0  # fmt: skip
     prior = load(tmp_path / "p.safetensors", expected=RetrievalPrior)
     assert prior.frame_codes.shape == (len(items), frames, 1)
     assert torch.equal(prior.frame_codes[0, :, 0].long(), items[0]["codes"][0, :frames].long())
     assert (prior.config["frame_envelope"], prior.config["frame_envelope_skip"]) == (4, 1)
+    assert prior.frame_drums_only
 
 
 def test_stage_ema_and_bf16(tokens, tmp_path):

@@ -105,6 +105,8 @@ class RetrievalPrior(Component):
             the prediction's fine structure (its harmonics: pitch and key); 0: the whole frame.
         frame_envelope_skip: with ``frame_envelope``, keep the prediction's first this many of those coefficients
             (1: its loudness contour, the coefficient 0 that carries the beat's onsets).
+        frame_drums_only: match frames only for texts whose drums label (``drums`` of :meth:`match_frames`) is 1;
+            the prediction stays as is elsewhere.
     """
 
     component_name = "retrieval_prior"
@@ -114,7 +116,8 @@ class RetrievalPrior(Component):
                  frame_blend: float = 1.0, frame_pitch_weight: float = 0.0,
                  frame_semantic_weight: float = 0.0, frame_window: bool = False,
                  frame_continuity: float = 0.0, frame_neighbours: int | None = None,
-                 beat_periods: bool = False, frame_envelope: int = 0, frame_envelope_skip: int = 0):  # fmt: skip
+                 beat_periods: bool = False, frame_envelope: int = 0, frame_envelope_skip: int = 0,
+                 frame_drums_only: bool = False):  # fmt: skip
         super().__init__()
         if size < 1 or cond_dim < 1 or vocab_size < 1 or k < 1 or smoothing <= 0 or not 0 <= mix < 1:
             raise ValueError(f"need size, cond_dim, vocab_size, k >= 1, smoothing > 0 and 0 <= mix < 1; got {size}, "
@@ -123,6 +126,8 @@ class RetrievalPrior(Component):
         if not 0 <= frame_envelope_skip < max(frame_envelope, 1):
             raise ValueError(f"frame_envelope_skip must be in [0, frame_envelope={frame_envelope}), got "
                              f"{frame_envelope_skip}")  # fmt: skip
+        if frame_drums_only and not frames_per_clip:
+            raise ValueError("frame_drums_only needs a frame bank (frames_per_clip > 0)")
         if frame_envelope < 0 or (frame_envelope and not frames_per_clip):
             raise ValueError(f"frame_envelope must be >= 0 and needs a frame bank (frames_per_clip > 0), got "
                              f"{frame_envelope} with frames_per_clip {frames_per_clip}")  # fmt: skip
@@ -142,7 +147,8 @@ class RetrievalPrior(Component):
                          frame_continuity=frame_continuity, frame_neighbours=frame_neighbours,
                          **({"beat_periods": True} if beat_periods else {}),
                          **({"frame_envelope": frame_envelope} if frame_envelope else {}),
-                         **({"frame_envelope_skip": frame_envelope_skip} if frame_envelope_skip else {}))  # fmt: skip
+                         **({"frame_envelope_skip": frame_envelope_skip} if frame_envelope_skip else {}),
+                         **({"frame_drums_only": True} if frame_drums_only else {}))  # fmt: skip
         self.k, self.smoothing, self.mix = k, smoothing, mix
         self.frame_window, self.frame_continuity = frame_window, frame_continuity
         self.frame_neighbours = frame_neighbours or k
@@ -150,6 +156,7 @@ class RetrievalPrior(Component):
         self.vocab_size, self.cond_dim = vocab_size, cond_dim
         self.frame_k, self.frame_blend = frame_k, frame_blend
         self.frame_envelope, self.frame_envelope_skip = frame_envelope, frame_envelope_skip
+        self.frame_drums_only = frame_drums_only
         self.register_buffer("latents", torch.zeros(size, cond_dim))
         # id counts of a clip are integers up to its length: exact in float16 up to 2,048, half the bytes
         self.register_buffer("counts", torch.zeros(size, vocab_size, dtype=torch.float16))
@@ -277,7 +284,7 @@ class RetrievalPrior(Component):
     def match_frames(self, text_latents: Tensor, predicted: Tensor, codec: Any, *, blend: float | None = None,
                      pitch_weight: float | None = None, semantic: Tensor | None = None,
                      centers: Tensor | None = None, semantic_weight: float | None = None,
-                     continuity: float | None = None) -> Tensor:  # fmt: skip
+                     continuity: float | None = None, drums: Tensor | None = None) -> Tensor:  # fmt: skip
         """``predicted [B, T, L]`` codec latents with each frame replaced by the mean of its ``frame_k``
         nearest real frames of the text's neighbour clips, blended by ``blend`` (default ``frame_blend``);
         with ``continuity`` (default ``frame_continuity``) > 0, by the frames of the cheapest path
@@ -289,7 +296,8 @@ class RetrievalPrior(Component):
         semantic weight (default ``frame_semantic_weight``), ``semantic [B, T]`` (the generated frames'
         ids) and the tokenizer's ``centers [V, D]`` add the squared centre distance of the two frames' ids
         over its mean across the bank. With ``frame_envelope``, the matched frames give only their spectral
-        envelope (the codec's ``basis``), the prediction the rest, before the blend."""
+        envelope (the codec's ``basis``), the prediction the rest, before the blend. With ``frame_drums_only``,
+        ``drums [B]`` (each text's drums label, 0 / 1) keeps the prediction of the rows without drums."""
         pitch_weight = self.frame_pitch_weight if pitch_weight is None else pitch_weight
         semantic_weight = self.frame_semantic_weight if semantic_weight is None else semantic_weight
         continuity = self.frame_continuity if continuity is None else continuity
@@ -302,6 +310,9 @@ class RetrievalPrior(Component):
         if not 0 <= blend <= 1:
             raise ValueError(f"blend must be in [0, 1], got {blend}")
         b, t, dim = predicted.shape
+        if self.frame_drums_only and (drums is None or drums.shape != (b,)):
+            got = None if drums is None else tuple(drums.shape)
+            raise ValueError(f"a drums-only frame bank needs each text's drums label [B={b}], got {got}")
         if text_latents.shape[0] != b:
             raise ValueError(f"{text_latents.shape[0]} text latents for {b} predicted clips")
         idx = self.neighbours(text_latents)[:, : self.frame_neighbours]  # [B, K'], nearest first
@@ -327,7 +338,11 @@ class RetrievalPrior(Component):
                                  f"{type(codec).__name__} has none")  # fmt: skip
             filt = envelope_projector(codec.basis, self.frame_envelope, skip=self.frame_envelope_skip).to(pred)
             matched = pred + (matched - pred) @ filt.T
-        return (blend * matched + (1 - blend) * pred).to(predicted.dtype)
+        out = blend * matched + (1 - blend) * pred
+        if self.frame_drums_only:
+            assert drums is not None
+            out = torch.where((drums.to(out.device) > 0)[:, None, None], out, pred)
+        return out.to(predicted.dtype)
 
 
 def envelope_projector(basis: Tensor, coefficients: int, *, skip: int = 0) -> Tensor:
