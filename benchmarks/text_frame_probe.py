@@ -24,7 +24,7 @@ from musiclm_pytorch.lm.prior import RetrievalPrior, nearest_rows
 def frame_bank_prior(model: MusicLM, tokens: str, *, neighbours: int, continuity: float, semantic_weight: float,
                      levels: int | None = None, key_pool: int = 0,
                      match: list[str] | None = None, envelope: int = 0,
-                     skip: int = 0) -> RetrievalPrior:  # fmt: skip
+                     skip: int = 0, drums_only: bool = False) -> RetrievalPrior:  # fmt: skip
     """The model's retrieval prior with a frame bank of its clips' whole codec frames (the tokens' training items,
     in the prior's bank order, which ``train retrieval-prior`` takes from the same file)."""
     old = model.prior
@@ -39,10 +39,10 @@ def frame_bank_prior(model: MusicLM, tokens: str, *, neighbours: int, continuity
     config.update(frames_per_clip=frames, frame_levels=levels or int(items[0]["codes"].shape[0]), frame_k=1,
                   frame_blend=1.0, frame_semantic_weight=semantic_weight, frame_window=True,
                   frame_continuity=continuity, frame_neighbours=neighbours)  # fmt: skip
-    config.update(frame_envelope=envelope, frame_envelope_skip=skip)
+    config.update(frame_envelope=envelope, frame_envelope_skip=skip, frame_drums_only=drums_only)
     prior = KeyedFramePrior(**config)
     prior.pool = key_pool
-    prior.load_state_dict(old.state_dict(), strict=False)
+    prior.load_state_dict({k: v for k, v in old.state_dict().items() if not k.startswith("frame_")}, strict=False)
     prior.set_frames([it["codes"] for it in items], [it["semantic"] for it in items])
     if key_pool:
         prior.set_match(model.control_reader(), key_pool, match or ["key"])  # type: ignore[operator]
@@ -62,11 +62,6 @@ class KeyedFramePrior(RetrievalPrior):
 
     @torch.no_grad()
     def match_frames(self, text_latents, predicted, codec, **kw):  # type: ignore[no-untyped-def,override]
-        if getattr(self, "drums_only", False):  # real frames only where MuLaN reads drums in the text
-            out = super().match_frames(text_latents, predicted, codec, **kw)
-            keep = self.reader.read(text_latents)[:, 1] == 0
-            out[keep.to(out.device)] = predicted[keep.to(out.device)]
-            return out
         if not self.pool:
             return super().match_frames(text_latents, predicted, codec, **kw)
         labels = self.reader.read(text_latents)
@@ -101,7 +96,7 @@ def main() -> None:
     ap.add_argument("--skip", type=int, default=0,
                     help="keep the prediction's first cepstral coefficients (1: its loudness)")  # fmt: skip
     ap.add_argument("--drums-only", action="store_true",
-                    help="real frames only for texts MuLaN reads drums in (the prediction elsewhere)")  # fmt: skip
+                    help="real frames only for texts that ask for drums (frame_drums_only)")  # fmt: skip
     ap.add_argument("--match", nargs="+", default=["key"], choices=("key", "drums", "tempo"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -109,9 +104,7 @@ def main() -> None:
     model.prior = frame_bank_prior(model, args.tokens, neighbours=args.neighbours, continuity=args.continuity,
                                    semantic_weight=args.semantic_weight, levels=args.levels,
                                    key_pool=args.key_pool, match=args.match, envelope=args.envelope,
-                                   skip=args.skip)  # fmt: skip
-    if args.drums_only:
-        model.prior.drums_only, model.prior.reader = True, model.control_reader()  # type: ignore[union-attr]
+                                   skip=args.skip, drums_only=args.drums_only)  # fmt: skip
     run_suite(model, args, neighbours=args.neighbours, continuity=args.continuity,
               semantic_weight=args.semantic_weight, levels=args.levels, key_pool=args.key_pool,
               match=args.match if args.key_pool else [], envelope=args.envelope, skip=args.skip,

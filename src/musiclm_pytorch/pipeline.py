@@ -676,21 +676,21 @@ class MusicLM:
             predicted = self._latent_long(semantic, acoustic_cond, owner, win_f, overlap_f, ac_cfg, start=p0,
                                           generator=generator, controls=controls, text=text,
                                           grids=grids if beat_source == "semantic" else None)  # fmt: skip
-            frame_owner = owner[p0:].repeat_interleave(self.ratio)[: predicted.shape[1]]
-            # each frame matched among its own segment's neighbours; a continuation's prompt frames replace them
-            for seg in frame_owner.unique().tolist() if prompt_bank is None else []:
-                at = (frame_owner == seg).to(predicted.device)
-                ids = semantic[:, p0:].repeat_interleave(self.ratio, dim=1)[:, : predicted.shape[1]][:, at]
-                predicted[:, at] = self.match_frames(text[seg][None], predicted[:, at], frame_blend, semantic=ids)
-            if prompt_bank is not None:
+            frame_ids = semantic[:, p0:].repeat_interleave(self.ratio, dim=1)[:, : predicted.shape[1]]
+            if prompt_bank is None:  # each frame matched among its own segment's neighbours
+                frame_owner = owner[p0:].repeat_interleave(self.ratio)[: predicted.shape[1]]
+                for seg in frame_owner.unique().tolist():
+                    at = (frame_owner == seg).to(predicted.device)
+                    predicted[:, at] = self.match_frames(text[seg][None], predicted[:, at], frame_blend,
+                                                         semantic=frame_ids[:, at])  # fmt: skip
+            else:  # a continuation: among its prompt's own frames instead
                 from .lm.prior import match_to_bank
 
                 bank, bank_ids, blend, continuity = prompt_bank
-                ids = semantic[:, p0:].repeat_interleave(self.ratio, dim=1)[:, : predicted.shape[1]]
                 centers = getattr(self.semantic_tokenizer, "centers", None)
                 weight = PROMPT_SEMANTIC_WEIGHT if centers is not None else 0.0
                 predicted = match_to_bank(predicted, bank.to(predicted), blend=blend, continuity=continuity,
-                                          semantic=ids, bank_semantic=bank_ids, centers=centers,
+                                          semantic=frame_ids, bank_semantic=bank_ids, centers=centers,
                                           semantic_weight=weight)  # fmt: skip
             return self.codec.decode_latents(predicted)[0, 0, :new_samples]  # type: ignore[attr-defined]
         r = self.ratio

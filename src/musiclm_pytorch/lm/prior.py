@@ -345,13 +345,20 @@ class RetrievalPrior(Component):
         return out.to(predicted.dtype)
 
 
+def dct_matrix(n: int) -> Tensor:
+    """``[n, n]`` orthonormal DCT-II: row ``k`` is ``sqrt(2 / n) cos(pi k (i + 0.5) / n)`` (row 0 scaled by
+    ``sqrt(1 / n)``), so ``dct_matrix(n) @ x`` equals ``scipy.fft.dct(x, norm="ortho")``."""
+    i = torch.arange(n, dtype=torch.float64)
+    m = torch.cos(torch.pi * i[:, None] * (i[None] + 0.5) / n) * (2.0 / n) ** 0.5
+    m[0] /= 2**0.5
+    return m
+
+
 def envelope_projector(basis: Tensor, coefficients: int, *, skip: int = 0) -> Tensor:
     """``[L, L]``: the map of a latent (difference) to its spectral envelope, for a codec whose latents map
     to log-magnitude deviations by ``basis [F, L]`` (orthonormal columns): ``basis.T D.T D basis`` with ``D`` the
     first ``coefficients`` rows of the orthonormal DCT-II over the ``F`` bins (the cepstral envelope, liftering
     as in Oppenheim and Schafer); with ``skip``, rows ``skip`` to ``coefficients`` only. In float64 (callers cast)."""
-    from .regression import dct_matrix
-
     if basis.ndim != 2 or not 0 <= skip < coefficients <= basis.shape[0]:
         raise ValueError(f"need basis [F, L] and 0 <= skip < coefficients <= F, got {tuple(basis.shape)}, skip {skip} "
                          f"and coefficients {coefficients}")  # fmt: skip
@@ -449,6 +456,7 @@ def frame_chroma(latents: Tensor, codec: Any) -> Tensor:
 
 __all__ = [
     "RetrievalPrior",
+    "dct_matrix",
     "envelope_projector",
     "frame_chroma",
     "frame_distance",

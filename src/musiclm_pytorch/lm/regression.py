@@ -62,6 +62,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .frame_aligned import FrameAlignedStage
+from .prior import dct_matrix, envelope_projector
 
 # where the pipeline takes a beat-reading stage's grid at generation (LatentAcousticLM's ``beat_source``)
 BEAT_SOURCES = ("semantic", "ids")
@@ -190,8 +191,6 @@ class LatentAcousticLM(FrameAlignedStage):
         if not 1 <= coefficients <= bins:
             raise ValueError(f"coefficients must be in [0, {bins}] (the basis has {bins} frequency bins), "
                              f"got {coefficients}")  # fmt: skip
-        from .prior import envelope_projector
-
         self.guidance_filter = envelope_projector(basis, coefficients).to(self.null_latent)
         self._config["guidance_envelope"] = int(coefficients)
         return self
@@ -584,15 +583,6 @@ def filter_movement(d: Tensor, gains: Tensor, edges: Sequence[float]) -> Tensor:
         per_freq = g[pos - 1] * (1 - w) + g[pos] * w  # [F, L]
     spec = torch.fft.rfft(x.double(), dim=1) * per_freq[None]
     return torch.fft.irfft(spec, n=n, dim=1)[:, pad : pad + t].to(d.dtype)
-
-
-def dct_matrix(n: int) -> Tensor:
-    """``[n, n]`` orthonormal DCT-II: row ``k`` is ``sqrt(2 / n) cos(pi k (i + 0.5) / n)`` (row 0 scaled by
-    ``sqrt(1 / n)``), so ``dct_matrix(n) @ x`` equals ``scipy.fft.dct(x, norm="ortho")``."""
-    i = torch.arange(n, dtype=torch.float64)
-    m = torch.cos(torch.pi * i[:, None] * (i[None] + 0.5) / n) * (2.0 / n) ** 0.5
-    m[0] /= 2**0.5
-    return m
 
 
 __all__ = ["LatentAcousticLM", "band_power", "beat_phase_bins", "dct_matrix", "filter_movement"]
