@@ -345,9 +345,18 @@ def test_eval_codec_fidelity_with_mulan(tmp_path, capsys, tiny_mulan):
     fidelity = report["fidelity"]
     assert fidelity["clips"] == 3 and set(fidelity) >= {"original", "codec_q1", "codec_q3"}
     assert fidelity["original"]["judge"]["drums"]["n"] == 3
+    assert set(fidelity["paired"]) == {"codec_q1", "codec_q3"}
+    assert fidelity["paired"]["codec_q3"]["drum_flips"]["n"] <= 2  # the two clips tagged drumless at most
+    # the same folder as untagged real music: agreement of each round trip's readings with the original's
+    assert main([*argv, "--real", str(folder)]) == 0
+    real = json.loads((tmp_path / "ce" / "codec_eval.json").read_text())["real"]
+    assert real["clips"] == 3 and set(real["agreement"]) == {"codec_q1", "codec_q3"}
+    assert all(0 <= v <= 1 for v in real["agreement"]["codec_q3"].values())
     capsys.readouterr()
     assert main(["eval", "codec", "--data", str(folder), "--classic", "--mulan", str(tmp_path / "m.st")]) == 2
     assert "--mulan measures what survives a codec" in capsys.readouterr().err
+    assert main([*argv[:-4], "--out", str(tmp_path / "ce2"), "--real", str(folder)]) == 2  # --mulan dropped
+    assert "--real measures agreement" in capsys.readouterr().err
 
 
 SPLIT_READERS = [

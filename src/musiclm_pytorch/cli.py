@@ -859,7 +859,19 @@ def _cmd_eval_codec(args: argparse.Namespace) -> int:
         n = min(len(good), args.fidelity_clips)
         report["fidelity"] = evaluate_fidelity(codec, [it["wav"] for it, _ in good[:n]], texts[:n],
                                                [it["tags"] for it, _ in good[:n]], mulan=mulan,
-                                               levels=args.levels)  # fmt: skip
+                                               levels=args.levels, group=args.r1_group)  # fmt: skip
+        if args.real:
+            from .evaluation.codec_eval import evaluate_agreement
+
+            real_rows, real_bad = data_rows(Path(args.real), require_caption=False,
+                                            what="untagged music (--real)")  # fmt: skip
+            real_ds = CaptionedAudioDataset(real_rows[: args.max_clips], opts)
+            real = [it["wav"] for it in (real_ds[i] for i in range(len(real_ds))) if isinstance(it, dict)]
+            skipped = len(real_rows[: args.max_clips]) - len(real) + len(real_bad)
+            report["real"] = {"data": args.real, "skipped": skipped,
+                              **evaluate_agreement(codec, real, mulan=mulan, levels=args.levels)}  # fmt: skip
+    elif args.real:
+        raise ValueError("--real measures agreement through MuLaN and the judge: pass --mulan too")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "codec_eval.json").write_text(json.dumps(report, indent=2))
@@ -1377,6 +1389,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(MuLaN cycle consistency, caption R@1, the judge's accuracy), original vs decoded",
     )
     ec.add_argument("--fidelity-clips", type=int, default=48, help="clips for --mulan (all in one batch)")
+    ec.add_argument(
+        "--r1-group",
+        type=int,
+        default=100,
+        help="with --mulan, caption R@1 among each run of this many clips (chance 1 / group)",
+    )
+    ec.add_argument("--real", help="with --mulan, untagged music (an audio folder or manifest): agreement of the "
+                    "judge's and MuLaN's readings between original and round trip")  # fmt: skip
     ec.add_argument("--threads", type=_threads, default=2)
     ec.add_argument("--out", default="codec_eval")
     _add_split_flag(ec)
