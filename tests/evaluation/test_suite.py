@@ -64,6 +64,8 @@ def test_eval_generate_cli_reports_ceiling_chance_and_audit(tmp_path, capsys):
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["prompts"] == 3 and {"family", "drums"} <= set(report["judge"])
     assert report["judge_real_clips"]["family"]["n"] == 3 and "judge_shuffled_prompts" in report
+    assert set(report["family_per_value"]) == {"piano", "organ", "strings"}
+    assert sum(v["n"] for v in report["family_per_value_real_clips"].values()) == 3
     assert report["frechet_mulan"] >= 0 and report["memorisation"]["windows"] == 3
     assert report["memorisation_audio"]["windows"] == 3  # the generated audio tokenized again
     assert (tmp_path / "out" / "report.png").stat().st_size > 5000
@@ -103,3 +105,14 @@ def test_prompted_memorisation_finds_a_model_that_copies_its_training_clips(monk
     for key in ("prompt_0s", "prompt_2s"):
         assert caught[key]["exact"] == 6 and caught[key]["mean_share"] == 1.0
         assert caught[key]["mean_share_other_clip"] < 0.1  # the control: another clip's next ids
+
+
+def test_per_value_counts_what_is_heard_instead():
+    from musiclm_pytorch.evaluation.suite import per_value
+
+    preds = [{"family": f} for f in ("piano", "organ", "organ", "strings", "piano")]
+    tags = [{"family": "piano"}, {"family": "piano"}, {"family": "organ"}, {"family": "piano"}, {}]
+    out = per_value(preds, tags, "family")
+    assert set(out) == {"piano", "organ"}  # the untagged row is left out
+    assert out["piano"] == {"n": 3, "accuracy": round(1 / 3, 4), "heard": {"piano": 1, "organ": 1, "strings": 1}}
+    assert out["organ"] == {"n": 1, "accuracy": 1.0, "heard": {"organ": 1}}

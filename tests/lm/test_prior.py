@@ -315,6 +315,7 @@ def test_a_drums_only_frame_bank_keeps_the_prediction_where_no_drums_are_asked()
     out = only.match_frames(text, predicted, codec, drums=torch.tensor([1, 0, 1]))
     assert torch.equal(out[1], predicted[1]) and torch.allclose(out[[0, 2]], matched[[0, 2]])
     assert not torch.allclose(matched[1], predicted[1])
+    assert torch.equal(only.match_frames(text, predicted, codec, drums=torch.zeros(3, dtype=torch.long)), predicted)
     with pytest.raises(ValueError, match=r"a drums-only frame bank needs each text's drums label \[B=3\], got None"):
         only.match_frames(text, predicted, codec)
     with pytest.raises(ValueError, match="frame_drums_only needs a frame bank"):

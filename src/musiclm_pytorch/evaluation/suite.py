@@ -25,6 +25,7 @@ figures, never the judge's), then:
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,18 @@ def prompted_memorisation(model: MusicLM, items: Sequence[dict[str, Any]], *, pr
 
 
 @torch.no_grad()
+def per_value(preds: Sequence[dict[str, Any]], tags: Sequence[dict[str, Any]], attribute: str) -> dict[str, Any]:
+    """Per value of ``attribute`` that the tags ask for: how many prompts ask for it, how often the judge hears it
+    (``accuracy``) and what it hears instead (``heard``: counts, most common first). Rows whose tags do not state
+    the attribute are left out."""
+    out: dict[str, Any] = {}
+    for value in sorted({str(t[attribute]) for t in tags if attribute in t}):
+        heard = [str(p[attribute]) for p, t in zip(preds, tags) if str(t.get(attribute)) == value]
+        counts = Counter(heard).most_common()
+        out[value] = {"n": len(heard), "accuracy": round(heard.count(value) / len(heard), 4), "heard": dict(counts)}
+    return out
+
+
 def evaluate_generation(
     model: MusicLM,
     prompts: Sequence[dict[str, Any]],
@@ -214,6 +227,7 @@ def evaluate_generation(
         "prompt_r1": round(float((sim.argmax(1) == torch.arange(len(texts))).float().mean()), 4),
         "chance_prompt_r1": round(1 / len(texts), 4),
         **_semantic_measures(ids, prompts, model.semantic_tokenizer),
+        "family_per_value": per_value(preds, tags, "family"),
     }  # fmt: skip
     real_rows = [p for p in prompts if p.get("path")]
     if root is not None and len(real_rows) == len(prompts):
@@ -222,6 +236,7 @@ def evaluate_generation(
         real_wavs = torch.stack([r[:n] for r in real])
         real_preds = [judge.predict(w.numpy(), sr) for w in tqdm(real_wavs, desc="judging real", disable=not progress)]
         report["judge_real_clips"] = accuracy([score(p, t) for p, t in zip(real_preds, tags)])
+        report["family_per_value_real_clips"] = per_value(real_preds, tags, "family")
         real_audio = mulan.get_audio_latents(_resample(real_wavs.to(model.device), sr, mulan.sample_rate)).cpu()
         half = len(real_audio) // 2
         report["frechet_mulan"] = round(frechet_distance(audio.numpy(), real_audio.numpy()), 4)

@@ -315,6 +315,18 @@ class RetrievalPrior(Component):
             raise ValueError(f"a drums-only frame bank needs each text's drums label [B={b}], got {got}")
         if text_latents.shape[0] != b:
             raise ValueError(f"{text_latents.shape[0]} text latents for {b} predicted clips")
+        if self.frame_drums_only:
+            assert drums is not None
+            rows = (drums.to(predicted.device) > 0).nonzero()[:, 0]
+            if len(rows) < b:  # match only the rows that ask for drums; the others keep the prediction
+                out = predicted.clone()
+                if len(rows):
+                    out[rows] = self.match_frames(
+                        text_latents[rows], predicted[rows], codec, blend=blend, pitch_weight=pitch_weight,
+                        semantic=None if semantic is None else semantic[rows], centers=centers,
+                        semantic_weight=semantic_weight, continuity=continuity, drums=drums[rows.to(drums.device)],
+                    )  # fmt: skip
+                return out
         idx = self.neighbours(text_latents)[:, : self.frame_neighbours]  # [B, K'], nearest first
         codes = self.frame_codes[idx].long()  # [B, K, F, Q]
         bank = codec.latents_from_codes(codes.reshape(b, -1, codes.shape[-1]).transpose(1, 2)).float()  # [B, K*F, L]
@@ -339,9 +351,6 @@ class RetrievalPrior(Component):
             filt = envelope_projector(codec.basis, self.frame_envelope, skip=self.frame_envelope_skip).to(pred)
             matched = pred + (matched - pred) @ filt.T
         out = blend * matched + (1 - blend) * pred
-        if self.frame_drums_only:
-            assert drums is not None
-            out = torch.where((drums.to(out.device) > 0)[:, None, None], out, pred)
         return out.to(predicted.dtype)
 
 
