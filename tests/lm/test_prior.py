@@ -320,3 +320,35 @@ def test_a_drums_only_frame_bank_keeps_the_prediction_where_no_drums_are_asked()
         only.match_frames(text, predicted, codec)
     with pytest.raises(ValueError, match="frame_drums_only needs a frame bank"):
         RetrievalPrior(size=2, cond_dim=4, vocab_size=8, frame_drums_only=True)
+
+
+def test_family_pool_puts_the_texts_family_first_and_survives_a_round_trip(tmp_path):
+    from musiclm_pytorch import load, save
+
+    # six clips along one direction (e1 offsets set who is nearest: 0, 2, 1, 3, 4, 5); a small +-e3 is the family a
+    # reader with class latents +e3 ("A") and -e3 ("B") reads: A, B, A, B, A, B
+    offsets, signs = [0.30, 0.20, 0.28, 0.18, 0.10, 0.08], [1, -1, 1, -1, 1, -1]
+    lat = torch.tensor([[1.0, a, 0.0, 0.05 * z] for a, z in zip(offsets, signs)])
+    items = [{"mulan": row, "semantic": torch.full((10,), i)} for i, row in enumerate(lat)]
+    classes = torch.tensor([[0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, -1.0]])
+    plain = RetrievalPrior.from_items(items, vocab_size=8, k=2)
+    prior = RetrievalPrior.from_items(items, vocab_size=8, k=2, family_pool=6, family_classes=2)
+    prior.set_families(classes)
+    assert prior.bank_family.tolist() == [0, 1, 0, 1, 0, 1]
+    text_a, text_b = torch.tensor([[1.0, 0.30, 0.0, 0.005]]), torch.tensor([[1.0, 0.30, 0.0, -0.005]])
+    assert plain.neighbours(text_a).tolist() == plain.neighbours(text_b).tolist() == [[0, 2]]  # nearness alone
+    assert prior.read_family(torch.cat([text_a, text_b])).tolist() == [0, 1]
+    assert prior.neighbours(text_a).tolist() == [[0, 2]] and prior.neighbours(text_b).tolist() == [[1, 3]]
+    assert torch.allclose(prior.latent(text_b), F.normalize(F.normalize(lat[[1, 3]], dim=-1).mean(0), dim=0)[None])
+    small = RetrievalPrior.from_items(items, vocab_size=8, k=2, family_pool=2, family_classes=2)
+    small.set_families(classes)
+    assert small.neighbours(text_b).tolist() == [[0, 2]]  # no B clip among its 2 nearest: the nearest as they are
+    save(prior, tmp_path / "p.safetensors")
+    again = load(tmp_path / "p.safetensors", expected=RetrievalPrior)
+    assert again.neighbours(text_b).tolist() == [[1, 3]] and again.config["family_pool"] == 6
+    with pytest.raises(ValueError, match="family_pool must be 0 or >= k=2 with family_classes >= 2"):
+        RetrievalPrior(size=6, cond_dim=4, vocab_size=8, k=2, family_pool=1, family_classes=2)
+    with pytest.raises(ValueError, match="reads no families"):
+        plain.set_families(classes)
+    with pytest.raises(ValueError, match=r"class latents must be \(2, 4\)"):
+        prior.set_families(classes[:1])

@@ -286,6 +286,16 @@ def test_retrieval_prior_keeps_each_clips_beat_period(tokens, tmp_path, capsys):
     assert torch.equal(prior.frame_codes[0, :, 0].long(), items[0]["codes"][0, :frames].long())
     assert (prior.config["frame_envelope"], prior.config["frame_envelope_skip"]) == (4, 1)
     assert prior.frame_drums_only
+    # neighbours of the text's instrument family first, read through the tokens' MuLaN
+    capsys.readouterr()
+    assert main([*argv, "--family-pool", "12"]) == 2
+    assert "--family-pool reads families through MuLaN: pass --conditioning" in capsys.readouterr().err
+    save(tokens[2][0], tmp_path / "cond.safetensors")
+    assert main([*argv, "--family-pool", "12", "--conditioning", str(tmp_path / "cond.safetensors")]) == 0
+    prior = load(tmp_path / "p.safetensors", expected=RetrievalPrior)
+    assert prior.family_pool == 12 and prior.bank_family.shape == (len(items),)
+    assert torch.equal(prior.bank_family.long(), prior.read_family(prior.latents))
+    assert prior.neighbours(prior.latents[:3]).shape == (3, 8)
 
 
 def test_stage_ema_and_bf16(tokens, tmp_path):

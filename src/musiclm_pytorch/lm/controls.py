@@ -90,6 +90,24 @@ class ControlReader:
         return torch.stack([(x @ c.T).argmax(-1) for c in self.class_latents], dim=1)
 
 
+@torch.no_grad()
+def family_class_latents(mulan: Any) -> tuple[list[str], Tensor]:
+    """``(families, class_latents [F, C])``: MuLaN's text latents of each instrument family's zero-shot prompt
+    ensemble (:func:`~musiclm_pytorch.data.captions.attribute_prompt_sets`, the prompts the evaluation's zero-shot
+    tagging uses), each the normalised mean of its prompts' latents; a latent's family is the class latent with the
+    highest cosine (``RetrievalPrior(family_pool=...)``)."""
+    from ..data.captions import attribute_prompt_sets
+
+    was_training = mulan.training
+    mulan.eval()
+    sets = attribute_prompt_sets("family")
+    flat = [p for prompts in sets.values() for p in prompts]
+    lat = mulan.get_text_latents(raw_texts=flat).float().cpu()
+    latents = torch.stack([F.normalize(c.mean(0), dim=-1) for c in lat.split([len(v) for v in sets.values()])])
+    mulan.train(was_training)
+    return list(sets), latents
+
+
 def label_pmi(counts: Tensor, labels: Tensor, classes: int, *, smoothing: float = 1.0) -> Tensor:
     """``[classes, V]``: log p(id | class) - log p(id) over clips' semantic id ``counts [N, V]`` with their
     ``labels [N]`` (add-``smoothing`` estimates; a class no clip has gets zeros). Added to the semantic LM's

@@ -107,6 +107,12 @@ class RetrievalPrior(Component):
             (1: its loudness contour, the coefficient 0 that carries the beat's onsets).
         frame_drums_only: match frames only for texts whose drums label (``drums`` of :meth:`match_frames`) is 1;
             the prediction stays as is elsewhere.
+        family_pool: with ``> 0``, a text's neighbours are its ``family_pool`` nearest clips taken in order of
+            agreement with its instrument family first, nearness second (:meth:`neighbours`): the family is MuLaN's
+            zero-shot reading of a latent through ``family_classes`` class latents (:meth:`set_families`), of the
+            clip's audio latent in the bank and of the text latent at generation, so the prior still needs no
+            captions. Every use of the neighbours follows (latent, pooled ids, beat period, frame bank).
+        family_classes: how many families the class latents hold (with ``family_pool``).
     """
 
     component_name = "retrieval_prior"
@@ -117,8 +123,11 @@ class RetrievalPrior(Component):
                  frame_semantic_weight: float = 0.0, frame_window: bool = False,
                  frame_continuity: float = 0.0, frame_neighbours: int | None = None,
                  beat_periods: bool = False, frame_envelope: int = 0, frame_envelope_skip: int = 0,
-                 frame_drums_only: bool = False):  # fmt: skip
+                 frame_drums_only: bool = False, family_pool: int = 0, family_classes: int = 0):  # fmt: skip
         super().__init__()
+        if family_pool < 0 or (family_pool and not (k <= family_pool and family_classes >= 2)):
+            raise ValueError(f"family_pool must be 0 or >= k={k} with family_classes >= 2, got {family_pool} and "
+                             f"{family_classes}")  # fmt: skip
         if size < 1 or cond_dim < 1 or vocab_size < 1 or k < 1 or smoothing <= 0 or not 0 <= mix < 1:
             raise ValueError(f"need size, cond_dim, vocab_size, k >= 1, smoothing > 0 and 0 <= mix < 1; got {size}, "
                              f"{cond_dim}, {vocab_size}, {k}, {smoothing}, {mix}")  # fmt: skip
@@ -148,7 +157,10 @@ class RetrievalPrior(Component):
                          **({"beat_periods": True} if beat_periods else {}),
                          **({"frame_envelope": frame_envelope} if frame_envelope else {}),
                          **({"frame_envelope_skip": frame_envelope_skip} if frame_envelope_skip else {}),
-                         **({"frame_drums_only": True} if frame_drums_only else {}))  # fmt: skip
+                         **({"frame_drums_only": True} if frame_drums_only else {}),
+                         **({"family_pool": family_pool, "family_classes": family_classes} if family_pool
+                            else {}))  # fmt: skip
+        self.family_pool = family_pool
         self.k, self.smoothing, self.mix = k, smoothing, mix
         self.frame_window, self.frame_continuity = frame_window, frame_continuity
         self.frame_neighbours = frame_neighbours or k
@@ -169,10 +181,15 @@ class RetrievalPrior(Component):
 
         if beat_periods:  # only then, so that priors saved before beat periods existed load unchanged
             self.register_buffer("periods", torch.zeros(size))
+        if family_pool:  # the zero-shot family reader's class latents, and each bank clip's reading
+            self.register_buffer("family_latents", torch.zeros(family_classes, cond_dim))
+            self.register_buffer("bank_family", torch.zeros(size, dtype=torch.int16))
 
     latents: Tensor
     counts: Tensor
     periods: Tensor
+    family_latents: Tensor
+    bank_family: Tensor
     frame_codes: Tensor
     frame_semantic: Tensor
 
@@ -263,15 +280,42 @@ class RetrievalPrior(Component):
         if text_latents.ndim != 2 or text_latents.shape[1] != self.cond_dim:
             raise ValueError(f"text latents must be [B, {self.cond_dim}], got shape {tuple(text_latents.shape)}")
 
+    def set_families(self, class_latents: Tensor) -> None:
+        """Keep the family reader's ``class_latents [family_classes, C]`` (normalised here; MuLaN's text latents of
+        each family's prompts, :func:`~musiclm_pytorch.lm.controls.family_class_latents`) and each bank clip's
+        reading."""
+        if not self.family_pool:
+            raise ValueError("this retrieval prior reads no families: build it with family_pool > 0")
+        if class_latents.shape != self.family_latents.shape:
+            raise ValueError(f"class latents must be {tuple(self.family_latents.shape)}, got "
+                             f"{tuple(class_latents.shape)}")  # fmt: skip
+        self.family_latents.copy_(F.normalize(class_latents.float(), dim=-1))
+        self.bank_family.copy_(self.read_family(self.latents).to(torch.int16))
+
+    def read_family(self, latents: Tensor) -> Tensor:
+        """``[B]``: the family index of latents ``[B, C]`` (the class latent with the highest cosine)."""
+        if not self.family_pool:
+            raise ValueError("this retrieval prior reads no families: build it with family_pool > 0")
+        return (F.normalize(latents.float(), dim=-1) @ self.family_latents.float().T).argmax(-1)
+
     def neighbours(self, text_latents: Tensor) -> Tensor:
-        """Indices ``[B, K]`` of the bank rows nearest each text latent (cosine), nearest first."""
+        """Indices ``[B, K]`` of the bank rows nearest each text latent (cosine), nearest first; with
+        ``family_pool``, of its ``family_pool`` nearest, those whose family agrees with the text's first."""
         self._check(text_latents)
-        return nearest_rows(F.normalize(text_latents.float(), dim=-1), self.latents, self.k)
+        query = F.normalize(text_latents.float(), dim=-1)
+        if not self.family_pool:
+            return nearest_rows(query, self.latents, self.k)
+        near = nearest_rows(query, self.latents, self.family_pool)  # [B, P], nearest first
+        other = (self.bank_family[near].long() != self.read_family(query)[:, None]).long()
+        order = torch.argsort(other * near.shape[1] + torch.arange(near.shape[1], device=near.device), dim=1)
+        return near.gather(1, order)[:, : self.k]
 
     def latent(self, text_latents: Tensor) -> Tensor:
         """``[B, C]``: the normalised mean audio latent of each text's neighbours."""
-        self._check(text_latents)
-        return knn_mean(F.normalize(text_latents.float(), dim=-1), self.latents, self.k).to(text_latents.dtype)
+        if not self.family_pool:
+            self._check(text_latents)
+            return knn_mean(F.normalize(text_latents.float(), dim=-1), self.latents, self.k).to(text_latents.dtype)
+        return F.normalize(self.latents[self.neighbours(text_latents)].mean(1), dim=-1).to(text_latents.dtype)
 
     def token_log_prior(self, text_latents: Tensor) -> Tensor:
         """``[B, V]``: log of the neighbours' pooled semantic id counts plus ``smoothing`` per neighbour,
