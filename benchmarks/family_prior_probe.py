@@ -35,9 +35,11 @@ def family_reader(model: MusicLM):  # type: ignore[no-untyped-def]
     return lambda latents: (F.normalize(latents.float().cpu(), dim=-1) @ value.T).argmax(1)
 
 
-def same_family_neighbours(prior: RetrievalPrior, read, pool: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
+def same_family_neighbours(prior: RetrievalPrior, read, pool: int,  # type: ignore[no-untyped-def]
+                           latent_only: bool = False) -> dict[str, float]:  # fmt: skip
     """Make ``prior``'s neighbours prefer clips of the text's family among its ``pool`` nearest (module docstring);
-    returns how pure the bank's readings are."""
+    with ``latent_only``, only for the conditioning latent (the beat period, pooled ids and frame bank keep the
+    nearest clips). Returns how many families the bank's readings hold."""
     bank_family = read(prior.latents)
 
     def neighbours(self: RetrievalPrior, text_latents: torch.Tensor) -> torch.Tensor:
@@ -48,9 +50,10 @@ def same_family_neighbours(prior: RetrievalPrior, read, pool: int) -> dict[str, 
         return near.gather(1, cost.argsort(dim=1))[:, : self.k]
 
     def latent(self: RetrievalPrior, text_latents: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.latents[self.neighbours(text_latents)].mean(1), dim=-1).to(text_latents.dtype)
+        return F.normalize(self.latents[neighbours(self, text_latents)].mean(1), dim=-1).to(text_latents.dtype)
 
-    prior.neighbours = types.MethodType(neighbours, prior)  # type: ignore[method-assign]
+    if not latent_only:
+        prior.neighbours = types.MethodType(neighbours, prior)  # type: ignore[method-assign]
     prior.latent = types.MethodType(latent, prior)  # type: ignore[method-assign]
     return {"bank_families": int(bank_family.unique().numel())}
 
@@ -58,12 +61,17 @@ def same_family_neighbours(prior: RetrievalPrior, read, pool: int) -> dict[str, 
 def main() -> None:
     ap = probe_args(__doc__.split("\n\n")[0])
     ap.add_argument("--pool", type=int, default=32, help="nearest clips among which the text's family comes first")
+    ap.add_argument(
+        "--latent-only",
+        action="store_true",
+        help="the conditioning latent alone from the family's clips (tempo, ids, frames: nearest)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model = MusicLM.from_pretrained(args.model) if args.model else MusicLM.from_pretrained()
     assert model.prior is not None
-    info = same_family_neighbours(model.prior, family_reader(model), args.pool)
-    run_suite(model, args, pool=args.pool, **info)
+    info = same_family_neighbours(model.prior, family_reader(model), args.pool, args.latent_only)
+    run_suite(model, args, pool=args.pool, latent_only=args.latent_only, **info)
 
 
 if __name__ == "__main__":

@@ -1340,8 +1340,8 @@ def build_parser() -> argparse.ArgumentParser:
     trp.add_argument("--frame-drums-only", action="store_true",
                      help="match frames only for texts that ask for drums (the prediction elsewhere)")  # fmt: skip
     trp.add_argument("--family-pool", type=int, default=0,
-                     help="neighbours: among a text's this many nearest clips, those of its instrument family first "
-                     "(MuLaN's zero-shot readings; needs --conditioning; 0: the nearest --k)")  # fmt: skip
+                     help="the conditioning latent from a text's this many nearest clips, those of its instrument "
+                     "family first (MuLaN's zero-shot readings; needs --conditioning; 0: the nearest --k)")  # fmt: skip
     trp.add_argument("--conditioning", default="",
                      help="the tokens' MuLaN conditioning file (for --family-pool's family reader)")  # fmt: skip
     trp.set_defaults(func=_cmd_train_retrieval_prior)

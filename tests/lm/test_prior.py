@@ -338,14 +338,15 @@ def test_family_pool_puts_the_texts_family_first_and_survives_a_round_trip(tmp_p
     text_a, text_b = torch.tensor([[1.0, 0.30, 0.0, 0.005]]), torch.tensor([[1.0, 0.30, 0.0, -0.005]])
     assert plain.neighbours(text_a).tolist() == plain.neighbours(text_b).tolist() == [[0, 2]]  # nearness alone
     assert prior.read_family(torch.cat([text_a, text_b])).tolist() == [0, 1]
-    assert prior.neighbours(text_a).tolist() == [[0, 2]] and prior.neighbours(text_b).tolist() == [[1, 3]]
+    assert prior.family_neighbours(text_a).tolist() == [[0, 2]] and prior.family_neighbours(text_b).tolist() == [[1, 3]]
+    assert prior.neighbours(text_b).tolist() == [[0, 2]]  # the pooled ids, beat period and frames keep the nearest
     assert torch.allclose(prior.latent(text_b), F.normalize(F.normalize(lat[[1, 3]], dim=-1).mean(0), dim=0)[None])
     small = RetrievalPrior.from_items(items, vocab_size=8, k=2, family_pool=2, family_classes=2)
     small.set_families(classes)
-    assert small.neighbours(text_b).tolist() == [[0, 2]]  # no B clip among its 2 nearest: the nearest as they are
+    assert small.family_neighbours(text_b).tolist() == [[0, 2]]  # no B clip among its 2 nearest: the nearest
     save(prior, tmp_path / "p.safetensors")
     again = load(tmp_path / "p.safetensors", expected=RetrievalPrior)
-    assert again.neighbours(text_b).tolist() == [[1, 3]] and again.config["family_pool"] == 6
+    assert again.family_neighbours(text_b).tolist() == [[1, 3]] and again.config["family_pool"] == 6
     with pytest.raises(ValueError, match="family_pool must be 0 or >= k=2 with family_classes >= 2"):
         RetrievalPrior(size=6, cond_dim=4, vocab_size=8, k=2, family_pool=1, family_classes=2)
     with pytest.raises(ValueError, match="reads no families"):

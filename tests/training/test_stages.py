@@ -295,7 +295,7 @@ def test_retrieval_prior_keeps_each_clips_beat_period(tokens, tmp_path, capsys):
     prior = load(tmp_path / "p.safetensors", expected=RetrievalPrior)
     assert prior.family_pool == 12 and prior.bank_family.shape == (len(items),)
     assert torch.equal(prior.bank_family.long(), prior.read_family(prior.latents))
-    assert prior.neighbours(prior.latents[:3]).shape == (3, 8)
+    assert prior.family_neighbours(prior.latents[:3]).shape == (3, 8)
 
 
 def test_stage_ema_and_bf16(tokens, tmp_path):

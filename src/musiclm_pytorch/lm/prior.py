@@ -107,11 +107,12 @@ class RetrievalPrior(Component):
             (1: its loudness contour, the coefficient 0 that carries the beat's onsets).
         frame_drums_only: match frames only for texts whose drums label (``drums`` of :meth:`match_frames`) is 1;
             the prediction stays as is elsewhere.
-        family_pool: with ``> 0``, a text's neighbours are its ``family_pool`` nearest clips taken in order of
-            agreement with its instrument family first, nearness second (:meth:`neighbours`): the family is MuLaN's
-            zero-shot reading of a latent through ``family_classes`` class latents (:meth:`set_families`), of the
-            clip's audio latent in the bank and of the text latent at generation, so the prior still needs no
-            captions. Every use of the neighbours follows (latent, pooled ids, beat period, frame bank).
+        family_pool: with ``> 0``, the conditioning latent (:meth:`latent`) is the mean over the text's
+            ``family_pool`` nearest clips taken in order of agreement with its instrument family first, nearness
+            second (:meth:`family_neighbours`): the family is MuLaN's zero-shot reading of a latent through
+            ``family_classes`` class latents (:meth:`set_families`), of the clip's audio latent in the bank and of
+            the text latent at generation, so the prior still needs no captions. The pooled ids, beat period and
+            frame bank keep the nearest clips (the family's clips carry other tempi: RESULTS.md).
         family_classes: how many families the class latents hold (with ``family_pool``).
     """
 
@@ -299,23 +300,29 @@ class RetrievalPrior(Component):
         return (F.normalize(latents.float(), dim=-1) @ self.family_latents.float().T).argmax(-1)
 
     def neighbours(self, text_latents: Tensor) -> Tensor:
-        """Indices ``[B, K]`` of the bank rows nearest each text latent (cosine), nearest first; with
-        ``family_pool``, of its ``family_pool`` nearest, those whose family agrees with the text's first."""
+        """Indices ``[B, K]`` of the bank rows nearest each text latent (cosine), nearest first."""
+        self._check(text_latents)
+        return nearest_rows(F.normalize(text_latents.float(), dim=-1), self.latents, self.k)
+
+    def family_neighbours(self, text_latents: Tensor) -> Tensor:
+        """Indices ``[B, K]``: of each text's ``family_pool`` nearest bank rows, those whose family agrees with the
+        text's first, nearest first within each group (:meth:`latent` with ``family_pool``)."""
         self._check(text_latents)
         query = F.normalize(text_latents.float(), dim=-1)
-        if not self.family_pool:
-            return nearest_rows(query, self.latents, self.k)
         near = nearest_rows(query, self.latents, self.family_pool)  # [B, P], nearest first
         other = (self.bank_family[near].long() != self.read_family(query)[:, None]).long()
         order = torch.argsort(other * near.shape[1] + torch.arange(near.shape[1], device=near.device), dim=1)
         return near.gather(1, order)[:, : self.k]
 
     def latent(self, text_latents: Tensor) -> Tensor:
-        """``[B, C]``: the normalised mean audio latent of each text's neighbours."""
+        """``[B, C]``: the normalised mean audio latent of each text's neighbours; with ``family_pool``, of its
+        :meth:`family_neighbours` (the conditioning only: the pooled ids, beat period and frame bank keep the
+        nearest clips)."""
         if not self.family_pool:
             self._check(text_latents)
             return knn_mean(F.normalize(text_latents.float(), dim=-1), self.latents, self.k).to(text_latents.dtype)
-        return F.normalize(self.latents[self.neighbours(text_latents)].mean(1), dim=-1).to(text_latents.dtype)
+        idx = self.family_neighbours(text_latents)
+        return F.normalize(self.latents[idx].mean(1), dim=-1).to(text_latents.dtype)
 
     def token_log_prior(self, text_latents: Tensor) -> Tensor:
         """``[B, V]``: log of the neighbours' pooled semantic id counts plus ``smoothing`` per neighbour,
