@@ -22,7 +22,7 @@ from grid_source_probe import probe_args, run_suite
 
 from musiclm_pytorch import MusicLM
 from musiclm_pytorch.data.captions import attribute_prompt_sets
-from musiclm_pytorch.lm.prior import RetrievalPrior, nearest_rows
+from musiclm_pytorch.lm.prior import RetrievalPrior, knn_mean, nearest_rows
 
 
 def family_reader(model: MusicLM):  # type: ignore[no-untyped-def]
@@ -58,6 +58,26 @@ def same_family_neighbours(prior: RetrievalPrior, read, pool: int,  # type: igno
     return {"bank_families": int(bank_family.unique().numel())}
 
 
+def acoustic_only(model: MusicLM) -> None:
+    """Give the family neighbours' latent to the acoustic stage alone: the semantic LM's conditioning ids and latent
+    from the nearest clips, as shipped (its ids set the key)."""
+    prior = model.prior
+    assert prior is not None
+
+    def plain(text: torch.Tensor) -> torch.Tensor:
+        return knn_mean(F.normalize(text.float(), dim=-1), prior.latents, prior.k).to(text.dtype)
+
+    condition = model.text_condition
+
+    def text_condition(texts):  # type: ignore[no-untyped-def]
+        tc = condition(texts)
+        cond, _ = model.conditioner.quantize(plain(tc.text))
+        return tc._replace(cond_ids=cond)
+
+    model.text_condition = text_condition  # type: ignore[method-assign]
+    model.semantic_latent = lambda acoustic, text: plain(text)  # type: ignore[method-assign]
+
+
 def main() -> None:
     ap = probe_args(__doc__.split("\n\n")[0])
     ap.add_argument("--pool", type=int, default=32, help="nearest clips among which the text's family comes first")
@@ -66,12 +86,16 @@ def main() -> None:
         action="store_true",
         help="the conditioning latent alone from the family's clips (tempo, ids, frames: nearest)",
     )
+    ap.add_argument("--acoustic-only", action="store_true",
+                    help="with --latent-only: the family latent for the acoustic stage alone")  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model = MusicLM.from_pretrained(args.model) if args.model else MusicLM.from_pretrained()
     assert model.prior is not None
     info = same_family_neighbours(model.prior, family_reader(model), args.pool, args.latent_only)
-    run_suite(model, args, pool=args.pool, latent_only=args.latent_only, **info)
+    if args.acoustic_only:
+        acoustic_only(model)
+    run_suite(model, args, pool=args.pool, latent_only=args.latent_only, acoustic_only=args.acoustic_only, **info)
 
 
 if __name__ == "__main__":
