@@ -21,17 +21,14 @@ import torch.nn.functional as F
 from grid_source_probe import probe_args, run_suite
 
 from musiclm_pytorch import MusicLM
-from musiclm_pytorch.data.captions import attribute_prompt_sets
+from musiclm_pytorch.lm.controls import family_class_latents
 from musiclm_pytorch.lm.prior import RetrievalPrior, knn_mean, nearest_rows
 
 
 def family_reader(model: MusicLM):  # type: ignore[no-untyped-def]
-    """``latents [B, C] -> family index [B]``: MuLaN's zero-shot reading (prompt ensembles, as the suite's)."""
-    mulan = model.conditioner.mulan
-    sets = attribute_prompt_sets("family")
-    with torch.no_grad():
-        value = torch.stack([F.normalize(mulan.get_text_latents(raw_texts=sets[n]).float().mean(0), dim=-1)
-                             for n in sets]).cpu()  # fmt: skip
+    """``latents [B, C] -> family index [B]``: MuLaN's zero-shot reading (the package's
+    :func:`~musiclm_pytorch.lm.controls.family_class_latents`, prompt ensembles as the suite's)."""
+    _, value = family_class_latents(model.conditioner.mulan)
     return lambda latents: (F.normalize(latents.float().cpu(), dim=-1) @ value.T).argmax(1)
 
 

@@ -35,9 +35,9 @@ import torch
 import torch.nn.functional as F
 from family_loss_probe import oracle_args, predict, true_latents, validation_clips
 
-from musiclm_pytorch.data.captions import attribute_prompt_sets
 from musiclm_pytorch.data.datasets import manifest_rows
 from musiclm_pytorch.evaluation.judge import Judge, accuracy, score
+from musiclm_pytorch.lm.controls import family_class_latents
 from musiclm_pytorch.lm.regression import beat_phase_bins
 
 AGE_EDGES = torch.tensor([2, 4, 6, 8, 12, 16, 24, 36])  # codec frames (50 Hz) since the note's onset
@@ -106,11 +106,7 @@ def main() -> None:
     centers = model.semantic_tokenizer.centers.float().cpu()
 
     mulan = model.conditioner.mulan
-    sets = attribute_prompt_sets("family")
-    names = list(sets)
-    with torch.no_grad():
-        value = torch.stack([F.normalize(mulan.get_text_latents(raw_texts=sets[n]).float().mean(0), dim=-1)
-                             for n in names]).cpu()  # fmt: skip
+    names, value = family_class_latents(mulan)
 
     def read_family(latents: torch.Tensor) -> torch.Tensor:
         return (F.normalize(latents.float().cpu(), dim=-1) @ value.T).argmax(1)

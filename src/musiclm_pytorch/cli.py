@@ -711,10 +711,15 @@ def _cmd_train_retrieval_prior(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise FileNotFoundError(f"no tokens at {str(path)!r}: run `musiclm data tokenize` first")
     train = torch.load(path, weights_only=False)
-    if args.family_pool:  # the class count comes from the prompt sets the reader uses
-        from .data.captions import attribute_prompt_sets
+    class_latents = None
+    if args.family_pool:  # the zero-shot family reader of the tokens' MuLaN
+        from .checkpoint import load
+        from .lm.controls import family_class_latents
 
-        args.family_classes = len(attribute_prompt_sets("family"))
+        if not args.conditioning:
+            raise ValueError("--family-pool reads families through MuLaN: pass --conditioning (the tokens' MuLaN)")
+        conditioner: Any = load(args.conditioning)
+        _, class_latents = family_class_latents(getattr(conditioner, "mulan", conditioner))
     prior = RetrievalPrior.from_items(train["items"], vocab_size=train["semantic_vocab"], size=args.size, k=args.k,
                                       smoothing=args.smoothing, mix=args.mix, frames_per_clip=args.frames_per_clip,
                                       frame_k=args.frame_k, frame_blend=args.frame_blend,
@@ -726,18 +731,11 @@ def _cmd_train_retrieval_prior(args: argparse.Namespace) -> int:
                                       frame_envelope_skip=args.frame_envelope_skip,
                                       frame_drums_only=args.frame_drums_only,
                                       beat_periods=bool(args.beat_from or args.beat_tags),
-                                      **({"family_pool": args.family_pool, "family_classes": args.family_classes}
-                                         if args.family_pool else {}),
+                                      **({"family_pool": args.family_pool, "family_classes": len(class_latents)}
+                                         if class_latents is not None else {}),
                                       **({"frame_levels": args.frame_levels} if args.frame_levels else {}))  # fmt: skip
     kept = train["items"][: len(prior.latents)]
-    if args.family_pool:
-        from .checkpoint import load
-        from .lm.controls import family_class_latents
-
-        if not args.conditioning:
-            raise ValueError("--family-pool reads families through MuLaN: pass --conditioning (the tokens' MuLaN)")
-        conditioner: Any = load(args.conditioning)
-        _, class_latents = family_class_latents(getattr(conditioner, "mulan", conditioner))
+    if class_latents is not None:
         prior.set_families(class_latents)
     if args.beat_tags:  # each clip's period from the tempo it was rendered at (its manifest row's tags)
         from .data.datasets import manifest_rows

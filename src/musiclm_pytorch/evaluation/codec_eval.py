@@ -135,6 +135,23 @@ def evaluate_codec(
 
 
 @torch.no_grad()
+def round_trips(codec: Any, wavs: list[torch.Tensor], levels: list[int] | None = None
+                ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:  # fmt: skip
+    """``({"original": [B, 1, S], "codec_q{q}": ...}, codes)``: mono ``[S]`` clips at the codec's rate cut to the
+    shortest, and their round trip through ``codec`` with each number of ``levels`` (default Q/2 and Q); each clip
+    encoded once (``codes``, one ``[1, Q, T]`` per clip), every level count decoding a prefix."""
+    codec.eval()
+    levels = levels or sorted({max(1, codec.num_quantizers // 2), codec.num_quantizers})
+    n = min(w.shape[-1] for w in wavs)
+    batch = torch.stack([w[:n] for w in wavs])[:, None]  # [B, 1, S] at the codec's rate
+    codes = [codec.encode(b[None]) for b in batch]
+    versions = {"original": batch}
+    for q in levels:
+        versions[f"codec_q{q}"] = torch.cat([codec.decode(c[:, :q]) for c in codes])[..., :n]
+    return versions, codes
+
+
+@torch.no_grad()
 def evaluate_fidelity(
     codec: Any,
     wavs: list[torch.Tensor],
@@ -157,14 +174,8 @@ def evaluate_fidelity(
         raise ValueError(
             f"need at least 2 clips with one text and tags each, got {len(wavs)} / {len(texts)} / {len(tags)}"
         )
-    codec.eval()
-    levels = levels or sorted({max(1, codec.num_quantizers // 2), codec.num_quantizers})
-    n = min(w.shape[-1] for w in wavs)
-    batch = torch.stack([w[:n] for w in wavs])[:, None]  # [B, 1, S] at the codec's rate
-    versions = {"original": batch}
-    codes = [codec.encode(b[None]) for b in batch]  # once: each level count decodes a prefix
-    for q in levels:
-        versions[f"codec_q{q}"] = torch.cat([codec.decode(c[:, :q]) for c in codes])[..., :n]
+    versions, codes = round_trips(codec, wavs, levels)
+    batch, n = versions["original"], versions["original"].shape[-1]
     if latents and hasattr(codec, "decode_latents") and hasattr(codec, "basis"):
         versions["codec_latent"] = torch.cat(
             [codec.decode_latents((codec.log_magnitude(b[None]) - codec.mean) @ codec.basis) for b in batch]
@@ -225,14 +236,9 @@ def evaluate_agreement(
     if not wavs:
         raise ValueError("no clips to measure agreement on")
     judge = judge if judge is not None else Judge()
-    codec.eval()
     mulan.eval()
-    levels = levels or sorted({max(1, codec.num_quantizers // 2), codec.num_quantizers})
-    n = min(w.shape[-1] for w in wavs)
-    batch = torch.stack([w[:n] for w in wavs])[:, None]
-    codes = [codec.encode(b[None]) for b in batch]
-    versions = {"original": batch, **{f"codec_q{q}": torch.cat([codec.decode(c[:, :q]) for c in codes])[..., :n]
-                                      for q in levels}}  # fmt: skip
+    versions, _ = round_trips(codec, wavs, levels)
+    n = versions["original"].shape[-1]
     families = attribute_prompts("family")
     family_latents = mulan.get_text_latents(raw_texts=list(families.values())).float().cpu()
     readings: dict[str, list[dict[str, Any]]] = {}

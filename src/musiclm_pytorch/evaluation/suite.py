@@ -169,7 +169,6 @@ def prompted_memorisation(model: MusicLM, items: Sequence[dict[str, Any]], *, pr
     return report
 
 
-@torch.no_grad()
 def per_value(preds: Sequence[dict[str, Any]], tags: Sequence[dict[str, Any]], attribute: str) -> dict[str, Any]:
     """Per value of ``attribute`` that the tags ask for: how many prompts ask for it, how often the judge hears it
     (``accuracy``) and what it hears instead (``heard``: counts, most common first). Rows whose tags do not state
@@ -182,6 +181,7 @@ def per_value(preds: Sequence[dict[str, Any]], tags: Sequence[dict[str, Any]], a
     return out
 
 
+@torch.no_grad()
 def evaluate_generation(
     model: MusicLM,
     prompts: Sequence[dict[str, Any]],

@@ -401,8 +401,7 @@ class RetrievalPrior(Component):
                                  f"{type(codec).__name__} has none")  # fmt: skip
             filt = envelope_projector(codec.basis, self.frame_envelope, skip=self.frame_envelope_skip).to(pred)
             matched = pred + (matched - pred) @ filt.T
-        out = blend * matched + (1 - blend) * pred
-        return out.to(predicted.dtype)
+        return (blend * matched + (1 - blend) * pred).to(predicted.dtype)
 
 
 def dct_matrix(n: int) -> Tensor:
