@@ -72,7 +72,7 @@ def acoustic_only(model: MusicLM) -> None:
         return tc._replace(cond_ids=cond)
 
     model.text_condition = text_condition  # type: ignore[method-assign]
-    model.semantic_latent = lambda acoustic, text: plain(text)  # type: ignore[method-assign]
+    model.semantic_latent = lambda cond: plain(cond.text)  # type: ignore[method-assign]
 
 
 def main() -> None:

@@ -44,14 +44,15 @@ def main() -> None:
     mlm = MusicLM.from_pretrained(args.model)
     text = ["a slow sad piano piece in D minor"]
     t = time.perf_counter()
-    cond, log_probs, latent, text_latent, controls, key_bias = mlm.text_condition(text)
+    tc = mlm.text_condition(text)
+    cond, log_probs, latent, text_latent, controls, key_bias = tc[:6]
     report["stage_text_and_prior_s"] = round(time.perf_counter() - t, 3)
     from musiclm_pytorch.lm import SamplingConfig
 
     t = time.perf_counter()
     sem = mlm.semantic_lm.generate(steps=int(args.seconds * 25), cond_ids=cond, sampling=SamplingConfig(),
                                    prior_log_probs=log_probs, prior_mix=mlm.prior_mix(None),
-                                   cond_latent=mlm.semantic_latent(latent, text_latent), controls=controls,
+                                   cond_latent=mlm.semantic_latent(tc), controls=controls,
                                    logit_bias=key_bias)  # fmt: skip
     report["stage_semantic_s"] = round(time.perf_counter() - t, 3)
     t = time.perf_counter()

@@ -68,7 +68,7 @@ def main() -> None:
             made.append(lm.generate(steps=frames, cond_ids=cond.cond_ids, prior_log_probs=cond.prior_log_probs,
                                     prior_mix=ml.prior_mix(None),
                                     sampling=SamplingConfig(temperature, 0, 1.0, ml.default_cfg_scale[0]),
-                                    generator=gen, cond_latent=ml.semantic_latent(cond.acoustic, cond.text),
+                                    generator=gen, cond_latent=ml.semantic_latent(cond),
                                     beat=ml.beat_grids(part, None, cond.text), logit_bias=bias,
                                     controls=cond.controls))  # fmt: skip
         ids = torch.cat(made)

@@ -109,11 +109,12 @@ def main() -> None:
         gen = torch.Generator().manual_seed(a.seed)
         made = []
         for i in range(0, len(texts), 50):
-            cond, prior_lp, acoustic, text, controls, key_bias = model.text_condition(texts[i : i + 50])
+            tc = model.text_condition(texts[i : i + 50])
+            cond, prior_lp, acoustic, text, controls, key_bias = tc[:6]
             made.append(model.semantic_lm.generate(steps=frames, cond_ids=cond,
                                                    sampling=SamplingConfig(1.0, 0, 1.0, scale), generator=gen,
                                                    prior_log_probs=prior_lp, prior_mix=mix,
-                                                   cond_latent=model.semantic_latent(acoustic, text),
+                                                   cond_latent=model.semantic_latent(tc),
                                                    controls=controls, logit_bias=key_bias))  # fmt: skip
         ids = list(torch.cat(made))
         report[f"generated cfg {scale:g} mix {mix:g}"] = {**read(ids, val_tags), "shuffled": read(ids, shuffled)}

@@ -340,6 +340,34 @@ def test_flow_stage_in_the_pipeline_with_the_guidance_its_file_stores(acoustic_p
     assert seen[:4] == [1.0, 1.0, 1.0, 2.5] and set(seen[4:]) == {1.0}
 
 
+def test_a_family_prior_for_the_acoustic_stage_alone(acoustic_parts, monkeypatch):
+    from musiclm_pytorch.lm import RetrievalPrior, TokenLM
+
+    gen = torch.Generator().manual_seed(0)
+    items = [{"mulan": torch.randn(128, generator=gen), "semantic": torch.full((25,), i % 8)} for i in range(32)]
+    prior = RetrievalPrior.from_items(items, vocab_size=8, k=2, family_pool=16, family_classes=4,
+                                      family_acoustic_only=True)  # fmt: skip
+    prior.set_families(torch.randn(4, 128, generator=gen))
+    reads = TokenLM(**{**acoustic_parts["semantic_lm"].config, "cond_latent_dim": 128}).eval()
+    mlm = MusicLM(**{**acoustic_parts, "semantic_lm": reads}, prior=prior)
+    texts = ["calm piano", "loud drums", "a flute solo", "organ chords"]
+    tc = mlm.text_condition(texts)
+    assert tc.acoustic is not None and tc.semantic is not None
+    assert torch.allclose(tc.semantic, prior.latent(tc.text)) and torch.allclose(
+        tc.acoustic, prior.acoustic_latent(tc.text)
+    )
+    assert not torch.allclose(tc.semantic, tc.acoustic)  # the family's clips are not always the nearest
+    assert torch.equal(tc.cond_ids, mlm.conditioner.quantize(tc.semantic)[0])  # the ids quantize the nearest
+    seen = _record_calls(monkeypatch, reads, lambda kw: kw.get("cond_latent"))
+    acoustic: list = []
+    real = mlm.acoustic_lm.generate
+    monkeypatch.setattr(
+        mlm.acoustic_lm, "generate", lambda sem, cond, **kw: acoustic.append(cond) or real(sem, cond, **kw)
+    )
+    mlm.generate(texts, seconds=1.0, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(seen[0], tc.semantic) and torch.allclose(acoustic[0], tc.acoustic)
+
+
 def test_a_semantic_lm_that_reads_a_latent_gets_the_acoustic_stages_conditioning(acoustic_parts, monkeypatch):
     from musiclm_pytorch.lm import TokenLM
 
@@ -354,7 +382,7 @@ def test_a_semantic_lm_that_reads_a_latent_gets_the_acoustic_stages_conditioning
     assert acoustic is not None and torch.equal(seen[0], acoustic.repeat_interleave(2, dim=0))
     mlm.generate_long([("calm piano", 1.6), ("loud drums", 1.6)], window_seconds=2.0, stride_seconds=1.0)
     assert all(z is not None and z.shape == (1, 128) for z in seen[1:])
-    assert MusicLM(**acoustic_parts).semantic_latent(acoustic, acoustic) is None  # an LM of ids only gets none
+    assert MusicLM(**acoustic_parts).semantic_latent(mlm.text_condition(texts)) is None  # an LM of ids only gets none
     # a guidance default stored in the semantic LM's file is the pipeline's
     assert mlm.default_cfg_scale == (1.0, 3.0)
     stored = TokenLM(**{**reads.config, "default_cfg_scale": 2.5})

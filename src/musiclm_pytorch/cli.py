@@ -712,6 +712,8 @@ def _cmd_train_retrieval_prior(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no tokens at {str(path)!r}: run `musiclm data tokenize` first")
     train = torch.load(path, weights_only=False)
     class_latents = None
+    if args.family_acoustic_only and not args.family_pool:
+        raise ValueError("--family-acoustic-only needs --family-pool (the family's clips it gives the acoustic stage)")
     if args.family_pool:  # the zero-shot family reader of the tokens' MuLaN
         from .checkpoint import load
         from .lm.controls import family_class_latents
@@ -731,7 +733,8 @@ def _cmd_train_retrieval_prior(args: argparse.Namespace) -> int:
                                       frame_envelope_skip=args.frame_envelope_skip,
                                       frame_drums_only=args.frame_drums_only,
                                       beat_periods=bool(args.beat_from or args.beat_tags),
-                                      **({"family_pool": args.family_pool, "family_classes": len(class_latents)}
+                                      **({"family_pool": args.family_pool, "family_classes": len(class_latents),
+                                          "family_acoustic_only": args.family_acoustic_only}
                                          if class_latents is not None else {}),
                                       **({"frame_levels": args.frame_levels} if args.frame_levels else {}))  # fmt: skip
     kept = train["items"][: len(prior.latents)]
@@ -1340,6 +1343,9 @@ def build_parser() -> argparse.ArgumentParser:
     trp.add_argument("--family-pool", type=int, default=0,
                      help="the conditioning latent from a text's this many nearest clips, those of its instrument "
                      "family first (MuLaN's zero-shot readings; needs --conditioning; 0: the nearest --k)")  # fmt: skip
+    trp.add_argument("--family-acoustic-only", action="store_true",
+                     help="with --family-pool: the family's clips condition the acoustic stage alone; the semantic "
+                     "LM keeps the nearest clips' latent (its ids set the key)")  # fmt: skip
     trp.add_argument("--conditioning", default="",
                      help="the tokens' MuLaN conditioning file (for --family-pool's family reader)")  # fmt: skip
     trp.set_defaults(func=_cmd_train_retrieval_prior)

@@ -64,6 +64,7 @@ class TextCondition(NamedTuple):
     text: Tensor  # [B, C] the texts' MuLaN latents
     controls: Tensor | None = None  # [B, 2] key and drums labels for a semantic LM that reads them
     key_bias: Tensor | None = None  # [B, V] the semantic LM's logit bias for the key label (key_logit_bias)
+    semantic: Tensor | None = None  # [B, C] the semantic LM's conditioning latent where it differs from acoustic's
 
 
 class MusicLM:
@@ -447,7 +448,8 @@ class MusicLM:
         if num_candidates < 1:
             raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
         b, n = len(texts), num_candidates
-        cond, prior_lp, acoustic_cond, text, labels, id_bias = self.text_condition(texts)
+        tc = self.text_condition(texts)
+        cond, prior_lp, acoustic_cond, text, labels, id_bias = tc[:6]
         given = self.given_controls(controls, b)
         if given is not None or key_bias is not None:
             labels = given if given is not None else labels
@@ -461,7 +463,7 @@ class MusicLM:
         if melody is not None:
             semantic = self.melody_ids(*melody, frames=frames).repeat(b * n, 1)
         else:
-            sem_latent = self.semantic_latent(acoustic_cond, text)
+            sem_latent = self.semantic_latent(tc)
             grids = self.beat_grids(texts, beat, text)
             semantic = self.semantic_lm.generate(
                 steps=frames,
@@ -646,8 +648,8 @@ class MusicLM:
             raise ValueError(f"need 0 < stride ({stride}) < window ({window}) <= {self.max_seconds():.2f} s")
         rate = self.semantic_tokenizer.frame_rate
         win_f, overlap_f = int(window * rate), int((window - stride) * rate)
-        conds, prior_lp, acoustic_cond, text, controls, key_bias = cond
-        sem_latent = self.semantic_latent(acoustic_cond, text)
+        conds, prior_lp, acoustic_cond, text, controls, key_bias = cond[:6]
+        sem_latent = self.semantic_latent(cond)
         p0 = 0 if prefix is None else prefix.shape[1]
         owner = torch.cat([torch.zeros(p0, dtype=torch.long), owner])  # the prefix frames: the first condition
         total, new_samples = len(owner), int((len(owner) - p0) / rate * self.sample_rate)
@@ -764,18 +766,21 @@ class MusicLM:
         latent = self.prior.latent(text)
         cond, _ = self.conditioner.quantize(latent)
         labels = self.control_labels(text, latent)
-        return TextCondition(cond, self.prior.token_log_prior(text), latent if self.acoustic_lm is not None else None,
-                             text, labels, self.key_logit_bias(labels))  # fmt: skip
+        acoustic = self.prior.acoustic_latent(text) if self.acoustic_lm is not None else None
+        return TextCondition(cond, self.prior.token_log_prior(text), acoustic, text, labels,
+                             self.key_logit_bias(labels), latent)  # fmt: skip
 
-    def semantic_latent(self, acoustic: Tensor | None, text: Tensor) -> Tensor | None:
-        """The continuous conditioning of a semantic LM that reads one (``cond_latent_dim``): the latent
-        the acoustic stage gets (with a prior, the nearest training clips' mean audio latent, as the LM
-        trained on a clip's own audio latent), else the text latent; ``None`` for an LM of ids only."""
+    def semantic_latent(self, cond: TextCondition) -> Tensor | None:
+        """The continuous conditioning of a semantic LM that reads one (``cond_latent_dim``) for ``cond``:
+        its ``semantic`` latent where set (with a prior, the nearest training clips' mean audio latent,
+        :meth:`RetrievalPrior.latent`, as the LM trained on a clip's own audio latent, while the acoustic stage
+        may get its family's clips), else the latent the acoustic stage gets, else the text latent; ``None``
+        for an LM of ids only."""
         if not getattr(self.semantic_lm, "cond_latent_dim", 0):
             return None
-        if acoustic is not None:
-            return acoustic
-        return self.prior.latent(text) if self.prior is not None else text
+        if cond.semantic is not None:
+            return cond.semantic
+        return cond.acoustic if cond.acoustic is not None else cond.text
 
     def match_frames(self, text: Tensor, predicted: Tensor, frame_blend: float | None = None, *,
                      semantic: Tensor | None = None, drums: Tensor | None = None) -> Tensor:  # fmt: skip

@@ -353,3 +353,16 @@ def test_family_pool_puts_the_texts_family_first_and_survives_a_round_trip(tmp_p
         plain.set_families(classes)
     with pytest.raises(ValueError, match=r"class latents must be \(2, 4\)"):
         prior.set_families(classes[:1])
+    assert torch.equal(prior.acoustic_latent(text_b), prior.latent(text_b))  # both stages get the family's clips
+    # the family's clips for the acoustic stage alone: the semantic LM's latent keeps the nearest clips
+    split = RetrievalPrior.from_items(items, vocab_size=8, k=2, family_pool=6, family_classes=2,
+                                      family_acoustic_only=True)  # fmt: skip
+    split.set_families(classes)
+    assert torch.allclose(split.latent(text_b), plain.latent(text_b))
+    assert torch.allclose(split.acoustic_latent(text_b), prior.latent(text_b))
+    assert not torch.allclose(split.acoustic_latent(text_b), split.latent(text_b))
+    assert torch.equal(plain.acoustic_latent(text_b), plain.latent(text_b))
+    save(split, tmp_path / "s.safetensors")
+    assert load(tmp_path / "s.safetensors", expected=RetrievalPrior).family_acoustic_only
+    with pytest.raises(ValueError, match="family_acoustic_only needs family_pool > 0"):
+        RetrievalPrior(size=6, cond_dim=4, vocab_size=8, k=2, family_acoustic_only=True)

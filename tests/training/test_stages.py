@@ -296,6 +296,13 @@ def test_retrieval_prior_keeps_each_clips_beat_period(tokens, tmp_path, capsys):
     assert prior.family_pool == 12 and prior.bank_family.shape == (len(items),)
     assert torch.equal(prior.bank_family.long(), prior.read_family(prior.latents))
     assert prior.family_neighbours(prior.latents[:3]).shape == (3, 8)
+    assert not prior.family_acoustic_only
+    assert main([*argv, "--family-pool", "12", "--conditioning", str(tmp_path / "cond.safetensors"),
+                 "--family-acoustic-only"]) == 0  # fmt: skip
+    assert load(tmp_path / "p.safetensors", expected=RetrievalPrior).family_acoustic_only
+    capsys.readouterr()
+    assert main([*argv, "--family-acoustic-only"]) == 2
+    assert "--family-acoustic-only needs --family-pool" in capsys.readouterr().err
 
 
 def test_stage_ema_and_bf16(tokens, tmp_path):

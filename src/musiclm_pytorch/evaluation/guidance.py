@@ -98,8 +98,9 @@ def guidance_sweep(
     texts = [p["text"] for p in prompts]
     mulan = model.conditioner.mulan
     if semantic_only:
-        cond_ids, prior_lp, acoustic, text, controls, key_bias = model.text_condition(texts)
-        sem_latent = model.semantic_latent(acoustic, text)
+        tc = model.text_condition(texts)
+        cond_ids, prior_lp, acoustic, text, controls, key_bias = tc[:6]
+        sem_latent = model.semantic_latent(tc)
     else:
         text_latents = mulan.get_text_latents(raw_texts=texts)  # [P, D]
         scorer = judge if judge is not None else Judge()

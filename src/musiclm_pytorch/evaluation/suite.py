@@ -147,7 +147,7 @@ def prompted_memorisation(model: MusicLM, items: Sequence[dict[str, Any]], *, pr
         if reads_beat:  # the clip's own grid, as in training (its phase counted from frame 0)
             beat = torch.tensor([grid_of_ids(model.semantic_tokenizer, it["semantic"].long()) for it in part])
         batches.append((torch.stack([it["semantic"][:need].long() for it in part]).to(model.device), cond,
-                        model.semantic_latent(cond.acoustic, cond.text), beat))  # fmt: skip
+                        model.semantic_latent(cond), beat))  # fmt: skip
     for p_sec in prompt_seconds:
         p = int(round(p_sec * rate))
         shares, chance = [], []

@@ -12,7 +12,9 @@ So the prior keeps, for ``size`` training clips, their MuLaN audio latent and th
 semantic ids, and for a text latent gives
 
 - :meth:`latent`: the normalised mean of the ``k`` nearest audio latents (cosine): the conditioning
-  the stages get at generation (unCLIP's prior, without training one);
+  the stages get at generation (unCLIP's prior, without training one); with ``family_pool`` and
+  ``family_acoustic_only``, :meth:`acoustic_latent` gives the acoustic stage the mean over the text's
+  nearest clips of its instrument family instead;
 - :meth:`token_log_prior`: the log of the pooled, smoothed semantic id distribution of the same
   neighbours, mixed into the semantic LM's next-id distribution at every step with a share ``mix``
   (chosen on validation), as the kNN-LM mixes its neighbours' distribution into its LM's (Khandelwal
@@ -114,6 +116,10 @@ class RetrievalPrior(Component):
             the text latent at generation, so the prior still needs no captions. The pooled ids, beat period and
             frame bank keep the nearest clips (the family's clips carry other tempi: RESULTS.md).
         family_classes: how many families the class latents hold (with ``family_pool``).
+        family_acoustic_only: with ``family_pool``, the family's clips condition the acoustic stage alone
+            (:meth:`acoustic_latent`) and :meth:`latent`, which the semantic LM reads, keeps the nearest clips: the
+            semantic ids set the key, and the family's clips carry other keys (RESULTS.md, "The family latent for
+            the acoustic stage alone").
     """
 
     component_name = "retrieval_prior"
@@ -124,8 +130,12 @@ class RetrievalPrior(Component):
                  frame_semantic_weight: float = 0.0, frame_window: bool = False,
                  frame_continuity: float = 0.0, frame_neighbours: int | None = None,
                  beat_periods: bool = False, frame_envelope: int = 0, frame_envelope_skip: int = 0,
-                 frame_drums_only: bool = False, family_pool: int = 0, family_classes: int = 0):  # fmt: skip
+                 frame_drums_only: bool = False, family_pool: int = 0, family_classes: int = 0,
+                 family_acoustic_only: bool = False):  # fmt: skip
         super().__init__()
+        if family_acoustic_only and not family_pool:
+            raise ValueError("family_acoustic_only needs family_pool > 0 (the family's clips it gives the acoustic "
+                             "stage)")  # fmt: skip
         if family_pool < 0 or (family_pool and not (k <= family_pool and family_classes >= 2)):
             raise ValueError(f"family_pool must be 0 or >= k={k} with family_classes >= 2, got {family_pool} and "
                              f"{family_classes}")  # fmt: skip
@@ -160,8 +170,9 @@ class RetrievalPrior(Component):
                          **({"frame_envelope_skip": frame_envelope_skip} if frame_envelope_skip else {}),
                          **({"frame_drums_only": True} if frame_drums_only else {}),
                          **({"family_pool": family_pool, "family_classes": family_classes} if family_pool
-                            else {}))  # fmt: skip
-        self.family_pool = family_pool
+                            else {}),
+                         **({"family_acoustic_only": True} if family_acoustic_only else {}))  # fmt: skip
+        self.family_pool, self.family_acoustic_only = family_pool, family_acoustic_only
         self.k, self.smoothing, self.mix = k, smoothing, mix
         self.frame_window, self.frame_continuity = frame_window, frame_continuity
         self.frame_neighbours = frame_neighbours or k
@@ -315,12 +326,20 @@ class RetrievalPrior(Component):
         return near.gather(1, order)[:, : self.k]
 
     def latent(self, text_latents: Tensor) -> Tensor:
-        """``[B, C]``: the normalised mean audio latent of each text's neighbours; with ``family_pool``, of its
-        :meth:`family_neighbours` (the conditioning only: the pooled ids, beat period and frame bank keep the
-        nearest clips)."""
-        if not self.family_pool:
+        """``[B, C]``: the semantic LM's conditioning, the normalised mean audio latent of each text's neighbours;
+        with ``family_pool`` (and not ``family_acoustic_only``), of its :meth:`family_neighbours` (the
+        conditioning only: the pooled ids, beat period and frame bank keep the nearest clips)."""
+        if not self.family_pool or self.family_acoustic_only:
             self._check(text_latents)
             return knn_mean(F.normalize(text_latents.float(), dim=-1), self.latents, self.k).to(text_latents.dtype)
+        idx = self.family_neighbours(text_latents)
+        return F.normalize(self.latents[idx].mean(1), dim=-1).to(text_latents.dtype)
+
+    def acoustic_latent(self, text_latents: Tensor) -> Tensor:
+        """``[B, C]``: the acoustic stage's conditioning: with ``family_acoustic_only``, the normalised mean audio
+        latent of each text's :meth:`family_neighbours`; else :meth:`latent`."""
+        if not self.family_acoustic_only:
+            return self.latent(text_latents)
         idx = self.family_neighbours(text_latents)
         return F.normalize(self.latents[idx].mean(1), dim=-1).to(text_latents.dtype)
 
