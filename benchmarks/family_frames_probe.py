@@ -40,8 +40,8 @@ def family_frames(prior: RetrievalPrior, drumless: str, drums: str) -> None:
             if not len(rows) or source == "none":
                 continue
             self.neighbours = self.family_neighbours if source == "family" else nearest  # type: ignore[method-assign]
-            out[rows] = match(text_latents[rows], predicted[rows], codec, drums=torch.ones_like(drums[rows]),
-                              **{k: (v[rows] if k == "semantic" and v is not None else v) for k, v in kw.items()})  # fmt: skip
+            part = {k: (v[rows] if k == "semantic" and v is not None else v) for k, v in kw.items()}
+            out[rows] = match(text_latents[rows], predicted[rows], codec, drums=torch.ones_like(drums[rows]), **part)
             self.neighbours = nearest  # type: ignore[method-assign]
         return out
 
@@ -54,7 +54,7 @@ def main() -> None:
     ap.add_argument("--drumless", choices=("none", "family"), default="family",
                     help="frames for the texts that ask for no drums (none: the prediction, as shipped)")  # fmt: skip
     ap.add_argument("--drums", choices=("nearest", "family"), default="nearest",
-                    help="frames for the texts that ask for drums (nearest: the 8 nearest clips, as shipped)")  # fmt: skip
+                    help="frames for the texts that ask for drums (nearest: the 8 nearest, as shipped)")  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model = MusicLM.from_pretrained(args.model) if args.model else MusicLM.from_pretrained()

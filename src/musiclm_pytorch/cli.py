@@ -922,11 +922,16 @@ def _cmd_eval_acoustic(args: argparse.Namespace) -> int:
         bank = torch.stack([it["mulan"].float() for it in train_items])
     texts = [r.get("full_caption") or r["caption"] for r in matched]
     tokenizer = load(args.semantic_tokenizer) if args.semantic_tokenizer else None
+    prior = None
+    if args.prior:
+        from .lm.prior import RetrievalPrior
+
+        prior = load(args.prior, expected=RetrievalPrior)
     report = acoustic_oracle(stage=load(args.stage), codec=load(args.codec), mulan=load(args.mulan, expected=MuLaN),
                              items=items, texts=texts, tags=[r["tags"] for r in matched], cfg_scale=args.cfg_scale,
                              steps=tuple(args.steps), temperature=args.temperature, seed=args.seed, bank=bank,
                              knn=args.knn or 8, other_scales=tuple(args.other_scales), out_dir=Path(args.out),
-                             examples=args.examples, semantic_tokenizer=tokenizer)  # fmt: skip
+                             examples=args.examples, semantic_tokenizer=tokenizer, prior=prior)  # fmt: skip
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "acoustic_oracle.json").write_text(json.dumps(report, indent=2))
@@ -1386,6 +1391,9 @@ def build_parser() -> argparse.ArgumentParser:
     eo.add_argument("--examples", type=int, default=4, help="clips written as WAVs and drawn in acoustic_oracle.png")
     eo.add_argument("--knn", type=int, default=0, help="also condition on the mean audio latent of the K training "
                     "clips nearest the caption (tokens/train.pt); 0: off")  # fmt: skip
+    eo.add_argument("--prior", default="", help="a retrieval prior file (e.g. the shipped model's): also condition "
+                    "on its acoustic latent of the caption, as the pipeline does; the caption swap goes through "
+                    "it")  # fmt: skip
     eo.add_argument("--semantic-tokenizer", default="", metavar="TOKENIZER",
                     help="for a latent stage that reads the beat (trained with --beat-from): the semantic tokenizer "
                     "that made the tokens, whose onset features give each clip's beat grid")  # fmt: skip

@@ -597,6 +597,24 @@ def test_latent_stage_reads_the_beat_grid_and_drums_label_and_the_oracle_gives_t
     assert main([*argv, "--semantic-tokenizer", str(tmp_path / "sem.safetensors")]) == 0
     oracle = json.loads((tmp_path / "oracle" / "acoustic_oracle.json").read_text())
     assert oracle["clips"] == 3 and "drums" in oracle["from_text_knn"]["judge"]
+    # through a retrieval prior's acoustic latent, as the pipeline conditions the stage
+    from musiclm_pytorch.lm import RetrievalPrior
+
+    train = torch.load(spectral_tokens / "train.pt", weights_only=False)
+    prior = RetrievalPrior.from_items(train["items"], vocab_size=train["semantic_vocab"], k=2, family_classes=2,
+                                      family_pool=len(train["items"]), family_acoustic_only=True)  # fmt: skip
+    prior.set_families(torch.randn(2, prior.cond_dim, generator=torch.Generator().manual_seed(0)))
+    save(prior, tmp_path / "prior.safetensors")
+    argv = [
+        *argv,
+        "--semantic-tokenizer",
+        str(tmp_path / "sem.safetensors"),
+        "--prior",
+        str(tmp_path / "prior.safetensors"),
+    ]
+    assert main(argv) == 0
+    oracle = json.loads((tmp_path / "oracle" / "acoustic_oracle.json").read_text())
+    assert "family" in oracle["from_text_prior"]["judge"] and oracle["caption_swap"]["clips"] >= 0
 
 
 def test_flow_stage_trains_around_a_frozen_latent_stage_and_resumes_on_the_same_curve(spectral_tokens, tmp_path,

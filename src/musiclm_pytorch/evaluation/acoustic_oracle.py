@@ -15,9 +15,12 @@ consistency, the independent judge per attribute, drum flips, MuLaN zero-shot ta
 - ``from_text_knn`` (with a ``bank`` of training clips' audio latents): the mean audio latent of the
   ``knn`` training clips nearest the caption's text latent, a retrieval prior from text to the audio
   side of the space that the stage was trained on (unCLIP's prior, without training one);
+- ``from_text_prior`` (with a ``prior``, a :class:`~musiclm_pytorch.lm.RetrievalPrior`): the conditioning the
+  pipeline gives the acoustic stage, :meth:`~musiclm_pytorch.lm.RetrievalPrior.acoustic_latent` of the caption
+  (the shipped prior's: the mean over the caption's nearest training clips of its instrument family);
 - ``caption_swap``: the caption with its instrument swapped to one of another family: how often the
   judge hears the *caption's* family (against the ceiling's rate of hearing the clip's own family); with a
-  ``bank``, the swapped caption conditions through the retrieval prior, as generation does (before the
+  ``prior`` or a ``bank``, the swapped caption conditions through it, as generation does (before the
   nineteenth session through its text latent directly).
 
 Every generation uses one sample per clip and no reranking.
@@ -67,7 +70,7 @@ def acoustic_oracle(
     cfg_scale: float = 3.0, steps: tuple[int, ...] = (8, 1), temperature: float = 1.0, batch_size: int = 16,
     seed: int = 0, judge: Any = None, bank: torch.Tensor | None = None, knn: int = 8,
     other_scales: tuple[float, ...] = (), out_dir: Path | None = None, examples: int = 4,
-    semantic_tokenizer: Any = None,
+    semantic_tokenizer: Any = None, prior: Any = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Scores of the versions in the module docstring for token ``items`` (``semantic``, ``codes``,
     ``mulan``) with their ``texts`` and ``tags``; all clips are cut to the shortest. With ``out_dir``, the
@@ -137,11 +140,17 @@ def acoustic_oracle(
     versions["null"] = render(None)
     if bank is not None:
         versions["from_text_knn"] = render(knn_prior(text, bank, knn), labels_from=text)
+    if prior is not None:
+        versions["from_text_prior"] = render(prior.acoustic_latent(text), labels_from=text)
     report: dict[str, Any] = {"clips": len(items), "seconds": round(frames * stage.ratio / codec.frame_rate, 3),
                               "cfg_scale": cfg_scale, "steps": list(steps), "temperature": temperature}  # fmt: skip
     report.update(score_versions(versions, texts, tags, sample_rate=codec.sample_rate, mulan=mulan, judge=judge))
     swap_latents = text_latents(swap_texts)
-    swapped = render(swap_latents if bank is None else knn_prior(swap_latents, bank, knn), labels_from=swap_latents)
+    if prior is not None:
+        swap_cond = prior.acoustic_latent(swap_latents)
+    else:
+        swap_cond = swap_latents if bank is None else knn_prior(swap_latents, bank, knn)
+    swapped = render(swap_cond, labels_from=swap_latents)
     changed = [i for i in range(len(items)) if swap_texts[i] != texts[i]]
     heard = [score(judge.predict(swapped[i, 0].numpy(), codec.sample_rate), {"family": swap_tags[i]["family"]})
              for i in changed]  # fmt: skip
