@@ -24,11 +24,13 @@ from musiclm_pytorch import MusicLM
 from musiclm_pytorch.lm.prior import RetrievalPrior, nearest_rows
 
 
-def family_k(prior: RetrievalPrior, k: int, pool: int | None = None) -> None:
+def family_k(prior: RetrievalPrior, k: int, pool: int | None = None, push: float = 0.0) -> None:
     """Make ``prior.acoustic_latent`` the normalised mean of the text's first ``k`` family neighbours (the same order
     as :meth:`RetrievalPrior.family_neighbours`: of its ``pool`` (default ``family_pool``) nearest clips, its family's
-    first)."""
+    first); with ``push``, moved that many times its difference from the mean latent of the whole bank further away
+    from it (toward what sets the family's clips apart), normalised again."""
     pool = pool or prior.family_pool
+    centre = F.normalize(prior.latents.float().mean(0), dim=-1)
     if not (prior.family_pool and prior.family_acoustic_only) or not 1 <= k <= pool:
         raise ValueError(f"needs a prior with family_acoustic_only and 1 <= k <= pool={pool}, got k={k}")
 
@@ -38,7 +40,10 @@ def family_k(prior: RetrievalPrior, k: int, pool: int | None = None) -> None:
         other = (self.bank_family[near].long() != self.read_family(query)[:, None]).long()
         order = torch.argsort(other * near.shape[1] + torch.arange(near.shape[1]), dim=1)
         idx = near.gather(1, order)[:, :k]
-        return F.normalize(self.latents[idx].mean(1), dim=-1).to(text_latents.dtype)
+        latent = F.normalize(self.latents[idx].mean(1), dim=-1)
+        if push:
+            latent = F.normalize(latent + push * (latent - centre), dim=-1)
+        return latent.to(text_latents.dtype)
 
     prior.acoustic_latent = types.MethodType(acoustic_latent, prior)  # type: ignore[method-assign]
 
@@ -47,12 +52,14 @@ def main() -> None:
     ap = probe_args(__doc__.split("\n\n")[0])
     ap.add_argument("--family-k", type=int, default=8, help="family neighbours averaged (8: as shipped)")
     ap.add_argument("--pool", type=int, default=None, help="nearest clips the family's come first among (32)")
+    ap.add_argument("--push", type=float, default=0.0, help="move the latent this many times its difference from the "
+                    "bank's mean further from it (0: as shipped)")  # fmt: skip
     ap.add_argument("--acoustic-cfg", type=float, default=None, help="the acoustic stage's guidance (default: 3)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model = MusicLM.from_pretrained(args.model) if args.model else MusicLM.from_pretrained()
     assert model.prior is not None and model.acoustic_lm is not None
-    family_k(model.prior, args.family_k, args.pool)
+    family_k(model.prior, args.family_k, args.pool, args.push)
     if args.acoustic_cfg is not None:
         model.acoustic_lm.default_cfg_scale = args.acoustic_cfg  # type: ignore[assignment]
     run_suite(
@@ -60,6 +67,7 @@ def main() -> None:
         args,
         family_k=args.family_k,
         pool=args.pool or model.prior.family_pool,
+        push=args.push,
         acoustic_cfg=model.default_cfg_scale[1],
     )
 
