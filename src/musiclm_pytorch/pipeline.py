@@ -64,7 +64,7 @@ class TextCondition(NamedTuple):
     text: Tensor  # [B, C] the texts' MuLaN latents
     controls: Tensor | None = None  # [B, 2] key and drums labels for a semantic LM that reads them
     key_bias: Tensor | None = None  # [B, V] the semantic LM's logit bias for the key label (key_logit_bias)
-    semantic: Tensor | None = None  # [B, C] the semantic LM's conditioning latent where it differs from acoustic's
+    semantic: Tensor | None = None  # [B, C] the semantic LM's conditioning latent (None: acoustic's, else text)
 
 
 class MusicLM:
@@ -766,7 +766,9 @@ class MusicLM:
         latent = self.prior.latent(text)
         cond, _ = self.conditioner.quantize(latent)
         labels = self.control_labels(text, latent)
-        acoustic = self.prior.acoustic_latent(text) if self.acoustic_lm is not None else None
+        acoustic = None
+        if self.acoustic_lm is not None:  # the semantic LM's latent unless the family's clips condition the stage
+            acoustic = self.prior.acoustic_latent(text) if self.prior.family_acoustic_only else latent
         return TextCondition(cond, self.prior.token_log_prior(text), acoustic, text, labels,
                              self.key_logit_bias(labels), latent)  # fmt: skip
 

@@ -329,17 +329,18 @@ class RetrievalPrior(Component):
         """``[B, C]``: the semantic LM's conditioning, the normalised mean audio latent of each text's neighbours;
         with ``family_pool`` (and not ``family_acoustic_only``), of its :meth:`family_neighbours` (the
         conditioning only: the pooled ids, beat period and frame bank keep the nearest clips)."""
-        if not self.family_pool or self.family_acoustic_only:
-            self._check(text_latents)
-            return knn_mean(F.normalize(text_latents.float(), dim=-1), self.latents, self.k).to(text_latents.dtype)
-        idx = self.family_neighbours(text_latents)
-        return F.normalize(self.latents[idx].mean(1), dim=-1).to(text_latents.dtype)
+        if self.family_pool and not self.family_acoustic_only:
+            return self._family_latent(text_latents)
+        self._check(text_latents)
+        return knn_mean(F.normalize(text_latents.float(), dim=-1), self.latents, self.k).to(text_latents.dtype)
 
     def acoustic_latent(self, text_latents: Tensor) -> Tensor:
         """``[B, C]``: the acoustic stage's conditioning: with ``family_acoustic_only``, the normalised mean audio
         latent of each text's :meth:`family_neighbours`; else :meth:`latent`."""
-        if not self.family_acoustic_only:
-            return self.latent(text_latents)
+        return self._family_latent(text_latents) if self.family_acoustic_only else self.latent(text_latents)
+
+    def _family_latent(self, text_latents: Tensor) -> Tensor:
+        """``[B, C]``: the normalised mean audio latent of each text's :meth:`family_neighbours`."""
         idx = self.family_neighbours(text_latents)
         return F.normalize(self.latents[idx].mean(1), dim=-1).to(text_latents.dtype)
 
