@@ -41,8 +41,7 @@ def main() -> None:
             for row in picked:
                 y, sr = sf.read(Path(args.data) / row["path"], dtype="float32")
                 wav = torch.from_numpy(y)[None, None]
-                latents = (codec.log_magnitude(wav) - codec.mean) @ codec.basis
-                versions = {"original": y, "latents": codec.decode_latents(latents)[0, 0].numpy(),
+                versions = {"original": y, "latents": codec.decode_latents(codec.latents(wav))[0, 0].numpy(),
                             "16 levels": codec.decode(codec.encode(wav))[0, 0].numpy()}  # fmt: skip
                 for name, audio in versions.items():
                     right[name] += judge.predict(audio, sr)["family"] == family

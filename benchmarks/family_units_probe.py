@@ -77,8 +77,8 @@ def main() -> None:
         ids = torch.stack([train[j]["semantic"].long().repeat_interleave(2)[:500] for j in idx])
         return lat.reshape(-1, lat.shape[-1]), ids.reshape(-1)
 
-    def render(how: str, p: torch.Tensor, sem: torch.Tensor, bank: torch.Tensor, ids: torch.Tensor, jump: float,
-               loudness: float, chroma: float) -> torch.Tensor:  # fmt: skip
+    def render(how: str, p: torch.Tensor, sem: torch.Tensor, bank: torch.Tensor, ids: torch.Tensor,
+               bank_chroma: torch.Tensor, jump: float, loudness: float, chroma: float) -> torch.Tensor:  # fmt: skip
         if how == "hold":
             out = torch.empty_like(p)
             cuts = [0] + [t for t in range(1, len(sem)) if sem[t] != sem[t - 1]] + [len(sem)]
@@ -89,7 +89,7 @@ def main() -> None:
         else:
             extra = None
             if chroma:
-                extra = chroma * torch.cdist(frame_chroma(p[None], codec), frame_chroma(bank[None], codec)).square()
+                extra = chroma * torch.cdist(frame_chroma(p[None], codec), bank_chroma).square()
             d = frame_distance(p[None], bank[None], extra=extra, semantic=sem[None], bank_semantic=ids[None],
                                centers=centers, semantic_weight=0.5)  # fmt: skip
             out = bank[select_units(d, 500, jump)[0]]
@@ -111,17 +111,18 @@ def main() -> None:
             rhythm = model.acoustic_beat(sem, None, cond, source="ids")
             p = stage.generate(sem, cond, cfg_scale=scale, beat=rhythm["beat"], drums=rhythm["drums"]).float()
             made = {"shipped": p, "ceiling": true_latents(model, part, p.shape[1])}
-            for name in args.variants:
-                how, jump, loudness, chroma, drumless = VARIANTS[name]
-                out = []
-                for j in range(len(part)):
+            rendered: dict[str, list[torch.Tensor]] = {name: [] for name in args.variants}
+            for j in range(len(part)):  # each clip's bank (and its chroma) once, for every variant
+                bank, ids = bank_for(tc.text[i + j])
+                bank_chroma = frame_chroma(bank[None], codec) if any(VARIANTS[n][3] for n in args.variants) else bank
+                sem2 = sem[j].repeat_interleave(2)[: p.shape[1]]
+                for name in args.variants:
+                    how, jump, loudness, chroma, drumless = VARIANTS[name]
                     if drumless and bool(rhythm["drums"][j] > 0):
-                        out.append(p[j])
-                        continue
-                    bank, ids = bank_for(tc.text[i + j])
-                    sem2 = sem[j].repeat_interleave(2)[: p.shape[1]]
-                    out.append(render(how, p[j], sem2, bank, ids, jump, loudness, chroma))
-                made[name] = torch.stack(out)
+                        rendered[name].append(p[j])
+                    else:
+                        rendered[name].append(render(how, p[j], sem2, bank, ids, bank_chroma, jump, loudness, chroma))
+            made.update({name: torch.stack(out) for name, out in rendered.items()})
             for name, lat in made.items():
                 for w, row in zip(codec.decode_latents(lat)[:, 0], rows[i : i + 12]):  # type: ignore[attr-defined]
                     s = score(judge.predict(w.numpy(), model.sample_rate), row["tags"])

@@ -145,8 +145,8 @@ def oracle(args: argparse.Namespace, work: Path) -> None:
             c = cond[i : i + 16]
             rhythm = model.acoustic_beat(sem, None, c, source="ids")
             beat, drums = rhythm["beat"], rhythm["drums"]
-            shipped = stage.generate(sem, c, cfg_scale=scale, beat=beat, drums=drums)
             guided = stage._predict(sem, c, frames=None, cfg_scale=scale, beat=beat, drums=drums)
+            shipped = stage.scale_movement(guided)  # what generate returns, without a second forward
             h, m = stage.features(sem, c, beat=beat, drums=drums)
             b, t, dim = m.shape
             gen = torch.Generator().manual_seed(i)

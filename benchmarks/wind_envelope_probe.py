@@ -51,12 +51,13 @@ def main() -> None:
             no_grid = beat.clone()
             no_grid[:, 0] = 0
             own_rhythm = model.acoustic_beat(sem, None, own[i : i + 12], source="ids")
+            no_gain = stage._predict(sem, c, frames=None, cfg_scale=scale, beat=beat, drums=drums)
             made = {
-                "shipped (caption)": stage.generate(sem, c, cfg_scale=scale, beat=beat, drums=drums),
+                "shipped (caption)": stage.scale_movement(no_gain),  # what generate returns
                 "own audio latent": stage.generate(sem, own[i : i + 12], cfg_scale=scale, beat=own_rhythm["beat"],
                                                    drums=own_rhythm["drums"]),
                 "guidance 6": stage.generate(sem, c, cfg_scale=6.0, beat=beat, drums=drums),
-                "no movement gain": stage._predict(sem, c, frames=None, cfg_scale=scale, beat=beat, drums=drums),
+                "no movement gain": no_gain,
                 "no beat grid": stage.generate(sem, c, cfg_scale=scale, beat=no_grid, drums=drums),
                 "drums label 0": stage.generate(sem, c, cfg_scale=scale, beat=beat, drums=torch.zeros_like(drums)),
             }  # fmt: skip

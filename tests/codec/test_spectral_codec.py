@@ -39,14 +39,17 @@ def test_griffin_lim_recovers_a_consistent_phase():
 def test_fit_encode_decode_and_prefixes():
     codec = SpectralCodec(hop=320, dim=32, num_quantizers=4, codebook_size=16, gl_iters=16)
     assert isinstance(codec, Codec)
-    with pytest.raises(RuntimeError, match="not fitted"):
-        codec.encode(torch.zeros(1, 1, 3200))
+    for method in (codec.encode, codec.latents):
+        with pytest.raises(RuntimeError, match="not fitted"):
+            method(torch.zeros(1, 1, 3200))
     report = codec.fit(_tones(8), kmeans_iters=5)
     left = [report[f"variance_left_after_level{q + 1}"] for q in range(4)]
     assert report["variance_kept_by_projection"] > 0.9 and all(a > b for a, b in zip(left, left[1:]))
     wav = _tones(2, seed=1)[:, None, :-100]  # not a multiple of the hop: padded
     codes = codec.encode(wav)
     assert codes.shape == (2, 4, math.ceil(wav.shape[-1] / 320)) and codes.max() < 16
+    latents = codec.latents(wav)  # unquantized: what encode codes, and decode_latents decodes
+    assert latents.shape == (2, codes.shape[-1], 32) and torch.equal(codec.quantize_latents(latents), codes)
     out = codec.decode(codes)
     assert out.shape == (2, 1, codes.shape[-1] * 320)
     target = codec.log_magnitude(wav)

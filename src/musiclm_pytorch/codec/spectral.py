@@ -153,10 +153,16 @@ class SpectralCodec(CodecBase, Component):
 
     # ---- the Codec interface -----------------------------------------------------------------------
     @torch.no_grad()
+    def latents(self, wav: Tensor) -> Tensor:
+        """``wav [B, 1, S] -> [B, T, D]``: the unquantized latents (principal-component coordinates of the
+        log-magnitude frames), what :meth:`quantize_latents` codes and :meth:`decode_latents` decodes."""
+        self._check_fitted()
+        return (self.log_magnitude(wav) - self.mean) @ self.basis
+
+    @torch.no_grad()
     def encode(self, wav: Tensor, *, num_quantizers: int | None = None) -> Tensor:
         """``wav [B, 1, S] -> codes [B, Q, T]``."""
-        self._check_fitted()
-        return self.quantize_latents((self.log_magnitude(wav) - self.mean) @ self.basis, num_quantizers=num_quantizers)
+        return self.quantize_latents(self.latents(wav), num_quantizers=num_quantizers)
 
     @torch.no_grad()
     def quantize_latents(self, latents: Tensor, *, num_quantizers: int | None = None) -> Tensor:

@@ -177,9 +177,7 @@ def evaluate_fidelity(
     versions, codes = round_trips(codec, wavs, levels)
     batch, n = versions["original"], versions["original"].shape[-1]
     if latents and hasattr(codec, "decode_latents") and hasattr(codec, "basis"):
-        versions["codec_latent"] = torch.cat(
-            [codec.decode_latents((codec.log_magnitude(b[None]) - codec.mean) @ codec.basis) for b in batch]
-        )[..., :n]
+        versions["codec_latent"] = torch.cat([codec.decode_latents(codec.latents(b[None])) for b in batch])[..., :n]
     clips: dict[str, dict[str, list[Any]]] = {}
     scores = score_versions(versions, texts, tags, sample_rate=codec.sample_rate, mulan=mulan, judge=judge,
                             group=group, clips=clips)  # fmt: skip
