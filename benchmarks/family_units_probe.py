@@ -27,7 +27,7 @@ import torch
 from family_loss_probe import true_latents, validation_clips
 
 from musiclm_pytorch.evaluation.judge import Judge, accuracy, score
-from musiclm_pytorch.lm.prior import envelope_projector, frame_chroma, frame_distance, select_units
+from musiclm_pytorch.lm.prior import dct_matrix, envelope_projector, frame_chroma, frame_distance, select_units
 
 # name -> (how, jump, loudness: 1 full prediction's / 0.5 half its movement / 0 the frames' own, chroma weight,
 # drumless only)
@@ -45,13 +45,38 @@ VARIANTS = {
     "drumless_j10_chroma4": ("units", 10.0, 0.0, 4.0, True),
     "drumless_j3_chroma1": ("units", 3.0, 0.0, 1.0, True),
 }
+# transposed family frames (drumless texts only, the frames' own loudness, no semantic-id term: the ids of a
+# transposed frame are not its own): name -> (jump, chroma weight, semitone shifts of the bank)
+TRANSPOSED = {
+    "drumless_j10_tr0_chroma1": (10.0, 1.0, (0,)),
+    "drumless_j10_tr2_chroma1": (10.0, 1.0, (-2, -1, 0, 1, 2)),
+    "drumless_j10_tr2_chroma4": (10.0, 4.0, (-2, -1, 0, 1, 2)),
+    "drumless_j10_tr3_chroma4": (10.0, 4.0, (-3, -2, -1, 0, 1, 2, 3)),
+}
+
+
+def transpose(latents: torch.Tensor, codec, semitones: int, envelope: int = 20) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    """Magnitude-codec latents ``[..., L]`` moved by ``semitones``: the log spectrum's fine structure (all but its
+    first ``envelope`` cepstral coefficients) resampled along frequency, its envelope (the instrument's formants) kept."""
+    if semitones == 0:
+        return latents
+    log_mag = latents.float() @ codec.basis.T.float() + codec.mean.float()
+    bins = log_mag.shape[-1]
+    d = dct_matrix(bins)[:envelope].float()
+    env = log_mag @ d.T @ d
+    fine = log_mag - env
+    src = torch.arange(bins) / 2 ** (semitones / 12)  # output bin j reads input bin j / ratio
+    lo = src.floor().long().clamp(max=bins - 1)
+    hi = (lo + 1).clamp(max=bins - 1)
+    w = (src - lo).clamp(0, 1)
+    return (env + fine[..., lo] * (1 - w) + fine[..., hi] * w - codec.mean.float()) @ codec.basis.float()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clips", type=int, default=96)
     ap.add_argument("--fams", nargs="*", default=[], help="only validation clips of these families")
-    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=[*VARIANTS, *TRANSPOSED])
     ap.add_argument("--tokens", default="/work/runs/tokens_spec")
     ap.add_argument("--data", default="/work/data/synth10k")
     ap.add_argument("--threads", type=int, default=2)
@@ -114,9 +139,24 @@ def main() -> None:
             rendered: dict[str, list[torch.Tensor]] = {name: [] for name in args.variants}
             for j in range(len(part)):  # each clip's bank (and its chroma) once, for every variant
                 bank, ids = bank_for(tc.text[i + j])
-                bank_chroma = frame_chroma(bank[None], codec) if any(VARIANTS[n][3] for n in args.variants) else bank
+                bank_chroma = (frame_chroma(bank[None], codec) if any(VARIANTS[n][3] for n in args.variants if n in VARIANTS)
+                               else bank)  # fmt: skip
+                shifted: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
                 sem2 = sem[j].repeat_interleave(2)[: p.shape[1]]
                 for name in args.variants:
+                    if name in TRANSPOSED:
+                        jump, chroma, shifts = TRANSPOSED[name]
+                        if bool(rhythm["drums"][j] > 0):
+                            rendered[name].append(p[j])
+                            continue
+                        if shifts not in shifted:
+                            tb = torch.cat([transpose(bank, codec, k) for k in shifts])
+                            shifted[shifts] = (tb, frame_chroma(tb[None], codec))
+                        tb, tc_ = shifted[shifts]
+                        extra = chroma * torch.cdist(frame_chroma(p[j][None], codec), tc_).square()
+                        d = frame_distance(p[j][None], tb[None], extra=extra)
+                        rendered[name].append(tb[select_units(d, 500, jump)[0]])
+                        continue
                     how, jump, loudness, chroma, drumless = VARIANTS[name]
                     if drumless and bool(rhythm["drums"][j] > 0):
                         rendered[name].append(p[j])
