@@ -27,6 +27,7 @@ import torch
 from family_loss_probe import true_latents, validation_clips
 
 from musiclm_pytorch.evaluation.judge import Judge, accuracy, score
+from musiclm_pytorch.lm.controls import family_class_latents
 from musiclm_pytorch.lm.prior import dct_matrix, envelope_projector, frame_chroma, frame_distance, select_units
 
 # name -> (how, jump, loudness: 1 full prediction's / 0.5 half its movement / 0 the frames' own, chroma weight,
@@ -52,12 +53,16 @@ TRANSPOSED = {
     "drumless_j10_tr2_chroma1": (10.0, 1.0, (-2, -1, 0, 1, 2)),
     "drumless_j10_tr2_chroma4": (10.0, 4.0, (-2, -1, 0, 1, 2)),
     "drumless_j10_tr3_chroma4": (10.0, 4.0, (-3, -2, -1, 0, 1, 2, 3)),
+    # only where MuLaN reads the text's family as one the stage never makes (twenty-sixth session's table)
+    "route_j10_tr2_chroma1": (10.0, 1.0, (-2, -1, 0, 1, 2)),
 }
+ROUTED_FAMILIES = ("pipe", "reed", "organ", "chromatic percussion", "piano")
 
 
 def transpose(latents: torch.Tensor, codec, semitones: int, envelope: int = 20) -> torch.Tensor:  # type: ignore[no-untyped-def]
     """Magnitude-codec latents ``[..., L]`` moved by ``semitones``: the log spectrum's fine structure (all but its
-    first ``envelope`` cepstral coefficients) resampled along frequency, its envelope (the instrument's formants) kept."""
+    first ``envelope`` cepstral coefficients) resampled along frequency, its envelope (the instrument's formants)
+    kept."""
     if semitones == 0:
         return latents
     log_mag = latents.float() @ codec.basis.T.float() + codec.mean.float()
@@ -75,6 +80,7 @@ def transpose(latents: torch.Tensor, codec, semitones: int, envelope: int = 20) 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clips", type=int, default=96)
+    ap.add_argument("--skip", type=int, default=0, help="leave out the first SKIP validation clips (a fresh sample)")
     ap.add_argument("--fams", nargs="*", default=[], help="only validation clips of these families")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=[*VARIANTS, *TRANSPOSED])
     ap.add_argument("--tokens", default="/work/runs/tokens_spec")
@@ -83,8 +89,9 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     ns = argparse.Namespace(model=None, tokens=args.tokens, data=args.data, threads=args.threads)
-    model, val, matched = validation_clips(ns, 100_000 if args.fams else args.clips)
-    chosen = [(it, r) for it, r in zip(val, matched) if not args.fams or r["tags"]["family"] in args.fams][: args.clips]
+    model, val, matched = validation_clips(ns, 100_000 if args.fams else args.skip + args.clips)
+    chosen = [(it, r) for it, r in list(zip(val, matched))[args.skip :]
+              if not args.fams or r["tags"]["family"] in args.fams][: args.clips]  # fmt: skip
     items, rows = [c[0] for c in chosen], [c[1] for c in chosen]
     train = torch.load(Path(args.tokens) / "train.pt", weights_only=False)["items"]
     stage, codec, prior = model.acoustic_lm, model.codec, model.prior
@@ -94,6 +101,8 @@ def main() -> None:
     texts = [r.get("full_caption") or r["caption"] for r in rows]
     tc = model.text_condition(texts)
     loud = envelope_projector(codec.basis, 1).float()  # type: ignore[attr-defined]
+    names, _ = family_class_latents(model.conditioner.mulan)
+    read = [names[int(f)] for f in prior.read_family(tc.text)]  # the family MuLaN reads in each text
 
     def bank_for(text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         idx = prior.family_neighbours(text[None])[0]
@@ -139,14 +148,15 @@ def main() -> None:
             rendered: dict[str, list[torch.Tensor]] = {name: [] for name in args.variants}
             for j in range(len(part)):  # each clip's bank (and its chroma) once, for every variant
                 bank, ids = bank_for(tc.text[i + j])
-                bank_chroma = (frame_chroma(bank[None], codec) if any(VARIANTS[n][3] for n in args.variants if n in VARIANTS)
-                               else bank)  # fmt: skip
+                chroma_wanted = any(VARIANTS[n][3] for n in args.variants if n in VARIANTS)
+                bank_chroma = frame_chroma(bank[None], codec) if chroma_wanted else bank
                 shifted: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
                 sem2 = sem[j].repeat_interleave(2)[: p.shape[1]]
                 for name in args.variants:
                     if name in TRANSPOSED:
                         jump, chroma, shifts = TRANSPOSED[name]
-                        if bool(rhythm["drums"][j] > 0):
+                        routed_away = name.startswith("route") and read[i + j] not in ROUTED_FAMILIES
+                        if bool(rhythm["drums"][j] > 0) or routed_away:
                             rendered[name].append(p[j])
                             continue
                         if shifts not in shifted:

@@ -8,7 +8,8 @@ ids' grid, as the trainer's validation) in full and with ``to_latent`` zeroed, i
 noise, 10 % null conditioning, with ``--loss mse|l1`` on the error (``--norm``: per latent dimension over its
 standard deviation), and writes the stage with its log.
 
-    python benchmarks/latent_trunk_probe.py --ablate src/musiclm_pytorch/pretrained/musiclm_small/acoustic_lm.safetensors
+    python benchmarks/latent_trunk_probe.py \
+        --ablate src/musiclm_pytorch/pretrained/musiclm_small/acoustic_lm.safetensors
     python benchmarks/latent_trunk_probe.py --train /work/runs/s26/latent_nonoise/latent.safetensors \
         --out /work/runs/s26/trunk_mse.safetensors --steps 300 --loss mse --norm        # 13 min on 2 threads
 """
@@ -80,9 +81,10 @@ def main() -> None:
     if args.ablate:
         for path in args.ablate:
             stage = load(path)
+            norm = stage.to_latent.weight.float().norm().item()
             print(json.dumps({"stage": path, "val_l1": round(val_l1(stage, vb), 5),
                               "val_l1_direct_paths_only": round(val_l1(stage, vb, direct_only=True), 5),
-                              "to_latent_weight_norm": round(stage.to_latent.weight.float().norm().item(), 4)}))  # fmt: skip
+                              "to_latent_weight_norm": round(norm, 4)}))  # fmt: skip
         return
     stage = load(args.train)
     stage.train()
