@@ -15,13 +15,12 @@ again: the family accuracy each swap gives says which part of the timbre the sta
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
-from family_loss_probe import true_latents, validation_clips
+from family_loss_probe import first_per_family, true_latents, validation_clips
 
 from musiclm_pytorch.evaluation.judge import Judge, extract
 
@@ -36,13 +35,7 @@ GROUPS = {
 def features(args: argparse.Namespace) -> dict[str, np.ndarray]:
     ns = argparse.Namespace(model=None, tokens=args.tokens, data=args.data, threads=args.threads)
     model, val, matched = validation_clips(ns, 100_000)
-    per: dict[str, int] = collections.Counter()
-    chosen = []
-    for it, r in zip(val, matched):
-        if per[r["tags"]["family"]] < args.per_family:
-            per[r["tags"]["family"]] += 1
-            chosen.append((it, r))
-    items, rows = [c[0] for c in chosen], [c[1] for c in chosen]
+    items, rows, _ = first_per_family(val, matched, args.per_family)
     stage = model.acoustic_lm
     assert stage is not None
     scale = model.guidance(None)[1]

@@ -24,6 +24,7 @@ Conditioning: the clip's own MuLaN audio latent (``own``) and what generation gi
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,19 @@ def validation_clips(
     by_path = {str(Path(r["path"]).resolve()): r for r in rows}
     val = torch.load(Path(args.tokens) / "val.pt", weights_only=False)["items"][:count]
     return model, val, [by_path[str(Path(it["path"]).resolve())] for it in val]
+
+
+def first_per_family(
+    items: list[dict[str, Any]], rows: list[dict[str, Any]], per_family: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], collections.Counter]:
+    """``(items, rows, clips per family)``: the first ``per_family`` clips of each family, in their order."""
+    count: collections.Counter = collections.Counter()
+    kept = []
+    for it, r in zip(items, rows):
+        if count[r["tags"]["family"]] < per_family:
+            count[r["tags"]["family"]] += 1
+            kept.append((it, r))
+    return [k[0] for k in kept], [k[1] for k in kept], count
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 
 import torch
-from family_loss_probe import true_latents, validation_clips
+from family_loss_probe import first_per_family, true_latents, validation_clips
 
 from musiclm_pytorch.evaluation.judge import Judge, accuracy, score
 
@@ -52,13 +52,7 @@ def main() -> None:
     args = ap.parse_args()
     ns = argparse.Namespace(model=args.model, tokens=args.tokens, data=args.data, threads=args.threads)
     model, val, matched = validation_clips(ns, 100_000)
-    per: dict[str, int] = collections.Counter()
-    chosen = []
-    for it, r in zip(val, matched):
-        if per[r["tags"]["family"]] < args.per_family:
-            per[r["tags"]["family"]] += 1
-            chosen.append((it, r))
-    items, rows = [c[0] for c in chosen], [c[1] for c in chosen]
+    items, rows, per = first_per_family(val, matched, args.per_family)
     stage, prior = model.acoustic_lm, model.prior
     assert stage is not None and prior is not None and stage.guidance_filter is not None
     scale = model.guidance(None)[1]

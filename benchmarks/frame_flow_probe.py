@@ -22,6 +22,7 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -114,30 +115,21 @@ def train(args: argparse.Namespace, work: Path) -> None:
                        work / "head.pt")  # fmt: skip
 
 
-def oracle(args: argparse.Namespace, work: Path) -> None:
+def run_oracle(args: argparse.Namespace, make: Callable[..., dict[str, torch.Tensor]],
+               training_log: list) -> None:  # fmt: skip
+    """The acoustic oracle both flow probes share: the first ``args.val_clips`` validation clips, their true ids, the
+    caption's conditioning through the shipped prior; ``make(h, m, guided, shipped, i)`` (the frozen trunk's state and
+    mean, the guided prediction, what ``generate`` returns, the batch's first clip index) gives the sampled versions
+    beside ``shipped`` and ``ceiling``; the judge scores each, the report goes to ``args.out`` with ``training_log``."""
     ns = argparse.Namespace(model=None, tokens=args.tokens, data=args.data, threads=args.threads)
     model, val, matched = validation_clips(ns, args.val_clips)
     stage = model.acoustic_lm
     assert stage is not None
     scale = model.guidance(None)[1]
-    ck = torch.load(work / "head.pt")
-    std = ck["std"]
-    head = Head(stage.to_latent.in_features, stage.latent_dim, ck["width"], ck["blocks"])
-    head.load_state_dict(ck["head"])
-    head.eval()
     texts = [r.get("full_caption") or r["caption"] for r in matched]
     cond = model.text_condition(texts).acoustic
     judge = Judge()
     versions: dict[str, list[dict[str, bool]]] = {}
-
-    def sample(h: torch.Tensor, m: torch.Tensor, noise: torch.Tensor, steps: int = 16) -> torch.Tensor:
-        x = noise
-        for i in range(steps):
-            x = x + head(x, torch.full(x.shape[:-1], i / steps), h, m) / steps
-        return x * std
-
-    kernel = torch.exp(-0.5 * (torch.arange(-9, 10) / 3.0) ** 2)
-    kernel = kernel / kernel.norm()
     with torch.no_grad():
         for i in range(0, len(val), 16):
             part, tags = val[i : i + 16], [r["tags"] for r in matched[i : i + 16]]
@@ -148,17 +140,8 @@ def oracle(args: argparse.Namespace, work: Path) -> None:
             guided = stage._predict(sem, c, frames=None, cfg_scale=scale, beat=beat, drums=drums)
             shipped = stage.scale_movement(guided)  # what generate returns, without a second forward
             h, m = stage.features(sem, c, beat=beat, drums=drums)
-            b, t, dim = m.shape
-            gen = torch.Generator().manual_seed(i)
-            indep = torch.randn(b, t, dim, generator=gen)
-            shared = torch.randn(b, 1, dim, generator=gen).expand(b, t, dim)
-            rows = F.pad(indep.transpose(1, 2).reshape(-1, 1, t), (9, 9), mode="reflect")
-            smooth = F.conv1d(rows, kernel[None, None]).reshape(b, dim, t).transpose(1, 2)
-            made = {"shipped": shipped, "ceiling": true_latents(model, part, t),
-                    "guided+indep": guided + sample(h, m, indep), "guided+shared": guided + sample(h, m, shared),
-                    "guided+smooth": guided + sample(h, m, smooth), "mean+indep": m + sample(h, m, indep),
-                    "guided+indep0.7": guided + sample(h, m, 0.7 * indep),
-                    "gain+indep0.5": shipped + sample(h, m, 0.5 * indep)}  # fmt: skip
+            made = {"shipped": shipped, "ceiling": true_latents(model, part, m.shape[1]),
+                    **make(h, m, guided, shipped, i)}  # fmt: skip
             for name, lat in made.items():
                 for w, tag in zip(model.codec.decode_latents(lat)[:, 0], tags):  # type: ignore[attr-defined]
                     versions.setdefault(name, []).append(score(judge.predict(w.numpy(), model.sample_rate), tag))
@@ -166,9 +149,45 @@ def oracle(args: argparse.Namespace, work: Path) -> None:
                   flush=True)  # fmt: skip
     kept = ("family", "key_tonic", "tempo_class", "drums_balanced")
     report = {k: {a: round(b["accuracy"], 3) for a, b in accuracy(v).items() if a in kept} for k, v in versions.items()}
-    report["training_log"] = ck["log"]  # type: ignore[assignment]
+    report["training_log"] = training_log  # type: ignore[assignment]
     Path(args.out).write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
+
+
+def oracle(args: argparse.Namespace, work: Path) -> None:
+    ck = torch.load(work / "head.pt")
+    std = ck["std"]
+    head: Head | None = None
+    kernel = torch.exp(-0.5 * (torch.arange(-9, 10) / 3.0) ** 2)
+    kernel = kernel / kernel.norm()
+
+    def make(h: torch.Tensor, m: torch.Tensor, guided: torch.Tensor, shipped: torch.Tensor,
+             i: int) -> dict[str, torch.Tensor]:  # fmt: skip
+        nonlocal head
+        if head is None:  # the trunk's width is known once it has run
+            head = Head(h.shape[-1], m.shape[-1], ck["width"], ck["blocks"])
+            head.load_state_dict(ck["head"])
+            head.eval()
+
+        def sample(noise: torch.Tensor, steps: int = 16) -> torch.Tensor:
+            assert head is not None
+            x = noise
+            for s in range(steps):
+                x = x + head(x, torch.full(x.shape[:-1], s / steps), h, m) / steps
+            return x * std
+
+        b, t, dim = m.shape
+        gen = torch.Generator().manual_seed(i)
+        indep = torch.randn(b, t, dim, generator=gen)
+        shared = torch.randn(b, 1, dim, generator=gen).expand(b, t, dim)
+        rows = F.pad(indep.transpose(1, 2).reshape(-1, 1, t), (9, 9), mode="reflect")
+        smooth = F.conv1d(rows, kernel[None, None]).reshape(b, dim, t).transpose(1, 2)
+        return {"guided+indep": guided + sample(indep), "guided+shared": guided + sample(shared),
+                "guided+smooth": guided + sample(smooth), "mean+indep": m + sample(indep),
+                "guided+indep0.7": guided + sample(0.7 * indep),
+                "gain+indep0.5": shipped + sample(0.5 * indep)}  # fmt: skip
+
+    run_oracle(args, make, ck["log"])
 
 
 def main() -> None:

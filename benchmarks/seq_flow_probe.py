@@ -18,17 +18,14 @@ caption's conditioning through the shipped prior, scored by the judge.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from family_loss_probe import true_latents, validation_clips
+from frame_flow_probe import run_oracle
 from torch import nn
-
-from musiclm_pytorch.evaluation.judge import Judge, accuracy, score
 
 FRAMES_PER_CLIP = 500  # 10 s at the codec's 50 Hz: what extract wrote, clip after clip
 
@@ -117,53 +114,31 @@ def train(args: argparse.Namespace, work: Path) -> None:
 
 
 def oracle(args: argparse.Namespace, work: Path) -> None:
-    ns = argparse.Namespace(model=None, tokens=args.tokens, data=args.data, threads=args.threads)
-    model, val, matched = validation_clips(ns, args.val_clips)
-    stage = model.acoustic_lm
-    assert stage is not None
-    scale = model.guidance(None)[1]
     ck = torch.load(work / args.name)
     std, m_mu, m_sd = ck["std"], ck["m_mu"], ck["m_sd"]
-    head = ConvHead(stage.to_latent.in_features, stage.latent_dim, ck["width"], ck["dilations"])
-    head.load_state_dict(ck["head"])
-    head.eval()
-    texts = [r.get("full_caption") or r["caption"] for r in matched]
-    cond = model.text_condition(texts).acoustic
-    judge = Judge()
-    versions: dict[str, list[dict[str, bool]]] = {}
+    head: ConvHead | None = None
 
-    def sample(h: torch.Tensor, m: torch.Tensor, noise: torch.Tensor, steps: int = 16) -> torch.Tensor:
-        x, mn = noise, (m - m_mu) / m_sd
-        for i in range(steps):
-            x = x + head(x, torch.full(x.shape[:1], i / steps), h, mn) / steps
-        return x * std
+    def make(h: torch.Tensor, m: torch.Tensor, guided: torch.Tensor, shipped: torch.Tensor,
+             i: int) -> dict[str, torch.Tensor]:  # fmt: skip
+        nonlocal head
+        if head is None:  # the trunk's width is known once it has run
+            head = ConvHead(h.shape[-1], m.shape[-1], ck["width"], ck["dilations"])
+            head.load_state_dict(ck["head"])
+            head.eval()
 
-    with torch.no_grad():
-        for i in range(0, len(val), 16):
-            part, tags = val[i : i + 16], [r["tags"] for r in matched[i : i + 16]]
-            sem = torch.stack([it["semantic"].long() for it in part])
-            c = cond[i : i + 16]
-            rhythm = model.acoustic_beat(sem, None, c, source="ids")
-            beat, drums = rhythm["beat"], rhythm["drums"]
-            guided = stage._predict(sem, c, frames=None, cfg_scale=scale, beat=beat, drums=drums)
-            shipped = stage.scale_movement(guided)  # what generate returns, without a second forward
-            h, m = stage.features(sem, c, beat=beat, drums=drums)
-            gen = torch.Generator().manual_seed(i)
-            noise = torch.randn(m.shape, generator=gen)
-            resid = sample(h, m, noise)
-            made = {"shipped": shipped, "ceiling": true_latents(model, part, m.shape[1]),
-                    "guided+flow": guided + resid, "guided+flow0.7": guided + sample(h, m, 0.7 * noise),
-                    "mean+flow": m + resid, "shipped+flow0.5": shipped + 0.5 * resid}  # fmt: skip
-            for name, lat in made.items():
-                for w, tag in zip(model.codec.decode_latents(lat)[:, 0], tags):  # type: ignore[attr-defined]
-                    versions.setdefault(name, []).append(score(judge.predict(w.numpy(), model.sample_rate), tag))
-            print(i + len(part), {k: round(accuracy(v)["family"]["accuracy"], 3) for k, v in versions.items()},
-                  flush=True)  # fmt: skip
-    kept = ("family", "key_tonic", "tempo_class", "drums_balanced")
-    report = {k: {a: round(b["accuracy"], 3) for a, b in accuracy(v).items() if a in kept} for k, v in versions.items()}
-    report["training_log"] = ck["log"]  # type: ignore[assignment]
-    Path(args.out).write_text(json.dumps(report, indent=1))
-    print(json.dumps(report, indent=1))
+        def sample(noise: torch.Tensor, steps: int = 16) -> torch.Tensor:
+            assert head is not None
+            x, mn = noise, (m - m_mu) / m_sd
+            for s in range(steps):
+                x = x + head(x, torch.full(x.shape[:1], s / steps), h, mn) / steps
+            return x * std
+
+        noise = torch.randn(m.shape, generator=torch.Generator().manual_seed(i))
+        resid = sample(noise)
+        return {"guided+flow": guided + resid, "guided+flow0.7": guided + sample(0.7 * noise),
+                "mean+flow": m + resid, "shipped+flow0.5": shipped + 0.5 * resid}  # fmt: skip
+
+    run_oracle(args, make, ck["log"])
 
 
 def main() -> None:

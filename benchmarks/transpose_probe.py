@@ -12,11 +12,10 @@ tonic against the clip's tonic moved by the same shift.
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 
 import torch
-from family_loss_probe import true_latents, validation_clips
+from family_loss_probe import first_per_family, true_latents, validation_clips
 from family_units_probe import transpose
 
 from musiclm_pytorch.data.tags import PITCH_CLASSES
@@ -34,12 +33,8 @@ def main() -> None:
     args = ap.parse_args()
     ns = argparse.Namespace(model=None, tokens=args.tokens, data=args.data, threads=args.threads)
     model, val, matched = validation_clips(ns, 100_000)
-    per: dict[str, int] = collections.Counter()
-    chosen = []
-    for it, r in zip(val, matched):
-        if per[r["tags"]["family"]] < args.per_family:
-            per[r["tags"]["family"]] += 1
-            chosen.append((it, r))
+    items, rows, _ = first_per_family(val, matched, args.per_family)
+    chosen = list(zip(items, rows))
     judge = Judge()
     res = {k: {"family": 0, "tonic": 0, "clips": 0} for k in args.shifts}
     with torch.no_grad():
