@@ -58,10 +58,11 @@ def main() -> None:
     scale = model.guidance(None)[1]
     texts = [r.get("full_caption") or r["caption"] for r in rows]
     tc = model.text_condition(texts)
-    frames = items[0]["codes"].shape[1]
-    mu, sd = bank_stats(model, args.tokens, frames)
-    idx = prior.family_neighbours(tc.text)
-    fam_mu, fam_sd = mu[idx].mean(1), sd[idx].mean(1)  # [N, L]
+    fam_mu = fam_sd = torch.empty(len(items), 0)
+    if args.variants:  # the bank's statistics (3,000 clips decoded) only where a variant reads them
+        mu, sd = bank_stats(model, args.tokens, items[0]["codes"].shape[1])
+        idx = prior.family_neighbours(tc.text)
+        fam_mu, fam_sd = mu[idx].mean(1), sd[idx].mean(1)  # [N, L]
     env = stage.guidance_filter.float()
     judge = Judge()
     versions: dict[str, list[dict[str, bool]]] = collections.defaultdict(list)
